@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Starts, stops or reports a Kafka-protocol broker (Tansu) on loopback.
+#
+#   scripts/broker.sh start|stop|status|install
+#
+# Installs Tansu with cargo on first use (about 15-30 minutes on 2 cores),
+# into a cache outside the clone so later runs and CI reuse it.
+# Environment: RISKSTREAM_CACHE (default ~/.cache/riskstream),
+#              BROKER_PORT (default 9092).
+set -euo pipefail
+
+CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
+PORT="${BROKER_PORT:-9092}"
+TANSU_VERSION=0.6.0
+ROOT="$CACHE/tansu"
+BIN="$ROOT/bin/tansu"
+RUN="$CACHE/broker-$PORT"
+PIDFILE="$RUN/tansu.pid"
+LOG="$RUN/tansu.log"
+
+log() { echo "broker.sh: $*" >&2; }
+
+install() {
+  if [ -x "$BIN" ]; then return 0; fi
+  command -v cargo >/dev/null || { log "cargo is required to install Tansu"; exit 1; }
+  mkdir -p "$ROOT"
+  log "installing tansu $TANSU_VERSION (memory storage) into $ROOT; this compiles for a while"
+  local t0=$SECONDS
+  cargo install tansu --version "$TANSU_VERSION" --no-default-features --features dynostore \
+    --locked --root "$ROOT" >"$CACHE/tansu-install.log" 2>&1 || {
+      tail -30 "$CACHE/tansu-install.log" >&2; log "install failed (full log: $CACHE/tansu-install.log)"; exit 1; }
+  log "installed in $((SECONDS - t0)) s"
+}
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
+
+start() {
+  install
+  if running; then log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
+  mkdir -p "$RUN"
+  log "starting tansu on 127.0.0.1:$PORT (log: $LOG)"
+  # setsid: the broker outlives the shell that started it.
+  setsid "$BIN" broker \
+    --listener-url "tcp://127.0.0.1:$PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$PORT" \
+    --storage-engine "memory://tansu/" \
+    --cluster-id riskstream >"$LOG" 2>&1 < /dev/null &
+  echo $! >"$PIDFILE"
+  for _ in $(seq 1 100); do
+    if port_open; then log "ready"; return 0; fi
+    if ! running; then tail -20 "$LOG" >&2; log "broker exited during start-up"; exit 1; fi
+    sleep 0.1
+  done
+  log "broker did not open port $PORT within 10 s"; exit 1
+}
+
+stop() {
+  if running; then
+    kill "$(cat "$PIDFILE")" 2>/dev/null || true
+    for _ in $(seq 1 50); do running || break; sleep 0.1; done
+    running && kill -9 "$(cat "$PIDFILE")" 2>/dev/null || true
+    log "stopped"
+  else
+    log "not running"
+  fi
+  rm -f "$PIDFILE"
+}
+
+status() {
+  if running && port_open; then echo "running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; else echo "stopped"; return 1; fi
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  install) install ;;
+  *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
+esac

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: installs and starts the broker, builds, runs every
+# test (unit, integration against the real broker), stops the broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RISKSTREAM_CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RISKSTREAM_CACHE/target}"
+export BROKER_PORT="${BROKER_PORT:-9092}"
+export RISKSTREAM_TEST_BROKERS="127.0.0.1:$BROKER_PORT"
+
+started=0
+if ! scripts/broker.sh status >/dev/null 2>&1; then
+  scripts/broker.sh start
+  started=1
+fi
+cleanup() { if [ "$started" = 1 ]; then scripts/broker.sh stop || true; fi; }
+trap cleanup EXIT
+
+cargo build --release --locked --all-targets
+cargo test --release --locked -- --test-threads="${TEST_THREADS:-2}"

@@ -1,0 +1,280 @@
+//! Test helpers: the real broker's address, unique topics, worker processes,
+//! producing records and reading topics back.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use riskstream::codec::{Codec, Transaction};
+use riskstream::dataset::{for_each_row, HandbookRow};
+
+/// The broker under test (started by scripts/test.sh).
+pub fn brokers() -> String {
+    std::env::var("RISKSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn handbook_csv() -> PathBuf {
+    repo().join("../shared/data/handbook/transactions.csv.gz")
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Topics of one test.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub input: String,
+    pub output: String,
+    pub labels: String,
+    pub dlq: String,
+    pub group: String,
+}
+
+impl Topics {
+    pub fn new(name: &str) -> Self {
+        let base = unique(name);
+        Self {
+            input: format!("{base}.in"),
+            output: format!("{base}.out"),
+            labels: format!("{base}.labels"),
+            dlq: format!("{base}.dlq"),
+            group: format!("{base}.group"),
+        }
+    }
+
+    pub async fn create(&self, partitions: i32) {
+        riskstream::kafka::ensure_topics(
+            &brokers(),
+            &BTreeMap::new(),
+            &[&self.input, &self.output, &self.labels, &self.dlq],
+            partitions,
+        )
+        .await
+        .expect("create topics");
+    }
+}
+
+/// First `n` handbook rows from `from_day` on.
+pub fn rows(from_day: i64, n: usize) -> Vec<HandbookRow> {
+    let mut out = Vec::new();
+    for_each_row::<riskstream::dataset::DatasetError>(&handbook_csv(), |r| {
+        if r.time_days >= from_day {
+            out.push(r);
+        }
+        Ok(out.len() < n)
+    })
+    .expect("read handbook");
+    out
+}
+
+pub fn producer() -> FutureProducer {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces raw records and waits for every delivery.
+pub async fn produce_raw(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
+    let p = producer();
+    let mut futs = Vec::new();
+    for (k, v) in records {
+        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(v.as_slice());
+        if let Some(k) = k {
+            r = r.key(k.as_slice());
+        }
+        futs.push(p.send(r, Duration::from_secs(30)));
+    }
+    for f in futs {
+        f.await.expect("delivery");
+    }
+}
+
+/// Produces transactions (key = customer id).
+pub async fn produce_transactions(topic: &str, txs: &[Transaction]) {
+    let codec = Codec::new().unwrap();
+    let recs: Vec<_> = txs
+        .iter()
+        .map(|t| {
+            (
+                Some(t.customer_id.as_bytes().to_vec()),
+                codec.encode_transaction(t).unwrap(),
+            )
+        })
+        .collect();
+    produce_raw(topic, &recs).await;
+}
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads a topic from the beginning until `want` records arrived or
+/// `idle` passed without a new one.
+pub fn read_topic(topic: &str, want: usize, idle: Duration) -> Vec<Rec> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let n = md.topics().first().map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while out.len() < want && last.elapsed() < idle {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let mut headers = BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for x in h.iter() {
+                    headers.insert(
+                        x.key.to_string(),
+                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            out.push(Rec {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// A `riskstream run` child process.
+pub struct Worker {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    pub fn start(t: &Topics, extra: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.log", unique("worker")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+            .args([
+                "run",
+                "--brokers",
+                &brokers(),
+                "--group",
+                &t.group,
+                "--input-topic",
+                &t.input,
+                "--output-topic",
+                &t.output,
+                "--labels-topic",
+                &t.labels,
+                "--dlq-topic",
+                &t.dlq,
+                "--models-dir",
+                repo().join("models").to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("RISKSTREAM_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn worker");
+        Self { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+    }
+
+    /// Waits for exit; returns the exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let t0 = Instant::now();
+        while t0.elapsed() < timeout {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `f` is true or the timeout passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Decoded scored records of an output topic.
+pub fn scored(topic: &str, want: usize, idle: Duration) -> Vec<(Rec, riskstream::codec::ScoredTransaction)> {
+    let codec = Codec::new().unwrap();
+    read_topic(topic, want, idle)
+        .into_iter()
+        .map(|r| {
+            let s = codec
+                .decode_scored(r.payload.as_deref())
+                .expect("scored record decodes");
+            (r, s)
+        })
+        .collect()
+}

@@ -1,0 +1,263 @@
+//! The worker against the real broker: delivery guarantees, dead letters,
+//! scaling by instances, shutdown. Needs `scripts/broker.sh start` (the test
+//! script does it).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use riskstream::codec::{Codec, KnownSchema, Transaction, HISTORY_SCHEMAS};
+
+fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
+    rows(from_day, n).iter().map(|r| r.transaction()).collect()
+}
+
+/// Every input id appears in the output; returns how many times each did.
+fn counts(out: &[(Rec, riskstream::codec::ScoredTransaction)]) -> HashMap<String, usize> {
+    let mut c = HashMap::new();
+    for (_, s) in out {
+        *c.entry(s.transaction_id.clone()).or_insert(0) += 1;
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_run_scores_every_transaction_exactly_once_in_customer_order() {
+    let t = Topics::new("clean");
+    t.create(4).await;
+    let input = txs(100, 3000);
+    produce_transactions(&t.input, &input).await;
+    let mut w = Worker::start(&t, &[]);
+    let out = scored(&t.output, input.len(), Duration::from_secs(60));
+    let c = counts(&out);
+    assert_eq!(out.len(), input.len(), "log:\n{}", w.log_text());
+    for tx in &input {
+        assert_eq!(c.get(&tx.transaction_id), Some(&1), "{}", tx.transaction_id);
+    }
+    // Per customer, output order = input order (event time, then id).
+    let mut last: HashMap<String, (i64, u64)> = HashMap::new();
+    let mut by_partition: BTreeMap<i32, Vec<&riskstream::codec::ScoredTransaction>> = BTreeMap::new();
+    for (r, s) in &out {
+        by_partition.entry(r.partition).or_default().push(s);
+    }
+    for recs in by_partition.values() {
+        for s in recs {
+            let key = (s.event_time, s.transaction_id.parse::<u64>().unwrap());
+            if let Some(prev) = last.insert(s.customer_id.clone(), key) {
+                assert!(prev < key, "customer {} out of order", s.customer_id);
+            }
+        }
+    }
+    // Records carry the model and a probability.
+    let (_, s) = &out[0];
+    assert_eq!(s.model_name, "fraud-mlp");
+    assert!(!s.model_version.is_empty());
+    assert!((0.0..=1.0).contains(&s.score));
+    assert_eq!(s.is_fraud, s.score >= s.threshold);
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(30)), Some(0), "log:\n{}", w.log_text());
+    assert!(w.log_text().contains("scoring on flex (CPU)"), "the log names the device");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_are_scored() {
+    let t = Topics::new("poison");
+    t.create(1).await;
+    let codec = Codec::new().unwrap();
+    let good = txs(100, 6);
+    let enc = |tx: &Transaction| codec.encode_transaction(tx).unwrap();
+    let key = |tx: &Transaction| Some(tx.customer_id.as_bytes().to_vec());
+    let mut nan = good[0].clone();
+    nan.transaction_id = "nan".into();
+    nan.amount = f64::NAN;
+    let truncated = enc(&good[1])[..12].to_vec();
+    let mut unknown = enc(&good[2]);
+    unknown[2..10].copy_from_slice(&[7; 8]);
+    let records = vec![
+        (key(&good[0]), enc(&good[0])),
+        (key(&good[0]), b"\x00\x01garbage, not avro".to_vec()),
+        (key(&good[1]), enc(&good[1])),
+        (key(&good[1]), truncated),
+        (key(&good[2]), enc(&good[2])),
+        (key(&good[2]), unknown),
+        (key(&good[3]), enc(&good[3])),
+        (key(&nan), enc(&nan)),
+        (key(&good[4]), enc(&good[4])),
+        (None, enc(&good[5])),
+    ];
+    produce_raw(&t.input, &records).await;
+    let mut w = Worker::start(&t, &[]);
+    let out = scored(&t.output, 5, Duration::from_secs(60));
+    let ids: HashSet<_> = out.iter().map(|(_, s)| s.transaction_id.clone()).collect();
+    for g in &good[..5] {
+        assert!(ids.contains(&g.transaction_id), "log:\n{}", w.log_text());
+    }
+    let dead = read_topic(&t.dlq, 5, Duration::from_secs(30));
+    assert_eq!(dead.len(), 5, "log:\n{}", w.log_text());
+    let reasons: Vec<&str> = dead.iter().map(|d| d.headers["riskstream.reason"].as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["not_single_object", "malformed_avro", "unknown_fingerprint", "invalid_field", "missing_key"]
+    );
+    for (d, (_, orig)) in dead.iter().zip(records.iter().skip(1).step_by(2)) {
+        assert_eq!(d.payload.as_deref(), Some(orig.as_slice()), "original bytes kept");
+        assert_eq!(d.headers["riskstream.source.topic"], t.input);
+        assert_eq!(d.headers["riskstream.source.partition"], "0");
+        assert!(d.headers["riskstream.source.offset"].parse::<i64>().unwrap() % 2 == 1);
+        assert!(!d.headers["riskstream.error"].is_empty());
+    }
+    assert!(dead[3].headers["riskstream.error"].contains("amount"));
+    let log = w.log_text();
+    assert!(log.contains("WARN") && log.contains("dead-letter"), "{log}");
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_from_older_and_newer_writer_schemas_both_decode() {
+    let t = Topics::new("evolution");
+    t.create(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let v3 = r#"{"type":"record","name":"Transaction","namespace":"riskstream","fields":[
+      {"name":"transaction_id","type":"string"},
+      {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+      {"name":"customer_id","type":"string"},
+      {"name":"terminal_id","type":"string"},
+      {"name":"amount","type":"double"},
+      {"name":"currency","type":"string","default":"EUR"},
+      {"name":"channel","type":"string","default":"pos"}]}"#;
+    std::fs::write(dir.path().join("transaction.v3.avsc"), v3).unwrap();
+    let codec = Codec::new().unwrap();
+    let old = KnownSchema::parse(HISTORY_SCHEMAS[0], "v1").unwrap();
+    let new = KnownSchema::parse(v3, "v3").unwrap();
+    let input = txs(100, 20);
+    let mut recs = Vec::new();
+    for (i, tx) in input.iter().enumerate() {
+        let bytes = if i % 2 == 0 {
+            codec.encode_transaction_as(&old, tx, vec![]).unwrap()
+        } else {
+            codec
+                .encode_transaction_as(
+                    &new,
+                    tx,
+                    vec![("channel", apache_avro::types::Value::String("web".into()))],
+                )
+                .unwrap()
+        };
+        recs.push((Some(tx.customer_id.as_bytes().to_vec()), bytes));
+    }
+    produce_raw(&t.input, &recs).await;
+    let w = Worker::start(&t, &["--schema-dir", dir.path().to_str().unwrap()]);
+    let out = scored(&t.output, input.len(), Duration::from_secs(60));
+    assert_eq!(out.len(), input.len(), "log:\n{}", w.log_text());
+    assert!(out.iter().all(|(_, s)| s.currency == "EUR"));
+    assert!(read_topic(&t.dlq, 1, Duration::from_secs(2)).is_empty());
+}
+
+/// Committed offsets of a group on a topic.
+fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_leaves_no_delivered_but_uncommitted_gap() {
+    let t = Topics::new("graceful");
+    t.create(2).await;
+    let input = txs(100, 2000);
+    produce_transactions(&t.input, &input).await;
+    let mut w = Worker::start(&t, &[]);
+    let out = scored(&t.output, input.len(), Duration::from_secs(60));
+    assert_eq!(out.len(), input.len());
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(30)), Some(0), "log:\n{}", w.log_text());
+    // Input ends per partition: offsets of what was consumed.
+    let inp = read_topic(&t.input, input.len(), Duration::from_secs(10));
+    let mut end = vec![0i64; 2];
+    for r in &inp {
+        end[r.partition as usize] = end[r.partition as usize].max(r.offset + 1);
+    }
+    assert_eq!(committed(&t.group, &t.input, 2), end);
+    // A restarted instance has nothing left to score.
+    let w2 = Worker::start(&t, &[]);
+    std::thread::sleep(Duration::from_secs(8));
+    let again = read_topic(&t.output, input.len() + 1, Duration::from_secs(3));
+    assert_eq!(again.len(), input.len(), "log:\n{}", w2.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_in_one_group_share_partitions_and_score_everything() {
+    let t = Topics::new("scale");
+    t.create(4).await;
+    let a = Worker::start(&t, &[]);
+    let b = Worker::start(&t, &[]);
+    let both = wait_for(Duration::from_secs(60), || {
+        assigned(&a.log_text()) && assigned(&b.log_text())
+    });
+    assert!(both, "a:\n{}\nb:\n{}", a.log_text(), b.log_text());
+    let input = txs(100, 4000);
+    produce_transactions(&t.input, &input).await;
+    let out = scored(&t.output, input.len(), Duration::from_secs(60));
+    let c = counts(&out);
+    for tx in &input {
+        assert!(c.contains_key(&tx.transaction_id));
+    }
+    assert!(assigned(&a.log_text()) && assigned(&b.log_text()));
+}
+
+/// Whether the worker's log shows a non-empty assignment.
+fn assigned(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_instance_loses_nothing() {
+    let t = Topics::new("kill");
+    t.create(4).await;
+    let a = Worker::start(&t, &[]);
+    let mut b = Worker::start(&t, &[]);
+    assert!(wait_for(Duration::from_secs(60), || assigned(&a.log_text())
+        && assigned(&b.log_text())));
+    let input = txs(100, 20_000);
+    let half = input.len() / 2;
+    produce_transactions(&t.input, &input[..half]).await;
+    // Kill one instance while it is mid-stream.
+    assert!(wait_for(Duration::from_secs(60), || {
+        read_topic(&t.output, half / 4, Duration::from_millis(500)).len() >= half / 4
+    }));
+    b.signal("KILL");
+    let status = b.child.wait().expect("wait for the killed worker");
+    assert!(!status.success());
+    produce_transactions(&t.input, &input[half..]).await;
+    let ids: HashSet<&str> = input.iter().map(|t| t.transaction_id.as_str()).collect();
+    let mut out = Vec::new();
+    let complete = wait_for(Duration::from_secs(120), || {
+        out = scored(&t.output, usize::MAX, Duration::from_secs(2));
+        let seen: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
+        ids.iter().all(|i| seen.contains(i))
+    });
+    assert!(complete, "not every transaction was scored; a:\n{}", a.log_text());
+    let dups = out.len() - ids.len();
+    // Duplicates only from the killed instance's uncommitted work.
+    assert!(dups <= input.len() / 2, "{dups} duplicates");
+}

@@ -1,0 +1,540 @@
+//! Codec: Avro schemas and the wire format of every riskstream topic.
+//!
+//! Owns the `.avsc` files under `schemas/` (embedded at build time), Avro
+//! single-object encoding (`C3 01` + 8-byte little-endian CRC-64-AVRO
+//! fingerprint of the writer schema + datum), writer-schema lookup by
+//! fingerprint with Avro schema resolution into the reader schema, and the
+//! validation of decoded transactions. Every failure has a stable
+//! [`DecodeError::reason`] code that ends up in dead-letter headers and metrics.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::path::Path;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use serde::{Deserialize, Serialize};
+
+/// Marker bytes that open every single-object encoded record.
+pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+/// Header length: magic plus the 64-bit fingerprint.
+pub const HEADER_LEN: usize = 10;
+
+pub const TRANSACTION_SCHEMA: &str = include_str!("../../../schemas/transaction.avsc");
+pub const SCORED_SCHEMA: &str = include_str!("../../../schemas/scored_transaction.avsc");
+pub const LABEL_SCHEMA: &str = include_str!("../../../schemas/fraud_label.avsc");
+/// Older writer schemas we still accept (schema evolution).
+pub const HISTORY_SCHEMAS: &[&str] = &[include_str!("../../../schemas/history/transaction.v1.avsc")];
+
+/// Why a record could not be turned into a value we can use.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum DecodeError {
+    #[error("record has no key (expected the customer id)")]
+    MissingKey,
+    #[error("record has no payload")]
+    EmptyPayload,
+    #[error("not Avro single-object encoding: {0}")]
+    NotSingleObject(String),
+    #[error("unknown writer schema fingerprint {0:016x}")]
+    UnknownFingerprint(u64),
+    #[error("writer schema {found} cannot be read as {expected}")]
+    WrongSchema { found: String, expected: String },
+    #[error("malformed Avro datum: {0}")]
+    Malformed(String),
+    #[error("invalid field `{field}`: {detail}")]
+    Invalid { field: &'static str, detail: String },
+}
+
+impl DecodeError {
+    /// Short, stable reason code (dead-letter header `riskstream.reason`, metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::MissingKey => "missing_key",
+            DecodeError::EmptyPayload => "empty_payload",
+            DecodeError::NotSingleObject(_) => "not_single_object",
+            DecodeError::UnknownFingerprint(_) => "unknown_fingerprint",
+            DecodeError::WrongSchema { .. } => "wrong_schema",
+            DecodeError::Malformed(_) => "malformed_avro",
+            DecodeError::Invalid { .. } => "invalid_field",
+        }
+    }
+}
+
+/// Errors loading schemas.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("cannot parse Avro schema {origin}: {source}")]
+    Parse {
+        origin: String,
+        #[source]
+        source: Box<apache_avro::Error>,
+    },
+    #[error("cannot read schema file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+}
+
+/// A card transaction as it arrives on the input topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub transaction_id: String,
+    /// Event time, epoch milliseconds UTC.
+    pub event_time: i64,
+    pub customer_id: String,
+    pub terminal_id: String,
+    pub amount: f64,
+    pub currency: String,
+}
+
+/// The record written to the output topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredTransaction {
+    pub transaction_id: String,
+    pub event_time: i64,
+    pub customer_id: String,
+    pub terminal_id: String,
+    pub amount: f64,
+    pub currency: String,
+    pub score: f32,
+    pub is_fraud: bool,
+    pub threshold: f32,
+    pub model_name: String,
+    pub model_version: String,
+    pub scored_at: i64,
+}
+
+/// Delayed label feedback for one past transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FraudLabel {
+    pub transaction_id: String,
+    pub customer_id: String,
+    pub terminal_id: String,
+    pub event_time: i64,
+    pub is_fraud: bool,
+    pub reported_at: i64,
+}
+
+/// A parsed schema with its fingerprint.
+#[derive(Debug, Clone)]
+pub struct KnownSchema {
+    pub schema: Schema,
+    pub fingerprint: u64,
+    pub full_name: String,
+}
+
+impl KnownSchema {
+    pub fn parse(text: &str, origin: &str) -> Result<Self, SchemaError> {
+        let schema = Schema::parse_str(text).map_err(|e| SchemaError::Parse {
+            origin: origin.to_string(),
+            source: Box::new(e),
+        })?;
+        let fp = schema.fingerprint::<Rabin>();
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&fp.bytes[..8]);
+        let full_name = match &schema {
+            Schema::Record(r) => r.name.fullname(None),
+            other => format!("{other:?}"),
+        };
+        Ok(Self {
+            schema,
+            fingerprint: u64::from_le_bytes(bytes),
+            full_name,
+        })
+    }
+
+    /// Single-object header for this schema.
+    pub fn header(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[..2].copy_from_slice(&SINGLE_OBJECT_MAGIC);
+        h[2..].copy_from_slice(&self.fingerprint.to_le_bytes());
+        h
+    }
+}
+
+/// Encoder/decoder for all riskstream topics. Cheap to clone behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Codec {
+    transaction: KnownSchema,
+    scored: KnownSchema,
+    label: KnownSchema,
+    /// Every writer schema we can decode, by fingerprint: the current ones,
+    /// the history shipped with the binary, and any extra ones from config.
+    writers: HashMap<u64, KnownSchema>,
+}
+
+impl Codec {
+    /// The built-in schemas.
+    pub fn new() -> Result<Self, SchemaError> {
+        let transaction = KnownSchema::parse(TRANSACTION_SCHEMA, "schemas/transaction.avsc")?;
+        let scored = KnownSchema::parse(SCORED_SCHEMA, "schemas/scored_transaction.avsc")?;
+        let label = KnownSchema::parse(LABEL_SCHEMA, "schemas/fraud_label.avsc")?;
+        let mut writers = HashMap::new();
+        for s in [&transaction, &scored, &label] {
+            writers.insert(s.fingerprint, s.clone());
+        }
+        let mut codec = Self {
+            transaction,
+            scored,
+            label,
+            writers,
+        };
+        for (i, text) in HISTORY_SCHEMAS.iter().enumerate() {
+            codec.add_writer_schema(text, &format!("schemas/history #{i}"))?;
+        }
+        Ok(codec)
+    }
+
+    /// Registers another writer schema (e.g. a newer producer's), so records
+    /// written with it decode through schema resolution.
+    pub fn add_writer_schema(&mut self, text: &str, origin: &str) -> Result<u64, SchemaError> {
+        let s = KnownSchema::parse(text, origin)?;
+        let fp = s.fingerprint;
+        self.writers.insert(fp, s);
+        Ok(fp)
+    }
+
+    /// Registers every `*.avsc` file in a directory.
+    pub fn add_writer_schema_dir(&mut self, dir: &Path) -> Result<usize, SchemaError> {
+        let io = |source| SchemaError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|e| e == "avsc") {
+                let text = std::fs::read_to_string(&path).map_err(|source| SchemaError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                self.add_writer_schema(&text, &path.display().to_string())?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub fn transaction_schema(&self) -> &KnownSchema {
+        &self.transaction
+    }
+
+    /// Splits a single-object record into its writer schema and datum bytes.
+    fn frame<'a>(&self, payload: &'a [u8]) -> Result<(&KnownSchema, &'a [u8]), DecodeError> {
+        if payload.is_empty() {
+            return Err(DecodeError::EmptyPayload);
+        }
+        if payload.len() < HEADER_LEN {
+            return Err(DecodeError::NotSingleObject(format!(
+                "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                payload.len()
+            )));
+        }
+        if payload[..2] != SINGLE_OBJECT_MAGIC {
+            return Err(DecodeError::NotSingleObject(format!(
+                "starts with {:02x} {:02x}, expected c3 01",
+                payload[0], payload[1]
+            )));
+        }
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&payload[2..HEADER_LEN]);
+        let fp = u64::from_le_bytes(fp);
+        let writer = self
+            .writers
+            .get(&fp)
+            .ok_or(DecodeError::UnknownFingerprint(fp))?;
+        Ok((writer, &payload[HEADER_LEN..]))
+    }
+
+    /// Decodes a datum written with `writer`, resolved into `reader`, and
+    /// checks that every byte was consumed.
+    fn read(
+        writer: &KnownSchema,
+        reader: &KnownSchema,
+        datum: &[u8],
+    ) -> Result<Vec<(String, Value)>, DecodeError> {
+        if writer.full_name != reader.full_name {
+            return Err(DecodeError::WrongSchema {
+                found: writer.full_name.clone(),
+                expected: reader.full_name.clone(),
+            });
+        }
+        let mut cur = Cursor::new(datum);
+        let resolve = (writer.fingerprint != reader.fingerprint).then_some(&reader.schema);
+        let value = apache_avro::from_avro_datum(&writer.schema, &mut cur, resolve)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let used = cur.position() as usize;
+        if used != datum.len() {
+            return Err(DecodeError::Malformed(format!(
+                "{} trailing bytes after the datum",
+                datum.len() - used
+            )));
+        }
+        match value {
+            Value::Record(fields) => Ok(fields),
+            other => Err(DecodeError::Malformed(format!(
+                "expected a record, got {other:?}"
+            ))),
+        }
+    }
+
+    /// Decodes and validates a transaction from a Kafka key and payload.
+    pub fn decode_transaction(
+        &self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Result<Transaction, DecodeError> {
+        let payload = payload.ok_or(DecodeError::EmptyPayload)?;
+        let (writer, datum) = self.frame(payload)?;
+        let fields = Self::read(writer, &self.transaction, datum)?;
+        let mut f = Fields(fields);
+        let tx = Transaction {
+            transaction_id: f.string("transaction_id")?,
+            event_time: f.long("event_time")?,
+            customer_id: f.string("customer_id")?,
+            terminal_id: f.string("terminal_id")?,
+            amount: f.double("amount")?,
+            currency: f.string("currency")?,
+        };
+        match key {
+            None | Some([]) => return Err(DecodeError::MissingKey),
+            Some(k) if k != tx.customer_id.as_bytes() => {
+                return Err(DecodeError::Invalid {
+                    field: "key",
+                    detail: format!(
+                        "record key {:?} differs from customer_id {:?}",
+                        String::from_utf8_lossy(k),
+                        tx.customer_id
+                    ),
+                })
+            }
+            Some(_) => {}
+        }
+        validate_transaction(&tx)?;
+        Ok(tx)
+    }
+
+    pub fn decode_label(&self, payload: Option<&[u8]>) -> Result<FraudLabel, DecodeError> {
+        let payload = payload.ok_or(DecodeError::EmptyPayload)?;
+        let (writer, datum) = self.frame(payload)?;
+        let mut f = Fields(Self::read(writer, &self.label, datum)?);
+        Ok(FraudLabel {
+            transaction_id: f.string("transaction_id")?,
+            customer_id: f.string("customer_id")?,
+            terminal_id: f.string("terminal_id")?,
+            event_time: f.long("event_time")?,
+            is_fraud: f.boolean("is_fraud")?,
+            reported_at: f.long("reported_at")?,
+        })
+    }
+
+    pub fn decode_scored(&self, payload: Option<&[u8]>) -> Result<ScoredTransaction, DecodeError> {
+        let payload = payload.ok_or(DecodeError::EmptyPayload)?;
+        let (writer, datum) = self.frame(payload)?;
+        let mut f = Fields(Self::read(writer, &self.scored, datum)?);
+        Ok(ScoredTransaction {
+            transaction_id: f.string("transaction_id")?,
+            event_time: f.long("event_time")?,
+            customer_id: f.string("customer_id")?,
+            terminal_id: f.string("terminal_id")?,
+            amount: f.double("amount")?,
+            currency: f.string("currency")?,
+            score: f.float("score")?,
+            is_fraud: f.boolean("is_fraud")?,
+            threshold: f.float("threshold")?,
+            model_name: f.string("model_name")?,
+            model_version: f.string("model_version")?,
+            scored_at: f.long("scored_at")?,
+        })
+    }
+
+    /// Decodes any record written with a known schema into JSON (for `tail`).
+    pub fn to_json(&self, payload: &[u8]) -> Result<serde_json::Value, DecodeError> {
+        let (writer, datum) = self.frame(payload)?;
+        let mut cur = Cursor::new(datum);
+        let value = apache_avro::from_avro_datum(&writer.schema, &mut cur, None)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        serde_json::Value::try_from(value).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+
+    fn encode_with(
+        schema: &KnownSchema,
+        fields: Vec<(&str, Value)>,
+        what: &'static str,
+    ) -> Result<Vec<u8>, SchemaError> {
+        let record = Value::Record(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        );
+        let datum = apache_avro::to_avro_datum(&schema.schema, record).map_err(|e| {
+            SchemaError::Encode {
+                what,
+                detail: e.to_string(),
+            }
+        })?;
+        let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
+        out.extend_from_slice(&schema.header());
+        out.extend_from_slice(&datum);
+        Ok(out)
+    }
+
+    pub fn encode_transaction(&self, tx: &Transaction) -> Result<Vec<u8>, SchemaError> {
+        Self::encode_with(&self.transaction, transaction_fields(tx), "Transaction")
+    }
+
+    /// Encodes a transaction with an arbitrary registered writer schema: fields
+    /// the schema lacks are left out, fields it adds must have defaults.
+    pub fn encode_transaction_as(
+        &self,
+        writer: &KnownSchema,
+        tx: &Transaction,
+        extra: Vec<(&str, Value)>,
+    ) -> Result<Vec<u8>, SchemaError> {
+        let names: Vec<String> = match &writer.schema {
+            Schema::Record(r) => r.fields.iter().map(|f| f.name.clone()).collect(),
+            _ => Vec::new(),
+        };
+        let mut fields: Vec<(&str, Value)> = transaction_fields(tx)
+            .into_iter()
+            .chain(extra)
+            .filter(|(k, _)| names.iter().any(|n| n == k))
+            .collect();
+        fields.sort_by_key(|(k, _)| names.iter().position(|n| n == k));
+        Self::encode_with(writer, fields, "Transaction")
+    }
+
+    pub fn encode_scored(&self, s: &ScoredTransaction) -> Result<Vec<u8>, SchemaError> {
+        let fields = vec![
+            ("transaction_id", Value::String(s.transaction_id.clone())),
+            ("event_time", Value::TimestampMillis(s.event_time)),
+            ("customer_id", Value::String(s.customer_id.clone())),
+            ("terminal_id", Value::String(s.terminal_id.clone())),
+            ("amount", Value::Double(s.amount)),
+            ("currency", Value::String(s.currency.clone())),
+            ("score", Value::Float(s.score)),
+            ("is_fraud", Value::Boolean(s.is_fraud)),
+            ("threshold", Value::Float(s.threshold)),
+            ("model_name", Value::String(s.model_name.clone())),
+            ("model_version", Value::String(s.model_version.clone())),
+            ("scored_at", Value::TimestampMillis(s.scored_at)),
+        ];
+        Self::encode_with(&self.scored, fields, "ScoredTransaction")
+    }
+
+    pub fn encode_label(&self, l: &FraudLabel) -> Result<Vec<u8>, SchemaError> {
+        let fields = vec![
+            ("transaction_id", Value::String(l.transaction_id.clone())),
+            ("customer_id", Value::String(l.customer_id.clone())),
+            ("terminal_id", Value::String(l.terminal_id.clone())),
+            ("event_time", Value::TimestampMillis(l.event_time)),
+            ("is_fraud", Value::Boolean(l.is_fraud)),
+            ("reported_at", Value::TimestampMillis(l.reported_at)),
+        ];
+        Self::encode_with(&self.label, fields, "FraudLabel")
+    }
+}
+
+fn transaction_fields(tx: &Transaction) -> Vec<(&'static str, Value)> {
+    vec![
+        ("transaction_id", Value::String(tx.transaction_id.clone())),
+        ("event_time", Value::TimestampMillis(tx.event_time)),
+        ("customer_id", Value::String(tx.customer_id.clone())),
+        ("terminal_id", Value::String(tx.terminal_id.clone())),
+        ("amount", Value::Double(tx.amount)),
+        ("currency", Value::String(tx.currency.clone())),
+    ]
+}
+
+/// Business validation of a decoded transaction.
+pub fn validate_transaction(tx: &Transaction) -> Result<(), DecodeError> {
+    let invalid = |field, detail: &str| {
+        Err(DecodeError::Invalid {
+            field,
+            detail: detail.to_string(),
+        })
+    };
+    if tx.transaction_id.is_empty() {
+        return invalid("transaction_id", "empty");
+    }
+    if tx.customer_id.is_empty() {
+        return invalid("customer_id", "empty");
+    }
+    if tx.terminal_id.is_empty() {
+        return invalid("terminal_id", "empty");
+    }
+    if !tx.amount.is_finite() {
+        return invalid("amount", &format!("{} is not a finite number", tx.amount));
+    }
+    if tx.amount < 0.0 {
+        return invalid("amount", &format!("{} is negative", tx.amount));
+    }
+    if tx.event_time <= 0 {
+        return invalid("event_time", &format!("{} is not a valid epoch-ms time", tx.event_time));
+    }
+    Ok(())
+}
+
+/// Field access on a resolved record, by name.
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn take(&mut self, name: &'static str) -> Result<Value, DecodeError> {
+        self.0
+            .iter_mut()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| std::mem::replace(v, Value::Null))
+            .ok_or(DecodeError::Invalid {
+                field: name,
+                detail: "missing".into(),
+            })
+    }
+    fn wrong(name: &'static str, v: &Value) -> DecodeError {
+        DecodeError::Invalid {
+            field: name,
+            detail: format!("unexpected value {v:?}"),
+        }
+    }
+    fn string(&mut self, name: &'static str) -> Result<String, DecodeError> {
+        match self.take(name)? {
+            Value::String(s) => Ok(s),
+            v => Err(Self::wrong(name, &v)),
+        }
+    }
+    fn long(&mut self, name: &'static str) -> Result<i64, DecodeError> {
+        match self.take(name)? {
+            Value::Long(x) | Value::TimestampMillis(x) => Ok(x),
+            Value::Int(x) => Ok(x as i64),
+            v => Err(Self::wrong(name, &v)),
+        }
+    }
+    fn double(&mut self, name: &'static str) -> Result<f64, DecodeError> {
+        match self.take(name)? {
+            Value::Double(x) => Ok(x),
+            Value::Float(x) => Ok(x as f64),
+            v => Err(Self::wrong(name, &v)),
+        }
+    }
+    fn float(&mut self, name: &'static str) -> Result<f32, DecodeError> {
+        match self.take(name)? {
+            Value::Float(x) => Ok(x),
+            Value::Double(x) => Ok(x as f32),
+            v => Err(Self::wrong(name, &v)),
+        }
+    }
+    fn boolean(&mut self, name: &'static str) -> Result<bool, DecodeError> {
+        match self.take(name)? {
+            Value::Boolean(x) => Ok(x),
+            v => Err(Self::wrong(name, &v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,141 @@
+use super::*;
+
+fn tx() -> Transaction {
+    Transaction {
+        transaction_id: "42".into(),
+        event_time: 1_522_540_831_000,
+        customer_id: "596".into(),
+        terminal_id: "3156".into(),
+        amount: 57.16,
+        currency: "EUR".into(),
+    }
+}
+
+const V3: &str = r#"{"type":"record","name":"Transaction","namespace":"riskstream","fields":[
+ {"name":"transaction_id","type":"string"},
+ {"name":"event_time","type":{"type":"long","logicalType":"timestamp-millis"}},
+ {"name":"customer_id","type":"string"},
+ {"name":"terminal_id","type":"string"},
+ {"name":"amount","type":"double"},
+ {"name":"currency","type":"string","default":"EUR"},
+ {"name":"channel","type":"string","default":"pos"}]}"#;
+
+#[test]
+fn round_trips_a_transaction_with_single_object_framing() {
+    let c = Codec::new().unwrap();
+    let bytes = c.encode_transaction(&tx()).unwrap();
+    assert_eq!(&bytes[..2], &SINGLE_OBJECT_MAGIC);
+    assert_eq!(
+        &bytes[2..10],
+        &c.transaction_schema().fingerprint.to_le_bytes()
+    );
+    let back = c.decode_transaction(Some(b"596"), Some(&bytes)).unwrap();
+    assert_eq!(back, tx());
+}
+
+#[test]
+fn fingerprint_matches_the_avro_spec_crc64() {
+    // CRC-64-AVRO of the canonical form of "int" is given in the spec's
+    // reference implementation: 0x7275d51a3f395c8f.
+    let k = KnownSchema::parse(r#""int""#, "int").unwrap();
+    assert_eq!(k.fingerprint, 0x7275_d51a_3f39_5c8f);
+}
+
+#[test]
+fn older_writer_without_currency_decodes_with_the_default() {
+    let c = Codec::new().unwrap();
+    let v1 = KnownSchema::parse(HISTORY_SCHEMAS[0], "v1").unwrap();
+    let bytes = c.encode_transaction_as(&v1, &tx(), vec![]).unwrap();
+    assert_ne!(v1.fingerprint, c.transaction_schema().fingerprint);
+    let back = c.decode_transaction(Some(b"596"), Some(&bytes)).unwrap();
+    assert_eq!(back.currency, "EUR");
+    assert_eq!(back.amount, 57.16);
+}
+
+#[test]
+fn newer_writer_with_an_added_field_decodes_once_registered() {
+    let mut c = Codec::new().unwrap();
+    let v3 = KnownSchema::parse(V3, "v3").unwrap();
+    let mut t = tx();
+    t.currency = "USD".into();
+    let bytes = c
+        .encode_transaction_as(&v3, &t, vec![("channel", Value::String("web".into()))])
+        .unwrap();
+    assert_eq!(
+        c.decode_transaction(Some(b"596"), Some(&bytes)),
+        Err(DecodeError::UnknownFingerprint(v3.fingerprint))
+    );
+    c.add_writer_schema(V3, "v3").unwrap();
+    let back = c.decode_transaction(Some(b"596"), Some(&bytes)).unwrap();
+    assert_eq!(back, t);
+}
+
+#[test]
+fn rejects_poison_records_with_a_reason() {
+    let c = Codec::new().unwrap();
+    let good = c.encode_transaction(&tx()).unwrap();
+    let cases: Vec<(Option<&[u8]>, Vec<u8>, &str)> = vec![
+        (Some(b"596"), b"garbage bytes here".to_vec(), "not_single_object"),
+        (Some(b"596"), good[..good.len() - 4].to_vec(), "malformed_avro"),
+        (Some(b"596"), vec![0xC3, 0x01, 1, 2, 3], "not_single_object"),
+        (
+            Some(b"596"),
+            [&[0xC3, 0x01, 9, 9, 9, 9, 9, 9, 9, 9][..], &good[10..]].concat(),
+            "unknown_fingerprint",
+        ),
+        (None, good.clone(), "missing_key"),
+        (Some(b"597"), good.clone(), "invalid_field"),
+        (Some(b"596"), [&good[..], &[0u8][..]].concat(), "malformed_avro"),
+    ];
+    for (key, bytes, reason) in cases {
+        let err = c.decode_transaction(key, Some(&bytes)).unwrap_err();
+        assert_eq!(err.reason(), reason, "{err}");
+    }
+    for amount in [f64::NAN, -1.0, f64::INFINITY] {
+        let mut t = tx();
+        t.amount = amount;
+        let bytes = c.encode_transaction(&t).unwrap();
+        let err = c.decode_transaction(Some(b"596"), Some(&bytes)).unwrap_err();
+        assert_eq!(err.reason(), "invalid_field");
+        assert!(err.to_string().contains("amount"), "{err}");
+    }
+}
+
+#[test]
+fn scored_and_label_records_round_trip_and_render_as_json() {
+    let c = Codec::new().unwrap();
+    let s = ScoredTransaction {
+        transaction_id: "1".into(),
+        event_time: 5,
+        customer_id: "2".into(),
+        terminal_id: "3".into(),
+        amount: 4.5,
+        currency: "EUR".into(),
+        score: 0.25,
+        is_fraud: false,
+        threshold: 0.5,
+        model_name: "m".into(),
+        model_version: "1".into(),
+        scored_at: 6,
+    };
+    let b = c.encode_scored(&s).unwrap();
+    assert_eq!(c.decode_scored(Some(&b)).unwrap(), s);
+    let j = c.to_json(&b).unwrap();
+    assert_eq!(j["score"], serde_json::json!(0.25));
+    assert_eq!(j["model_version"], serde_json::json!("1"));
+    let l = FraudLabel {
+        transaction_id: "1".into(),
+        customer_id: "2".into(),
+        terminal_id: "3".into(),
+        event_time: 10,
+        is_fraud: true,
+        reported_at: 20,
+    };
+    let b = c.encode_label(&l).unwrap();
+    assert_eq!(c.decode_label(Some(&b)).unwrap(), l);
+    // A label is not a transaction.
+    assert_eq!(
+        c.decode_transaction(Some(b"2"), Some(&b)).unwrap_err().reason(),
+        "wrong_schema"
+    );
+}

@@ -1,0 +1,343 @@
+//! Config: the worker's settings, layered defaults < file < environment < flags.
+//!
+//! Every setting has a config-file key (TOML, unknown keys rejected), an
+//! environment variable `RISKSTREAM_<KEY>` and a flag `--<key>` (clap reads
+//! the variable when the flag is absent, so the flag wins). librdkafka
+//! options pass through under `[kafka]` in the file or `--kafka key=value`.
+//! All validation errors are reported together.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {detail}")]
+    Parse { path: String, detail: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Where scoring runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A hardware wgpu adapter if one exists, else the CPU.
+    #[default]
+    Auto,
+    /// burn's `flex` CPU backend.
+    Cpu,
+    /// burn's wgpu backend (needs the `wgpu` cargo feature).
+    Wgpu,
+}
+
+/// The config file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub brokers: Option<String>,
+    pub group: Option<String>,
+    pub input_topic: Option<String>,
+    pub output_topic: Option<String>,
+    pub labels_topic: Option<String>,
+    pub dlq_topic: Option<String>,
+    pub model: Option<String>,
+    pub models_dir: Option<PathBuf>,
+    pub device: Option<DeviceChoice>,
+    pub batch_max: Option<usize>,
+    pub linger_ms: Option<u64>,
+    pub queue_records: Option<usize>,
+    pub labels_wait_ms: Option<u64>,
+    pub session_timeout_ms: Option<u64>,
+    pub topic_partitions: Option<i32>,
+    pub schema_dir: Option<PathBuf>,
+    pub max_records: Option<u64>,
+    pub metrics_addr: Option<String>,
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+/// The same settings from flags and environment (clap fills env when a flag is absent).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Config file (TOML); its keys are the long flag names with `_`.
+    #[arg(long, env = "RISKSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
+    #[arg(long, env = "RISKSTREAM_BROKERS")]
+    pub brokers: Option<String>,
+    /// Consumer group id [default: riskstream].
+    #[arg(long, env = "RISKSTREAM_GROUP")]
+    pub group: Option<String>,
+    /// Input topic of transactions [default: transactions].
+    #[arg(long, env = "RISKSTREAM_INPUT_TOPIC")]
+    pub input_topic: Option<String>,
+    /// Output topic of scored transactions [default: transactions.scored].
+    #[arg(long, env = "RISKSTREAM_OUTPUT_TOPIC")]
+    pub output_topic: Option<String>,
+    /// Label-feedback topic [default: transactions.labels].
+    #[arg(long, env = "RISKSTREAM_LABELS_TOPIC")]
+    pub labels_topic: Option<String>,
+    /// Dead-letter topic [default: transactions.dlq].
+    #[arg(long, env = "RISKSTREAM_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Model: a directory, NAME/VERSION or NAME@alias under the models dir [default: fraud-mlp@champion].
+    #[arg(long, env = "RISKSTREAM_MODEL")]
+    pub model: Option<String>,
+    /// Model registry directory [default: models].
+    #[arg(long, env = "RISKSTREAM_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Scoring device [default: auto].
+    #[arg(long, env = "RISKSTREAM_DEVICE", value_enum)]
+    pub device: Option<DeviceChoice>,
+    /// Largest micro-batch, in records [default: 512].
+    #[arg(long, env = "RISKSTREAM_BATCH_MAX")]
+    pub batch_max: Option<usize>,
+    /// Longest a record waits for its batch to fill, ms [default: 5].
+    #[arg(long, env = "RISKSTREAM_LINGER_MS")]
+    pub linger_ms: Option<u64>,
+    /// Capacity of each queue between stages, in records [default: 8192].
+    #[arg(long, env = "RISKSTREAM_QUEUE_RECORDS")]
+    pub queue_records: Option<usize>,
+    /// Longest a batch waits for the label stream to catch up with it, ms [default: 2000].
+    #[arg(long, env = "RISKSTREAM_LABELS_WAIT_MS")]
+    pub labels_wait_ms: Option<u64>,
+    /// Consumer-group session timeout, ms [default: 6000].
+    #[arg(long, env = "RISKSTREAM_SESSION_TIMEOUT_MS")]
+    pub session_timeout_ms: Option<u64>,
+    /// Partitions of topics the worker creates [default: 4].
+    #[arg(long, env = "RISKSTREAM_TOPIC_PARTITIONS")]
+    pub topic_partitions: Option<i32>,
+    /// Extra writer schemas (*.avsc) to accept on the input topic.
+    #[arg(long, env = "RISKSTREAM_SCHEMA_DIR")]
+    pub schema_dir: Option<PathBuf>,
+    /// Stop after this many records were handled (tests, benchmarks).
+    #[arg(long, env = "RISKSTREAM_MAX_RECORDS")]
+    pub max_records: Option<u64>,
+    /// Address of the HTTP endpoint (/metrics, /healthz, /readyz) [default: 0.0.0.0:9100]; "off" disables it.
+    #[arg(long, env = "RISKSTREAM_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// librdkafka option passed through, `key=value` (repeatable), e.g. `security.protocol=SASL_SSL`.
+    #[arg(long = "kafka", value_name = "KEY=VALUE")]
+    pub kafka: Vec<String>,
+}
+
+/// The resolved settings of `riskstream run`.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub brokers: String,
+    pub group: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub labels_topic: String,
+    pub dlq_topic: String,
+    pub model: String,
+    pub models_dir: PathBuf,
+    pub device: DeviceChoice,
+    pub batch_max: usize,
+    pub linger: Duration,
+    pub queue_records: usize,
+    pub labels_wait: Duration,
+    pub session_timeout_ms: u64,
+    pub topic_partitions: i32,
+    pub schema_dir: Option<PathBuf>,
+    pub max_records: Option<u64>,
+    /// HTTP endpoint address; None = disabled.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// librdkafka pass-through options. May hold secrets: never log values.
+    pub kafka: BTreeMap<String, String>,
+}
+
+impl RunConfig {
+    /// Layers defaults < file < env/flags and validates everything at once.
+    pub fn resolve(args: &RunArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let mut errors = Vec::new();
+        let mut kafka = file.kafka.clone();
+        for kv in &args.kafka {
+            match kv.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    kafka.insert(k.trim().to_string(), v.to_string());
+                }
+                _ => errors.push(format!("--kafka {kv:?}: expected KEY=VALUE")),
+            }
+        }
+        // Secrets may also come from the environment: RISKSTREAM_KAFKA_SASL_PASSWORD → sasl.password.
+        for (k, v) in std::env::vars() {
+            if let Some(rest) = k.strip_prefix("RISKSTREAM_KAFKA_") {
+                kafka.insert(rest.to_ascii_lowercase().replace('_', "."), v);
+            }
+        }
+        let pick = |a: &Option<String>, f: &Option<String>, d: &str| {
+            a.clone().or_else(|| f.clone()).unwrap_or_else(|| d.to_string())
+        };
+        let cfg = RunConfig {
+            brokers: pick(&args.brokers, &file.brokers, "127.0.0.1:9092"),
+            group: pick(&args.group, &file.group, "riskstream"),
+            input_topic: pick(&args.input_topic, &file.input_topic, "transactions"),
+            output_topic: pick(&args.output_topic, &file.output_topic, "transactions.scored"),
+            labels_topic: pick(&args.labels_topic, &file.labels_topic, "transactions.labels"),
+            dlq_topic: pick(&args.dlq_topic, &file.dlq_topic, "transactions.dlq"),
+            model: pick(&args.model, &file.model, "fraud-mlp@champion"),
+            models_dir: args
+                .models_dir
+                .clone()
+                .or(file.models_dir)
+                .unwrap_or_else(|| PathBuf::from("models")),
+            device: args.device.or(file.device).unwrap_or_default(),
+            batch_max: args.batch_max.or(file.batch_max).unwrap_or(512),
+            linger: Duration::from_millis(args.linger_ms.or(file.linger_ms).unwrap_or(5)),
+            queue_records: args.queue_records.or(file.queue_records).unwrap_or(8192),
+            labels_wait: Duration::from_millis(
+                args.labels_wait_ms.or(file.labels_wait_ms).unwrap_or(2000),
+            ),
+            session_timeout_ms: args
+                .session_timeout_ms
+                .or(file.session_timeout_ms)
+                .unwrap_or(6000),
+            topic_partitions: args.topic_partitions.or(file.topic_partitions).unwrap_or(4),
+            schema_dir: args.schema_dir.clone().or(file.schema_dir),
+            max_records: args.max_records.or(file.max_records),
+            metrics_addr: None,
+            kafka,
+        };
+        let mut cfg = cfg;
+        match pick(&args.metrics_addr, &file.metrics_addr, "0.0.0.0:9100").as_str() {
+            "off" | "" => {}
+            a => match a.parse() {
+                Ok(addr) => cfg.metrics_addr = Some(addr),
+                Err(_) => errors.push(format!("metrics_addr: {a:?} is not HOST:PORT")),
+            },
+        }
+        if cfg.brokers.trim().is_empty() {
+            errors.push("brokers: must not be empty".into());
+        }
+        if cfg.group.trim().is_empty() {
+            errors.push("group: must not be empty".into());
+        }
+        let topics = [
+            ("input_topic", &cfg.input_topic),
+            ("output_topic", &cfg.output_topic),
+            ("labels_topic", &cfg.labels_topic),
+            ("dlq_topic", &cfg.dlq_topic),
+        ];
+        for (name, t) in topics {
+            if t.is_empty() {
+                errors.push(format!("{name}: must not be empty"));
+            }
+        }
+        for (name, t) in &topics[1..] {
+            if *t == &cfg.input_topic {
+                errors.push(format!(
+                    "{name} and input_topic are both {t:?}: the worker would consume its own output"
+                ));
+            }
+        }
+        if cfg.batch_max == 0 || cfg.batch_max > 65_536 {
+            errors.push(format!("batch_max: {} not in 1..=65536", cfg.batch_max));
+        }
+        if cfg.queue_records < cfg.batch_max {
+            errors.push(format!(
+                "queue_records ({}) must be at least batch_max ({})",
+                cfg.queue_records, cfg.batch_max
+            ));
+        }
+        if cfg.topic_partitions < 1 {
+            errors.push("topic_partitions: must be at least 1".into());
+        }
+        if !(1000..=300_000).contains(&cfg.session_timeout_ms) {
+            errors.push(format!(
+                "session_timeout_ms: {} not in 1000..=300000",
+                cfg.session_timeout_ms
+            ));
+        }
+        for k in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
+            if cfg.kafka.contains_key(k) {
+                errors.push(format!(
+                    "kafka.{k}: set by riskstream itself (use the dedicated setting)"
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// The librdkafka keys in use, values hidden (secrets never reach logs).
+    pub fn kafka_keys(&self) -> Vec<&str> {
+        self.kafka.keys().map(String::as_str).collect()
+    }
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "brokers = \"file:1\"\ngroup = \"g-file\"\nbatch_max = 64\n[kafka]\n\"socket.timeout.ms\" = \"1000\"").unwrap();
+        let args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            brokers: Some("flag:2".into()),
+            ..Default::default()
+        };
+        let c = RunConfig::resolve(&args).unwrap();
+        assert_eq!(c.brokers, "flag:2");
+        assert_eq!(c.group, "g-file");
+        assert_eq!(c.batch_max, 64);
+        assert_eq!(c.input_topic, "transactions");
+        assert_eq!(c.kafka.get("socket.timeout.ms").map(String::as_str), Some("1000"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "brokerz = \"x\"").unwrap();
+        let args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let err = RunConfig::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn all_errors_are_reported_at_once() {
+        let args = RunArgs {
+            batch_max: Some(0),
+            output_topic: Some("transactions".into()),
+            kafka: vec!["nonsense".into()],
+            ..Default::default()
+        };
+        let err = RunConfig::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("batch_max"), "{err}");
+        assert!(err.contains("output_topic"), "{err}");
+        assert!(err.contains("nonsense"), "{err}");
+    }
+}

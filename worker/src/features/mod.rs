@@ -1,0 +1,271 @@
+//! Features: the one feature engine used online (`run`) and offline
+//! (`train`, `evaluate`, `score`).
+//!
+//! It computes the handbook's 15 model inputs in event time:
+//! - per-customer windows (1, 7, 30 days, current transaction included) from
+//!   the transaction stream itself;
+//! - per-terminal counts and fraud rates over (t − 7 − n days, t − 7 days]
+//!   from the delayed label-feedback stream.
+//!
+//! State is bounded: customer history older than 30 days and label history
+//! older than 37 days (relative to the newest event seen) is dropped.
+//! Re-observing a transaction already in a customer's history (at-least-once
+//! redelivery, state rebuild after a rebalance) does not count it twice and
+//! returns the same features it had the first time.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+
+/// Milliseconds per day.
+pub const DAY_MS: i64 = 86_400_000;
+/// Label delay of the terminal features.
+pub const DELAY_DAYS: i64 = 7;
+/// Window lengths in days.
+pub const WINDOWS: [i64; 3] = [1, 7, 30];
+/// Longest customer window: customer history older than this is dropped.
+pub const CUSTOMER_HORIZON_MS: i64 = 30 * DAY_MS;
+/// Longest terminal window including the delay.
+pub const TERMINAL_HORIZON_MS: i64 = (DELAY_DAYS + 30) * DAY_MS;
+/// Number of model inputs.
+pub const N_FEATURES: usize = 15;
+
+/// Model inputs in order; names as in the handbook.
+pub const FEATURE_NAMES: [&str; N_FEATURES] = [
+    "TX_AMOUNT",
+    "TX_DURING_WEEKEND",
+    "TX_DURING_NIGHT",
+    "CUSTOMER_ID_NB_TX_1DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW",
+    "CUSTOMER_ID_NB_TX_7DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW",
+    "CUSTOMER_ID_NB_TX_30DAY_WINDOW",
+    "CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_1DAY_WINDOW",
+    "TERMINAL_ID_RISK_1DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_7DAY_WINDOW",
+    "TERMINAL_ID_RISK_7DAY_WINDOW",
+    "TERMINAL_ID_NB_TX_30DAY_WINDOW",
+    "TERMINAL_ID_RISK_30DAY_WINDOW",
+];
+
+/// Which inputs are binary (0/1), for drift statistics.
+pub const BINARY_FEATURES: [bool; N_FEATURES] = [
+    false, true, true, false, false, false, false, false, false, false, false, false, false,
+    false, false,
+];
+
+/// One feature vector.
+pub type FeatureVector = [f64; N_FEATURES];
+
+/// The fields of a transaction the engine reads.
+#[derive(Debug, Clone, Copy)]
+pub struct TxRef<'a> {
+    pub transaction_id: &'a str,
+    pub event_time: i64,
+    pub customer_id: &'a str,
+    pub terminal_id: &'a str,
+    pub amount: f64,
+}
+
+/// The fields of a label the engine reads.
+#[derive(Debug, Clone, Copy)]
+pub struct LabelRef<'a> {
+    pub transaction_id: &'a str,
+    pub terminal_id: &'a str,
+    pub event_time: i64,
+    pub is_fraud: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CustomerTx {
+    time: i64,
+    amount: f64,
+    id: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TerminalTx {
+    time: i64,
+    fraud: bool,
+    id: u64,
+}
+
+/// Stateful feature computation.
+#[derive(Debug, Default)]
+pub struct FeatureEngine {
+    customers: HashMap<String, VecDeque<CustomerTx>>,
+    terminals: HashMap<String, VecDeque<TerminalTx>>,
+    /// Newest event time seen (transactions or labels): the eviction clock.
+    newest: i64,
+    /// Observations since the last full eviction sweep.
+    since_sweep: usize,
+}
+
+fn id_hash(id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// 1 on Saturday and Sunday (UTC).
+pub fn is_weekend(ms: i64) -> bool {
+    // 1970-01-01 was a Thursday: (days + 3) % 7 gives Monday = 0.
+    let dow = (ms.div_euclid(DAY_MS) + 3).rem_euclid(7);
+    dow >= 5
+}
+
+/// 1 when the UTC hour is 0..=6.
+pub fn is_night(ms: i64) -> bool {
+    ms.rem_euclid(DAY_MS) / 3_600_000 <= 6
+}
+
+impl FeatureEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a transaction to its customer's history and returns its features.
+    pub fn observe_transaction(&mut self, tx: TxRef<'_>) -> FeatureVector {
+        self.tick(tx.event_time);
+        let id = id_hash(tx.transaction_id);
+        let hist = self.customers.entry(tx.customer_id.to_string()).or_default();
+        // Drop what no window can reach any more.
+        while hist
+            .front()
+            .is_some_and(|h| h.time <= tx.event_time - CUSTOMER_HORIZON_MS)
+        {
+            hist.pop_front();
+        }
+        // The position of this transaction in the history: where it already is
+        // (replay), or after every transaction not later than it.
+        let pos = match hist.iter().rposition(|h| h.id == id) {
+            Some(p) => p,
+            None => {
+                let p = hist.partition_point(|h| h.time <= tx.event_time);
+                hist.insert(
+                    p,
+                    CustomerTx {
+                        time: tx.event_time,
+                        amount: tx.amount,
+                        id,
+                    },
+                );
+                p
+            }
+        };
+        let mut f = [0.0; N_FEATURES];
+        f[0] = tx.amount;
+        f[1] = f64::from(u8::from(is_weekend(tx.event_time)));
+        f[2] = f64::from(u8::from(is_night(tx.event_time)));
+        for (w, days) in WINDOWS.iter().enumerate() {
+            let from = tx.event_time - days * DAY_MS;
+            let (mut n, mut sum) = (0u32, 0.0f64);
+            // Sum in chronological order, as a rolling window does.
+            for h in hist.range(..=pos) {
+                if h.time > from {
+                    n += 1;
+                    sum += h.amount;
+                }
+            }
+            f[3 + 2 * w] = f64::from(n);
+            f[4 + 2 * w] = if n == 0 { 0.0 } else { sum / f64::from(n) };
+        }
+        self.terminal_features(tx.terminal_id, tx.event_time, &mut f);
+        f
+    }
+
+    /// Customer-state replay without output (state rebuild after a rebalance).
+    pub fn replay_transaction(&mut self, tx: TxRef<'_>) {
+        let _ = self.observe_transaction(tx);
+    }
+
+    fn terminal_features(&self, terminal: &str, t: i64, f: &mut FeatureVector) {
+        let end = t - DELAY_DAYS * DAY_MS;
+        let hist = self.terminals.get(terminal);
+        for (w, days) in WINDOWS.iter().enumerate() {
+            let start = end - days * DAY_MS;
+            let (mut n, mut frauds) = (0u32, 0u32);
+            if let Some(hist) = hist {
+                for h in hist {
+                    if h.time > start && h.time <= end {
+                        n += 1;
+                        frauds += u32::from(h.fraud);
+                    }
+                }
+            }
+            f[9 + 2 * w] = f64::from(n);
+            f[10 + 2 * w] = if n == 0 {
+                0.0
+            } else {
+                f64::from(frauds) / f64::from(n)
+            };
+        }
+    }
+
+    /// Adds a label to its terminal's history (idempotent per transaction id).
+    pub fn observe_label(&mut self, label: LabelRef<'_>) {
+        if label.event_time <= self.newest - TERMINAL_HORIZON_MS {
+            return;
+        }
+        let id = id_hash(label.transaction_id);
+        let hist = self.terminals.entry(label.terminal_id.to_string()).or_default();
+        if hist.iter().any(|h| h.id == id) {
+            return;
+        }
+        let p = hist.partition_point(|h| h.time <= label.event_time);
+        hist.insert(
+            p,
+            TerminalTx {
+                time: label.event_time,
+                fraud: label.is_fraud,
+                id,
+            },
+        );
+    }
+
+    fn tick(&mut self, t: i64) {
+        self.newest = self.newest.max(t);
+        self.since_sweep += 1;
+        if self.since_sweep >= 100_000 {
+            self.sweep();
+        }
+    }
+
+    /// Drops every customer and terminal entry that no window can reach.
+    pub fn sweep(&mut self) {
+        self.since_sweep = 0;
+        let c_cut = self.newest - CUSTOMER_HORIZON_MS;
+        self.customers.retain(|_, h| {
+            while h.front().is_some_and(|x| x.time <= c_cut) {
+                h.pop_front();
+            }
+            !h.is_empty()
+        });
+        let t_cut = self.newest - TERMINAL_HORIZON_MS;
+        self.terminals.retain(|_, h| {
+            while h.front().is_some_and(|x| x.time <= t_cut) {
+                h.pop_front();
+            }
+            !h.is_empty()
+        });
+    }
+
+    /// Forgets the customers for which `keep` is false (partition revoked).
+    pub fn retain_customers(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.customers.retain(|k, _| keep(k));
+    }
+
+    /// (customers, customer entries, terminals, label entries) held.
+    pub fn state_size(&self) -> (usize, usize, usize, usize) {
+        (
+            self.customers.len(),
+            self.customers.values().map(VecDeque::len).sum(),
+            self.terminals.len(),
+            self.terminals.values().map(VecDeque::len).sum(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+use super::*;
+
+fn tx<'a>(id: &'a str, t: i64, c: &'a str, m: &'a str, a: f64) -> TxRef<'a> {
+    TxRef {
+        transaction_id: id,
+        event_time: t,
+        customer_id: c,
+        terminal_id: m,
+        amount: a,
+    }
+}
+
+#[test]
+fn weekend_and_night_follow_utc() {
+    // 2018-04-01 was a Sunday.
+    let sunday = crate::dataset::EPOCH_2018_04_01_MS;
+    assert!(is_weekend(sunday));
+    assert!(!is_weekend(sunday + DAY_MS));
+    assert!(is_night(sunday + 6 * 3_600_000 + 3_599_000));
+    assert!(!is_night(sunday + 7 * 3_600_000));
+}
+
+#[test]
+fn customer_windows_include_the_current_transaction() {
+    let mut e = FeatureEngine::new();
+    let t0 = 1_600_000_000_000;
+    let f = e.observe_transaction(tx("a", t0, "c", "m", 10.0));
+    assert_eq!((f[3], f[4]), (1.0, 10.0));
+    let f = e.observe_transaction(tx("b", t0 + DAY_MS, "c", "m", 30.0));
+    // The 1-day window (t - 1d, t] excludes a transaction exactly 1 day old.
+    assert_eq!((f[3], f[4]), (1.0, 30.0));
+    assert_eq!((f[5], f[6]), (2.0, 20.0));
+}
+
+#[test]
+fn replaying_a_transaction_returns_the_same_features() {
+    let mut e = FeatureEngine::new();
+    let t0 = 1_600_000_000_000;
+    let a = e.observe_transaction(tx("a", t0, "c", "m", 10.0));
+    let b = e.observe_transaction(tx("b", t0 + 1000, "c", "m", 30.0));
+    assert_eq!(e.observe_transaction(tx("a", t0, "c", "m", 10.0)), a);
+    assert_eq!(e.observe_transaction(tx("b", t0 + 1000, "c", "m", 30.0)), b);
+    assert_eq!(e.state_size().1, 2);
+}
+
+#[test]
+fn terminal_risk_uses_only_labels_older_than_the_delay() {
+    let mut e = FeatureEngine::new();
+    let t = 1_600_000_000_000;
+    let label = |id, days: i64, fraud| LabelRef {
+        transaction_id: id,
+        terminal_id: "m",
+        event_time: t - days * DAY_MS,
+        is_fraud: fraud,
+    };
+    e.observe_label(label("1", 8, true));
+    e.observe_label(label("2", 10, false));
+    e.observe_label(label("3", 3, true)); // inside the delay: not visible yet
+    e.observe_label(label("3", 3, true)); // duplicates are ignored
+    let f = e.observe_transaction(tx("x", t, "c", "m", 1.0));
+    assert_eq!((f[9], f[10]), (0.0, 0.0)); // (t-8d, t-7d]: empty
+    assert_eq!((f[11], f[12]), (2.0, 0.5));
+    assert_eq!((f[13], f[14]), (2.0, 0.5));
+}
+
+#[test]
+fn state_is_bounded_by_the_longest_window() {
+    let mut e = FeatureEngine::new();
+    let t0 = 1_600_000_000_000;
+    for i in 0..100 {
+        let id = format!("{i}");
+        let c = format!("c{}", i % 10);
+        e.observe_transaction(tx(&id, t0 + i * DAY_MS, &c, "m", 1.0));
+    }
+    e.sweep();
+    let (customers, entries, _, _) = e.state_size();
+    assert!(customers <= 10);
+    assert!(entries <= 30, "{entries} entries kept");
+}

@@ -1,0 +1,114 @@
+//! Kafka plumbing shared by every stage: client configuration (with
+//! librdkafka pass-through options), topic creation, and the log bridge.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("cannot create Kafka client for {brokers}: {source}")]
+    Client {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("cannot create topic {topic} on {brokers}: {detail}")]
+    CreateTopic {
+        topic: String,
+        brokers: String,
+        detail: String,
+    },
+    #[error("cannot reach the Kafka cluster at {brokers} ({detail}); is the broker running? (scripts/broker.sh start)")]
+    Unreachable { brokers: String, detail: String },
+}
+
+/// Base client config: brokers, quiet librdkafka logging, pass-through options.
+pub fn client_config(brokers: &str, passthrough: &BTreeMap<String, String>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers);
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    for (k, v) in passthrough {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Creates the topics that are missing; existing ones are left as they are.
+pub async fn ensure_topics(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, passthrough)
+        .create()
+        .map_err(|source| KafkaSetupError::Client {
+            brokers: brokers.to_string(),
+            source,
+        })?;
+    // Fail fast with a clear message when nothing listens.
+    let md = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|e| KafkaSetupError::Unreachable {
+            brokers: brokers.to_string(),
+            detail: e.to_string(),
+        })?;
+    let missing: Vec<&str> = topics
+        .iter()
+        .copied()
+        .filter(|t| {
+            !md.topics()
+                .iter()
+                .any(|mt| mt.name() == *t && !mt.partitions().is_empty())
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .map_err(|e| KafkaSetupError::CreateTopic {
+            topic: missing.join(","),
+            brokers: brokers.to_string(),
+            detail: e.to_string(),
+        })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::CreateTopic {
+                    topic,
+                    brokers: brokers.to_string(),
+                    detail: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Number of partitions of a topic (0 when it does not exist).
+pub fn partition_count<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<usize, KafkaError> {
+    let md = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len()))
+}

@@ -1,0 +1,187 @@
+//! The `riskstream` binary: parses arguments and calls the library.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use riskstream::config::{RunArgs, RunConfig};
+use riskstream::pipeline::{self, Handles};
+use riskstream::tools::{demo, replay, tail};
+
+#[derive(Parser)]
+#[command(name = "riskstream", version, about = "Streaming fraud scoring: Kafka in, burn model, Kafka out")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the scoring worker (joins the consumer group).
+    Run(RunArgs),
+    /// Stream a handbook CSV to the input and labels topics.
+    Replay(replay::ReplayArgs),
+    /// Print a topic as JSON lines.
+    Tail(tail::TailArgs),
+    /// Broker (embedded unless --brokers), replay, worker and live summary in one command.
+    Demo(demo::DemoArgs),
+    /// Train a model version into the registry.
+    Train(riskstream::train::TrainArgs),
+    /// List, describe and promote model versions.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Model names, versions and aliases.
+    List {
+        #[arg(long, default_value = "models")]
+        models_dir: std::path::PathBuf,
+    },
+    /// Print a version's model card.
+    Describe {
+        /// NAME/VERSION, NAME@ALIAS or a directory.
+        reference: String,
+        #[arg(long, default_value = "models")]
+        models_dir: std::path::PathBuf,
+    },
+    /// Point an alias at a version.
+    Promote {
+        name: String,
+        version: String,
+        #[arg(long, default_value = "champion")]
+        alias: String,
+        #[arg(long, default_value = "models")]
+        models_dir: std::path::PathBuf,
+    },
+}
+
+/// First SIGINT/SIGTERM: drain and stop. Second: exit at once.
+fn install_signals(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
+                    return;
+                }
+            };
+        let mut seen = 0;
+        loop {
+            #[cfg(unix)]
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            seen += 1;
+            if seen == 1 {
+                tracing::info!("shutdown requested: draining in-flight records (signal again to exit now)");
+                stop.store(true, Ordering::Release);
+            } else {
+                tracing::warn!("second signal: exiting without draining");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RISKSTREAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Run(args) => {
+            let cfg = RunConfig::resolve(&args)?;
+            let handles = Handles::default();
+            install_signals(handles.stop.clone());
+            let report = pipeline::run(cfg, handles).await?;
+            tracing::info!(handled = report.handled, seconds = report.seconds, "worker stopped cleanly");
+        }
+        Cmd::Replay(args) => {
+            let r = replay::replay(&args).await?;
+            eprintln!(
+                "sent {} transactions and {} labels in {:.1}s ({:.0}/s)",
+                r.transactions,
+                r.labels,
+                r.seconds,
+                r.transactions as f64 / r.seconds.max(1e-9)
+            );
+        }
+        Cmd::Tail(args) => {
+            tokio::task::spawn_blocking(move || tail::tail(&args)).await??;
+        }
+        Cmd::Demo(args) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            install_signals(stop.clone());
+            demo::demo(args, stop).await?;
+        }
+        Cmd::Train(args) => {
+            tokio::task::spawn_blocking(move || riskstream::train::train(&args)).await??;
+        }
+        Cmd::Models { cmd } => models(cmd)?,
+    }
+    Ok(())
+}
+
+fn models(cmd: ModelsCmd) -> anyhow::Result<()> {
+    use riskstream::registry;
+    match cmd {
+        ModelsCmd::List { models_dir } => {
+            let mut names: Vec<String> = std::fs::read_dir(&models_dir)?
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            names.sort();
+            for n in names {
+                let versions = registry::versions(&models_dir, &n)?;
+                let aliases = registry::read_aliases(&models_dir, &n)?;
+                println!("{n}: versions {versions:?} aliases {aliases:?}");
+            }
+        }
+        ModelsCmd::Describe { reference, models_dir } => {
+            let loc = registry::resolve(&models_dir, &reference)?;
+            let card = riskstream::model::ModelCard::read(&loc.dir)?;
+            println!("{}", serde_json::to_string_pretty(&card)?);
+        }
+        ModelsCmd::Promote { name, version, alias, models_dir } => {
+            registry::set_alias(&models_dir, &name, &alias, &version)?;
+            println!("{name}@{alias} -> {version}");
+        }
+    }
+    Ok(())
+}

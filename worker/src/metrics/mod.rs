@@ -1,0 +1,259 @@
+//! Metrics: the worker's counters and latency histograms, updated once per
+//! batch (never per record on a lock) and read by the demo summary and the
+//! Prometheus text renderer.
+
+pub mod http;
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Log-spaced histogram over seconds: bucket i holds values below
+/// `BASE * 2^(i/4)`; 64 buckets span 10 µs … ~650 s.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: [AtomicU64; 64],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_us: AtomicU64,
+}
+
+const BASE: f64 = 1e-5;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(v: f64) -> usize {
+        if v <= BASE {
+            return 0;
+        }
+        (((v / BASE).log2() * 4.0).ceil() as usize).min(63)
+    }
+    fn upper(i: usize) -> f64 {
+        BASE * 2f64.powf(i as f64 / 4.0)
+    }
+    pub fn observe(&self, seconds: f64) {
+        let v = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+        self.buckets[Self::bucket(v)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add((v * 1e6) as u64, Relaxed);
+    }
+    /// Adds many observations gathered locally (one atomic per bucket touched).
+    pub fn merge(&self, local: &LocalHistogram) {
+        for (i, n) in local.buckets.iter().enumerate() {
+            if *n > 0 {
+                self.buckets[i].fetch_add(*n, Relaxed);
+            }
+        }
+        self.count.fetch_add(local.count, Relaxed);
+        self.sum_us.fetch_add(local.sum_us, Relaxed);
+    }
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+    /// Upper bucket bound of quantile q (0..1); None when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let target = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut acc = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            acc += b.load(Relaxed);
+            if acc >= target {
+                return Some(Self::upper(i));
+            }
+        }
+        Some(Self::upper(63))
+    }
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut acc = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in self.buckets.iter().enumerate().step_by(4) {
+            acc += b.load(Relaxed);
+            for j in 1..4 {
+                if i + j < 64 && j < 4 {
+                    acc += self.buckets[i + j].load(Relaxed);
+                }
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{:.6}\"}} {acc}",
+                Self::upper(i + 3)
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count());
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
+    }
+}
+
+/// Observations accumulated on one thread, merged once per batch.
+#[derive(Debug, Clone)]
+pub struct LocalHistogram {
+    buckets: [u64; 64],
+    count: u64,
+    sum_us: u64,
+}
+
+impl Default for LocalHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: [0; 64],
+            count: 0,
+            sum_us: 0,
+        }
+    }
+}
+
+impl LocalHistogram {
+    pub fn observe(&mut self, seconds: f64) {
+        let v = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+        self.buckets[Histogram::bucket(v)] += 1;
+        self.count += 1;
+        self.sum_us += (v * 1e6) as u64;
+    }
+}
+
+/// Everything the worker counts.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub consumed: AtomicU64,
+    pub scored: AtomicU64,
+    pub flagged: AtomicU64,
+    pub delivered: AtomicU64,
+    pub labels: AtomicU64,
+    pub batches: AtomicU64,
+    pub batch_size: Histogram,
+    pub inference_seconds: Histogram,
+    pub processing_seconds: Histogram,
+    pub event_lag_seconds: Histogram,
+    /// Dead-lettered records by reason code.
+    pub dead_lettered: Mutex<Vec<(&'static str, u64)>>,
+    /// model, version, device of what is serving.
+    pub model_info: Mutex<Option<(String, String, String)>>,
+}
+
+impl Metrics {
+    pub fn dead_letter(&self, reason: &'static str) {
+        let mut d = self.dead_lettered.lock().unwrap_or_else(|e| e.into_inner());
+        match d.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => d.push((reason, 1)),
+        }
+    }
+    pub fn dead_lettered_total(&self) -> u64 {
+        self.dead_lettered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let (model, version, device) = self
+            .model_info
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        let mv = format!("model=\"{model}\",version=\"{version}\"");
+        let _ = writeln!(out, "# TYPE riskstream_records_consumed_total counter");
+        let _ = writeln!(
+            out,
+            "riskstream_records_consumed_total {}",
+            self.consumed.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE riskstream_records_scored_total counter");
+        let _ = writeln!(
+            out,
+            "riskstream_records_scored_total{{{mv}}} {}",
+            self.scored.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE riskstream_fraud_flagged_total counter");
+        let _ = writeln!(
+            out,
+            "riskstream_fraud_flagged_total{{{mv}}} {}",
+            self.flagged.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE riskstream_records_dead_lettered_total counter");
+        for (reason, n) in self
+            .dead_lettered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "riskstream_records_dead_lettered_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# TYPE riskstream_labels_consumed_total counter");
+        let _ = writeln!(
+            out,
+            "riskstream_labels_consumed_total {}",
+            self.labels.load(Relaxed)
+        );
+        for (name, h) in [
+            ("riskstream_batch_size", &self.batch_size),
+            ("riskstream_inference_seconds", &self.inference_seconds),
+            ("riskstream_processing_seconds", &self.processing_seconds),
+            ("riskstream_event_lag_seconds", &self.event_lag_seconds),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            h.render(&mut out, name, "");
+        }
+        let _ = writeln!(out, "# TYPE riskstream_model_info gauge");
+        let _ = writeln!(
+            out,
+            "riskstream_model_info{{{mv},device=\"{device}\"}} 1"
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_bound_the_observations() {
+        let h = Histogram::default();
+        for i in 1..=1000 {
+            h.observe(i as f64 / 1000.0);
+        }
+        let p50 = h.quantile(0.5).unwrap();
+        let p99 = h.quantile(0.99).unwrap();
+        assert!((0.5..0.6).contains(&p50), "{p50}");
+        assert!((0.99..1.2).contains(&p99), "{p99}");
+        assert_eq!(h.count(), 1000);
+    }
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.dead_letter("malformed_avro");
+        m.dead_letter("malformed_avro");
+        m.batch_size.observe(3.0);
+        let t = m.render();
+        assert!(t.contains("riskstream_records_dead_lettered_total{reason=\"malformed_avro\"} 2"));
+        assert!(t.contains("riskstream_batch_size_count{} 1"));
+        assert_eq!(m.dead_lettered_total(), 2);
+    }
+}

@@ -1,0 +1,405 @@
+//! Model: the burn MLP, its model card, and the [`Scorer`] that turns
+//! feature vectors into fraud probabilities on the chosen device.
+//!
+//! A version directory holds `card.json` ([`ModelCard`]) and `model.bpk`
+//! (burnpack weights). The card lists the inputs in order and the
+//! standardisation fitted on the training set, so a scorer rebuilt from the
+//! directory computes exactly what training validated.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::config::DeviceChoice;
+use crate::features::{FeatureVector, FEATURE_NAMES, N_FEATURES};
+use crate::registry::ModelLocation;
+
+pub const CARD_FILE: &str = "card.json";
+pub const WEIGHTS_FILE: &str = "model.bpk";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model card {path}: {detail}")]
+    Card { path: String, detail: String },
+    #[error("model card {path} does not fit this worker: {detail}")]
+    Incompatible { path: String, detail: String },
+    #[error("cannot load weights {path}: {detail}")]
+    Weights { path: String, detail: String },
+    #[error("cannot write model to {path}: {detail}")]
+    Write { path: String, detail: String },
+    #[error("device {0:?} is not available: {1}")]
+    Device(DeviceChoice, String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// Hyper-parameters that define the network's shape.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MlpShape {
+    pub d_in: usize,
+    /// Hidden layer widths; empty = logistic regression.
+    pub hidden: Vec<usize>,
+    pub dropout: f64,
+}
+
+/// A feed-forward network: Linear → ReLU → Dropout … → Linear → logit.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+    dropout: Dropout,
+}
+
+impl MlpShape {
+    pub fn init(&self, device: &Device) -> Mlp {
+        let mut dims = vec![self.d_in];
+        dims.extend(self.hidden.iter().copied());
+        dims.push(1);
+        let layers = dims
+            .windows(2)
+            .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+            .collect();
+        Mlp {
+            layers,
+            dropout: DropoutConfig::new(self.dropout).init(),
+        }
+    }
+}
+
+impl Mlp {
+    /// Logits of standardised inputs.
+    ///
+    /// # Shapes
+    /// - x: `[batch, d_in]`
+    /// - output: `[batch, 1]`
+    pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = self.dropout.forward(relu(x));
+            }
+        }
+        x
+    }
+}
+
+/// What a model version is and how to feed it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelCard {
+    pub name: String,
+    pub version: String,
+    /// Input feature names, in the order the network reads them.
+    pub inputs: Vec<String>,
+    /// Standardisation fitted on the training set: (x - mean) / std.
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+    /// Scores at or above this flag fraud.
+    pub threshold: f32,
+    /// How the threshold was chosen.
+    pub threshold_rule: String,
+    pub shape: MlpShape,
+    /// Training facts: date range, rows, hyper-parameters, seed.
+    #[serde(default)]
+    pub training: serde_json::Value,
+    /// Validation (and test) metrics.
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    #[serde(default)]
+    pub git_revision: String,
+    #[serde(default)]
+    pub created_at: String,
+}
+
+impl ModelCard {
+    pub fn read(dir: &Path) -> Result<Self, ModelError> {
+        let path = dir.join(CARD_FILE);
+        let err = |detail: String| ModelError::Card {
+            path: path.display().to_string(),
+            detail,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+        let card: ModelCard = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        card.check(&path)?;
+        Ok(card)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ModelError> {
+        let bad = |detail: String| ModelError::Incompatible {
+            path: path.display().to_string(),
+            detail,
+        };
+        if self.inputs.len() != N_FEATURES || self.shape.d_in != N_FEATURES {
+            return Err(bad(format!(
+                "{} inputs, the feature engine computes {N_FEATURES}",
+                self.inputs.len()
+            )));
+        }
+        for (i, (a, b)) in self.inputs.iter().zip(FEATURE_NAMES).enumerate() {
+            if a != b {
+                return Err(bad(format!("input {i} is {a:?}, expected {b:?}")));
+            }
+        }
+        if self.mean.len() != N_FEATURES || self.std.len() != N_FEATURES {
+            return Err(bad("standardisation has the wrong length".into()));
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(bad("a standard deviation is not positive".into()));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(bad(format!("threshold {} not in [0, 1]", self.threshold)));
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join(CARD_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| ModelError::Write {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        std::fs::write(&path, text + "\n").map_err(|e| ModelError::Write {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Standardised inputs, row-major f32.
+    pub fn standardise(&self, rows: &[FeatureVector], out: &mut Vec<f32>) {
+        out.clear();
+        out.reserve(rows.len() * N_FEATURES);
+        for r in rows {
+            for j in 0..N_FEATURES {
+                out.push(((r[j] - self.mean[j]) / self.std[j]) as f32);
+            }
+        }
+    }
+}
+
+/// The device that scores, and how it was chosen (for the log line).
+#[derive(Debug, Clone)]
+pub struct ChosenDevice {
+    pub device: Device,
+    /// "flex (CPU)" or "wgpu: <adapter>".
+    pub description: String,
+    /// Whether batches are padded to fixed shapes (wgpu compiles per shape).
+    pub pad_batches: bool,
+}
+
+/// Picks the scoring device. `auto` takes a hardware wgpu adapter when the
+/// binary has the `wgpu` feature and one exists, the CPU otherwise.
+pub fn choose_device(choice: DeviceChoice) -> Result<ChosenDevice, ModelError> {
+    let cpu = || ChosenDevice {
+        device: Device::flex(),
+        description: "flex (CPU)".into(),
+        pad_batches: false,
+    };
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Auto => Ok(find_gpu(true).unwrap_or_else(cpu)),
+        DeviceChoice::Wgpu => find_gpu(false).ok_or_else(|| {
+            ModelError::Device(
+                choice,
+                if cfg!(feature = "wgpu") {
+                    "no wgpu adapter found (install a Vulkan driver, or use --device cpu)".into()
+                } else {
+                    "this binary was built without the `wgpu` feature (cargo build --features wgpu)"
+                        .into()
+                },
+            )
+        }),
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn find_gpu(hardware_only: bool) -> Option<ChosenDevice> {
+    use burn::tensor::DeviceType;
+    for dev in Device::enumerate(DeviceType::Wgpu) {
+        if let Some(id) = dev.identity() {
+            if id.physical.is_some() || !hardware_only {
+                let kind = if id.physical.is_some() { "hardware" } else { "software" };
+                return Some(ChosenDevice {
+                    device: dev,
+                    description: format!("wgpu: {} ({kind})", id.name),
+                    pad_batches: true,
+                });
+            }
+        }
+    }
+    None
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn find_gpu(_hardware_only: bool) -> Option<ChosenDevice> {
+    None
+}
+
+/// A loaded model on its device: standardise → MLP → sigmoid.
+/// Owned by one scoring thread (burn modules are `Send`).
+#[derive(Debug)]
+pub struct Scorer {
+    pub card: ModelCard,
+    pub location: ModelLocation,
+    mlp: Mlp,
+    device: ChosenDevice,
+    scratch: Vec<f32>,
+}
+
+/// Batch sizes a padded device is warmed for.
+pub fn padded_size(n: usize) -> usize {
+    n.next_power_of_two().max(16)
+}
+
+impl Scorer {
+    pub fn load(location: &ModelLocation, device: ChosenDevice) -> Result<Self, ModelError> {
+        let card = ModelCard::read(&location.dir)?;
+        let weights = location.dir.join(WEIGHTS_FILE);
+        let mlp = card
+            .shape
+            .init(&device.device)
+            .try_load_file(&weights)
+            .map_err(|e| ModelError::Weights {
+                path: weights.display().to_string(),
+                detail: format!("{e:?}"),
+            })?;
+        Ok(Self {
+            card,
+            location: location.clone(),
+            mlp,
+            device,
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn from_parts(card: ModelCard, location: ModelLocation, mlp: Mlp, device: ChosenDevice) -> Self {
+        Self {
+            card,
+            location,
+            mlp,
+            device,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn device_description(&self) -> &str {
+        &self.device.description
+    }
+
+    /// Runs every batch shape this device will see once, so the first real
+    /// batch does not pay for kernel compilation.
+    pub fn warm_up(&mut self, batch_max: usize) -> Result<(), ModelError> {
+        let mut n = 1;
+        loop {
+            let rows = vec![[0.0; N_FEATURES]; n];
+            self.score(&rows)?;
+            if n >= batch_max || !self.device.pad_batches {
+                break;
+            }
+            n = padded_size(n + 1);
+        }
+        Ok(())
+    }
+
+    /// Fraud probabilities for a batch of feature vectors.
+    pub fn score(&mut self, rows: &[FeatureVector]) -> Result<Vec<f32>, ModelError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = rows.len();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        self.card.standardise(rows, &mut scratch);
+        let padded = if self.device.pad_batches {
+            padded_size(n)
+        } else {
+            n
+        };
+        scratch.resize(padded * N_FEATURES, 0.0);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(scratch.clone(), [padded, N_FEATURES]),
+            &self.device.device,
+        );
+        self.scratch = scratch;
+        let p = sigmoid(self.mlp.forward(x));
+        let mut out = p
+            .try_into_vec_as::<f32>()
+            .map_err(|e| ModelError::Inference(format!("{e:?}")))?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(dir: &Path) -> ModelCard {
+        ModelCard {
+            name: "t".into(),
+            version: "1".into(),
+            inputs: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+            mean: vec![0.0; N_FEATURES],
+            std: vec![1.0; N_FEATURES],
+            threshold: 0.5,
+            threshold_rule: "test".into(),
+            shape: MlpShape {
+                d_in: N_FEATURES,
+                hidden: vec![8],
+                dropout: 0.0,
+            },
+            training: serde_json::Value::Null,
+            metrics: serde_json::Value::Null,
+            git_revision: String::new(),
+            created_at: dir.display().to_string(),
+        }
+    }
+
+    #[test]
+    fn saved_model_scores_the_same_after_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = choose_device(DeviceChoice::Cpu).unwrap();
+        dev.device.seed(7);
+        let c = card(dir.path());
+        let mlp = c.shape.init(&dev.device);
+        let loc = ModelLocation {
+            name: "t".into(),
+            version: "1".into(),
+            dir: dir.path().to_path_buf(),
+        };
+        let mut a = Scorer::from_parts(c.clone(), loc.clone(), mlp.clone(), dev.clone());
+        mlp.save_file(dir.path().join(WEIGHTS_FILE)).unwrap();
+        c.write(dir.path()).unwrap();
+        let mut b = Scorer::load(&loc, dev).unwrap();
+        let rows: Vec<FeatureVector> = (0..5).map(|i| [i as f64 * 0.3; N_FEATURES]).collect();
+        let sa = a.score(&rows).unwrap();
+        let sb = b.score(&rows).unwrap();
+        assert_eq!(sa.len(), 5);
+        assert!(sa.iter().all(|s| (0.0..=1.0).contains(s)));
+        assert_eq!(sa, sb);
+        // A batch of one scores like the same row inside a batch.
+        let one = b.score(&rows[2..3]).unwrap();
+        assert!((one[0] - sb[2]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rejects_a_card_with_other_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = card(dir.path());
+        c.inputs.swap(0, 1);
+        c.write(dir.path()).unwrap();
+        let err = ModelCard::read(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("input 0"), "{err}");
+    }
+
+    #[test]
+    fn wgpu_without_the_feature_is_a_clear_error() {
+        if cfg!(feature = "wgpu") {
+            return;
+        }
+        let err = choose_device(DeviceChoice::Wgpu).unwrap_err().to_string();
+        assert!(err.contains("--features wgpu"), "{err}");
+    }
+}

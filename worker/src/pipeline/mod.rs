@@ -1,0 +1,232 @@
+//! Pipeline: wires source → scoring → sink for `riskstream run` and owns
+//! start-up (model, device, topics) and shutdown (drain, final commit).
+//!
+//! Threads: the input consumer and the label reader poll on their own
+//! threads; the scoring thread owns the model; the sink is an async task.
+//! Queues between them are bounded in records. Shutdown: `stop` ends
+//! polling; each stage finishes what it holds and closes its output; the
+//! sink settles every delivery; then offsets are committed synchronously.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+
+use crate::codec::Codec;
+use crate::config::RunConfig;
+use crate::metrics::Metrics;
+use crate::model::{choose_device, Scorer};
+use crate::scoring::{run_scoring_loop, BatchPolicy};
+use crate::sink::{producer, Sink};
+use crate::source::{input_consumer, run_input_loop, run_label_loop, LabelProgress, OffsetTracker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Schema(#[from] crate::codec::SchemaError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaSetupError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Scoring(#[from] crate::scoring::ScoringError),
+    #[error("cannot serve HTTP on {0}: {1} (set --metrics-addr, or \"off\")")]
+    Http(String, String),
+    #[error("a pipeline thread panicked: {0}")]
+    Panic(String),
+}
+
+/// Shared handles a caller can observe while the worker runs.
+#[derive(Debug, Clone, Default)]
+pub struct Handles {
+    pub metrics: Arc<Metrics>,
+    /// Set to ask the worker to drain and stop.
+    pub stop: Arc<AtomicBool>,
+    /// Model loaded and warmed, group joined.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub handled: u64,
+    pub seconds: f64,
+}
+
+/// Runs the worker until `handles.stop` is set (or `max_records` handled).
+pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, PipelineError> {
+    let started = Instant::now();
+    let mut codec = Codec::new()?;
+    if let Some(dir) = &cfg.schema_dir {
+        let n = codec.add_writer_schema_dir(dir)?;
+        tracing::info!(dir = %dir.display(), schemas = n, "extra writer schemas registered");
+    }
+    let codec = Arc::new(codec);
+    let location = crate::registry::resolve(&cfg.models_dir, &cfg.model)?;
+    let device = choose_device(cfg.device)?;
+    let mut scorer = Scorer::load(&location, device)?;
+    scorer.warm_up(cfg.batch_max)?;
+    tracing::info!(
+        model = %location.name, version = %location.version, device = scorer.device_description(),
+        threshold = scorer.card.threshold,
+        "model loaded; scoring on {}", scorer.device_description()
+    );
+    if let Ok(mut mi) = handles.metrics.model_info.lock() {
+        *mi = Some((
+            location.name.clone(),
+            location.version.clone(),
+            scorer.device_description().to_string(),
+        ));
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        let bound = crate::metrics::http::serve(addr, handles.metrics.clone(), handles.ready.clone())
+            .await
+            .map_err(|e| PipelineError::Http(addr.to_string(), e.to_string()))?;
+        tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    }
+    crate::kafka::ensure_topics(
+        &cfg.brokers,
+        &cfg.kafka,
+        &[&cfg.output_topic, &cfg.dlq_topic],
+        cfg.topic_partitions,
+    )
+    .await?;
+    tracing::info!(
+        brokers = %cfg.brokers, group = %cfg.group, input = %cfg.input_topic, output = %cfg.output_topic,
+        labels = %cfg.labels_topic, dlq = %cfg.dlq_topic, kafka_options = ?cfg.kafka_keys(),
+        "starting worker"
+    );
+
+    let tracker = Arc::new(OffsetTracker::new());
+    let consumer = input_consumer(&cfg, tracker.clone())?;
+    let producer = producer(&cfg)?;
+    let (to_scoring, scoring_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
+    let (labels_tx, labels_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
+    let (sink_tx, sink_rx) = tokio::sync::mpsc::channel(cfg.queue_records.div_ceil(cfg.batch_max).max(2));
+    let progress = Arc::new(LabelProgress::default());
+    let stop = handles.stop.clone();
+    // The label reader has its own flag: it stops after scoring has drained.
+    let labels_stop = Arc::new(AtomicBool::new(false));
+
+    let label_thread = {
+        let (cfg, codec, metrics, progress, stop) = (
+            cfg.clone(),
+            codec.clone(),
+            handles.metrics.clone(),
+            progress.clone(),
+            labels_stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name("labels".into())
+            .spawn(move || run_label_loop(cfg, codec, metrics, labels_tx, progress, stop))
+            .map_err(|e| PipelineError::Panic(e.to_string()))?
+    };
+    let input_thread = {
+        let (consumer, codec, tracker, metrics, sink_tx, stop, topic) = (
+            consumer.clone(),
+            codec.clone(),
+            tracker.clone(),
+            handles.metrics.clone(),
+            sink_tx.clone(),
+            stop.clone(),
+            cfg.input_topic.clone(),
+        );
+        std::thread::Builder::new()
+            .name("source".into())
+            .spawn(move || {
+                run_input_loop(consumer, codec, tracker, metrics, to_scoring, sink_tx, stop, topic)
+            })
+            .map_err(|e| PipelineError::Panic(e.to_string()))?
+    };
+    let scoring_thread = {
+        let policy = BatchPolicy {
+            batch_max: cfg.batch_max,
+            linger: cfg.linger,
+            labels_wait: cfg.labels_wait,
+        };
+        let (codec, metrics, progress, stop) = (
+            codec.clone(),
+            handles.metrics.clone(),
+            progress.clone(),
+            stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name("scoring".into())
+            .spawn(move || {
+                run_scoring_loop(
+                    scorer, codec, metrics, policy, scoring_rx, labels_rx, progress, sink_tx, stop,
+                )
+            })
+            .map_err(|e| PipelineError::Panic(e.to_string()))?
+    };
+    {
+        let (ready, consumer) = (handles.ready.clone(), consumer.clone());
+        let progress = progress.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Acquire) {
+                let joined = consumer.context().joined.load(Ordering::Acquire);
+                let labels = progress.initial_load_done.load(Ordering::Acquire);
+                ready.store(joined && labels, Ordering::Release);
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            ready.store(false, Ordering::Release);
+        });
+    }
+
+    let sink = Sink::new(
+        &cfg,
+        producer.clone(),
+        consumer.clone(),
+        tracker.clone(),
+        handles.metrics.clone(),
+    );
+    let limit_stop = stop.clone();
+    let sink_result = sink
+        .run(sink_rx, move || limit_stop.store(true, Ordering::Release))
+        .await;
+    // The sink only returns early on a fatal error: stop the rest too.
+    stop.store(true, Ordering::Release);
+    labels_stop.store(true, Ordering::Release);
+    let join = |h: std::thread::JoinHandle<Result<(), PipelineError>>| {
+        h.join()
+            .map_err(|_| PipelineError::Panic("thread panicked".into()))?
+    };
+    let input_res = join(std::thread::spawn(move || {
+        input_thread
+            .join()
+            .map_err(|_| PipelineError::Panic("source".into()))?
+            .map_err(PipelineError::from)
+    }));
+    let scoring_res = scoring_thread
+        .join()
+        .map_err(|_| PipelineError::Panic("scoring".into()))?
+        .map_err(PipelineError::from);
+    let label_res = label_thread
+        .join()
+        .map_err(|_| PipelineError::Panic("labels".into()))?
+        .map_err(PipelineError::from);
+    let handled = sink_result?;
+    input_res?;
+    scoring_res?;
+    label_res?;
+    // Everything consumed was delivered: commit the stored offsets now.
+    let in_flight = tracker.total_in_flight();
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!(handled, in_flight, "final offsets committed"),
+        Err(e) => tracing::warn!(error = %e, "final commit failed; the next owner may re-score the last records"),
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    Ok(RunReport {
+        handled,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

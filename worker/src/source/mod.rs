@@ -1,0 +1,360 @@
+//! Source: the consumer-group consumer on the input topic and the
+//! label-feedback reader.
+//!
+//! The input consumer runs on its own thread (a `BaseConsumer` polled in a
+//! loop), so blocking on a full downstream queue (backpressure) or on a
+//! revoke drain never stalls the async runtime. Offsets are stored only by
+//! the sink, for delivered records, through [`OffsetTracker`]; librdkafka's
+//! auto-commit then commits what was stored.
+//!
+//! The label reader assigns every partition of the labels topic (no group:
+//! every instance reads all labels) and forwards labels to the scoring thread.
+
+pub mod offsets;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::codec::{Codec, FraudLabel, Transaction};
+use crate::config::RunConfig;
+use crate::kafka::client_config;
+use crate::metrics::Metrics;
+pub use offsets::OffsetTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot create consumer: {0}")]
+    Create(#[source] KafkaError),
+    #[error("cannot subscribe to {topic}: {source}")]
+    Subscribe {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("fatal consumer error (check brokers, credentials and topic ACLs): {0}")]
+    Fatal(#[source] KafkaError),
+}
+
+/// A decoded transaction on its way to scoring.
+#[derive(Debug)]
+pub struct Incoming {
+    pub partition: i32,
+    pub offset: i64,
+    pub tx: Transaction,
+    pub consumed_at: Instant,
+}
+
+/// A record that failed decoding or validation, on its way to the DLQ.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// What the sink receives.
+#[derive(Debug)]
+pub enum SinkItem {
+    Scored(crate::scoring::ScoredBatch),
+    Dead(DeadLetter),
+}
+
+/// Consumer context: drains in-flight work of revoked partitions before
+/// they are given up, then commits what was delivered.
+pub struct SourceContext {
+    tracker: Arc<OffsetTracker>,
+    topic: String,
+    /// Partitions currently assigned (for the readiness probe and logs).
+    pub assigned: std::sync::Mutex<Vec<i32>>,
+    pub joined: AtomicBool,
+}
+
+impl ClientContext for SourceContext {}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            let t0 = Instant::now();
+            let drained = self.tracker.wait_drained(&parts, Duration::from_secs(60));
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "commit on revoke");
+            }
+            self.tracker.remove(&parts);
+            if let Ok(mut a) = self.assigned.lock() {
+                a.retain(|p| !parts.contains(p));
+            }
+            if drained {
+                tracing::info!(partitions = ?parts, drain_ms = t0.elapsed().as_millis() as u64, "partitions revoked after draining in-flight records");
+            } else {
+                tracing::warn!(partitions = ?parts, "partitions revoked before in-flight records drained; they will be re-scored by the next owner");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<i32> = tpl
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                tracing::info!(partitions = ?parts, "partitions assigned");
+                if let Ok(mut a) = self.assigned.lock() {
+                    a.extend(parts);
+                    a.sort_unstable();
+                    a.dedup();
+                }
+                self.joined.store(true, Ordering::Release);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+pub type InputConsumer = BaseConsumer<SourceContext>;
+
+/// Creates the group consumer and subscribes it to the input topic.
+pub fn input_consumer(
+    cfg: &RunConfig,
+    tracker: Arc<OffsetTracker>,
+) -> Result<Arc<InputConsumer>, SourceError> {
+    let mut c = client_config(&cfg.brokers, &cfg.kafka);
+    c.set("group.id", &cfg.group)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", "500")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (cfg.session_timeout_ms / 3).max(100).to_string(),
+        )
+        .set("partition.assignment.strategy", "range");
+    for (k, v) in &cfg.kafka {
+        c.set(k, v);
+    }
+    let ctx = SourceContext {
+        tracker,
+        topic: cfg.input_topic.clone(),
+        assigned: std::sync::Mutex::new(Vec::new()),
+        joined: AtomicBool::new(false),
+    };
+    let consumer: InputConsumer = c.create_with_context(ctx).map_err(SourceError::Create)?;
+    consumer
+        .subscribe(&[&cfg.input_topic])
+        .map_err(|source| SourceError::Subscribe {
+            topic: cfg.input_topic.clone(),
+            source,
+        })?;
+    Ok(Arc::new(consumer))
+}
+
+fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The input loop: poll, register, decode, hand on. Runs until `stop`.
+/// Blocking sends give backpressure: a full queue stops polling.
+#[allow(clippy::too_many_arguments)]
+pub fn run_input_loop(
+    consumer: Arc<InputConsumer>,
+    codec: Arc<Codec>,
+    tracker: Arc<OffsetTracker>,
+    metrics: Arc<Metrics>,
+    to_scoring: SyncSender<Incoming>,
+    to_sink: mpsc::Sender<SinkItem>,
+    stop: Arc<AtomicBool>,
+    input_topic: String,
+) -> Result<(), SourceError> {
+    while !stop.load(Ordering::Acquire) {
+        let Some(res) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = match res {
+            Ok(m) => m,
+            Err(e) => {
+                if is_fatal(&e) {
+                    return Err(SourceError::Fatal(e));
+                }
+                tracing::warn!(error = %e, "consumer error (retrying)");
+                continue;
+            }
+        };
+        metrics.consumed.fetch_add(1, Ordering::Relaxed);
+        let (partition, offset) = (m.partition(), m.offset());
+        tracker.register(partition, offset);
+        match codec.decode_transaction(m.key(), m.payload()) {
+            Ok(tx) => {
+                let item = Incoming {
+                    partition,
+                    offset,
+                    tx,
+                    consumed_at: Instant::now(),
+                };
+                if to_scoring.send(item).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    topic = %input_topic, partition, offset, reason = e.reason(), error = %e,
+                    "record sent to the dead-letter topic"
+                );
+                let dl = DeadLetter {
+                    partition,
+                    offset,
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers: headers_of(&m),
+                    reason: e.reason(),
+                    detail: e.to_string(),
+                };
+                if to_sink.blocking_send(SinkItem::Dead(dl)).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_fatal(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::Fatal
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::SaslAuthenticationFailed
+                | C::Authentication
+        )
+    )
+}
+
+/// How far the label stream has been read, shared with the scoring thread.
+#[derive(Debug)]
+pub struct LabelProgress {
+    /// Every label partition is at its end.
+    pub caught_up: AtomicBool,
+    /// Min over partitions (not at end) of the newest `reported_at` seen.
+    pub watermark: AtomicI64,
+    /// At least one pass over the labels topic reached the end (readiness).
+    pub initial_load_done: AtomicBool,
+}
+
+impl Default for LabelProgress {
+    fn default() -> Self {
+        Self {
+            caught_up: AtomicBool::new(false),
+            watermark: AtomicI64::new(i64::MIN),
+            initial_load_done: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Reads every partition of the labels topic from the beginning and
+/// forwards labels to the scoring thread. Undecodable labels are logged and
+/// skipped (labels are feedback, not records we owe an output for).
+pub fn run_label_loop(
+    cfg: RunConfig,
+    codec: Arc<Codec>,
+    metrics: Arc<Metrics>,
+    to_scoring: SyncSender<FraudLabel>,
+    progress: Arc<LabelProgress>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), SourceError> {
+    let mut c = client_config(&cfg.brokers, &cfg.kafka);
+    c.set("group.id", format!("{}.labels", cfg.group))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = c.create().map_err(SourceError::Create)?;
+    // Wait for the topic to exist; without labels terminal features stay 0.
+    let mut n_parts = 0;
+    while !stop.load(Ordering::Acquire) {
+        n_parts = crate::kafka::partition_count(consumer.client(), &cfg.labels_topic).unwrap_or(0);
+        if n_parts > 0 {
+            break;
+        }
+        progress.caught_up.store(true, Ordering::Release);
+        progress.initial_load_done.store(true, Ordering::Release);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n_parts as i32 {
+        tpl.add_partition_offset(&cfg.labels_topic, p, Offset::Beginning)
+            .map_err(SourceError::Create)?;
+    }
+    consumer.assign(&tpl).map_err(SourceError::Create)?;
+    let mut at_end: HashMap<i32, bool> = (0..n_parts as i32).map(|p| (p, false)).collect();
+    let mut newest: HashMap<i32, i64> = HashMap::new();
+    let publish = |at_end: &HashMap<i32, bool>, newest: &HashMap<i32, i64>| {
+        let all = at_end.values().all(|e| *e);
+        let wm = at_end
+            .iter()
+            .filter(|(_, e)| !**e)
+            .map(|(p, _)| newest.get(p).copied().unwrap_or(i64::MIN))
+            .min()
+            .unwrap_or(i64::MAX);
+        progress.watermark.store(wm, Ordering::Release);
+        progress.caught_up.store(all, Ordering::Release);
+        if all {
+            progress.initial_load_done.store(true, Ordering::Release);
+        }
+    };
+    progress.caught_up.store(false, Ordering::Release);
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p, true);
+                publish(&at_end, &newest);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "labels consumer error (retrying)"),
+            Some(Ok(m)) => {
+                at_end.insert(m.partition(), false);
+                match codec.decode_label(m.payload()) {
+                    Ok(l) => {
+                        newest.insert(m.partition(), l.reported_at);
+                        metrics.labels.fetch_add(1, Ordering::Relaxed);
+                        if to_scoring.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::warn!(
+                        topic = %cfg.labels_topic, partition = m.partition(), offset = m.offset(),
+                        reason = e.reason(), error = %e, "undecodable label skipped"
+                    ),
+                }
+                publish(&at_end, &newest);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! `riskstream replay`: streams a handbook transactions CSV to the input
+//! topic (key = customer id, Kafka timestamp = event time) and each label to
+//! the labels topic one label delay (7 days of event time) later, as fast as
+//! possible or at a fixed rate.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use crate::codec::Codec;
+use crate::dataset::{day_index, for_each_row, HandbookRow};
+use crate::kafka::{client_config, ensure_topics};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplayArgs {
+    /// Transactions CSV in the handbook's format (.csv or .csv.gz).
+    #[arg(long)]
+    pub csv: PathBuf,
+    #[arg(long, env = "RISKSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Input topic.
+    #[arg(long, default_value = "transactions")]
+    pub topic: String,
+    /// Labels topic ("" to send no labels).
+    #[arg(long, default_value = "transactions.labels")]
+    pub labels_topic: String,
+    /// Partitions of topics created here.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Events per second (transactions); unlimited when absent.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Stop after this many transactions.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// First day (YYYY-MM-DD) to send.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day (YYYY-MM-DD, inclusive) to send.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaSetupError),
+    #[error(transparent)]
+    Schema(#[from] crate::codec::SchemaError),
+    #[error("producer: {0}")]
+    Produce(#[from] KafkaError),
+    #[error("{0} records could not be delivered")]
+    Undelivered(u64),
+    #[error("replay task failed: {0}")]
+    Task(String),
+}
+
+/// Counts failed deliveries.
+#[derive(Default)]
+struct Counting {
+    failed: AtomicU64,
+}
+impl ClientContext for Counting {}
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = r {
+            if self.failed.fetch_add(1, Ordering::Relaxed) < 5 {
+                tracing::error!(error = %e, "delivery failed");
+            }
+        }
+    }
+}
+
+/// What a replay sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplayReport {
+    pub transactions: u64,
+    pub labels: u64,
+    pub seconds: f64,
+}
+
+fn send(
+    p: &ThreadedProducer<Counting>,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    ts: i64,
+) -> Result<(), KafkaError> {
+    let mut rec = BaseRecord::to(topic).key(key).payload(payload).timestamp(ts);
+    loop {
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                rec = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
+    let mut topics = vec![args.topic.as_str()];
+    if !args.labels_topic.is_empty() {
+        topics.push(&args.labels_topic);
+    }
+    ensure_topics(&args.brokers, &BTreeMap::new(), &topics, args.partitions).await?;
+    let args = args.clone();
+    match tokio::task::spawn_blocking(move || replay_blocking(&args)).await {
+        Ok(r) => r,
+        Err(e) => Err(ReplayError::Task(e.to_string())),
+    }
+}
+
+fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
+    let codec = Codec::new()?;
+    let from = args.from.as_deref().map(day_index).transpose()?;
+    let to = args.to.as_deref().map(day_index).transpose()?;
+    let mut cfg = client_config(&args.brokers, &BTreeMap::new());
+    cfg.set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .set("queue.buffering.max.messages", "200000")
+        .set("compression.type", "lz4");
+    let producer: ThreadedProducer<Counting> = cfg.create_with_context(Counting::default())?;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} replay {pos} transactions [{elapsed_precise}] {per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    };
+    let started = Instant::now();
+    let mut report = ReplayReport::default();
+    let mut pending_labels: VecDeque<HandbookRow> = VecDeque::new();
+    let labels = !args.labels_topic.is_empty();
+    for_each_row::<ReplayError>(&args.csv, |row| {
+        if from.is_some_and(|d| row.time_days < d) || to.is_some_and(|d| row.time_days > d) {
+            return Ok(true);
+        }
+        if args.limit.is_some_and(|l| report.transactions >= l) {
+            return Ok(false);
+        }
+        let t = row.event_time();
+        if labels {
+            while pending_labels
+                .front()
+                .is_some_and(|r| r.label().reported_at <= t)
+            {
+                if let Some(r) = pending_labels.pop_front() {
+                    send_label(&producer, &codec, &args.labels_topic, &r)?;
+                    report.labels += 1;
+                }
+            }
+        }
+        let tx = row.transaction();
+        let payload = codec.encode_transaction(&tx)?;
+        send(&producer, &args.topic, &tx.customer_id, &payload, t)?;
+        report.transactions += 1;
+        if labels {
+            pending_labels.push_back(row);
+        }
+        if report.transactions % 1024 == 0 {
+            bar.set_position(report.transactions);
+        }
+        if let Some(rate) = args.rate {
+            let due = Duration::from_secs_f64(report.transactions as f64 / rate);
+            let el = started.elapsed();
+            if due > el {
+                std::thread::sleep(due - el);
+            }
+        }
+        Ok(true)
+    })?;
+    // The stream ended: the remaining labels are reported a week later.
+    for r in pending_labels.drain(..) {
+        send_label(&producer, &codec, &args.labels_topic, &r)?;
+        report.labels += 1;
+    }
+    bar.set_position(report.transactions);
+    bar.set_message("flushing");
+    producer.flush(Duration::from_secs(60))?;
+    bar.finish_with_message("done");
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(ReplayError::Undelivered(failed));
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn send_label(
+    p: &ThreadedProducer<Counting>,
+    codec: &Codec,
+    topic: &str,
+    r: &HandbookRow,
+) -> Result<(), ReplayError> {
+    let l = r.label();
+    let payload = codec.encode_label(&l)?;
+    Ok(send(p, topic, &l.customer_id, &payload, l.reported_at)?)
+}

@@ -1,0 +1,329 @@
+//! Train: offline features with the same engine as the worker, MLP training
+//! with burn's autodiff, threshold choice on a validation period, and the
+//! model version written to the registry.
+
+pub mod metrics;
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::activation::{log_sigmoid, sigmoid};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::dataset::{day_index, for_each_row, HandbookRow, RowIds};
+use crate::features::{FeatureEngine, FeatureVector, FEATURE_NAMES, N_FEATURES};
+use crate::model::{Mlp, MlpShape, ModelCard, CARD_FILE, WEIGHTS_FILE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot write {path}: {detail}")]
+    Write { path: String, detail: String },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Transactions CSV (handbook format).
+    #[arg(long, default_value = "../shared/data/handbook/transactions.csv.gz")]
+    pub csv: PathBuf,
+    /// First training day (YYYY-MM-DD).
+    #[arg(long, default_value = "2018-06-01")]
+    pub from: String,
+    /// Last training day (inclusive).
+    #[arg(long, default_value = "2018-07-24")]
+    pub to: String,
+    /// Validation days after the 7-day label delay (threshold, early look).
+    #[arg(long, default_value_t = 7)]
+    pub valid_days: i64,
+    #[arg(long, default_value = "fraud-mlp")]
+    pub name: String,
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Hidden layer widths, comma separated ("" = logistic regression).
+    #[arg(long, default_value = "64,32")]
+    pub hidden: String,
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 8)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Weight of the fraud class in the loss (1 = unweighted).
+    #[arg(long, default_value_t = 1.0)]
+    pub pos_weight: f32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Point the `champion` alias at the new version.
+    #[arg(long)]
+    pub promote: bool,
+}
+
+/// Rows with their features, computed by one pass of the engine in
+/// transaction order (labels fed as the stream would: the engine only
+/// reads labels older than the delay).
+pub struct Featurised {
+    pub rows: Vec<HandbookRow>,
+    pub features: Vec<FeatureVector>,
+}
+
+/// Computes features for every row of the CSV up to `last_day`, keeping
+/// the rows with `keep(day)`.
+pub fn featurise(
+    csv: &Path,
+    last_day: i64,
+    keep: impl Fn(i64) -> bool,
+) -> Result<Featurised, crate::dataset::DatasetError> {
+    let mut engine = FeatureEngine::new();
+    let mut out = Featurised {
+        rows: Vec::new(),
+        features: Vec::new(),
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message("computing features");
+    for_each_row::<crate::dataset::DatasetError>(csv, |r| {
+        if r.time_days > last_day {
+            return Ok(false);
+        }
+        let ids = RowIds::of(&r);
+        let f = engine.observe_transaction(ids.tx_ref(&r));
+        engine.observe_label(ids.label_ref(&r));
+        if keep(r.time_days) {
+            out.rows.push(r);
+            out.features.push(f);
+        }
+        if out.rows.len() % 100_000 == 0 {
+            bar.tick();
+        }
+        Ok(true)
+    })?;
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Standardisation fitted on `rows`.
+pub fn fit_standardisation(rows: &[FeatureVector]) -> (Vec<f64>, Vec<f64>) {
+    let n = rows.len().max(1) as f64;
+    let mut mean = vec![0.0; N_FEATURES];
+    for r in rows {
+        for j in 0..N_FEATURES {
+            mean[j] += r[j] / n;
+        }
+    }
+    let mut var = vec![0.0; N_FEATURES];
+    for r in rows {
+        for j in 0..N_FEATURES {
+            var[j] += (r[j] - mean[j]).powi(2) / n;
+        }
+    }
+    let std = var
+        .into_iter()
+        .map(|v| if v.sqrt() > 1e-12 { v.sqrt() } else { 1.0 })
+        .collect();
+    (mean, std)
+}
+
+fn bce_with_logits(z: Tensor<2>, y: Tensor<2>, pos_weight: f32) -> Tensor<1> {
+    let pos = (y.clone() * log_sigmoid(z.clone())).mul_scalar(pos_weight);
+    let neg = (1.0f32 - y) * log_sigmoid(-z);
+    (pos + neg).neg().mean()
+}
+
+/// Trains a network on standardised inputs; returns the inference model.
+pub fn fit(
+    shape: &MlpShape,
+    x: &[f32],
+    y: &[f32],
+    args: &TrainArgs,
+    device: &Device,
+) -> Mlp {
+    device.seed(args.seed);
+    let ad = device.clone().autodiff();
+    let mut model = shape.init(&ad);
+    let mut optim = AdamConfig::new().init();
+    let n = y.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let bar = indicatif::ProgressBar::new(args.epochs as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("epoch {pos}/{len} {bar:30} [{elapsed}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut xb = Vec::with_capacity(args.batch_size * N_FEATURES);
+    let mut yb = Vec::with_capacity(args.batch_size);
+    for _epoch in 0..args.epochs {
+        order.shuffle(&mut rng);
+        let (mut loss_sum, mut batches) = (0.0f64, 0usize);
+        for chunk in order.chunks(args.batch_size) {
+            xb.clear();
+            yb.clear();
+            for &i in chunk {
+                xb.extend_from_slice(&x[i * N_FEATURES..(i + 1) * N_FEATURES]);
+                yb.push(y[i]);
+            }
+            let m = chunk.len();
+            let xt = Tensor::<2>::from_data(TensorData::new(xb.clone(), [m, N_FEATURES]), &ad);
+            let yt = Tensor::<2>::from_data(TensorData::new(yb.clone(), [m, 1]), &ad);
+            let loss = bce_with_logits(model.forward(xt), yt, args.pos_weight);
+            let grads = loss.backward();
+            if batches % 50 == 0 {
+                loss_sum += f64::from(loss.into_scalar::<f32>());
+            }
+            let grads = GradientsParams::from_grads(grads, &model);
+            model = optim.step(args.lr, model, grads);
+            batches += 1;
+        }
+        bar.set_message(format!("loss {:.4}", loss_sum / (batches.div_ceil(50)) as f64));
+        bar.inc(1);
+    }
+    bar.finish();
+    model.valid()
+}
+
+/// Scores standardised rows with an inference model.
+pub fn predict(model: &Mlp, x: &[f32], device: &Device) -> Vec<f32> {
+    let n = x.len() / N_FEATURES;
+    let mut out = Vec::with_capacity(n);
+    for chunk in x.chunks(4096 * N_FEATURES) {
+        let m = chunk.len() / N_FEATURES;
+        let t = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, N_FEATURES]), device);
+        let p = sigmoid(model.forward(t));
+        out.extend(p.try_into_vec_as::<f32>().unwrap_or_else(|_| vec![0.0; m]));
+    }
+    out
+}
+
+fn standardise(card: &ModelCard, rows: &[FeatureVector]) -> Vec<f32> {
+    let mut v = Vec::new();
+    card.standardise(rows, &mut v);
+    v
+}
+
+pub fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `riskstream train`: returns the directory of the new version.
+pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
+    let from = day_index(&args.from)?;
+    let to = day_index(&args.to)?;
+    if to < from {
+        return Err(TrainError::Invalid(format!("--to {} is before --from {}", args.to, args.from)));
+    }
+    let v_from = to + 8;
+    let v_to = to + 7 + args.valid_days;
+    let hidden: Vec<usize> = args
+        .hidden
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().map_err(|_| TrainError::Invalid(format!("--hidden {s:?} is not a width"))))
+        .collect::<Result<_, _>>()?;
+    let data = featurise(&args.csv, v_to, |d| (from..=to).contains(&d) || (v_from..=v_to).contains(&d))?;
+    let (mut tr_f, mut tr_y, mut va_f, mut va_y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (r, f) in data.rows.iter().zip(&data.features) {
+        if r.time_days <= to {
+            tr_f.push(*f);
+            tr_y.push(f32::from(r.fraud));
+        } else {
+            va_f.push(*f);
+            va_y.push(r.fraud == 1);
+        }
+    }
+    if tr_f.is_empty() || va_f.is_empty() {
+        return Err(TrainError::Invalid("training or validation period holds no transactions".into()));
+    }
+    let (mean, std) = fit_standardisation(&tr_f);
+    let shape = MlpShape {
+        d_in: N_FEATURES,
+        hidden,
+        dropout: args.dropout,
+    };
+    let version = crate::registry::next_version(&args.models_dir, &args.name);
+    let mut card = ModelCard {
+        name: args.name.clone(),
+        version: version.clone(),
+        inputs: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        mean,
+        std,
+        threshold: 0.5,
+        threshold_rule: "maximises F1 on the validation period".into(),
+        shape: shape.clone(),
+        training: serde_json::Value::Null,
+        metrics: serde_json::Value::Null,
+        git_revision: git_revision(),
+        created_at: chrono_like_now(),
+    };
+    let device = Device::flex();
+    let x = standardise(&card, &tr_f);
+    let model = fit(&shape, &x, &tr_y, args, &device);
+    let vx = standardise(&card, &va_f);
+    let vs = predict(&model, &vx, &device);
+    let auc = metrics::roc_auc(&vs, &va_y);
+    let ap = metrics::average_precision(&vs, &va_y);
+    let (threshold, f1) = metrics::best_f1_threshold(&vs, &va_y);
+    card.threshold = threshold;
+    card.training = serde_json::json!({
+        "csv": args.csv.display().to_string(),
+        "from": args.from, "to": args.to,
+        "rows": tr_y.len(), "frauds": tr_y.iter().filter(|y| **y > 0.5).count(),
+        "validation": {"from": crate::dataset::date_of_day(v_from), "to": crate::dataset::date_of_day(v_to), "rows": va_y.len()},
+        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+        "pos_weight": args.pos_weight, "dropout": args.dropout, "seed": args.seed,
+        "optimizer": "adam", "backend": "burn flex (CPU)",
+    });
+    card.metrics = serde_json::json!({
+        "validation": {"auc_roc": auc, "average_precision": ap, "f1_at_threshold": f1}
+    });
+    let dir = args.models_dir.join(&args.name).join(&version);
+    std::fs::create_dir_all(&dir).map_err(|e| TrainError::Write {
+        path: dir.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    model
+        .save_file(dir.join(WEIGHTS_FILE))
+        .map_err(|e| TrainError::Write {
+            path: dir.join(WEIGHTS_FILE).display().to_string(),
+            detail: format!("{e:?}"),
+        })?;
+    card.write(&dir)?;
+    let aliases = crate::registry::read_aliases(&args.models_dir, &args.name)?;
+    if args.promote || !aliases.contains_key("champion") {
+        crate::registry::set_alias(&args.models_dir, &args.name, "champion", &version)?;
+    }
+    eprintln!(
+        "wrote {} ({}): validation AUC {:.4} AP {:.4}, threshold {:.4} (F1 {:.3})",
+        dir.display(),
+        CARD_FILE,
+        auc.unwrap_or(f64::NAN),
+        ap.unwrap_or(f64::NAN),
+        threshold,
+        f1
+    );
+    Ok(dir)
+}
+
+/// UTC timestamp `YYYY-MM-DDTHH:MM:SSZ` without a date crate.
+pub fn chrono_like_now() -> String {
+    let s = crate::scoring::now_ms() / 1000;
+    let days = s.div_euclid(86_400);
+    let rem = s.rem_euclid(86_400);
+    let date = crate::dataset::date_of_day(days + crate::dataset::day_index("1970-01-01").unwrap_or(0));
+    format!("{date}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
