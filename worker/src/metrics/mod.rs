@@ -9,16 +9,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
 /// Log-spaced histogram over seconds: bucket i holds values below
-/// `BASE * 2^(i/4)`; 64 buckets span 10 µs … ~650 s.
+/// `BASE * 2^(i/4)`; 96 buckets span 10 µs … ~140 s.
 #[derive(Debug)]
 pub struct Histogram {
-    buckets: [AtomicU64; 64],
+    buckets: [AtomicU64; NB],
     count: AtomicU64,
-    /// Sum in microseconds.
+    /// Sum in microseconds (in millionths of a unit for unit-less histograms).
     sum_us: AtomicU64,
+    /// Upper bound of bucket 0.
+    base: f64,
 }
 
 const BASE: f64 = 1e-5;
+const NB: usize = 96;
 
 impl Default for Histogram {
     fn default() -> Self {
@@ -26,23 +29,34 @@ impl Default for Histogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
             sum_us: AtomicU64::new(0),
+            base: BASE,
         }
     }
 }
 
 impl Histogram {
-    fn bucket(v: f64) -> usize {
-        if v <= BASE {
+    /// A histogram whose first bucket ends at `base` (e.g. 1 for batch sizes).
+    pub fn with_base(base: f64) -> Self {
+        Self {
+            base,
+            ..Self::default()
+        }
+    }
+    fn bucket_of(base: f64, v: f64) -> usize {
+        if v <= base {
             return 0;
         }
-        (((v / BASE).log2() * 4.0).ceil() as usize).min(63)
+        (((v / base).log2() * 4.0).ceil() as usize).min(NB - 1)
     }
-    fn upper(i: usize) -> f64 {
-        BASE * 2f64.powf(i as f64 / 4.0)
+    fn bucket(v: f64) -> usize {
+        Self::bucket_of(BASE, v)
+    }
+    fn upper(&self, i: usize) -> f64 {
+        self.base * 2f64.powf(i as f64 / 4.0)
     }
     pub fn observe(&self, seconds: f64) {
         let v = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
-        self.buckets[Self::bucket(v)].fetch_add(1, Relaxed);
+        self.buckets[Self::bucket_of(self.base, v)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.sum_us.fetch_add((v * 1e6) as u64, Relaxed);
     }
@@ -70,10 +84,10 @@ impl Histogram {
         for (i, b) in self.buckets.iter().enumerate() {
             acc += b.load(Relaxed);
             if acc >= target {
-                return Some(Self::upper(i));
+                return Some(self.upper(i));
             }
         }
-        Some(Self::upper(63))
+        Some(self.upper(NB - 1))
     }
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut acc = 0;
@@ -81,14 +95,14 @@ impl Histogram {
         for (i, b) in self.buckets.iter().enumerate().step_by(4) {
             acc += b.load(Relaxed);
             for j in 1..4 {
-                if i + j < 64 && j < 4 {
+                if i + j < NB {
                     acc += self.buckets[i + j].load(Relaxed);
                 }
             }
             let _ = writeln!(
                 out,
                 "{name}_bucket{{{labels}{sep}le=\"{:.6}\"}} {acc}",
-                Self::upper(i + 3)
+                self.upper(i + 3)
             );
         }
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count());
@@ -104,7 +118,7 @@ impl Histogram {
 /// Observations accumulated on one thread, merged once per batch.
 #[derive(Debug, Clone)]
 pub struct LocalHistogram {
-    buckets: [u64; 64],
+    buckets: [u64; NB],
     count: u64,
     sum_us: u64,
 }
@@ -112,7 +126,7 @@ pub struct LocalHistogram {
 impl Default for LocalHistogram {
     fn default() -> Self {
         Self {
-            buckets: [0; 64],
+            buckets: [0; NB],
             count: 0,
             sum_us: 0,
         }
@@ -129,7 +143,7 @@ impl LocalHistogram {
 }
 
 /// Everything the worker counts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     pub consumed: AtomicU64,
     pub scored: AtomicU64,
@@ -145,6 +159,25 @@ pub struct Metrics {
     pub dead_lettered: Mutex<Vec<(&'static str, u64)>>,
     /// model, version, device of what is serving.
     pub model_info: Mutex<Option<(String, String, String)>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            consumed: AtomicU64::new(0),
+            scored: AtomicU64::new(0),
+            flagged: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            labels: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_size: Histogram::with_base(1.0),
+            inference_seconds: Histogram::default(),
+            processing_seconds: Histogram::default(),
+            event_lag_seconds: Histogram::default(),
+            dead_lettered: Mutex::new(Vec::new()),
+            model_info: Mutex::new(None),
+        }
+    }
 }
 
 impl Metrics {

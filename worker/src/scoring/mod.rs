@@ -175,7 +175,7 @@ pub fn score_batch(
     metrics
         .inference_seconds
         .observe(t0.elapsed().as_secs_f64());
-    metrics.batch_size.observe(batch.len() as f64 * 1e-5);
+    metrics.batch_size.observe(batch.len() as f64);
     metrics.batches.fetch_add(1, Ordering::Relaxed);
     let threshold = scorer.card.threshold;
     let scored_at = now_ms();
