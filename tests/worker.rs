@@ -230,6 +230,16 @@ fn assigned(log: &str) -> bool {
         .any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
 }
 
+/// SIGKILL of one of two instances mid-stream, then a replacement starts
+/// (as a Deployment would restart it). Every transaction is scored at least
+/// once; duplicates come only from the killed instance's uncommitted work.
+///
+/// The replacement is needed on Tansu 0.6: its group coordinator drops the
+/// dead member after the session timeout but hands the survivor its old
+/// assignment back, so without a new join the dead member's partitions stay
+/// unowned; and a join before the dead member expired assigns it partitions
+/// again. So the replacement starts after the session timeout (6 s). On
+/// Apache Kafka the survivor takes the partitions over by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_one_instance_loses_nothing() {
     let t = Topics::new("kill");
@@ -248,6 +258,8 @@ async fn sigkill_of_one_instance_loses_nothing() {
     b.signal("KILL");
     let status = b.child.wait().expect("wait for the killed worker");
     assert!(!status.success());
+    std::thread::sleep(Duration::from_secs(8));
+    let c = Worker::start(&t, &[]);
     produce_transactions(&t.input, &input[half..]).await;
     let ids: HashSet<&str> = input.iter().map(|t| t.transaction_id.as_str()).collect();
     let mut out = Vec::new();
@@ -256,8 +268,15 @@ async fn sigkill_of_one_instance_loses_nothing() {
         let seen: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
         ids.iter().all(|i| seen.contains(i))
     });
-    assert!(complete, "not every transaction was scored; a:\n{}", a.log_text());
+    assert!(
+        complete,
+        "not every transaction was scored; a:\n{}\nc:\n{}",
+        a.log_text(),
+        c.log_text()
+    );
     let dups = out.len() - ids.len();
-    // Duplicates only from the killed instance's uncommitted work.
-    assert!(dups <= input.len() / 2, "{dups} duplicates");
+    eprintln!("{dups} duplicates after the kill");
+    // Duplicates only from the killed instance's uncommitted work: it owned
+    // half of the partitions of the first half of the input at most.
+    assert!(dups <= half / 2, "{dups} duplicates");
 }

@@ -133,6 +133,22 @@ impl ConsumerContext for SourceContext {
 
 pub type InputConsumer = BaseConsumer<SourceContext>;
 
+/// Context of the label reader: end-of-partition is how it knows it caught
+/// up, not an error worth logging.
+pub struct LabelContext;
+
+impl ClientContext for LabelContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::warn!(error = %error, reason, "labels consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for LabelContext {}
+
 /// Creates the group consumer and subscribes it to the input topic.
 pub fn input_consumer(
     cfg: &RunConfig,
@@ -294,7 +310,8 @@ pub fn run_label_loop(
     c.set("group.id", format!("{}.labels", cfg.group))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = c.create().map_err(SourceError::Create)?;
+    let consumer: BaseConsumer<LabelContext> =
+        c.create_with_context(LabelContext).map_err(SourceError::Create)?;
     // Wait for the topic to exist; without labels terminal features stay 0.
     let mut n_parts = 0;
     while !stop.load(Ordering::Acquire) {
