@@ -221,6 +221,10 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     let in_flight = tracker.total_in_flight();
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::info!(handled, in_flight, "final offsets committed"),
+        // Auto-commit already committed everything stored.
+        Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {
+            tracing::info!(handled, in_flight, "all offsets were already committed")
+        }
         Err(e) => tracing::warn!(error = %e, "final commit failed; the next owner may re-score the last records"),
     }
     consumer.unsubscribe();

@@ -19,9 +19,9 @@ pub struct DemoArgs {
     /// Transactions CSV to replay.
     #[arg(long, default_value = "../shared/data/handbook/transactions.csv.gz")]
     pub csv: PathBuf,
-    /// First day replayed (the worker needs no warm-up: early records just
-    /// see shorter histories).
-    #[arg(long, default_value = "2018-08-01")]
+    /// First day replayed. Customer windows reach back 30 days and terminal
+    /// risk 37 days, so records of the first weeks see shorter histories.
+    #[arg(long, default_value = "2018-07-01")]
     pub from: String,
     #[arg(long, default_value = "2018-08-14")]
     pub to: String,
@@ -145,11 +145,18 @@ pub async fn demo(args: DemoArgs, stop: std::sync::Arc<std::sync::atomic::Atomic
         .await
         .map_err(|e| crate::pipeline::PipelineError::Panic(e.to_string()))??;
     eprintln!(
-        "done: {} records in {:.1}s; flagged {}; see `riskstream tail --topic {} --from-beginning --brokers {brokers}` while a broker runs",
+        "done: {} records in {:.1}s; flagged {}",
         report.handled,
         report.seconds,
         metrics.flagged.load(Ordering::Relaxed),
-        topic("transactions.scored"),
     );
+    if args.brokers.is_some() {
+        eprintln!(
+            "scored records: riskstream tail --topic {} --from-beginning --brokers {brokers}",
+            topic("transactions.scored")
+        );
+    } else {
+        eprintln!("(the in-process broker stops now; use --brokers with scripts/broker.sh start to keep the topics)");
+    }
     Ok(())
 }
