@@ -45,5 +45,8 @@ fn offline_features_equal_the_published_july_2018_features() {
         exceptions += usize::from(bad);
     }
     eprintln!("rows differing: {exceptions}; per feature: {per_feature:?}");
-    assert!(exceptions <= 25, "{exceptions} rows differ; per feature {per_feature:?}");
+    assert!(
+        exceptions <= 25,
+        "{exceptions} rows differ; per feature {per_feature:?}"
+    );
 }

@@ -40,7 +40,8 @@ async fn clean_run_scores_every_transaction_exactly_once_in_customer_order() {
     }
     // Per customer, output order = input order (event time, then id).
     let mut last: HashMap<String, (i64, u64)> = HashMap::new();
-    let mut by_partition: BTreeMap<i32, Vec<&riskstream::codec::ScoredTransaction>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<i32, Vec<&riskstream::codec::ScoredTransaction>> =
+        BTreeMap::new();
     for (r, s) in &out {
         by_partition.entry(r.partition).or_default().push(s);
     }
@@ -59,8 +60,16 @@ async fn clean_run_scores_every_transaction_exactly_once_in_customer_order() {
     assert!((0.0..=1.0).contains(&s.score));
     assert_eq!(s.is_fraud, s.score >= s.threshold);
     w.signal("TERM");
-    assert_eq!(w.wait(Duration::from_secs(30)), Some(0), "log:\n{}", w.log_text());
-    assert!(w.log_text().contains("scoring on flex (CPU)"), "the log names the device");
+    assert_eq!(
+        w.wait(Duration::from_secs(30)),
+        Some(0),
+        "log:\n{}",
+        w.log_text()
+    );
+    assert!(
+        w.log_text().contains("scoring on flex (CPU)"),
+        "the log names the device"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,16 +107,35 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_are_scored() {
     }
     let dead = read_topic(&t.dlq, 5, Duration::from_secs(30));
     assert_eq!(dead.len(), 5, "log:\n{}", w.log_text());
-    let reasons: Vec<&str> = dead.iter().map(|d| d.headers["riskstream.reason"].as_str()).collect();
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|d| d.headers["riskstream.reason"].as_str())
+        .collect();
     assert_eq!(
         reasons,
-        ["not_single_object", "malformed_avro", "unknown_fingerprint", "invalid_field", "missing_key"]
+        [
+            "not_single_object",
+            "malformed_avro",
+            "unknown_fingerprint",
+            "invalid_field",
+            "missing_key"
+        ]
     );
     for (d, (_, orig)) in dead.iter().zip(records.iter().skip(1).step_by(2)) {
-        assert_eq!(d.payload.as_deref(), Some(orig.as_slice()), "original bytes kept");
+        assert_eq!(
+            d.payload.as_deref(),
+            Some(orig.as_slice()),
+            "original bytes kept"
+        );
         assert_eq!(d.headers["riskstream.source.topic"], t.input);
         assert_eq!(d.headers["riskstream.source.partition"], "0");
-        assert!(d.headers["riskstream.source.offset"].parse::<i64>().unwrap() % 2 == 1);
+        assert!(
+            d.headers["riskstream.source.offset"]
+                .parse::<i64>()
+                .unwrap()
+                % 2
+                == 1
+        );
         assert!(!d.headers["riskstream.error"].is_empty());
     }
     assert!(dead[3].headers["riskstream.error"].contains("amount"));
@@ -189,7 +217,12 @@ async fn graceful_shutdown_leaves_no_delivered_but_uncommitted_gap() {
     let out = scored(&t.output, input.len(), Duration::from_secs(60));
     assert_eq!(out.len(), input.len());
     w.signal("TERM");
-    assert_eq!(w.wait(Duration::from_secs(30)), Some(0), "log:\n{}", w.log_text());
+    assert_eq!(
+        w.wait(Duration::from_secs(30)),
+        Some(0),
+        "log:\n{}",
+        w.log_text()
+    );
     // Input ends per partition: offsets of what was consumed.
     let inp = read_topic(&t.input, input.len(), Duration::from_secs(10));
     let mut end = vec![0i64; 2];
@@ -246,8 +279,11 @@ async fn sigkill_of_one_instance_loses_nothing() {
     t.create(4).await;
     let a = Worker::start(&t, &[]);
     let mut b = Worker::start(&t, &[]);
-    assert!(wait_for(Duration::from_secs(60), || assigned(&a.log_text())
-        && assigned(&b.log_text())));
+    assert!(wait_for(Duration::from_secs(60), || assigned(
+        &a.log_text()
+    ) && assigned(
+        &b.log_text()
+    )));
     let input = txs(100, 20_000);
     let half = input.len() / 2;
     produce_transactions(&t.input, &input[..half]).await;

@@ -152,7 +152,8 @@ pub fn read_topic(topic: &str, want: usize, idle: Duration) -> Vec<Rec> {
     let n = md.topics().first().map_or(0, |t| t.partitions().len());
     let mut tpl = TopicPartitionList::new();
     for p in 0..n as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
@@ -214,7 +215,10 @@ impl Worker {
                 "127.0.0.1:0",
             ])
             .args(extra)
-            .env("RISKSTREAM_LOG", "info")
+            .env(
+                "RISKSTREAM_LOG",
+                std::env::var("RISKSTREAM_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -266,7 +270,11 @@ pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Decoded scored records of an output topic.
-pub fn scored(topic: &str, want: usize, idle: Duration) -> Vec<(Rec, riskstream::codec::ScoredTransaction)> {
+pub fn scored(
+    topic: &str,
+    want: usize,
+    idle: Duration,
+) -> Vec<(Rec, riskstream::codec::ScoredTransaction)> {
     let codec = Codec::new().unwrap();
     read_topic(topic, want, idle)
         .into_iter()

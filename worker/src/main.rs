@@ -10,7 +10,11 @@ use riskstream::pipeline::{self, Handles};
 use riskstream::tools::{demo, replay, tail};
 
 #[derive(Parser)]
-#[command(name = "riskstream", version, about = "Streaming fraud scoring: Kafka in, burn model, Kafka out")]
+#[command(
+    name = "riskstream",
+    version,
+    about = "Streaming fraud scoring: Kafka in, burn model, Kafka out"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -83,7 +87,9 @@ fn install_signals(stop: Arc<AtomicBool>) {
             let _ = tokio::signal::ctrl_c().await;
             seen += 1;
             if seen == 1 {
-                tracing::info!("shutdown requested: draining in-flight records (signal again to exit now)");
+                tracing::info!(
+                    "shutdown requested: draining in-flight records (signal again to exit now)"
+                );
                 stop.store(true, Ordering::Release);
             } else {
                 tracing::warn!("second signal: exiting without draining");
@@ -129,7 +135,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             let handles = Handles::default();
             install_signals(handles.stop.clone());
             let report = pipeline::run(cfg, handles).await?;
-            tracing::info!(handled = report.handled, seconds = report.seconds, "worker stopped cleanly");
+            tracing::info!(
+                handled = report.handled,
+                seconds = report.seconds,
+                "worker stopped cleanly"
+            );
         }
         Cmd::Replay(args) => {
             let r = replay::replay(&args).await?;
@@ -173,12 +183,20 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<()> {
                 println!("{n}: versions {versions:?} aliases {aliases:?}");
             }
         }
-        ModelsCmd::Describe { reference, models_dir } => {
+        ModelsCmd::Describe {
+            reference,
+            models_dir,
+        } => {
             let loc = registry::resolve(&models_dir, &reference)?;
             let card = riskstream::model::ModelCard::read(&loc.dir)?;
             println!("{}", serde_json::to_string_pretty(&card)?);
         }
-        ModelsCmd::Promote { name, version, alias, models_dir } => {
+        ModelsCmd::Promote {
+            name,
+            version,
+            alias,
+            models_dir,
+        } => {
             registry::set_alias(&models_dir, &name, &alias, &version)?;
             println!("{name}@{alias} -> {version}");
         }

@@ -25,7 +25,8 @@ pub const TRANSACTION_SCHEMA: &str = include_str!("../../../schemas/transaction.
 pub const SCORED_SCHEMA: &str = include_str!("../../../schemas/scored_transaction.avsc");
 pub const LABEL_SCHEMA: &str = include_str!("../../../schemas/fraud_label.avsc");
 /// Older writer schemas we still accept (schema evolution).
-pub const HISTORY_SCHEMAS: &[&str] = &[include_str!("../../../schemas/history/transaction.v1.avsc")];
+pub const HISTORY_SCHEMAS: &[&str] =
+    &[include_str!("../../../schemas/history/transaction.v1.avsc")];
 
 /// Why a record could not be turned into a value we can use.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -476,7 +477,10 @@ pub fn validate_transaction(tx: &Transaction) -> Result<(), DecodeError> {
         return invalid("amount", &format!("{} is negative", tx.amount));
     }
     if tx.event_time <= 0 {
-        return invalid("event_time", &format!("{} is not a valid epoch-ms time", tx.event_time));
+        return invalid(
+            "event_time",
+            &format!("{} is not a valid epoch-ms time", tx.event_time),
+        );
     }
     Ok(())
 }

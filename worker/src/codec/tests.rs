@@ -75,8 +75,16 @@ fn rejects_poison_records_with_a_reason() {
     let c = Codec::new().unwrap();
     let good = c.encode_transaction(&tx()).unwrap();
     let cases: Vec<(Option<&[u8]>, Vec<u8>, &str)> = vec![
-        (Some(b"596"), b"garbage bytes here".to_vec(), "not_single_object"),
-        (Some(b"596"), good[..good.len() - 4].to_vec(), "malformed_avro"),
+        (
+            Some(b"596"),
+            b"garbage bytes here".to_vec(),
+            "not_single_object",
+        ),
+        (
+            Some(b"596"),
+            good[..good.len() - 4].to_vec(),
+            "malformed_avro",
+        ),
         (Some(b"596"), vec![0xC3, 0x01, 1, 2, 3], "not_single_object"),
         (
             Some(b"596"),
@@ -85,7 +93,11 @@ fn rejects_poison_records_with_a_reason() {
         ),
         (None, good.clone(), "missing_key"),
         (Some(b"597"), good.clone(), "invalid_field"),
-        (Some(b"596"), [&good[..], &[0u8][..]].concat(), "malformed_avro"),
+        (
+            Some(b"596"),
+            [&good[..], &[0u8][..]].concat(),
+            "malformed_avro",
+        ),
     ];
     for (key, bytes, reason) in cases {
         let err = c.decode_transaction(key, Some(&bytes)).unwrap_err();
@@ -95,7 +107,9 @@ fn rejects_poison_records_with_a_reason() {
         let mut t = tx();
         t.amount = amount;
         let bytes = c.encode_transaction(&t).unwrap();
-        let err = c.decode_transaction(Some(b"596"), Some(&bytes)).unwrap_err();
+        let err = c
+            .decode_transaction(Some(b"596"), Some(&bytes))
+            .unwrap_err();
         assert_eq!(err.reason(), "invalid_field");
         assert!(err.to_string().contains("amount"), "{err}");
     }
@@ -135,7 +149,9 @@ fn scored_and_label_records_round_trip_and_render_as_json() {
     assert_eq!(c.decode_label(Some(&b)).unwrap(), l);
     // A label is not a transaction.
     assert_eq!(
-        c.decode_transaction(Some(b"2"), Some(&b)).unwrap_err().reason(),
+        c.decode_transaction(Some(b"2"), Some(&b))
+            .unwrap_err()
+            .reason(),
         "wrong_schema"
     );
 }

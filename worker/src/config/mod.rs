@@ -180,14 +180,24 @@ impl RunConfig {
             }
         }
         let pick = |a: &Option<String>, f: &Option<String>, d: &str| {
-            a.clone().or_else(|| f.clone()).unwrap_or_else(|| d.to_string())
+            a.clone()
+                .or_else(|| f.clone())
+                .unwrap_or_else(|| d.to_string())
         };
         let cfg = RunConfig {
             brokers: pick(&args.brokers, &file.brokers, "127.0.0.1:9092"),
             group: pick(&args.group, &file.group, "riskstream"),
             input_topic: pick(&args.input_topic, &file.input_topic, "transactions"),
-            output_topic: pick(&args.output_topic, &file.output_topic, "transactions.scored"),
-            labels_topic: pick(&args.labels_topic, &file.labels_topic, "transactions.labels"),
+            output_topic: pick(
+                &args.output_topic,
+                &file.output_topic,
+                "transactions.scored",
+            ),
+            labels_topic: pick(
+                &args.labels_topic,
+                &file.labels_topic,
+                "transactions.labels",
+            ),
             dlq_topic: pick(&args.dlq_topic, &file.dlq_topic, "transactions.dlq"),
             model: pick(&args.model, &file.model, "fraud-mlp@champion"),
             models_dir: args
@@ -312,7 +322,10 @@ mod tests {
         assert_eq!(c.group, "g-file");
         assert_eq!(c.batch_max, 64);
         assert_eq!(c.input_topic, "transactions");
-        assert_eq!(c.kafka.get("socket.timeout.ms").map(String::as_str), Some("1000"));
+        assert_eq!(
+            c.kafka.get("socket.timeout.ms").map(String::as_str),
+            Some("1000")
+        );
     }
 
     #[test]

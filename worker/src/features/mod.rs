@@ -51,8 +51,8 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
 
 /// Which inputs are binary (0/1), for drift statistics.
 pub const BINARY_FEATURES: [bool; N_FEATURES] = [
-    false, true, true, false, false, false, false, false, false, false, false, false, false,
-    false, false,
+    false, true, true, false, false, false, false, false, false, false, false, false, false, false,
+    false,
 ];
 
 /// One feature vector.
@@ -129,7 +129,10 @@ impl FeatureEngine {
     pub fn observe_transaction(&mut self, tx: TxRef<'_>) -> FeatureVector {
         self.tick(tx.event_time);
         let id = id_hash(tx.transaction_id);
-        let hist = self.customers.entry(tx.customer_id.to_string()).or_default();
+        let hist = self
+            .customers
+            .entry(tx.customer_id.to_string())
+            .or_default();
         // Drop what no window can reach any more.
         while hist
             .front()
@@ -209,7 +212,10 @@ impl FeatureEngine {
             return;
         }
         let id = id_hash(label.transaction_id);
-        let hist = self.terminals.entry(label.terminal_id.to_string()).or_default();
+        let hist = self
+            .terminals
+            .entry(label.terminal_id.to_string())
+            .or_default();
         if hist.iter().any(|h| h.id == id) {
             return;
         }

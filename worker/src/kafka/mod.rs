@@ -77,14 +77,15 @@ pub async fn ensure_topics(
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(new.iter(), &opts)
-        .await
-        .map_err(|e| KafkaSetupError::CreateTopic {
-            topic: missing.join(","),
-            brokers: brokers.to_string(),
-            detail: e.to_string(),
-        })?;
+    let results =
+        admin
+            .create_topics(new.iter(), &opts)
+            .await
+            .map_err(|e| KafkaSetupError::CreateTopic {
+                topic: missing.join(","),
+                brokers: brokers.to_string(),
+                detail: e.to_string(),
+            })?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

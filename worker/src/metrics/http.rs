@@ -43,11 +43,7 @@ pub async fn serve(
                     .and_then(|l| l.split_whitespace().nth(1))
                     .unwrap_or("");
                 let (status, ctype, body) = match path {
-                    "/metrics" => (
-                        "200 OK",
-                        "text/plain; version=0.0.4",
-                        metrics.render(),
-                    ),
+                    "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
                     "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
                     "/readyz" if ready.load(Ordering::Acquire) => {
                         ("200 OK", "text/plain", "ready\n".to_string())

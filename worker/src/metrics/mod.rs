@@ -55,7 +55,11 @@ impl Histogram {
         self.base * 2f64.powf(i as f64 / 4.0)
     }
     pub fn observe(&self, seconds: f64) {
-        let v = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+        let v = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
         self.buckets[Self::bucket_of(self.base, v)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.sum_us.fetch_add((v * 1e6) as u64, Relaxed);
@@ -105,7 +109,11 @@ impl Histogram {
                 self.upper(i + 3)
             );
         }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count());
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count()
+        );
         let _ = writeln!(
             out,
             "{name}_sum{{{labels}}} {}",
@@ -135,7 +143,11 @@ impl Default for LocalHistogram {
 
 impl LocalHistogram {
     pub fn observe(&mut self, seconds: f64) {
-        let v = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+        let v = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
         self.buckets[Histogram::bucket(v)] += 1;
         self.count += 1;
         self.sum_us += (v * 1e6) as u64;
@@ -150,6 +162,8 @@ pub struct Metrics {
     pub flagged: AtomicU64,
     pub delivered: AtomicU64,
     pub labels: AtomicU64,
+    /// Records replayed into state (rebuild after an assignment).
+    pub replayed: AtomicU64,
     pub batches: AtomicU64,
     pub batch_size: Histogram,
     pub inference_seconds: Histogram,
@@ -169,6 +183,7 @@ impl Default for Metrics {
             flagged: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             labels: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batch_size: Histogram::with_base(1.0),
             inference_seconds: Histogram::default(),
@@ -237,6 +252,12 @@ impl Metrics {
                 "riskstream_records_dead_lettered_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        let _ = writeln!(out, "# TYPE riskstream_records_replayed_total counter");
+        let _ = writeln!(
+            out,
+            "riskstream_records_replayed_total {}",
+            self.replayed.load(Relaxed)
+        );
         let _ = writeln!(out, "# TYPE riskstream_labels_consumed_total counter");
         let _ = writeln!(
             out,
@@ -253,10 +274,7 @@ impl Metrics {
             h.render(&mut out, name, "");
         }
         let _ = writeln!(out, "# TYPE riskstream_model_info gauge");
-        let _ = writeln!(
-            out,
-            "riskstream_model_info{{{mv},device=\"{device}\"}} 1"
-        );
+        let _ = writeln!(out, "riskstream_model_info{{{mv},device=\"{device}\"}} 1");
         out
     }
 }

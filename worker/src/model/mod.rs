@@ -221,7 +221,11 @@ fn find_gpu(hardware_only: bool) -> Option<ChosenDevice> {
     for dev in Device::enumerate(DeviceType::Wgpu) {
         if let Some(id) = dev.identity() {
             if id.physical.is_some() || !hardware_only {
-                let kind = if id.physical.is_some() { "hardware" } else { "software" };
+                let kind = if id.physical.is_some() {
+                    "hardware"
+                } else {
+                    "software"
+                };
                 return Some(ChosenDevice {
                     device: dev,
                     description: format!("wgpu: {} ({kind})", id.name),
@@ -275,7 +279,12 @@ impl Scorer {
         })
     }
 
-    pub fn from_parts(card: ModelCard, location: ModelLocation, mlp: Mlp, device: ChosenDevice) -> Self {
+    pub fn from_parts(
+        card: ModelCard,
+        location: ModelLocation,
+        mlp: Mlp,
+        device: ChosenDevice,
+    ) -> Self {
         Self {
             card,
             location,

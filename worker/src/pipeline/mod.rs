@@ -86,9 +86,10 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         ));
     }
     if let Some(addr) = cfg.metrics_addr {
-        let bound = crate::metrics::http::serve(addr, handles.metrics.clone(), handles.ready.clone())
-            .await
-            .map_err(|e| PipelineError::Http(addr.to_string(), e.to_string()))?;
+        let bound =
+            crate::metrics::http::serve(addr, handles.metrics.clone(), handles.ready.clone())
+                .await
+                .map_err(|e| PipelineError::Http(addr.to_string(), e.to_string()))?;
         tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     }
     crate::kafka::ensure_topics(
@@ -105,11 +106,12 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     );
 
     let tracker = Arc::new(OffsetTracker::new());
+    let (to_scoring, scoring_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
     let consumer = input_consumer(&cfg, tracker.clone())?;
     let producer = producer(&cfg)?;
-    let (to_scoring, scoring_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
     let (labels_tx, labels_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
-    let (sink_tx, sink_rx) = tokio::sync::mpsc::channel(cfg.queue_records.div_ceil(cfg.batch_max).max(2));
+    let (sink_tx, sink_rx) =
+        tokio::sync::mpsc::channel(cfg.queue_records.div_ceil(cfg.batch_max).max(2));
     let progress = Arc::new(LabelProgress::default());
     let stop = handles.stop.clone();
     // The label reader has its own flag: it stops after scoring has drained.
@@ -141,7 +143,9 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         std::thread::Builder::new()
             .name("source".into())
             .spawn(move || {
-                run_input_loop(consumer, codec, tracker, metrics, to_scoring, sink_tx, stop, topic)
+                run_input_loop(
+                    consumer, codec, tracker, metrics, to_scoring, sink_tx, stop, topic,
+                )
             })
             .map_err(|e| PipelineError::Panic(e.to_string()))?
     };
@@ -172,9 +176,11 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         let stop = stop.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::Acquire) {
-                let joined = consumer.context().joined.load(Ordering::Acquire);
+                let ctx = consumer.context();
+                let joined = ctx.joined.load(Ordering::Acquire);
+                let rebuilding = ctx.rebuilding(&consumer);
                 let labels = progress.initial_load_done.load(Ordering::Acquire);
-                ready.store(joined && labels, Ordering::Release);
+                ready.store(joined && labels && !rebuilding, Ordering::Release);
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             ready.store(false, Ordering::Release);
@@ -195,16 +201,10 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     // The sink only returns early on a fatal error: stop the rest too.
     stop.store(true, Ordering::Release);
     labels_stop.store(true, Ordering::Release);
-    let join = |h: std::thread::JoinHandle<Result<(), PipelineError>>| {
-        h.join()
-            .map_err(|_| PipelineError::Panic("thread panicked".into()))?
-    };
-    let input_res = join(std::thread::spawn(move || {
-        input_thread
-            .join()
-            .map_err(|_| PipelineError::Panic("source".into()))?
-            .map_err(PipelineError::from)
-    }));
+    let input_res = input_thread
+        .join()
+        .map_err(|_| PipelineError::Panic("source".into()))?
+        .map_err(PipelineError::from);
     let scoring_res = scoring_thread
         .join()
         .map_err(|_| PipelineError::Panic("scoring".into()))?
@@ -225,7 +225,9 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {
             tracing::info!(handled, in_flight, "all offsets were already committed")
         }
-        Err(e) => tracing::warn!(error = %e, "final commit failed; the next owner may re-score the last records"),
+        Err(e) => {
+            tracing::warn!(error = %e, "final commit failed; the next owner may re-score the last records")
+        }
     }
     consumer.unsubscribe();
     drop(consumer);

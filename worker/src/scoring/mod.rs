@@ -18,7 +18,7 @@ use crate::codec::{Codec, FraudLabel, ScoredTransaction};
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
 use crate::metrics::Metrics;
 use crate::model::{ModelError, Scorer};
-use crate::source::{Incoming, LabelProgress, SinkItem};
+use crate::source::{Incoming, LabelProgress, SinkItem, Work};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoringError {
@@ -93,7 +93,7 @@ pub fn run_scoring_loop(
     codec: Arc<Codec>,
     metrics: Arc<Metrics>,
     policy: BatchPolicy,
-    input: Receiver<Incoming>,
+    input: Receiver<Work>,
     labels: Receiver<FraudLabel>,
     progress: Arc<LabelProgress>,
     to_sink: mpsc::Sender<SinkItem>,
@@ -102,10 +102,40 @@ pub fn run_scoring_loop(
     let mut engine = FeatureEngine::new();
     let mut batch: Vec<Incoming> = Vec::with_capacity(policy.batch_max);
     let mut open = true;
+    // Terminal features need the label history: read it all before scoring.
+    let t0 = Instant::now();
+    while !progress.initial_load_done.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
+        match labels.recv_timeout(Duration::from_millis(10)) {
+            Ok(l) => apply_label(&mut engine, &l),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    while let Ok(l) = labels.try_recv() {
+        apply_label(&mut engine, &l);
+    }
+    tracing::info!(
+        labels = engine.state_size().3,
+        ms = t0.elapsed().as_millis() as u64,
+        "label history loaded"
+    );
+    let replay = |engine: &mut FeatureEngine, tx: &crate::codec::Transaction| {
+        engine.replay_transaction(TxRef {
+            transaction_id: &tx.transaction_id,
+            event_time: tx.event_time,
+            customer_id: &tx.customer_id,
+            terminal_id: &tx.terminal_id,
+            amount: tx.amount,
+        })
+    };
     while open {
         // First record of the batch: wait, checking labels now and then.
         match input.recv_timeout(Duration::from_millis(50)) {
-            Ok(i) => batch.push(i),
+            Ok(Work::Score(i)) => batch.push(i),
+            Ok(Work::Replay(tx)) => {
+                replay(&mut engine, &tx);
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 while let Ok(l) = labels.try_recv() {
                     apply_label(&mut engine, &l);
@@ -127,7 +157,8 @@ pub fn run_scoring_loop(
                 input.recv_timeout(wait)
             };
             match got {
-                Ok(i) => batch.push(i),
+                Ok(Work::Score(i)) => batch.push(i),
+                Ok(Work::Replay(tx)) => replay(&mut engine, &tx),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     open = false;
@@ -144,7 +175,11 @@ pub fn run_scoring_loop(
             while let Ok(l) = labels.try_recv() {
                 apply_label(&mut engine, &l);
             }
-            if caught_up || wm >= newest || Instant::now() >= wait_until || stop.load(Ordering::Acquire) {
+            if caught_up
+                || wm >= newest
+                || Instant::now() >= wait_until
+                || stop.load(Ordering::Acquire)
+            {
                 break;
             }
             match labels.recv_timeout(Duration::from_millis(2)) {

@@ -67,7 +67,15 @@ fn track(origin: Origin, fut: DeliveryFuture) -> Pending {
             // The producer was dropped with the message in flight.
             Err(_) => Err((
                 KafkaError::Canceled,
-                OwnedMessage::new(None, None, String::new(), rdkafka::Timestamp::NotAvailable, 0, 0, None),
+                OwnedMessage::new(
+                    None,
+                    None,
+                    String::new(),
+                    rdkafka::Timestamp::NotAvailable,
+                    0,
+                    0,
+                    None,
+                ),
             )),
         };
         (origin, r)
@@ -246,7 +254,10 @@ impl Sink {
                     lag.observe((now_ms() - t) as f64 / 1000.0);
                 }
                 if let Some(o) = self.tracker.complete(origin.partition, origin.offset) {
-                    if let Err(e) = self.consumer.store_offset(&self.input_topic, origin.partition, o) {
+                    if let Err(e) =
+                        self.consumer
+                            .store_offset(&self.input_topic, origin.partition, o)
+                    {
                         tracing::debug!(partition = origin.partition, offset = o, error = %e, "offset not stored (partition no longer assigned)");
                     }
                 }

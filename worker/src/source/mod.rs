@@ -53,6 +53,16 @@ pub struct Incoming {
     pub consumed_at: Instant,
 }
 
+/// What the scoring thread receives from the source.
+#[derive(Debug)]
+pub enum Work {
+    /// Score this record and produce its output.
+    Score(Incoming),
+    /// Add this earlier record to customer state without output (state
+    /// rebuild after a partition was assigned).
+    Replay(Transaction),
+}
+
 /// A record that failed decoding or validation, on its way to the DLQ.
 #[derive(Debug)]
 pub struct DeadLetter {
@@ -77,6 +87,9 @@ pub enum SinkItem {
 pub struct SourceContext {
     tracker: Arc<OffsetTracker>,
     topic: String,
+    /// Per assigned partition, the committed offset below which records are
+    /// replayed into customer state without output (state rebuild).
+    replay_until: std::sync::Mutex<HashMap<i32, i64>>,
     /// Partitions currently assigned (for the readiness probe and logs).
     pub assigned: std::sync::Mutex<Vec<i32>>,
     pub joined: AtomicBool,
@@ -84,7 +97,114 @@ pub struct SourceContext {
 
 impl ClientContext for SourceContext {}
 
+impl SourceContext {
+    /// Whether any assigned partition is still replaying its history
+    /// (its position has not reached the committed offset yet).
+    pub fn rebuilding(&self, consumer: &BaseConsumer<Self>) -> bool {
+        let pending: Vec<(i32, i64)> = match self.replay_until.lock() {
+            Ok(m) => m.iter().map(|(p, u)| (*p, *u)).collect(),
+            Err(_) => return false,
+        };
+        if pending.is_empty() {
+            return false;
+        }
+        let Ok(pos) = consumer.position() else {
+            return true;
+        };
+        pending.iter().any(|(p, until)| {
+            !matches!(
+                pos.find_partition(&self.topic, *p).map(|e| e.offset()),
+                Some(Offset::Offset(o)) if o >= *until
+            )
+        })
+    }
+
+    /// Offset below which a record of `partition` is replayed, not scored.
+    fn replay_bound(&self, partition: i32, offset: i64) -> Option<i64> {
+        let mut m = self.replay_until.lock().ok()?;
+        match m.get(&partition) {
+            Some(&until) if offset < until => Some(until),
+            Some(_) => {
+                m.remove(&partition);
+                tracing::info!(
+                    partition,
+                    "customer state rebuilt; scoring resumes at the committed offset"
+                );
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Rewrites a new assignment so each partition with a committed offset
+    /// starts from its beginning: the records before the committed offset
+    /// rebuild customer state (no output), the rest are scored. This also
+    /// avoids resuming inside a record batch, which Tansu 0.6 answers with
+    /// the next batch (losing the records in between).
+    fn prepare_assignment(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read committed offsets; resuming without a state rebuild");
+                return;
+            }
+        };
+        let mut until = self.replay_until.lock().unwrap_or_else(|e| e.into_inner());
+        for el in committed.elements_for_topic(&self.topic) {
+            if let Offset::Offset(c) = el.offset() {
+                if c > 0 {
+                    until.insert(el.partition(), c);
+                    if let Err(e) =
+                        tpl.set_partition_offset(&self.topic, el.partition(), Offset::Beginning)
+                    {
+                        tracing::warn!(partition = el.partition(), error = %e, "cannot rewind for the state rebuild");
+                        until.remove(&el.partition());
+                    }
+                }
+            }
+        }
+        if !until.is_empty() {
+            tracing::info!(replay_until = ?*until, "rebuilding customer state from the partitions' history before scoring");
+        }
+    }
+}
+
 impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.prepare_assignment(consumer, tpl);
+                let r = Rebalance::Assign(tpl);
+                self.pre_rebalance(consumer, &r);
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "cannot take the assigned partitions");
+                }
+                self.post_rebalance(consumer, &r);
+            }
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let r = Rebalance::Revoke(tpl);
+                self.pre_rebalance(consumer, &r);
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(error = %e, "unassign failed");
+                }
+                if let Ok(mut m) = self.replay_until.lock() {
+                    m.clear();
+                }
+                self.post_rebalance(consumer, &r);
+            }
+            other => {
+                let code: rdkafka::types::RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "rebalance error");
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl
@@ -172,6 +292,7 @@ pub fn input_consumer(
     let ctx = SourceContext {
         tracker,
         topic: cfg.input_topic.clone(),
+        replay_until: std::sync::Mutex::new(HashMap::new()),
         assigned: std::sync::Mutex::new(Vec::new()),
         joined: AtomicBool::new(false),
     };
@@ -189,7 +310,12 @@ fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
     m.headers()
         .map(|h| {
             h.iter()
-                .map(|hd| (hd.key.to_string(), hd.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                .map(|hd| {
+                    (
+                        hd.key.to_string(),
+                        hd.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -203,10 +329,33 @@ pub fn run_input_loop(
     codec: Arc<Codec>,
     tracker: Arc<OffsetTracker>,
     metrics: Arc<Metrics>,
-    to_scoring: SyncSender<Incoming>,
+    to_scoring: SyncSender<Work>,
     to_sink: mpsc::Sender<SinkItem>,
     stop: Arc<AtomicBool>,
     input_topic: String,
+) -> Result<(), SourceError> {
+    input_loop(
+        &consumer,
+        &codec,
+        &tracker,
+        &metrics,
+        &to_scoring,
+        &to_sink,
+        &stop,
+        &input_topic,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn input_loop(
+    consumer: &InputConsumer,
+    codec: &Codec,
+    tracker: &OffsetTracker,
+    metrics: &Metrics,
+    to_scoring: &SyncSender<Work>,
+    to_sink: &mpsc::Sender<SinkItem>,
+    stop: &AtomicBool,
+    input_topic: &str,
 ) -> Result<(), SourceError> {
     while !stop.load(Ordering::Acquire) {
         let Some(res) = consumer.poll(Duration::from_millis(100)) else {
@@ -222,8 +371,18 @@ pub fn run_input_loop(
                 continue;
             }
         };
-        metrics.consumed.fetch_add(1, Ordering::Relaxed);
         let (partition, offset) = (m.partition(), m.offset());
+        if consumer.context().replay_bound(partition, offset).is_some() {
+            // History before the committed offset: state only, no output.
+            if let Ok(tx) = codec.decode_transaction(m.key(), m.payload()) {
+                metrics.replayed.fetch_add(1, Ordering::Relaxed);
+                if to_scoring.send(Work::Replay(tx)).is_err() {
+                    break;
+                }
+            }
+            continue;
+        }
+        metrics.consumed.fetch_add(1, Ordering::Relaxed);
         tracker.register(partition, offset);
         match codec.decode_transaction(m.key(), m.payload()) {
             Ok(tx) => {
@@ -233,7 +392,7 @@ pub fn run_input_loop(
                     tx,
                     consumed_at: Instant::now(),
                 };
-                if to_scoring.send(item).is_err() {
+                if to_scoring.send(Work::Score(item)).is_err() {
                     break;
                 }
             }
@@ -310,8 +469,9 @@ pub fn run_label_loop(
     c.set("group.id", format!("{}.labels", cfg.group))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer<LabelContext> =
-        c.create_with_context(LabelContext).map_err(SourceError::Create)?;
+    let consumer: BaseConsumer<LabelContext> = c
+        .create_with_context(LabelContext)
+        .map_err(SourceError::Create)?;
     // Wait for the topic to exist; without labels terminal features stay 0.
     let mut n_parts = 0;
     while !stop.load(Ordering::Acquire) {

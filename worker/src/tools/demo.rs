@@ -46,13 +46,21 @@ pub enum DemoError {
     Pipeline(#[from] crate::pipeline::PipelineError),
 }
 
-pub async fn demo(args: DemoArgs, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), DemoError> {
+pub async fn demo(
+    args: DemoArgs,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), DemoError> {
     let mock;
     let brokers = match &args.brokers {
         Some(b) => b.clone(),
         None => {
             mock = rdkafka::mocking::MockCluster::new(1)?;
-            for t in ["transactions", "transactions.labels", "transactions.scored", "transactions.dlq"] {
+            for t in [
+                "transactions",
+                "transactions.labels",
+                "transactions.scored",
+                "transactions.dlq",
+            ] {
                 mock.create_topic(t, 4, 1)?;
             }
             let b = mock.bootstrap_servers();
@@ -99,7 +107,12 @@ pub async fn demo(args: DemoArgs, stop: std::sync::Arc<std::sync::atomic::Atomic
     };
     let metrics = handles.metrics.clone();
     let worker = tokio::spawn(pipeline::run(cfg, handles.clone()));
-    eprintln!("replaying {} .. {} from {}", args.from, args.to, args.csv.display());
+    eprintln!(
+        "replaying {} .. {} from {}",
+        args.from,
+        args.to,
+        args.csv.display()
+    );
     let producer = tokio::spawn(async move { replay(&replay_args).await });
     let started = Instant::now();
     let mut last = (Instant::now(), 0u64);
@@ -113,7 +126,10 @@ pub async fn demo(args: DemoArgs, stop: std::sync::Arc<std::sync::atomic::Atomic
                 let r = p
                     .await
                     .map_err(|e| crate::tools::replay::ReplayError::Task(e.to_string()))??;
-                eprintln!("replay done: {} transactions, {} labels", r.transactions, r.labels);
+                eprintln!(
+                    "replay done: {} transactions, {} labels",
+                    r.transactions, r.labels
+                );
                 produced = Some(r.transactions);
             }
         }

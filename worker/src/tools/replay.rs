@@ -97,7 +97,10 @@ fn send(
     payload: &[u8],
     ts: i64,
 ) -> Result<(), KafkaError> {
-    let mut rec = BaseRecord::to(topic).key(key).payload(payload).timestamp(ts);
+    let mut rec = BaseRecord::to(topic)
+        .key(key)
+        .payload(payload)
+        .timestamp(ts);
     loop {
         match p.send(rec) {
             Ok(()) => return Ok(()),

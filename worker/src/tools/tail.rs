@@ -58,7 +58,9 @@ pub fn record_json(codec: &Codec, m: &BorrowedMessage<'_>) -> serde_json::Value 
                     headers.insert(
                         x.key.to_string(),
                         serde_json::Value::String(
-                            x.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default(),
+                            x.value
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
+                                .unwrap_or_default(),
                         ),
                     );
                 }
@@ -82,7 +84,8 @@ pub fn tail_with(
 ) -> Result<u64, TailError> {
     let codec = Codec::new()?;
     let mut cfg = client_config(&args.brokers, &BTreeMap::new());
-    cfg.set("group.id", "riskstream-tail").set("enable.auto.commit", "false");
+    cfg.set("group.id", "riskstream-tail")
+        .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = cfg.create()?;
     let start = Instant::now();
     let mut n_parts = 0;

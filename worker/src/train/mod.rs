@@ -141,13 +141,7 @@ fn bce_with_logits(z: Tensor<2>, y: Tensor<2>, pos_weight: f32) -> Tensor<1> {
 }
 
 /// Trains a network on standardised inputs; returns the inference model.
-pub fn fit(
-    shape: &MlpShape,
-    x: &[f32],
-    y: &[f32],
-    args: &TrainArgs,
-    device: &Device,
-) -> Mlp {
+pub fn fit(shape: &MlpShape, x: &[f32], y: &[f32], args: &TrainArgs, device: &Device) -> Mlp {
     device.seed(args.seed);
     let ad = device.clone().autodiff();
     let mut model = shape.init(&ad);
@@ -184,7 +178,10 @@ pub fn fit(
             model = optim.step(args.lr, model, grads);
             batches += 1;
         }
-        bar.set_message(format!("loss {:.4}", loss_sum / (batches.div_ceil(50)) as f64));
+        bar.set_message(format!(
+            "loss {:.4}",
+            loss_sum / (batches.div_ceil(50)) as f64
+        ));
         bar.inc(1);
     }
     bar.finish();
@@ -225,7 +222,10 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     let from = day_index(&args.from)?;
     let to = day_index(&args.to)?;
     if to < from {
-        return Err(TrainError::Invalid(format!("--to {} is before --from {}", args.to, args.from)));
+        return Err(TrainError::Invalid(format!(
+            "--to {} is before --from {}",
+            args.to, args.from
+        )));
     }
     let v_from = to + 8;
     let v_to = to + 7 + args.valid_days;
@@ -233,9 +233,15 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
         .hidden
         .split(',')
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().map_err(|_| TrainError::Invalid(format!("--hidden {s:?} is not a width"))))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|_| TrainError::Invalid(format!("--hidden {s:?} is not a width")))
+        })
         .collect::<Result<_, _>>()?;
-    let data = featurise(&args.csv, v_to, |d| (from..=to).contains(&d) || (v_from..=v_to).contains(&d))?;
+    let data = featurise(&args.csv, v_to, |d| {
+        (from..=to).contains(&d) || (v_from..=v_to).contains(&d)
+    })?;
     let (mut tr_f, mut tr_y, mut va_f, mut va_y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (r, f) in data.rows.iter().zip(&data.features) {
         if r.time_days <= to {
@@ -247,7 +253,9 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
         }
     }
     if tr_f.is_empty() || va_f.is_empty() {
-        return Err(TrainError::Invalid("training or validation period holds no transactions".into()));
+        return Err(TrainError::Invalid(
+            "training or validation period holds no transactions".into(),
+        ));
     }
     let (mean, std) = fit_standardisation(&tr_f);
     let shape = MlpShape {
@@ -324,6 +332,12 @@ pub fn chrono_like_now() -> String {
     let s = crate::scoring::now_ms() / 1000;
     let days = s.div_euclid(86_400);
     let rem = s.rem_euclid(86_400);
-    let date = crate::dataset::date_of_day(days + crate::dataset::day_index("1970-01-01").unwrap_or(0));
-    format!("{date}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let date =
+        crate::dataset::date_of_day(days + crate::dataset::day_index("1970-01-01").unwrap_or(0));
+    format!(
+        "{date}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

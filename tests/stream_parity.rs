@@ -1,0 +1,142 @@
+//! Online = offline: transactions and labels replayed through the real
+//! broker and scored by the worker get the same scores as the offline path
+//! (the same feature engine and model, fed from the CSV), also when the
+//! stream changes hands between instances half-way.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use riskstream::dataset::{day_index, RowIds};
+use riskstream::features::FeatureEngine;
+use riskstream::model::{choose_device, Scorer};
+use riskstream::tools::replay::{replay, ReplayArgs};
+
+const FROM: &str = "2018-07-01";
+const TO: &str = "2018-07-09";
+
+/// transaction id → offline score, from the same days of the CSV.
+fn offline_scores() -> HashMap<String, f32> {
+    let rows = {
+        let (a, b) = (day_index(FROM).unwrap(), day_index(TO).unwrap());
+        riskstream::dataset::read_rows(&handbook_csv(), Some(a), Some(b)).unwrap()
+    };
+    let mut engine = FeatureEngine::new();
+    let feats: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let ids = RowIds::of(r);
+            let f = engine.observe_transaction(ids.tx_ref(r));
+            engine.observe_label(ids.label_ref(r));
+            f
+        })
+        .collect();
+    let loc = riskstream::registry::resolve(&repo().join("models"), "fraud-mlp@champion").unwrap();
+    let mut scorer = Scorer::load(
+        &loc,
+        choose_device(riskstream::config::DeviceChoice::Cpu).unwrap(),
+    )
+    .unwrap();
+    let mut out = HashMap::new();
+    for (chunk_rows, chunk_feats) in rows.chunks(512).zip(feats.chunks(512)) {
+        let s = scorer.score(chunk_feats).unwrap();
+        for (r, s) in chunk_rows.iter().zip(s) {
+            out.insert(r.transaction_id.to_string(), s);
+        }
+    }
+    out
+}
+
+async fn replay_days(t: &Topics) -> u64 {
+    let args = ReplayArgs {
+        csv: handbook_csv(),
+        brokers: brokers(),
+        topic: t.input.clone(),
+        labels_topic: t.labels.clone(),
+        partitions: 4,
+        rate: None,
+        limit: None,
+        from: Some(FROM.into()),
+        to: Some(TO.into()),
+        quiet: true,
+    };
+    replay(&args).await.unwrap().transactions
+}
+
+fn compare(online: &[(Rec, riskstream::codec::ScoredTransaction)], offline: &HashMap<String, f32>) {
+    let mut worst = 0f32;
+    let mut differ = 0;
+    let mut flagged_terminal_risk = 0;
+    for (_, s) in online {
+        let want = offline[&s.transaction_id];
+        let d = (want - s.score).abs();
+        worst = worst.max(d);
+        if d > 1e-5 {
+            differ += 1;
+        }
+        flagged_terminal_risk += usize::from(s.is_fraud);
+    }
+    eprintln!("{} scored online; worst |online - offline| = {worst:e}; {differ} differ; {flagged_terminal_risk} flagged", online.len());
+    assert_eq!(differ, 0, "worst difference {worst}");
+    assert!(flagged_terminal_risk > 0, "the model flags some fraud");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_scores_equal_offline_scores() {
+    let t = Topics::new("parity");
+    t.create(4).await;
+    let n = replay_days(&t).await as usize;
+    let offline = offline_scores();
+    assert_eq!(offline.len(), n);
+    let w = Worker::start(&t, &["--labels-wait-ms", "60000"]);
+    let online = scored(&t.output, n, Duration::from_secs(120));
+    assert_eq!(online.len(), n, "log:\n{}", w.log_text());
+    compare(&online, &offline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scores_do_not_depend_on_which_instance_scored_them() {
+    let t = Topics::new("handover");
+    t.create(4).await;
+    let n = replay_days(&t).await as usize;
+    let offline = offline_scores();
+    // The first instance scores about half and stops gracefully; the second
+    // takes over every partition and must rebuild customer state first.
+    let mut a = Worker::start(
+        &t,
+        &[
+            "--labels-wait-ms",
+            "60000",
+            "--max-records",
+            &(n / 2).to_string(),
+        ],
+    );
+    assert_eq!(
+        a.wait(Duration::from_secs(120)),
+        Some(0),
+        "log:\n{}",
+        a.log_text()
+    );
+    let first = read_topic(&t.output, n, Duration::from_secs(3)).len();
+    eprintln!("first instance scored {first} of {n}");
+    assert!(
+        first >= n / 2 && first < n,
+        "{first} of {n} scored by the first instance"
+    );
+    let b = Worker::start(&t, &["--labels-wait-ms", "60000"]);
+    let online = scored(&t.output, usize::MAX, Duration::from_secs(20));
+    let ids: std::collections::HashSet<&str> = online
+        .iter()
+        .map(|(_, s)| s.transaction_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), n, "log:\n{}", b.log_text());
+    assert!(
+        b.log_text()
+            .contains("customer state rebuilt; scoring resumes"),
+        "log:\n{}",
+        b.log_text()
+    );
+    compare(&online, &offline);
+}
