@@ -50,3 +50,114 @@ fn offline_features_equal_the_published_july_2018_features() {
         "{exceptions} rows differ; per feature {per_feature:?}"
     );
 }
+
+/// The protocol code (split, card removal, metrics) reproduces the published
+/// logistic-regression baseline on `ch3_baseline` within 0.005.
+#[test]
+fn evaluate_reproduces_the_published_logistic_regression_baseline() {
+    use riskstream::train::evaluate::{evaluate_split, split_starts};
+    use riskstream::train::Hyper;
+    let start = split_starts("ch3").unwrap()[0];
+    let data = featurise(&common::handbook_csv(), start + 20, |d| {
+        (start..=start + 20).contains(&d)
+    })
+    .unwrap();
+    let shape = riskstream::model::MlpShape {
+        d_in: N_FEATURES,
+        hidden: vec![],
+        dropout: 0.0,
+    };
+    let hyper = Hyper {
+        lr: 0.003,
+        epochs: 100,
+        batch_size: 512,
+        pos_weight: 1.0,
+        seed: 42,
+        progress: false,
+    };
+    let (m, _, _) =
+        evaluate_split(&data, start, &shape, &hyper, &burn::tensor::Device::flex()).unwrap();
+    eprintln!("{m:?}");
+    assert_eq!(
+        (m.n_test, m.n_fraud),
+        (58_264, 385),
+        "published test-set size"
+    );
+    // Published (handbook, ch3_baseline, logistic regression): 0.871 / 0.606 / 0.291.
+    assert!((m.auc_roc - 0.871).abs() < 0.005, "AUC {}", m.auc_roc);
+    assert!(
+        (m.average_precision - 0.606).abs() < 0.005,
+        "AP {}",
+        m.average_precision
+    );
+    assert!(
+        (m.card_precision_100 - 0.291).abs() < 0.005,
+        "CP@100 {}",
+        m.card_precision_100
+    );
+}
+
+/// `riskstream score` writes the same features and scores as the engine.
+#[test]
+fn batch_scoring_writes_one_row_per_transaction_with_its_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let rows =
+        riskstream::dataset::read_rows(&common::handbook_csv(), Some(100), Some(101)).unwrap();
+    let mut w = csv::Writer::from_path(&input).unwrap();
+    w.write_record([
+        "TRANSACTION_ID",
+        "TX_DATETIME",
+        "CUSTOMER_ID",
+        "TERMINAL_ID",
+        "TX_AMOUNT",
+        "TX_TIME_SECONDS",
+        "TX_TIME_DAYS",
+        "TX_FRAUD",
+        "TX_FRAUD_SCENARIO",
+    ])
+    .unwrap();
+    for r in &rows {
+        w.write_record([
+            r.transaction_id.to_string(),
+            String::new(),
+            r.customer_id.to_string(),
+            r.terminal_id.to_string(),
+            r.amount.to_string(),
+            r.time_seconds.to_string(),
+            r.time_days.to_string(),
+            r.fraud.to_string(),
+            r.scenario.to_string(),
+        ])
+        .unwrap();
+    }
+    w.flush().unwrap();
+    let out = dir.path().join("out.csv");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .args([
+            "score",
+            "--csv",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--models-dir",
+            common::repo().join("models").to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rdr = csv::Reader::from_path(&out).unwrap();
+    let recs: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    assert_eq!(recs.len(), rows.len());
+    let expected = featurise(&input, i64::MAX, |_| true).unwrap();
+    for (rec, f) in recs.iter().zip(&expected.features) {
+        let s: f32 = rec[1].parse().unwrap();
+        assert!((0.0..=1.0).contains(&s));
+        for j in 0..N_FEATURES {
+            let got: f64 = rec[3 + j].parse().unwrap();
+            assert_eq!(got, f[j]);
+        }
+    }
+}

@@ -32,6 +32,10 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Train a model version into the registry.
     Train(riskstream::train::TrainArgs),
+    /// The handbook's evaluation protocol: table and report with ROC/PR curves.
+    Evaluate(riskstream::train::evaluate::EvaluateArgs),
+    /// Batch (offline) scoring of a transactions CSV with the same feature engine.
+    Score(riskstream::train::ScoreArgs),
     /// List, describe and promote model versions.
     Models {
         #[command(subcommand)]
@@ -161,6 +165,17 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Train(args) => {
             tokio::task::spawn_blocking(move || riskstream::train::train(&args)).await??;
+        }
+        Cmd::Evaluate(args) => {
+            let md =
+                tokio::task::spawn_blocking(move || riskstream::train::evaluate::evaluate(&args))
+                    .await??;
+            println!("{md}");
+        }
+        Cmd::Score(args) => {
+            let n =
+                tokio::task::spawn_blocking(move || riskstream::train::score_csv(&args)).await??;
+            eprintln!("scored {n} transactions");
         }
         Cmd::Models { cmd } => models(cmd)?,
     }

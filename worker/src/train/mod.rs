@@ -2,7 +2,9 @@
 //! with burn's autodiff, threshold choice on a validation period, and the
 //! model version written to the registry.
 
+pub mod evaluate;
 pub mod metrics;
+pub mod plots;
 
 use std::path::{Path, PathBuf};
 
@@ -141,7 +143,45 @@ fn bce_with_logits(z: Tensor<2>, y: Tensor<2>, pos_weight: f32) -> Tensor<1> {
 }
 
 /// Trains a network on standardised inputs; returns the inference model.
-pub fn fit(shape: &MlpShape, x: &[f32], y: &[f32], args: &TrainArgs, device: &Device) -> Mlp {
+/// Optimisation settings of one training run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Hyper {
+    pub lr: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub pos_weight: f32,
+    pub seed: u64,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+impl From<&TrainArgs> for Hyper {
+    fn from(a: &TrainArgs) -> Self {
+        Self {
+            lr: a.lr,
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            pos_weight: a.pos_weight,
+            seed: a.seed,
+            progress: true,
+        }
+    }
+}
+
+/// Parses `--hidden 64,32` ("" = logistic regression).
+pub fn parse_hidden(s: &str) -> Result<Vec<usize>, TrainError> {
+    s.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|_| TrainError::Invalid(format!("--hidden {s:?} is not a width")))
+        })
+        .collect()
+}
+
+/// Trains a network on standardised inputs; returns the inference model.
+pub fn fit(shape: &MlpShape, x: &[f32], y: &[f32], args: &Hyper, device: &Device) -> Mlp {
     device.seed(args.seed);
     let ad = device.clone().autodiff();
     let mut model = shape.init(&ad);
@@ -149,7 +189,11 @@ pub fn fit(shape: &MlpShape, x: &[f32], y: &[f32], args: &TrainArgs, device: &De
     let n = y.len();
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    let bar = indicatif::ProgressBar::new(args.epochs as u64);
+    let bar = if args.progress {
+        indicatif::ProgressBar::new(args.epochs as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     bar.set_style(
         indicatif::ProgressStyle::with_template("epoch {pos}/{len} {bar:30} [{elapsed}] {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -204,6 +248,17 @@ pub fn predict(model: &Mlp, x: &[f32], device: &Device) -> Vec<f32> {
 fn standardise(card: &ModelCard, rows: &[FeatureVector]) -> Vec<f32> {
     let mut v = Vec::new();
     card.standardise(rows, &mut v);
+    v
+}
+
+/// Standardised rows, row-major f32.
+pub fn standardise_with(mean: &[f64], std: &[f64], rows: &[FeatureVector]) -> Vec<f32> {
+    let mut v = Vec::with_capacity(rows.len() * N_FEATURES);
+    for r in rows {
+        for j in 0..N_FEATURES {
+            v.push(((r[j] - mean[j]) / std[j]) as f32);
+        }
+    }
     v
 }
 
@@ -280,7 +335,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     };
     let device = Device::flex();
     let x = standardise(&card, &tr_f);
-    let model = fit(&shape, &x, &tr_y, args, &device);
+    let model = fit(&shape, &x, &tr_y, &Hyper::from(args), &device);
     let vx = standardise(&card, &va_f);
     let vs = predict(&model, &vx, &device);
     let auc = metrics::roc_auc(&vs, &va_y);
@@ -340,4 +395,72 @@ pub fn chrono_like_now() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoreArgs {
+    /// Transactions CSV in the handbook's format (.csv or .csv.gz).
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Output CSV: TRANSACTION_ID, score, is_fraud, then the 15 features.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "fraud-mlp@champion")]
+    pub model: String,
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Only write rows from this day on (earlier rows still build state).
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
+/// `riskstream score`: offline scoring with the worker's feature engine and
+/// model, for backfills. Returns the number of rows written.
+pub fn score_csv(args: &ScoreArgs) -> Result<u64, TrainError> {
+    let loc = crate::registry::resolve(&args.models_dir, &args.model)?;
+    let mut scorer = crate::model::Scorer::load(
+        &loc,
+        crate::model::choose_device(crate::config::DeviceChoice::Cpu)?,
+    )?;
+    let from = args.from.as_deref().map(day_index).transpose()?;
+    let to = args
+        .to
+        .as_deref()
+        .map(day_index)
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    let data = featurise(&args.csv, to, |d| from.is_none_or(|f| d >= f))?;
+    let werr = |e: String| TrainError::Write {
+        path: args.out.display().to_string(),
+        detail: e,
+    };
+    let mut w = csv::Writer::from_path(&args.out).map_err(|e| werr(e.to_string()))?;
+    let mut header = vec![
+        "TRANSACTION_ID".to_string(),
+        "score".into(),
+        "is_fraud".into(),
+    ];
+    header.extend(FEATURE_NAMES.iter().map(|s| s.to_string()));
+    w.write_record(&header).map_err(|e| werr(e.to_string()))?;
+    let bar = indicatif::ProgressBar::new(data.rows.len() as u64);
+    let mut n = 0;
+    for (rows, feats) in data.rows.chunks(4096).zip(data.features.chunks(4096)) {
+        let scores = scorer.score(feats)?;
+        for ((r, f), s) in rows.iter().zip(feats).zip(scores) {
+            let mut rec = vec![
+                r.transaction_id.to_string(),
+                format!("{s}"),
+                u8::from(s >= scorer.card.threshold).to_string(),
+            ];
+            rec.extend(f.iter().map(|x| format!("{x}")));
+            w.write_record(&rec).map_err(|e| werr(e.to_string()))?;
+            n += 1;
+        }
+        bar.inc(rows.len() as u64);
+    }
+    bar.finish_and_clear();
+    w.flush().map_err(|e| werr(e.to_string()))?;
+    Ok(n)
 }

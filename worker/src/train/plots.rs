@@ -1,0 +1,113 @@
+//! Plots: ROC and precision-recall curves as PNG (plotters, embedded font).
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+fn font() {
+    // Registering twice is harmless; ignore "already registered".
+    let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+}
+
+/// (x, y) points of the ROC curve (FPR, TPR).
+pub fn roc_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let p = labels.iter().filter(|l| **l).count().max(1) as f64;
+    let n = (labels.len() as f64 - p).max(1.0);
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut out = vec![(0.0, 0.0)];
+    for (k, &i) in idx.iter().enumerate() {
+        if labels[i] {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        let last = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
+        if last {
+            out.push((fp / n, tp / p));
+        }
+    }
+    out
+}
+
+/// (recall, precision) points.
+pub fn pr_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let p = labels.iter().filter(|l| **l).count().max(1) as f64;
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut out = Vec::new();
+    for (k, &i) in idx.iter().enumerate() {
+        if labels[i] {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        let last = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
+        if last {
+            out.push((tp / p, tp / (tp + fp)));
+        }
+    }
+    out
+}
+
+fn curve_png(
+    path: &Path,
+    title: &str,
+    xl: &str,
+    yl: &str,
+    series: &[Vec<(f64, f64)>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    font();
+    let root = BitMapBackend::new(path, (640, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..1f64, 0f64..1f64)?;
+    chart.configure_mesh().x_desc(xl).y_desc(yl).draw()?;
+    for (i, s) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(s.iter().copied(), color.stroke_width(2)))?
+            .label(format!("fold {i}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Writes roc.png and pr.png; returns their file names.
+pub fn roc_pr(
+    dir: &Path,
+    curves: &[(Vec<f32>, Vec<bool>)],
+) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let roc: Vec<_> = curves.iter().map(|(s, l)| roc_points(s, l)).collect();
+    let pr: Vec<_> = curves.iter().map(|(s, l)| pr_points(s, l)).collect();
+    curve_png(
+        &dir.join("roc.png"),
+        "ROC",
+        "false positive rate",
+        "true positive rate",
+        &roc,
+    )?;
+    curve_png(
+        &dir.join("pr.png"),
+        "Precision-recall",
+        "recall",
+        "precision",
+        &pr,
+    )?;
+    Ok(vec!["roc.png".into(), "pr.png".into()])
+}
