@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use riskstream::features::{FEATURE_NAMES, N_FEATURES};
+use riskstream::features::{FEATURE_NAMES, N_FEATURES, N_PUBLISHED};
 use riskstream::train::featurise;
 
 #[test]
@@ -13,15 +13,15 @@ fn offline_features_equal_the_published_july_2018_features() {
     let file = std::fs::File::open(&csv).expect("features file");
     let mut rdr = csv::Reader::from_reader(flate2::read::GzDecoder::new(file));
     let headers = rdr.headers().unwrap().clone();
-    let cols: Vec<usize> = FEATURE_NAMES
+    let cols: Vec<usize> = FEATURE_NAMES[..N_PUBLISHED]
         .iter()
         .map(|n| headers.iter().position(|h| h == *n).expect(n))
         .collect();
-    let mut reference: HashMap<u64, [f64; N_FEATURES]> = HashMap::new();
+    let mut reference: HashMap<u64, [f64; N_PUBLISHED]> = HashMap::new();
     for rec in rdr.records() {
         let rec = rec.unwrap();
         let id: u64 = rec[0].parse().unwrap();
-        let mut f = [0.0; N_FEATURES];
+        let mut f = [0.0; N_PUBLISHED];
         for (j, c) in cols.iter().enumerate() {
             f[j] = rec[*c].parse().unwrap();
         }
@@ -31,11 +31,11 @@ fn offline_features_equal_the_published_july_2018_features() {
     let ours = featurise(&common::handbook_csv(), 121, |d| (91..=121).contains(&d)).unwrap();
     assert_eq!(ours.rows.len(), reference.len());
     let mut exceptions = 0;
-    let mut per_feature = [0usize; N_FEATURES];
+    let mut per_feature = [0usize; N_PUBLISHED];
     for (r, f) in ours.rows.iter().zip(&ours.features) {
         let want = reference[&r.transaction_id];
         let mut bad = false;
-        for j in 0..N_FEATURES {
+        for j in 0..N_PUBLISHED {
             let tol = 1e-9 * want[j].abs().max(1.0);
             if (f[j] - want[j]).abs() > tol {
                 per_feature[j] += 1;
@@ -62,8 +62,9 @@ fn evaluate_reproduces_the_published_logistic_regression_baseline() {
         (start..=start + 20).contains(&d)
     })
     .unwrap();
+    let inputs: Vec<usize> = (0..N_PUBLISHED).collect();
     let shape = riskstream::model::MlpShape {
-        d_in: N_FEATURES,
+        d_in: N_PUBLISHED,
         hidden: vec![],
         dropout: 0.0,
     };
@@ -75,8 +76,15 @@ fn evaluate_reproduces_the_published_logistic_regression_baseline() {
         seed: 42,
         progress: false,
     };
-    let (m, _, _) =
-        evaluate_split(&data, start, &shape, &hyper, &burn::tensor::Device::flex()).unwrap();
+    let (m, _, _) = evaluate_split(
+        &data,
+        start,
+        &inputs,
+        &shape,
+        &hyper,
+        &burn::tensor::Device::flex(),
+    )
+    .unwrap();
     eprintln!("{m:?}");
     assert_eq!(
         (m.n_test, m.n_fraud),

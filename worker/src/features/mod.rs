@@ -27,10 +27,12 @@ pub const WINDOWS: [i64; 3] = [1, 7, 30];
 pub const CUSTOMER_HORIZON_MS: i64 = 30 * DAY_MS;
 /// Longest terminal window including the delay.
 pub const TERMINAL_HORIZON_MS: i64 = (DELAY_DAYS + 30) * DAY_MS;
-/// Number of model inputs.
-pub const N_FEATURES: usize = 15;
+/// Number of features the engine computes.
+pub const N_FEATURES: usize = 18;
+/// The first 15 are the handbook's published inputs.
+pub const N_PUBLISHED: usize = 15;
 
-/// Model inputs in order; names as in the handbook.
+/// Features in order: the handbook's 15 (same names), then ours.
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "TX_AMOUNT",
     "TX_DURING_WEEKEND",
@@ -47,12 +49,17 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "TERMINAL_ID_RISK_7DAY_WINDOW",
     "TERMINAL_ID_NB_TX_30DAY_WINDOW",
     "TERMINAL_ID_RISK_30DAY_WINDOW",
+    // Ours: how unusual the amount is for this customer, against the
+    // customer's earlier transactions of the last 30 days (current excluded).
+    "CUSTOMER_ID_AMOUNT_RATIO_30DAY",
+    "CUSTOMER_ID_AMOUNT_ZSCORE_30DAY",
+    "CUSTOMER_ID_AMOUNT_RATIO_MAX_30DAY",
 ];
 
 /// Which inputs are binary (0/1), for drift statistics.
 pub const BINARY_FEATURES: [bool; N_FEATURES] = [
     false, true, true, false, false, false, false, false, false, false, false, false, false, false,
-    false,
+    false, false, false, false,
 ];
 
 /// One feature vector.
@@ -173,6 +180,32 @@ impl FeatureEngine {
             }
             f[3 + 2 * w] = f64::from(n);
             f[4 + 2 * w] = if n == 0 { 0.0 } else { sum / f64::from(n) };
+        }
+        // Earlier transactions of the last 30 days, current excluded.
+        let from = tx.event_time - CUSTOMER_HORIZON_MS;
+        let (mut n, mut sum, mut sq, mut max) = (0u32, 0.0f64, 0.0f64, 0.0f64);
+        for (i, h) in hist.range(..=pos).enumerate() {
+            if i != pos && h.time > from {
+                n += 1;
+                sum += h.amount;
+                sq += h.amount * h.amount;
+                max = max.max(h.amount);
+            }
+        }
+        if n > 0 {
+            let mean = sum / f64::from(n);
+            f[15] = if mean > 0.0 { tx.amount / mean } else { 1.0 };
+            let var = (sq / f64::from(n) - mean * mean).max(0.0);
+            f[16] = if n >= 2 && var > 1e-12 {
+                ((tx.amount - mean) / var.sqrt()).clamp(-50.0, 50.0)
+            } else {
+                0.0
+            };
+            f[17] = if max > 0.0 { tx.amount / max } else { 1.0 };
+        } else {
+            f[15] = 1.0;
+            f[16] = 0.0;
+            f[17] = 1.0;
         }
         self.terminal_features(tx.terminal_id, tx.event_time, &mut f);
         f

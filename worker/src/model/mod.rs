@@ -16,6 +16,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::DeviceChoice;
 use crate::features::{FeatureVector, FEATURE_NAMES, N_FEATURES};
+
+/// Positions in the engine's feature vector of the named inputs.
+pub fn input_indices(inputs: &[String]) -> Result<Vec<usize>, String> {
+    inputs
+        .iter()
+        .map(|n| {
+            FEATURE_NAMES
+                .iter()
+                .position(|f| f == n)
+                .ok_or_else(|| format!("input {n:?} is not a feature the engine computes"))
+        })
+        .collect()
+}
 use crate::registry::ModelLocation;
 
 pub const CARD_FILE: &str = "card.json";
@@ -113,6 +126,9 @@ pub struct ModelCard {
     pub git_revision: String,
     #[serde(default)]
     pub created_at: String,
+    /// Positions of `inputs` in the engine's feature vector (derived).
+    #[serde(skip)]
+    pub input_index: Vec<usize>,
 }
 
 impl ModelCard {
@@ -123,8 +139,13 @@ impl ModelCard {
             detail,
         };
         let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-        let card: ModelCard = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let mut card: ModelCard = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         card.check(&path)?;
+        card.input_index =
+            input_indices(&card.inputs).map_err(|detail| ModelError::Incompatible {
+                path: path.display().to_string(),
+                detail,
+            })?;
         Ok(card)
     }
 
@@ -133,18 +154,17 @@ impl ModelCard {
             path: path.display().to_string(),
             detail,
         };
-        if self.inputs.len() != N_FEATURES || self.shape.d_in != N_FEATURES {
+        if self.inputs.is_empty() || self.shape.d_in != self.inputs.len() {
             return Err(bad(format!(
-                "{} inputs, the feature engine computes {N_FEATURES}",
-                self.inputs.len()
+                "{} inputs but the network reads {}",
+                self.inputs.len(),
+                self.shape.d_in
             )));
         }
-        for (i, (a, b)) in self.inputs.iter().zip(FEATURE_NAMES).enumerate() {
-            if a != b {
-                return Err(bad(format!("input {i} is {a:?}, expected {b:?}")));
-            }
+        if let Err(detail) = input_indices(&self.inputs) {
+            return Err(bad(detail));
         }
-        if self.mean.len() != N_FEATURES || self.std.len() != N_FEATURES {
+        if self.mean.len() != self.inputs.len() || self.std.len() != self.inputs.len() {
             return Err(bad("standardisation has the wrong length".into()));
         }
         if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
@@ -168,15 +188,20 @@ impl ModelCard {
         })
     }
 
-    /// Standardised inputs, row-major f32.
+    /// Standardised inputs (the card's, in its order), row-major f32.
     pub fn standardise(&self, rows: &[FeatureVector], out: &mut Vec<f32>) {
         out.clear();
-        out.reserve(rows.len() * N_FEATURES);
+        out.reserve(rows.len() * self.input_index.len());
         for r in rows {
-            for j in 0..N_FEATURES {
-                out.push(((r[j] - self.mean[j]) / self.std[j]) as f32);
+            for (k, &j) in self.input_index.iter().enumerate() {
+                out.push(((r[j] - self.mean[k]) / self.std[k]) as f32);
             }
         }
+    }
+
+    /// Number of network inputs.
+    pub fn width(&self) -> usize {
+        self.input_index.len()
     }
 }
 
@@ -261,6 +286,7 @@ pub fn padded_size(n: usize) -> usize {
 impl Scorer {
     pub fn load(location: &ModelLocation, device: ChosenDevice) -> Result<Self, ModelError> {
         let card = ModelCard::read(&location.dir)?;
+        let _ = N_FEATURES;
         let weights = location.dir.join(WEIGHTS_FILE);
         let mlp = card
             .shape
@@ -326,9 +352,10 @@ impl Scorer {
         } else {
             n
         };
-        scratch.resize(padded * N_FEATURES, 0.0);
+        let width = self.card.width();
+        scratch.resize(padded * width, 0.0);
         let x = Tensor::<2>::from_data(
-            TensorData::new(scratch.clone(), [padded, N_FEATURES]),
+            TensorData::new(scratch.clone(), [padded, width]),
             &self.device.device,
         );
         self.scratch = scratch;
@@ -363,6 +390,7 @@ mod tests {
             metrics: serde_json::Value::Null,
             git_revision: String::new(),
             created_at: dir.display().to_string(),
+            input_index: (0..N_FEATURES).collect(),
         }
     }
 
@@ -397,10 +425,10 @@ mod tests {
     fn rejects_a_card_with_other_inputs() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = card(dir.path());
-        c.inputs.swap(0, 1);
+        c.inputs[0] = "NO_SUCH_FEATURE".into();
         c.write(dir.path()).unwrap();
         let err = ModelCard::read(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("input 0"), "{err}");
+        assert!(err.contains("NO_SUCH_FEATURE"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use super::{
     TrainError,
 };
 use crate::dataset::{date_of_day, day_index, HandbookRow};
-use crate::features::N_FEATURES;
 use crate::model::MlpShape;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -27,9 +26,12 @@ pub struct EvaluateArgs {
     #[arg(long, default_value = "prequential")]
     pub split: String,
     /// Hidden widths ("" = logistic regression, as in the published table).
-    #[arg(long, default_value = "64,32")]
+    #[arg(long, default_value = "128,64")]
     pub hidden: String,
-    #[arg(long, default_value_t = 0.1)]
+    /// Inputs: `all` engine features, `published` (the handbook's 15), or names.
+    #[arg(long, default_value = "all")]
+    pub inputs: String,
+    #[arg(long, default_value_t = 0.2)]
     pub dropout: f64,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -134,6 +136,7 @@ pub fn card_precision_at_k(rows: &[HandbookRow], idx: &[usize], scores: &[f32], 
 pub fn evaluate_split(
     data: &Featurised,
     train_start: i64,
+    inputs: &[usize],
     shape: &MlpShape,
     hyper: &Hyper,
     device: &Device,
@@ -146,15 +149,20 @@ pub fn evaluate_split(
         )));
     }
     let tr: Vec<_> = train.iter().map(|&i| data.features[i]).collect();
-    let (mean, std) = fit_standardisation(&tr);
-    let x = standardise_with(&mean, &std, &tr);
+    let (mean, std) = fit_standardisation(&tr, inputs);
+    let x = standardise_with(&mean, &std, inputs, &tr);
     let y: Vec<f32> = train
         .iter()
         .map(|&i| f32::from(data.rows[i].fraud))
         .collect();
     let model = fit(shape, &x, &y, hyper, device);
     let te: Vec<_> = test.iter().map(|&i| data.features[i]).collect();
-    let scores = predict(&model, &standardise_with(&mean, &std, &te), device);
+    let scores = predict(
+        &model,
+        &standardise_with(&mean, &std, inputs, &te),
+        inputs.len(),
+        device,
+    );
     let labels: Vec<bool> = test.iter().map(|&i| data.rows[i].fraud == 1).collect();
     let m = FoldMetrics {
         auc_roc: roc_auc(&scores, &labels).unwrap_or(f64::NAN),
@@ -180,8 +188,9 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
     let last = starts.iter().max().copied().unwrap_or(0) + 20;
     let first = starts.iter().min().copied().unwrap_or(0);
     let data = super::featurise(&args.csv, last, |d| d >= first && d <= last)?;
+    let inputs = super::parse_inputs(&args.inputs)?;
     let shape = MlpShape {
-        d_in: N_FEATURES,
+        d_in: inputs.len(),
         hidden: parse_hidden(&args.hidden)?,
         dropout: args.dropout,
     };
@@ -202,7 +211,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
     let mut folds = Vec::new();
     let mut curves = Vec::new();
     for &s in &starts {
-        let (m, scores, labels) = evaluate_split(&data, s, &shape, &hyper, &device)?;
+        let (m, scores, labels) = evaluate_split(&data, s, &inputs, &shape, &hyper, &device)?;
         folds.push((s, m));
         curves.push((scores, labels));
         bar.inc(1);
@@ -257,8 +266,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
     );
     let _ = writeln!(
         md,
-        "\nHyper-parameters: {}; epochs {}, batch {}, lr {}, pos_weight {}, dropout {}, seed {}.",
-        kind, args.epochs, args.batch_size, args.lr, args.pos_weight, args.dropout, args.seed
+        "\nHyper-parameters: {}; inputs {} ({}); epochs {}, batch {}, lr {}, pos_weight {}, dropout {}, seed {}.",
+        kind, args.inputs, inputs.len(), args.epochs, args.batch_size, args.lr, args.pos_weight, args.dropout, args.seed
     );
     write_report(&args.report, &md, &curves)?;
     Ok(md)

@@ -52,15 +52,18 @@ pub struct TrainArgs {
     #[arg(long, default_value = "models")]
     pub models_dir: PathBuf,
     /// Hidden layer widths, comma separated ("" = logistic regression).
-    #[arg(long, default_value = "64,32")]
+    #[arg(long, default_value = "128,64")]
     pub hidden: String,
-    #[arg(long, default_value_t = 0.1)]
+    /// Inputs: `all` engine features, `published` (the handbook's 15), or names.
+    #[arg(long, default_value = "all")]
+    pub inputs: String,
+    #[arg(long, default_value_t = 0.2)]
     pub dropout: f64,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 20)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Weight of the fraud class in the loss (1 = unweighted).
     #[arg(long, default_value_t = 1.0)]
@@ -114,19 +117,19 @@ pub fn featurise(
     Ok(out)
 }
 
-/// Standardisation fitted on `rows`.
-pub fn fit_standardisation(rows: &[FeatureVector]) -> (Vec<f64>, Vec<f64>) {
+/// Standardisation of the columns `idx`, fitted on `rows`.
+pub fn fit_standardisation(rows: &[FeatureVector], idx: &[usize]) -> (Vec<f64>, Vec<f64>) {
     let n = rows.len().max(1) as f64;
-    let mut mean = vec![0.0; N_FEATURES];
+    let mut mean = vec![0.0; idx.len()];
     for r in rows {
-        for j in 0..N_FEATURES {
-            mean[j] += r[j] / n;
+        for (k, &j) in idx.iter().enumerate() {
+            mean[k] += r[j] / n;
         }
     }
-    let mut var = vec![0.0; N_FEATURES];
+    let mut var = vec![0.0; idx.len()];
     for r in rows {
-        for j in 0..N_FEATURES {
-            var[j] += (r[j] - mean[j]).powi(2) / n;
+        for (k, &j) in idx.iter().enumerate() {
+            var[k] += (r[j] - mean[k]).powi(2) / n;
         }
     }
     let std = var
@@ -134,6 +137,22 @@ pub fn fit_standardisation(rows: &[FeatureVector]) -> (Vec<f64>, Vec<f64>) {
         .map(|v| if v.sqrt() > 1e-12 { v.sqrt() } else { 1.0 })
         .collect();
     (mean, std)
+}
+
+/// Which engine features a model reads: `all`, `published` (the handbook's
+/// 15) or a comma-separated list of names.
+pub fn parse_inputs(s: &str) -> Result<Vec<usize>, TrainError> {
+    match s {
+        "all" => Ok((0..N_FEATURES).collect()),
+        "published" => Ok((0..crate::features::N_PUBLISHED).collect()),
+        list => crate::model::input_indices(
+            &list
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(TrainError::Invalid),
+    }
 }
 
 fn bce_with_logits(z: Tensor<2>, y: Tensor<2>, pos_weight: f32) -> Tensor<1> {
@@ -198,7 +217,8 @@ pub fn fit(shape: &MlpShape, x: &[f32], y: &[f32], args: &Hyper, device: &Device
         indicatif::ProgressStyle::with_template("epoch {pos}/{len} {bar:30} [{elapsed}] {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut xb = Vec::with_capacity(args.batch_size * N_FEATURES);
+    let width = shape.d_in;
+    let mut xb = Vec::with_capacity(args.batch_size * width);
     let mut yb = Vec::with_capacity(args.batch_size);
     for _epoch in 0..args.epochs {
         order.shuffle(&mut rng);
@@ -207,11 +227,11 @@ pub fn fit(shape: &MlpShape, x: &[f32], y: &[f32], args: &Hyper, device: &Device
             xb.clear();
             yb.clear();
             for &i in chunk {
-                xb.extend_from_slice(&x[i * N_FEATURES..(i + 1) * N_FEATURES]);
+                xb.extend_from_slice(&x[i * width..(i + 1) * width]);
                 yb.push(y[i]);
             }
             let m = chunk.len();
-            let xt = Tensor::<2>::from_data(TensorData::new(xb.clone(), [m, N_FEATURES]), &ad);
+            let xt = Tensor::<2>::from_data(TensorData::new(xb.clone(), [m, width]), &ad);
             let yt = Tensor::<2>::from_data(TensorData::new(yb.clone(), [m, 1]), &ad);
             let loss = bce_with_logits(model.forward(xt), yt, args.pos_weight);
             let grads = loss.backward();
@@ -233,12 +253,12 @@ pub fn fit(shape: &MlpShape, x: &[f32], y: &[f32], args: &Hyper, device: &Device
 }
 
 /// Scores standardised rows with an inference model.
-pub fn predict(model: &Mlp, x: &[f32], device: &Device) -> Vec<f32> {
-    let n = x.len() / N_FEATURES;
+pub fn predict(model: &Mlp, x: &[f32], width: usize, device: &Device) -> Vec<f32> {
+    let n = x.len() / width;
     let mut out = Vec::with_capacity(n);
-    for chunk in x.chunks(4096 * N_FEATURES) {
-        let m = chunk.len() / N_FEATURES;
-        let t = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, N_FEATURES]), device);
+    for chunk in x.chunks(4096 * width) {
+        let m = chunk.len() / width;
+        let t = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, width]), device);
         let p = sigmoid(model.forward(t));
         out.extend(p.try_into_vec_as::<f32>().unwrap_or_else(|_| vec![0.0; m]));
     }
@@ -251,12 +271,17 @@ fn standardise(card: &ModelCard, rows: &[FeatureVector]) -> Vec<f32> {
     v
 }
 
-/// Standardised rows, row-major f32.
-pub fn standardise_with(mean: &[f64], std: &[f64], rows: &[FeatureVector]) -> Vec<f32> {
-    let mut v = Vec::with_capacity(rows.len() * N_FEATURES);
+/// Standardised columns `idx` of the rows, row-major f32.
+pub fn standardise_with(
+    mean: &[f64],
+    std: &[f64],
+    idx: &[usize],
+    rows: &[FeatureVector],
+) -> Vec<f32> {
+    let mut v = Vec::with_capacity(rows.len() * idx.len());
     for r in rows {
-        for j in 0..N_FEATURES {
-            v.push(((r[j] - mean[j]) / std[j]) as f32);
+        for (k, &j) in idx.iter().enumerate() {
+            v.push(((r[j] - mean[k]) / std[k]) as f32);
         }
     }
     v
@@ -312,9 +337,10 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
             "training or validation period holds no transactions".into(),
         ));
     }
-    let (mean, std) = fit_standardisation(&tr_f);
+    let idx = parse_inputs(&args.inputs)?;
+    let (mean, std) = fit_standardisation(&tr_f, &idx);
     let shape = MlpShape {
-        d_in: N_FEATURES,
+        d_in: idx.len(),
         hidden,
         dropout: args.dropout,
     };
@@ -322,7 +348,8 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     let mut card = ModelCard {
         name: args.name.clone(),
         version: version.clone(),
-        inputs: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        inputs: idx.iter().map(|&j| FEATURE_NAMES[j].to_string()).collect(),
+        input_index: idx.clone(),
         mean,
         std,
         threshold: 0.5,
@@ -337,7 +364,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     let x = standardise(&card, &tr_f);
     let model = fit(&shape, &x, &tr_y, &Hyper::from(args), &device);
     let vx = standardise(&card, &va_f);
-    let vs = predict(&model, &vx, &device);
+    let vs = predict(&model, &vx, idx.len(), &device);
     let auc = metrics::roc_auc(&vs, &va_y);
     let ap = metrics::average_precision(&vs, &va_y);
     let (threshold, f1) = metrics::best_f1_threshold(&vs, &va_y);
