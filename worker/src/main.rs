@@ -30,6 +30,8 @@ enum Cmd {
     Tail(tail::TailArgs),
     /// Broker (embedded unless --brokers), replay, worker and live summary in one command.
     Demo(demo::DemoArgs),
+    /// Benchmark baseline: consume and produce records untouched.
+    Passthrough(riskstream::tools::passthrough::PassthroughArgs),
     /// Train a model version into the registry.
     Train(riskstream::train::TrainArgs),
     /// The handbook's evaluation protocol: table and report with ROC/PR curves.
@@ -138,10 +140,18 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             let cfg = RunConfig::resolve(&args)?;
             let handles = Handles::default();
             install_signals(handles.stop.clone());
+            let metrics = handles.metrics.clone();
             let report = pipeline::run(cfg, handles).await?;
+            let q = |p| metrics.processing_seconds.quantile(p).unwrap_or(0.0) * 1e3;
             tracing::info!(
                 handled = report.handled,
                 seconds = report.seconds,
+                active_seconds = report.active_seconds,
+                records_per_second = report.handled as f64 / report.active_seconds.max(1e-9),
+                first_output_seconds = report.first_output_seconds.unwrap_or(-1.0),
+                processing_ms_p50 = q(0.5),
+                processing_ms_p99 = q(0.99),
+                processing_ms_p999 = q(0.999),
                 "worker stopped cleanly"
             );
         }
@@ -176,6 +186,23 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             let n =
                 tokio::task::spawn_blocking(move || riskstream::train::score_csv(&args)).await??;
             eprintln!("scored {n} transactions");
+        }
+        Cmd::Passthrough(args) => {
+            riskstream::kafka::ensure_topics(
+                &args.brokers,
+                &Default::default(),
+                &[&args.output_topic],
+                4,
+            )
+            .await?;
+            let (n, secs) = tokio::task::spawn_blocking(move || {
+                riskstream::tools::passthrough::passthrough(&args)
+            })
+            .await??;
+            println!(
+                "passthrough: {n} records in {secs:.2}s = {:.0} records/s",
+                n as f64 / secs.max(1e-9)
+            );
         }
         Cmd::Models { cmd } => models(cmd)?,
     }

@@ -74,7 +74,8 @@ fn newer_writer_with_an_added_field_decodes_once_registered() {
 fn rejects_poison_records_with_a_reason() {
     let c = Codec::new().unwrap();
     let good = c.encode_transaction(&tx()).unwrap();
-    let cases: Vec<(Option<&[u8]>, Vec<u8>, &str)> = vec![
+    type Case<'a> = (Option<&'a [u8]>, Vec<u8>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             Some(b"596"),
             b"garbage bytes here".to_vec(),

@@ -173,6 +173,9 @@ pub struct Metrics {
     pub dead_lettered: Mutex<Vec<(&'static str, u64)>>,
     /// model, version, device of what is serving.
     pub model_info: Mutex<Option<(String, String, String)>>,
+    /// When the first record was consumed / its output delivered.
+    pub first_consumed: std::sync::OnceLock<std::time::Instant>,
+    pub first_delivered: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl Default for Metrics {
@@ -191,6 +194,8 @@ impl Default for Metrics {
             event_lag_seconds: Histogram::default(),
             dead_lettered: Mutex::new(Vec::new()),
             model_info: Mutex::new(None),
+            first_consumed: std::sync::OnceLock::new(),
+            first_delivered: std::sync::OnceLock::new(),
         }
     }
 }

@@ -57,7 +57,12 @@ pub struct Handles {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub handled: u64,
+    /// Process start to stop.
     pub seconds: f64,
+    /// First record consumed to stop (throughput denominator).
+    pub active_seconds: f64,
+    /// Start to first output delivered (cold start).
+    pub first_output_seconds: Option<f64>,
 }
 
 /// Runs the worker until `handles.stop` is set (or `max_records` handled).
@@ -231,8 +236,17 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     }
     consumer.unsubscribe();
     drop(consumer);
+    let m = &handles.metrics;
     Ok(RunReport {
         handled,
         seconds: started.elapsed().as_secs_f64(),
+        active_seconds: m
+            .first_consumed
+            .get()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+        first_output_seconds: m
+            .first_delivered
+            .get()
+            .map(|t| t.duration_since(started).as_secs_f64()),
     })
 }

@@ -142,7 +142,7 @@ impl Sink {
                 biased;
                 Some((origin, res)) = pending.next(), if !pending.is_empty() => {
                     self.settle(origin, res, &mut pending, &mut lag, &mut proc).await?;
-                    if pending.is_empty() || self.handled % 256 == 0 {
+                    if pending.is_empty() || self.handled.is_multiple_of(256) {
                         self.metrics.event_lag_seconds.merge(&std::mem::take(&mut lag));
                         self.metrics.processing_seconds.merge(&std::mem::take(&mut proc));
                     }
@@ -247,6 +247,7 @@ impl Sink {
             Ok(()) => {
                 self.handled += 1;
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                self.metrics.first_delivered.get_or_init(Instant::now);
                 if let Some(c) = origin.consumed_at {
                     proc.observe(c.elapsed().as_secs_f64());
                 }

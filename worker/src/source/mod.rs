@@ -383,6 +383,7 @@ fn input_loop(
             continue;
         }
         metrics.consumed.fetch_add(1, Ordering::Relaxed);
+        metrics.first_consumed.get_or_init(Instant::now);
         tracker.register(partition, offset);
         match codec.decode_transaction(m.key(), m.payload()) {
             Ok(tx) => {

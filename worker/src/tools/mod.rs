@@ -2,5 +2,6 @@
 //! lines) and `demo` (everything in one command).
 
 pub mod demo;
+pub mod passthrough;
 pub mod replay;
 pub mod tail;

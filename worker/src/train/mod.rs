@@ -108,7 +108,7 @@ pub fn featurise(
             out.rows.push(r);
             out.features.push(f);
         }
-        if out.rows.len() % 100_000 == 0 {
+        if out.rows.len().is_multiple_of(100_000) {
             bar.tick();
         }
         Ok(true)

@@ -1,0 +1,72 @@
+//! `riskstream passthrough`: consume and produce the same records with no
+//! decoding, features or model. The end-to-end benchmark's upper bound: how
+//! fast this broker and librdkafka move records at all.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::Message;
+
+use crate::kafka::client_config;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PassthroughArgs {
+    #[arg(long, env = "RISKSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    #[arg(long)]
+    pub input_topic: String,
+    #[arg(long)]
+    pub output_topic: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub max: u64,
+}
+
+/// Records moved and seconds from the first record to the last delivery.
+/// The output topic must exist (auto-creation on Tansu is 20× slower):
+/// `main` creates it first.
+pub fn passthrough(args: &PassthroughArgs) -> Result<(u64, f64), KafkaError> {
+    let mut c = client_config(&args.brokers, &BTreeMap::new());
+    c.set("group.id", format!("passthrough-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = c.create()?;
+    consumer.subscribe(&[&args.input_topic])?;
+    let mut p = client_config(&args.brokers, &BTreeMap::new());
+    p.set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .set("compression.type", "lz4");
+    let producer: ThreadedProducer<DefaultProducerContext> = p.create()?;
+    let mut n = 0;
+    let mut start = None;
+    while n < args.max {
+        let Some(res) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = res?;
+        start.get_or_insert_with(Instant::now);
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&args.output_topic);
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        if let Some(v) = m.payload() {
+            rec = rec.payload(v);
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+        n += 1;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok((n, start.map_or(0.0, |s| s.elapsed().as_secs_f64())))
+}
