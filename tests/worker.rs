@@ -12,6 +12,32 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use riskstream::codec::{Codec, KnownSchema, Transaction, HISTORY_SCHEMAS};
 
+/// Runs `riskstream tail --from-beginning --max N` and parses its lines.
+fn tail_json(topic: &str, max: usize) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .args([
+            "tail",
+            "--brokers",
+            &brokers(),
+            "--topic",
+            topic,
+            "--from-beginning",
+        ])
+        .args(["--max", &max.to_string(), "--idle-timeout", "10"])
+        .output()
+        .expect("run tail");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
 fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
     rows(from_day, n).iter().map(|r| r.transaction()).collect()
 }
@@ -51,6 +77,21 @@ async fn clean_run_scores_every_transaction_exactly_once_in_customer_order() {
             if let Some(prev) = last.insert(s.customer_id.clone(), key) {
                 assert!(prev < key, "customer {} out of order", s.customer_id);
             }
+        }
+    }
+    // `riskstream tail` prints the records as JSON with the schema's names.
+    let lines = tail_json(&t.output, 3);
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        for f in [
+            "transaction_id",
+            "score",
+            "is_fraud",
+            "model_name",
+            "model_version",
+            "scored_at",
+        ] {
+            assert!(l.get(f).is_some(), "{f} missing in {l}");
         }
     }
     // Records carry the model and a probability.
@@ -141,6 +182,18 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_are_scored() {
     assert!(dead[3].headers["riskstream.error"].contains("amount"));
     let log = w.log_text();
     assert!(log.contains("WARN") && log.contains("dead-letter"), "{log}");
+    // `riskstream tail` shows dead letters with their headers and bytes.
+    let lines = tail_json(&t.dlq, 5);
+    assert_eq!(lines.len(), 5);
+    assert_eq!(
+        lines[0]["headers"]["riskstream.reason"],
+        "not_single_object"
+    );
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(lines[0]["payload_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(raw, records[1].1);
     w.signal("TERM");
     assert_eq!(w.wait(Duration::from_secs(30)), Some(0));
 }
