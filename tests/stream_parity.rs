@@ -94,6 +94,38 @@ async fn streamed_scores_equal_offline_scores() {
     let online = scored(&t.output, n, Duration::from_secs(120));
     assert_eq!(online.len(), n, "log:\n{}", w.log_text());
     compare(&online, &offline);
+    // The finished run evaluates from the topics alone.
+    let m = riskstream::train::evaluate::evaluate_stream(
+        &riskstream::train::evaluate::EvaluateStreamArgs {
+            brokers: brokers(),
+            scored_topic: t.output.clone(),
+            labels_topic: t.labels.clone(),
+            idle_timeout: 3.0,
+        },
+    )
+    .unwrap();
+    eprintln!("stream run: {m:?}");
+    assert_eq!(m.n_test, n);
+    assert!(m.n_fraud > 0);
+    // The same numbers as the offline scores with the CSV's labels.
+    let rows = riskstream::dataset::read_rows(
+        &handbook_csv(),
+        Some(day_index(FROM).unwrap()),
+        Some(day_index(TO).unwrap()),
+    )
+    .unwrap();
+    let scores: Vec<f32> = rows
+        .iter()
+        .map(|r| offline[&r.transaction_id.to_string()])
+        .collect();
+    let labels: Vec<bool> = rows.iter().map(|r| r.fraud == 1).collect();
+    let auc = riskstream::train::metrics::roc_auc(&scores, &labels).unwrap();
+    let ap = riskstream::train::metrics::average_precision(&scores, &labels).unwrap();
+    assert!(
+        (m.auc_roc - auc).abs() < 1e-9 && (m.average_precision - ap).abs() < 1e-9,
+        "{m:?} vs {auc} {ap}"
+    );
+    assert!(m.auc_roc > 0.6, "{m:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,8 @@ enum Cmd {
     Train(riskstream::train::TrainArgs),
     /// The handbook's evaluation protocol: table and report with ROC/PR curves.
     Evaluate(riskstream::train::evaluate::EvaluateArgs),
+    /// Metrics of a finished stream run: the scored topic joined with the labels topic.
+    EvaluateStream(riskstream::train::evaluate::EvaluateStreamArgs),
     /// Batch (offline) scoring of a transactions CSV with the same feature engine.
     Score(riskstream::train::ScoreArgs),
     /// List, describe and promote model versions.
@@ -181,6 +183,18 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || riskstream::train::evaluate::evaluate(&args))
                     .await??;
             println!("{md}");
+        }
+        Cmd::EvaluateStream(args) => {
+            let m = tokio::task::spawn_blocking(move || {
+                riskstream::train::evaluate::evaluate_stream(&args)
+            })
+            .await??;
+            println!("| scored with labels | frauds | AUC ROC | Avg precision | CP@100 |");
+            println!("|---|---|---|---|---|");
+            println!(
+                "| {} | {} | {:.4} | {:.4} | {:.4} |",
+                m.n_test, m.n_fraud, m.auc_roc, m.average_precision, m.card_precision_100
+            );
         }
         Cmd::Score(args) => {
             let n =

@@ -101,35 +101,123 @@ pub fn test_indices(rows: &[HandbookRow], train_start: i64) -> (Vec<usize>, Vec<
 /// Card Precision@100, the handbook's way: per test day, drop cards already
 /// detected, take each card's max score and label, precision of the top 100.
 pub fn card_precision_at_k(rows: &[HandbookRow], idx: &[usize], scores: &[f32], k: usize) -> f64 {
-    let mut days: Vec<i64> = idx.iter().map(|&i| rows[i].time_days).collect();
-    days.sort_unstable();
-    days.dedup();
+    let days: Vec<i64> = idx.iter().map(|&i| rows[i].time_days).collect();
+    let cards: Vec<u64> = idx.iter().map(|&i| rows[i].customer_id).collect();
+    let labels: Vec<bool> = idx.iter().map(|&i| rows[i].fraud == 1).collect();
+    cp_at_k(&days, &cards, &labels, scores, k)
+}
+
+/// Card Precision@k over parallel slices (day, card, label, score).
+pub fn cp_at_k(days: &[i64], cards: &[u64], labels: &[bool], scores: &[f32], k: usize) -> f64 {
+    let mut uniq: Vec<i64> = days.to_vec();
+    uniq.sort_unstable();
+    uniq.dedup();
     let mut detected: HashSet<u64> = HashSet::new();
     let mut total = 0.0;
-    for day in &days {
-        let mut per_card: std::collections::HashMap<u64, (f32, u8)> =
+    for day in &uniq {
+        let mut per_card: std::collections::HashMap<u64, (f32, bool)> =
             std::collections::HashMap::new();
-        for (j, &i) in idx.iter().enumerate() {
-            let r = &rows[i];
-            if r.time_days != *day || detected.contains(&r.customer_id) {
+        for j in 0..days.len() {
+            if days[j] != *day || detected.contains(&cards[j]) {
                 continue;
             }
             let e = per_card
-                .entry(r.customer_id)
-                .or_insert((f32::NEG_INFINITY, 0));
+                .entry(cards[j])
+                .or_insert((f32::NEG_INFINITY, false));
             e.0 = e.0.max(scores[j]);
-            e.1 = e.1.max(r.fraud);
+            e.1 |= labels[j];
         }
-        let mut cards: Vec<(u64, f32, u8)> =
+        let mut ranked: Vec<(u64, f32, bool)> =
             per_card.into_iter().map(|(c, (s, l))| (c, s, l)).collect();
         // Highest score first; ties broken by card id for reproducibility.
-        cards.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let top = &cards[..cards.len().min(k)];
-        let hits = top.iter().filter(|c| c.2 == 1).count();
-        total += hits as f64 / k as f64;
-        detected.extend(top.iter().filter(|c| c.2 == 1).map(|c| c.0));
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let top = &ranked[..ranked.len().min(k)];
+        total += top.iter().filter(|c| c.2).count() as f64 / k as f64;
+        detected.extend(top.iter().filter(|c| c.2).map(|c| c.0));
     }
-    total / days.len().max(1) as f64
+    total / uniq.len().max(1) as f64
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvaluateStreamArgs {
+    #[arg(long, env = "RISKSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The worker's output topic.
+    #[arg(long, default_value = "transactions.scored")]
+    pub scored_topic: String,
+    #[arg(long, default_value = "transactions.labels")]
+    pub labels_topic: String,
+    /// Stop reading a topic after this many seconds without a new record.
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_timeout: f64,
+}
+
+/// Metrics of a finished stream run: scored records joined with their labels
+/// (duplicates from at-least-once delivery count once).
+pub fn evaluate_stream(args: &EvaluateStreamArgs) -> Result<FoldMetrics, TrainError> {
+    use crate::tools::tail::{tail_with, TailArgs};
+    let read = |topic: &str| -> Result<Vec<serde_json::Value>, TrainError> {
+        let mut out = Vec::new();
+        tail_with(
+            &TailArgs {
+                topic: topic.to_string(),
+                brokers: args.brokers.clone(),
+                from_beginning: true,
+                max: None,
+                idle_timeout: Some(args.idle_timeout),
+            },
+            |v| {
+                out.push(v);
+                Ok(())
+            },
+        )
+        .map_err(|e| TrainError::Invalid(format!("reading {topic}: {e}")))?;
+        Ok(out)
+    };
+    let labels: std::collections::HashMap<String, bool> = read(&args.labels_topic)?
+        .into_iter()
+        .filter_map(|v| {
+            Some((
+                v["transaction_id"].as_str()?.to_string(),
+                v["is_fraud"].as_bool()?,
+            ))
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let (mut days, mut cards, mut ys, mut scores) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for v in read(&args.scored_topic)? {
+        let (Some(id), Some(score), Some(t), Some(c)) = (
+            v["transaction_id"].as_str(),
+            v["score"].as_f64(),
+            v["event_time"].as_i64(),
+            v["customer_id"].as_str(),
+        ) else {
+            continue;
+        };
+        let Some(&y) = labels.get(id) else { continue };
+        if !seen.insert(id.to_string()) {
+            continue;
+        }
+        days.push(t.div_euclid(crate::features::DAY_MS));
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(c, &mut h);
+        cards.push(std::hash::Hasher::finish(&h));
+        ys.push(y);
+        scores.push(score as f32);
+    }
+    if ys.is_empty() {
+        return Err(TrainError::Invalid(
+            "no scored record has a label yet".into(),
+        ));
+    }
+    Ok(FoldMetrics {
+        auc_roc: roc_auc(&scores, &ys).unwrap_or(f64::NAN),
+        average_precision: average_precision(&scores, &ys).unwrap_or(f64::NAN),
+        card_precision_100: cp_at_k(&days, &cards, &ys, &scores, 100),
+        n_test: ys.len(),
+        n_fraud: ys.iter().filter(|y| **y).count(),
+    })
 }
 
 /// Trains on one split and tests it.
