@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 
 use super::metrics::{average_precision, roc_auc};
-use super::{
-    fit, fit_standardisation, parse_hidden, predict, standardise_with, Featurised, Hyper,
-    TrainError,
-};
+use super::{fit, fit_standardisation, predict, standardise_with, Featurised, Hyper, TrainError};
 use crate::dataset::{date_of_day, day_index, HandbookRow};
 use crate::model::MlpShape;
 
@@ -25,24 +22,9 @@ pub struct EvaluateArgs {
     /// `validation` (the 4 validation folds), or a training start date.
     #[arg(long, default_value = "prequential")]
     pub split: String,
-    /// Hidden widths ("" = logistic regression, as in the published table).
-    #[arg(long, default_value = "128,64")]
-    pub hidden: String,
-    /// Inputs: `all` engine features, `published` (the handbook's 15), or names.
-    #[arg(long, default_value = "all")]
-    pub inputs: String,
-    #[arg(long, default_value_t = 0.2)]
-    pub dropout: f64,
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 20)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 1.0)]
-    pub pos_weight: f32,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// The model to evaluate (`--hidden ""` = logistic regression).
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Directory for the Markdown report.
     #[arg(long, default_value = "reports/evaluate")]
     pub report: PathBuf,
@@ -276,20 +258,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
     let last = starts.iter().max().copied().unwrap_or(0) + 20;
     let first = starts.iter().min().copied().unwrap_or(0);
     let data = super::featurise(&args.csv, last, |d| d >= first && d <= last)?;
-    let inputs = super::parse_inputs(&args.inputs)?;
-    let shape = MlpShape {
-        d_in: inputs.len(),
-        hidden: parse_hidden(&args.hidden)?,
-        dropout: args.dropout,
-    };
-    let hyper = Hyper {
-        lr: args.lr,
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        pos_weight: args.pos_weight,
-        seed: args.seed,
-        progress: false,
-    };
+    let (inputs, shape, hyper) = args.model.resolve(false)?;
     let device = Device::flex();
     let bar = indicatif::ProgressBar::new(starts.len() as u64);
     bar.set_style(
@@ -355,7 +324,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
     let _ = writeln!(
         md,
         "\nHyper-parameters: {}; inputs {} ({}); epochs {}, batch {}, lr {}, pos_weight {}, dropout {}, seed {}.",
-        kind, args.inputs, inputs.len(), args.epochs, args.batch_size, args.lr, args.pos_weight, args.dropout, args.seed
+        kind, args.model.inputs, inputs.len(), hyper.epochs, hyper.batch_size, hyper.lr, hyper.pos_weight, shape.dropout, hyper.seed
     );
     write_report(&args.report, &md, &curves)?;
     Ok(md)

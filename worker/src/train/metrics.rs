@@ -29,64 +29,54 @@ pub fn roc_auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     Some((rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
 }
 
-/// Average precision: Σ (R_n − R_{n−1}) P_n over distinct thresholds.
-pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
+/// One point per distinct score, from the highest down: the score and the
+/// true and false positives at or above it.
+pub fn threshold_sweep(scores: &[f32], labels: &[bool]) -> Vec<(f32, f64, f64)> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut out = Vec::new();
+    for (k, &i) in idx.iter().enumerate() {
+        if labels[i] {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        if k + 1 == idx.len() || scores[idx[k + 1]] != scores[i] {
+            out.push((scores[i], tp, fp));
+        }
+    }
+    out
+}
+
+/// Average precision: Σ (R_n − R_{n−1}) P_n over distinct thresholds.
+pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
     let n_pos = labels.iter().filter(|l| **l).count() as f64;
     if n_pos == 0.0 {
         return None;
     }
-    let (mut tp, mut fp, mut ap, mut prev_recall) = (0.0, 0.0, 0.0, 0.0);
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
-            j += 1;
-        }
-        for k in &idx[i..=j] {
-            if labels[*k] {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-        }
+    let mut prev_recall = 0.0;
+    let mut ap = 0.0;
+    for (_, tp, fp) in threshold_sweep(scores, labels) {
         let recall = tp / n_pos;
-        let precision = tp / (tp + fp);
-        ap += (recall - prev_recall) * precision;
+        ap += (recall - prev_recall) * tp / (tp + fp);
         prev_recall = recall;
-        i = j + 1;
     }
     Some(ap)
 }
 
 /// The threshold maximising F1, with that F1.
 pub fn best_f1_threshold(scores: &[f32], labels: &[bool]) -> (f32, f64) {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let n_pos = labels.iter().filter(|l| **l).count() as f64;
-    let (mut tp, mut fp) = (0.0, 0.0);
     let mut best = (0.5f32, 0.0f64);
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
-            j += 1;
+    if n_pos == 0.0 {
+        return best;
+    }
+    for (t, tp, fp) in threshold_sweep(scores, labels) {
+        let f1 = 2.0 * tp / (tp + fp + n_pos);
+        if f1 > best.1 {
+            best = (t, f1);
         }
-        for k in &idx[i..=j] {
-            if labels[*k] {
-                tp += 1.0;
-            } else {
-                fp += 1.0;
-            }
-        }
-        if n_pos > 0.0 {
-            let f1 = 2.0 * tp / (tp + fp + n_pos);
-            if f1 > best.1 {
-                best = (scores[idx[i]], f1);
-            }
-        }
-        i = j + 1;
     }
     best
 }

@@ -33,24 +33,10 @@ pub enum TrainError {
     Write { path: String, detail: String },
 }
 
+/// The network and how it is trained; shared by `train` and `evaluate`.
+/// Defaults were chosen on the handbook's 4 validation folds.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TrainArgs {
-    /// Transactions CSV (handbook format).
-    #[arg(long, default_value = "../shared/data/handbook/transactions.csv.gz")]
-    pub csv: PathBuf,
-    /// First training day (YYYY-MM-DD).
-    #[arg(long, default_value = "2018-06-01")]
-    pub from: String,
-    /// Last training day (inclusive).
-    #[arg(long, default_value = "2018-07-24")]
-    pub to: String,
-    /// Validation days after the 7-day label delay (threshold, early look).
-    #[arg(long, default_value_t = 7)]
-    pub valid_days: i64,
-    #[arg(long, default_value = "fraud-mlp")]
-    pub name: String,
-    #[arg(long, default_value = "models")]
-    pub models_dir: PathBuf,
+pub struct ModelArgs {
     /// Hidden layer widths, comma separated ("" = logistic regression).
     #[arg(long, default_value = "128,64")]
     pub hidden: String,
@@ -70,6 +56,49 @@ pub struct TrainArgs {
     pub pos_weight: f32,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+}
+
+impl ModelArgs {
+    /// The network shape and the optimisation settings.
+    pub fn resolve(&self, progress: bool) -> Result<(Vec<usize>, MlpShape, Hyper), TrainError> {
+        let inputs = parse_inputs(&self.inputs)?;
+        let shape = MlpShape {
+            d_in: inputs.len(),
+            hidden: parse_hidden(&self.hidden)?,
+            dropout: self.dropout,
+        };
+        let hyper = Hyper {
+            lr: self.lr,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            pos_weight: self.pos_weight,
+            seed: self.seed,
+            progress,
+        };
+        Ok((inputs, shape, hyper))
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Transactions CSV (handbook format).
+    #[arg(long, default_value = "../shared/data/handbook/transactions.csv.gz")]
+    pub csv: PathBuf,
+    /// First training day (YYYY-MM-DD).
+    #[arg(long, default_value = "2018-06-01")]
+    pub from: String,
+    /// Last training day (inclusive).
+    #[arg(long, default_value = "2018-07-24")]
+    pub to: String,
+    /// Validation days after the 7-day label delay (threshold, early look).
+    #[arg(long, default_value_t = 7)]
+    pub valid_days: i64,
+    #[arg(long, default_value = "fraud-mlp")]
+    pub name: String,
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Point the `champion` alias at the new version.
     #[arg(long)]
     pub promote: bool,
@@ -172,19 +201,6 @@ pub struct Hyper {
     pub seed: u64,
     /// Show a progress bar.
     pub progress: bool,
-}
-
-impl From<&TrainArgs> for Hyper {
-    fn from(a: &TrainArgs) -> Self {
-        Self {
-            lr: a.lr,
-            epochs: a.epochs,
-            batch_size: a.batch_size,
-            pos_weight: a.pos_weight,
-            seed: a.seed,
-            progress: true,
-        }
-    }
 }
 
 /// Parses `--hidden 64,32` ("" = logistic regression).
@@ -309,16 +325,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     }
     let v_from = to + 8;
     let v_to = to + 7 + args.valid_days;
-    let hidden: Vec<usize> = args
-        .hidden
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| {
-            s.trim()
-                .parse()
-                .map_err(|_| TrainError::Invalid(format!("--hidden {s:?} is not a width")))
-        })
-        .collect::<Result<_, _>>()?;
+    let (idx, shape, hyper) = args.model.resolve(true)?;
     let data = featurise(&args.csv, v_to, |d| {
         (from..=to).contains(&d) || (v_from..=v_to).contains(&d)
     })?;
@@ -337,13 +344,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
             "training or validation period holds no transactions".into(),
         ));
     }
-    let idx = parse_inputs(&args.inputs)?;
     let (mean, std) = fit_standardisation(&tr_f, &idx);
-    let shape = MlpShape {
-        d_in: idx.len(),
-        hidden,
-        dropout: args.dropout,
-    };
     let version = crate::registry::next_version(&args.models_dir, &args.name);
     let mut card = ModelCard {
         name: args.name.clone(),
@@ -362,7 +363,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     };
     let device = Device::flex();
     let x = standardise(&card, &tr_f);
-    let model = fit(&shape, &x, &tr_y, &Hyper::from(args), &device);
+    let model = fit(&shape, &x, &tr_y, &hyper, &device);
     let vx = standardise(&card, &va_f);
     let vs = predict(&model, &vx, idx.len(), &device);
     let auc = metrics::roc_auc(&vs, &va_y);
@@ -374,8 +375,8 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
         "from": args.from, "to": args.to,
         "rows": tr_y.len(), "frauds": tr_y.iter().filter(|y| **y > 0.5).count(),
         "validation": {"from": crate::dataset::date_of_day(v_from), "to": crate::dataset::date_of_day(v_to), "rows": va_y.len()},
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "pos_weight": args.pos_weight, "dropout": args.dropout, "seed": args.seed,
+        "epochs": hyper.epochs, "batch_size": hyper.batch_size, "lr": hyper.lr,
+        "pos_weight": hyper.pos_weight, "dropout": shape.dropout, "seed": hyper.seed,
         "optimizer": "adam", "backend": "burn flex (CPU)",
     });
     card.metrics = serde_json::json!({

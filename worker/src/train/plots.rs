@@ -5,6 +5,8 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
+use super::metrics::threshold_sweep;
+
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 fn font() {
@@ -14,45 +16,24 @@ fn font() {
 
 /// (x, y) points of the ROC curve (FPR, TPR).
 pub fn roc_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let p = labels.iter().filter(|l| **l).count().max(1) as f64;
     let n = (labels.len() as f64 - p).max(1.0);
-    let (mut tp, mut fp) = (0.0, 0.0);
-    let mut out = vec![(0.0, 0.0)];
-    for (k, &i) in idx.iter().enumerate() {
-        if labels[i] {
-            tp += 1.0;
-        } else {
-            fp += 1.0;
-        }
-        let last = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
-        if last {
-            out.push((fp / n, tp / p));
-        }
-    }
-    out
+    std::iter::once((0.0, 0.0))
+        .chain(
+            threshold_sweep(scores, labels)
+                .into_iter()
+                .map(|(_, tp, fp)| (fp / n, tp / p)),
+        )
+        .collect()
 }
 
 /// (recall, precision) points.
 pub fn pr_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     let p = labels.iter().filter(|l| **l).count().max(1) as f64;
-    let (mut tp, mut fp) = (0.0, 0.0);
-    let mut out = Vec::new();
-    for (k, &i) in idx.iter().enumerate() {
-        if labels[i] {
-            tp += 1.0;
-        } else {
-            fp += 1.0;
-        }
-        let last = k + 1 == idx.len() || scores[idx[k + 1]] != scores[i];
-        if last {
-            out.push((tp / p, tp / (tp + fp)));
-        }
-    }
-    out
+    threshold_sweep(scores, labels)
+        .into_iter()
+        .map(|(_, tp, fp)| (tp / p, tp / (tp + fp)))
+        .collect()
 }
 
 fn curve_png(
