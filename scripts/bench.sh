@@ -21,7 +21,7 @@ CSV=../shared/data/handbook/transactions.csv.gz
 T="bench-$$"
 LOGS=$(mktemp -d)
 strip() { sed 's/\x1b\[[0-9;]*m//g'; }
-field() { strip < "$1" | grep -o "$2=[0-9.e+-]*" | tail -1 | cut -d= -f2; }
+field() { strip < "$1" | grep -o "$2=[0-9.e+-]*" | tail -1 | cut -d= -f2 | xargs printf "%.1f" 2>/dev/null || echo "?"; }
 
 echo "pre-loading $N transactions into $T.in" >&2
 "$B" replay --csv "$CSV" --topic "$T.in" --labels-topic "$T.labels" --from 2018-07-01 --limit "$N" --quiet >&2
@@ -37,6 +37,8 @@ read -r _ PT_U PT_S _ _ < "$LOGS/pt.time"
   "$B" run --group "$T.g1" --input-topic "$T.in" --output-topic "$T.out" --labels-topic "$T.labels" \
   --dlq-topic "$T.dlq" --metrics-addr off --device cpu --max-records "$N" 2> "$LOGS/w.log"
 W_RATE=$(field "$LOGS/w.log" records_per_second | cut -d. -f1)
+# Latency runs need an integer rate.
+[ "$W_RATE" = "?" ] && W_RATE=1000
 COLD=$(field "$LOGS/w.log" first_output_seconds)
 read -r _ W_U W_S _ W_RSS < "$LOGS/w.time"
 cpu_us() { awk -v u="$1" -v s="$2" -v n="$N" 'BEGIN { printf "%.1f", (u + s) * 1e6 / n }'; }

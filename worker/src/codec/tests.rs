@@ -135,6 +135,24 @@ fn scored_and_label_records_round_trip_and_render_as_json() {
     };
     let b = c.encode_scored(&s).unwrap();
     assert_eq!(c.decode_scored(Some(&b)).unwrap(), s);
+    // The hand-written encoder equals the generic one, byte for byte,
+    // also for long strings, negative times and non-ASCII text.
+    assert_eq!(b, c.encode_scored_generic(&s).unwrap());
+    let mut odd = s.clone();
+    odd.transaction_id = "x".repeat(300);
+    odd.event_time = -1_234_567_890_123;
+    odd.customer_id = "kündin-€".into();
+    odd.is_fraud = true;
+    odd.scored_at = i64::MAX;
+    assert_eq!(
+        c.encode_scored(&odd).unwrap(),
+        c.encode_scored_generic(&odd).unwrap()
+    );
+    assert_eq!(
+        c.decode_scored(Some(&c.encode_scored(&odd).unwrap()))
+            .unwrap(),
+        odd
+    );
     let j = c.to_json(&b).unwrap();
     assert_eq!(j["score"], serde_json::json!(0.25));
     assert_eq!(j["model_version"], serde_json::json!("1"));

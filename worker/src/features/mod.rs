@@ -115,6 +115,14 @@ fn id_hash(id: &str) -> u64 {
     h.finish()
 }
 
+/// The history of `key`, created when missing; allocates the key only then.
+fn entry<'a, T>(map: &'a mut HashMap<String, VecDeque<T>>, key: &str) -> &'a mut VecDeque<T> {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), VecDeque::new());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// 1 on Saturday and Sunday (UTC).
 pub fn is_weekend(ms: i64) -> bool {
     // 1970-01-01 was a Thursday: (days + 3) % 7 gives Monday = 0.
@@ -136,10 +144,7 @@ impl FeatureEngine {
     pub fn observe_transaction(&mut self, tx: TxRef<'_>) -> FeatureVector {
         self.tick(tx.event_time);
         let id = id_hash(tx.transaction_id);
-        let hist = self
-            .customers
-            .entry(tx.customer_id.to_string())
-            .or_default();
+        let hist = entry(&mut self.customers, tx.customer_id);
         // Drop what no window can reach any more.
         while hist
             .front()
@@ -245,10 +250,7 @@ impl FeatureEngine {
             return;
         }
         let id = id_hash(label.transaction_id);
-        let hist = self
-            .terminals
-            .entry(label.terminal_id.to_string())
-            .or_default();
+        let hist = entry(&mut self.terminals, label.terminal_id);
         if hist.iter().any(|h| h.id == id) {
             return;
         }

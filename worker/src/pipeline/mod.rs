@@ -59,7 +59,8 @@ pub struct RunReport {
     pub handled: u64,
     /// Process start to stop.
     pub seconds: f64,
-    /// First record consumed to stop (throughput denominator).
+    /// First output delivered to stop (throughput denominator: excludes
+    /// start-up, group join and the label-history load).
     pub active_seconds: f64,
     /// Start to first output delivered (cold start).
     pub first_output_seconds: Option<f64>,
