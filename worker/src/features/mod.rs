@@ -28,7 +28,9 @@ pub const CUSTOMER_HORIZON_MS: i64 = 30 * DAY_MS;
 /// Longest terminal window including the delay.
 pub const TERMINAL_HORIZON_MS: i64 = (DELAY_DAYS + 30) * DAY_MS;
 /// Number of features the engine computes.
-pub const N_FEATURES: usize = 18;
+pub const N_FEATURES: usize = 19;
+/// An amount this many times the customer's mean counts as unusually high.
+const HIGH_AMOUNT_RATIO: f64 = 3.0;
 /// The first 15 are the handbook's published inputs.
 pub const N_PUBLISHED: usize = 15;
 
@@ -54,12 +56,13 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "CUSTOMER_ID_AMOUNT_RATIO_30DAY",
     "CUSTOMER_ID_AMOUNT_ZSCORE_30DAY",
     "CUSTOMER_ID_AMOUNT_RATIO_MAX_30DAY",
+    "CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY",
 ];
 
 /// Which inputs are binary (0/1), for drift statistics.
 pub const BINARY_FEATURES: [bool; N_FEATURES] = [
     false, true, true, false, false, false, false, false, false, false, false, false, false, false,
-    false, false, false, false,
+    false, false, false, false, false,
 ];
 
 /// One feature vector.
@@ -89,6 +92,8 @@ struct CustomerTx {
     time: i64,
     amount: f64,
     id: u64,
+    /// Its amount was over 3× the customer's earlier 30-day mean.
+    high: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,6 +169,7 @@ impl FeatureEngine {
                         time: tx.event_time,
                         amount: tx.amount,
                         id,
+                        high: false,
                     },
                 );
                 p
@@ -212,6 +218,14 @@ impl FeatureEngine {
             f[16] = 0.0;
             f[17] = 1.0;
         }
+        // Unusually high amounts of the last 14 days, current included: a
+        // compromised card shows several.
+        hist[pos].high = f[15] > HIGH_AMOUNT_RATIO;
+        let from = tx.event_time - 14 * DAY_MS;
+        f[18] = hist
+            .range(..=pos)
+            .filter(|h| h.high && h.time > from)
+            .count() as f64;
         self.terminal_features(tx.terminal_id, tx.event_time, &mut f);
         f
     }

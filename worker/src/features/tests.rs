@@ -77,3 +77,26 @@ fn state_is_bounded_by_the_longest_window() {
     assert!(customers <= 10);
     assert!(entries <= 30, "{entries} entries kept");
 }
+
+#[test]
+fn amount_deviation_features_use_only_earlier_transactions() {
+    let mut e = FeatureEngine::new();
+    let t0 = 1_600_000_000_000;
+    for (i, a) in [10.0, 10.0, 10.0].iter().enumerate() {
+        let id = format!("{i}");
+        e.observe_transaction(tx(&id, t0 + i as i64 * 1000, "c", "m", *a));
+    }
+    let f = e.observe_transaction(tx("big", t0 + 5000, "c", "m", 100.0));
+    assert_eq!(f[15], 10.0, "ratio to the earlier mean");
+    assert_eq!(f[17], 10.0, "ratio to the earlier max");
+    assert_eq!(f[18], 1.0, "the current high amount counts");
+    let g = e.observe_transaction(tx("after", t0 + DAY_MS, "c", "m", 10.0));
+    assert_eq!(g[18], 1.0, "still within 14 days");
+    let h = e.observe_transaction(tx("later", t0 + 15 * DAY_MS, "c", "m", 10.0));
+    assert_eq!(h[18], 0.0, "out of the 14-day window");
+    // Replaying the big one gives the same vector.
+    assert_eq!(
+        e.observe_transaction(tx("big", t0 + 5000, "c", "m", 100.0)),
+        f
+    );
+}
