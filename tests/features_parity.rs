@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use riskstream::features::{FEATURE_NAMES, N_FEATURES, N_PUBLISHED};
+use riskstream::features::{FEATURE_NAMES, N_PUBLISHED};
 use riskstream::train::featurise;
 
 #[test]
@@ -157,15 +157,26 @@ fn batch_scoring_writes_one_row_per_transaction_with_its_features() {
         .unwrap();
     assert!(status.success());
     let mut rdr = csv::Reader::from_path(&out).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    assert_eq!(headers.len(), 11);
+    assert_eq!(&headers[9], "score");
+    assert_eq!(&headers[10], "is_fraud");
     let recs: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
     assert_eq!(recs.len(), rows.len());
+    // Scores equal the engine + champion model, in input order.
     let expected = featurise(&input, i64::MAX, |_| true).unwrap();
-    for (rec, f) in recs.iter().zip(&expected.features) {
-        let s: f32 = rec[1].parse().unwrap();
-        assert!((0.0..=1.0).contains(&s));
-        for j in 0..N_FEATURES {
-            let got: f64 = rec[3 + j].parse().unwrap();
-            assert_eq!(got, f[j]);
-        }
+    let loc = riskstream::registry::resolve(&common::repo().join("models"), "fraud-mlp@champion")
+        .unwrap();
+    let mut scorer = riskstream::model::Scorer::load(
+        &loc,
+        riskstream::model::choose_device(riskstream::config::DeviceChoice::Cpu).unwrap(),
+    )
+    .unwrap();
+    let want = scorer.score(&expected.features).unwrap();
+    for ((rec, r), w) in recs.iter().zip(&rows).zip(want) {
+        assert_eq!(rec[0].parse::<u64>().unwrap(), r.transaction_id);
+        let s: f32 = rec[9].parse().unwrap();
+        assert!((s - w).abs() < 1e-6, "{s} vs {w}");
+        assert_eq!(&rec[10], if s >= scorer.card.threshold { "1" } else { "0" });
     }
 }

@@ -176,7 +176,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             demo::demo(args, stop).await?;
         }
         Cmd::Train(args) => {
-            tokio::task::spawn_blocking(move || riskstream::train::train(&args)).await??;
+            let dir =
+                tokio::task::spawn_blocking(move || riskstream::train::train(&args)).await??;
+            // The last line of the output: the new model's directory.
+            println!("{}", dir.display());
         }
         Cmd::Evaluate(args) => {
             let md =

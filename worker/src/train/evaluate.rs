@@ -22,6 +22,18 @@ pub struct EvaluateArgs {
     /// `validation` (the 4 validation folds), or a training start date.
     #[arg(long, default_value = "prequential")]
     pub split: String,
+    /// First training day of the (latest) fold; overrides --split.
+    #[arg(long)]
+    pub train_start: Option<String>,
+    /// With --train-start: this many folds, each starting 7 days before the next.
+    #[arg(long, default_value_t = 1)]
+    pub folds: usize,
+    /// Evaluate this trained model (its own standardisation and weights)
+    /// instead of training one per fold.
+    #[arg(long = "model")]
+    pub model_ref: Option<String>,
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
     /// The model to evaluate (`--hidden ""` = logistic regression).
     #[command(flatten)]
     pub model: super::ModelArgs,
@@ -202,6 +214,29 @@ pub fn evaluate_stream(args: &EvaluateStreamArgs) -> Result<FoldMetrics, TrainEr
     })
 }
 
+/// Tests an already trained model on one split's test week.
+pub fn evaluate_model(
+    data: &Featurised,
+    train_start: i64,
+    scorer: &mut crate::model::Scorer,
+) -> Result<(FoldMetrics, Vec<f32>, Vec<bool>), TrainError> {
+    let (_, test) = test_indices(&data.rows, train_start);
+    let te: Vec<_> = test.iter().map(|&i| data.features[i]).collect();
+    let mut scores = Vec::with_capacity(te.len());
+    for chunk in te.chunks(4096) {
+        scores.extend(scorer.score(chunk)?);
+    }
+    let labels: Vec<bool> = test.iter().map(|&i| data.rows[i].fraud == 1).collect();
+    let m = FoldMetrics {
+        auc_roc: roc_auc(&scores, &labels).unwrap_or(f64::NAN),
+        average_precision: average_precision(&scores, &labels).unwrap_or(f64::NAN),
+        card_precision_100: card_precision_at_k(&data.rows, &test, &scores, 100),
+        n_test: test.len(),
+        n_fraud: labels.iter().filter(|l| **l).count(),
+    };
+    Ok((m, scores, labels))
+}
+
 /// Trains on one split and tests it.
 pub fn evaluate_split(
     data: &Featurised,
@@ -254,7 +289,23 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// `riskstream evaluate`: prints the table and writes the report.
 pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
-    let starts = split_starts(&args.split)?;
+    let starts = match &args.train_start {
+        Some(d) => {
+            let d = day_index(d)?;
+            (0..args.folds.max(1) as i64).map(|k| d - 7 * k).collect()
+        }
+        None => split_starts(&args.split)?,
+    };
+    let mut fixed = match &args.model_ref {
+        Some(r) => {
+            let loc = crate::registry::resolve(&args.models_dir, r)?;
+            Some(crate::model::Scorer::load(
+                &loc,
+                crate::model::choose_device(crate::config::DeviceChoice::Cpu)?,
+            )?)
+        }
+        None => None,
+    };
     let last = starts.iter().max().copied().unwrap_or(0) + 20;
     let first = starts.iter().min().copied().unwrap_or(0);
     let data = super::featurise(&args.csv, last, |d| d >= first && d <= last)?;
@@ -268,13 +319,21 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
     let mut folds = Vec::new();
     let mut curves = Vec::new();
     for &s in &starts {
-        let (m, scores, labels) = evaluate_split(&data, s, &inputs, &shape, &hyper, &device)?;
+        let (m, scores, labels) = match fixed.as_mut() {
+            Some(scorer) => evaluate_model(&data, s, scorer)?,
+            None => evaluate_split(&data, s, &inputs, &shape, &hyper, &device)?,
+        };
         folds.push((s, m));
         curves.push((scores, labels));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let kind = if shape.hidden.is_empty() {
+    let kind = if let Some(sc) = &fixed {
+        format!(
+            "model {}/{} as trained",
+            sc.location.name, sc.location.version
+        )
+    } else if shape.hidden.is_empty() {
         "logistic regression (burn, linear)".to_string()
     } else {
         format!("MLP {:?} (burn)", shape.hidden)

@@ -93,6 +93,13 @@ pub struct TrainArgs {
     /// Validation days after the 7-day label delay (threshold, early look).
     #[arg(long, default_value_t = 7)]
     pub valid_days: i64,
+    /// Protocol mode: train on `--train-days` days from this date and use
+    /// the 7 days before it for validation and the threshold; nothing on or
+    /// after the end of the training days is read. Overrides --from/--to.
+    #[arg(long)]
+    pub train_start: Option<String>,
+    #[arg(long, default_value_t = 7)]
+    pub train_days: i64,
     #[arg(long, default_value = "fraud-mlp")]
     pub name: String,
     #[arg(long, default_value = "models")]
@@ -315,23 +322,31 @@ pub fn git_revision() -> String {
 
 /// `riskstream train`: returns the directory of the new version.
 pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
-    let from = day_index(&args.from)?;
-    let to = day_index(&args.to)?;
+    let (from, to, v_from, v_to) = match &args.train_start {
+        Some(d) => {
+            let from = day_index(d)?;
+            let to = from + args.train_days.max(1) - 1;
+            (from, to, from - 7, from - 1)
+        }
+        None => {
+            let from = day_index(&args.from)?;
+            let to = day_index(&args.to)?;
+            (from, to, to + 8, to + 7 + args.valid_days)
+        }
+    };
     if to < from {
         return Err(TrainError::Invalid(format!(
             "--to {} is before --from {}",
             args.to, args.from
         )));
     }
-    let v_from = to + 8;
-    let v_to = to + 7 + args.valid_days;
     let (idx, shape, hyper) = args.model.resolve(true)?;
-    let data = featurise(&args.csv, v_to, |d| {
+    let data = featurise(&args.csv, v_to.max(to), |d| {
         (from..=to).contains(&d) || (v_from..=v_to).contains(&d)
     })?;
     let (mut tr_f, mut tr_y, mut va_f, mut va_y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (r, f) in data.rows.iter().zip(&data.features) {
-        if r.time_days <= to {
+        if (from..=to).contains(&r.time_days) {
             tr_f.push(*f);
             tr_y.push(f32::from(r.fraud));
         } else {
@@ -372,7 +387,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     card.threshold = threshold;
     card.training = serde_json::json!({
         "csv": args.csv.display().to_string(),
-        "from": args.from, "to": args.to,
+        "from": crate::dataset::date_of_day(from), "to": crate::dataset::date_of_day(to),
         "rows": tr_y.len(), "frauds": tr_y.iter().filter(|y| **y > 0.5).count(),
         "validation": {"from": crate::dataset::date_of_day(v_from), "to": crate::dataset::date_of_day(v_to), "rows": va_y.len()},
         "epochs": hyper.epochs, "batch_size": hyper.batch_size, "lr": hyper.lr,
@@ -510,7 +525,7 @@ pub struct ScoreArgs {
     /// Transactions CSV in the handbook's format (.csv or .csv.gz).
     #[arg(long)]
     pub csv: PathBuf,
-    /// Output CSV: TRANSACTION_ID, score, is_fraud, then the 15 features.
+    /// Output CSV: every input row with its columns, plus score and is_fraud.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value = "fraud-mlp@champion")]
@@ -545,25 +560,46 @@ pub fn score_csv(args: &ScoreArgs) -> Result<u64, TrainError> {
         detail: e,
     };
     let mut w = csv::Writer::from_path(&args.out).map_err(|e| werr(e.to_string()))?;
-    let mut header = vec![
-        "TRANSACTION_ID".to_string(),
-        "score".into(),
-        "is_fraud".into(),
-    ];
-    header.extend(FEATURE_NAMES.iter().map(|s| s.to_string()));
+    // Every input row with its own columns, plus score and is_fraud.
+    let file = std::fs::File::open(&args.csv)
+        .map_err(|e| TrainError::Invalid(format!("{}: {e}", args.csv.display())))?;
+    let reader: Box<dyn std::io::Read> = if args.csv.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        )))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut raw = csv::Reader::from_reader(reader);
+    let mut header: Vec<String> = raw
+        .headers()
+        .map_err(|e| TrainError::Invalid(e.to_string()))?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    header.extend(["score".to_string(), "is_fraud".to_string()]);
     w.write_record(&header).map_err(|e| werr(e.to_string()))?;
+    let mut raw_rows = raw.records();
     let bar = indicatif::ProgressBar::new(data.rows.len() as u64);
     let mut n = 0;
     for (rows, feats) in data.rows.chunks(4096).zip(data.features.chunks(4096)) {
         let scores = scorer.score(feats)?;
-        for ((r, f), s) in rows.iter().zip(feats).zip(scores) {
-            let mut rec = vec![
-                r.transaction_id.to_string(),
-                format!("{s}"),
-                u8::from(s >= scorer.card.threshold).to_string(),
-            ];
-            rec.extend(f.iter().map(|x| format!("{x}")));
-            w.write_record(&rec).map_err(|e| werr(e.to_string()))?;
+        for (r, s) in rows.iter().zip(scores) {
+            // The raw row with the same transaction id (rows before --from are skipped).
+            let rec = loop {
+                match raw_rows.next() {
+                    Some(Ok(rec)) if rec.get(0) == Some(r.transaction_id.to_string().as_str()) => {
+                        break rec
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(TrainError::Invalid(e.to_string())),
+                    None => return Err(TrainError::Invalid("input ended early".into())),
+                }
+            };
+            let mut out: Vec<String> = rec.iter().map(str::to_string).collect();
+            out.push(format!("{s}"));
+            out.push(u8::from(s >= scorer.card.threshold).to_string());
+            w.write_record(&out).map_err(|e| werr(e.to_string()))?;
             n += 1;
         }
         bar.inc(rows.len() as u64);
