@@ -17,4 +17,8 @@ cleanup() { if [ "$started" = 1 ]; then scripts/broker.sh stop || true; fi; }
 trap cleanup EXIT
 
 cargo build --release --locked --all-targets
+# The GPU path (burn wgpu) type-checks and lints here; building and running
+# it needs a GPU machine (see README, "Device"). Checking takes ~4 minutes
+# cold, a full wgpu build about an hour, so CI checks.
+CARGO_TARGET_DIR="$RISKSTREAM_CACHE/wgpu-check" cargo clippy --release --locked --features wgpu --lib -- -D warnings
 cargo test --release --locked -- --test-threads="${TEST_THREADS:-2}"
