@@ -12,6 +12,26 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use riskstream::codec::{Codec, KnownSchema, Transaction, HISTORY_SCHEMAS};
 
+/// GET on the worker's HTTP endpoint (address from its log): (status line, body).
+fn http_get(log: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr = log
+        .lines()
+        .find(|l| l.contains("serving /metrics"))
+        .and_then(|l| l.split("address=").nth(1))
+        .map(|a| a.trim().to_string())
+        .expect("the log names the HTTP address");
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
 /// Runs `riskstream tail --from-beginning --max N` and parses its lines.
 fn tail_json(topic: &str, max: usize) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
@@ -79,6 +99,25 @@ async fn clean_run_scores_every_transaction_exactly_once_in_customer_order() {
             }
         }
     }
+    // The HTTP endpoint: alive, ready, and metrics that count what happened.
+    let log = w.log_text();
+    assert!(http_get(&log, "/healthz").0.contains("200"));
+    assert!(http_get(&log, "/readyz").0.contains("200"));
+    let (status, metrics) = http_get(&log, "/metrics");
+    assert!(status.contains("200"));
+    assert!(
+        metrics.contains(&format!(
+            "riskstream_records_scored_total{{model=\"fraud-mlp\",version=\"{}\"}} {}",
+            out[0].1.model_version,
+            input.len()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("riskstream_model_info{model=\"fraud-mlp\""),
+        "{metrics}"
+    );
+    assert!(http_get(&log, "/nope").0.contains("404"));
     // `riskstream tail` prints the records as JSON with the schema's names.
     let lines = tail_json(&t.output, 3);
     assert_eq!(lines.len(), 3);

@@ -173,6 +173,9 @@ pub struct Metrics {
     pub dead_lettered: Mutex<Vec<(&'static str, u64)>>,
     /// model, version, device of what is serving.
     pub model_info: Mutex<Option<(String, String, String)>>,
+    /// Input topic and (partition, lag) from librdkafka statistics. On Tansu
+    /// the high watermark, and so this lag, is unreliable.
+    pub consumer_lag: Mutex<(String, Vec<(i32, i64)>)>,
     /// When the first record was consumed / its output delivered.
     pub first_consumed: std::sync::OnceLock<std::time::Instant>,
     pub first_delivered: std::sync::OnceLock<std::time::Instant>,
@@ -194,6 +197,7 @@ impl Default for Metrics {
             event_lag_seconds: Histogram::default(),
             dead_lettered: Mutex::new(Vec::new()),
             model_info: Mutex::new(None),
+            consumer_lag: Mutex::new((String::new(), Vec::new())),
             first_consumed: std::sync::OnceLock::new(),
             first_delivered: std::sync::OnceLock::new(),
         }
@@ -278,6 +282,16 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} histogram");
             h.render(&mut out, name, "");
         }
+        let _ = writeln!(out, "# TYPE riskstream_consumer_lag gauge");
+        if let Ok(l) = self.consumer_lag.lock() {
+            for (p, lag) in &l.1 {
+                let _ = writeln!(
+                    out,
+                    "riskstream_consumer_lag{{topic=\"{}\",partition=\"{p}\"}} {lag}",
+                    l.0
+                );
+            }
+        }
         let _ = writeln!(out, "# TYPE riskstream_model_info gauge");
         let _ = writeln!(out, "riskstream_model_info{{{mv},device=\"{device}\"}} 1");
         out
@@ -307,7 +321,9 @@ mod tests {
         m.dead_letter("malformed_avro");
         m.dead_letter("malformed_avro");
         m.batch_size.observe(3.0);
+        *m.consumer_lag.lock().unwrap() = ("tx".into(), vec![(0, 5), (1, 0)]);
         let t = m.render();
+        assert!(t.contains("riskstream_consumer_lag{topic=\"tx\",partition=\"0\"} 5"));
         assert!(t.contains("riskstream_records_dead_lettered_total{reason=\"malformed_avro\"} 2"));
         assert!(t.contains("riskstream_batch_size_count{} 1"));
         assert_eq!(m.dead_lettered_total(), 2);

@@ -113,7 +113,7 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
 
     let tracker = Arc::new(OffsetTracker::new());
     let (to_scoring, scoring_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
-    let consumer = input_consumer(&cfg, tracker.clone())?;
+    let consumer = input_consumer(&cfg, tracker.clone(), handles.metrics.clone())?;
     let producer = producer(&cfg)?;
     let (labels_tx, labels_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
     let (sink_tx, sink_rx) =

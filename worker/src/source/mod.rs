@@ -87,6 +87,8 @@ pub enum SinkItem {
 pub struct SourceContext {
     tracker: Arc<OffsetTracker>,
     topic: String,
+    /// Where the consumer-lag gauge goes.
+    metrics: Arc<Metrics>,
     /// Per assigned partition, the committed offset below which records are
     /// replayed into customer state without output (state rebuild).
     replay_until: std::sync::Mutex<HashMap<i32, i64>>,
@@ -95,7 +97,24 @@ pub struct SourceContext {
     pub joined: AtomicBool,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka statistics (every `statistics.interval.ms`): per-partition
+    /// consumer lag of the input topic, for `riskstream_consumer_lag`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(t) = statistics.topics.get(&self.topic) {
+            let mut lag: Vec<(i32, i64)> = t
+                .partitions
+                .iter()
+                .filter(|(p, part)| **p >= 0 && part.consumer_lag >= 0)
+                .map(|(p, part)| (*p, part.consumer_lag))
+                .collect();
+            lag.sort_unstable();
+            if let Ok(mut l) = self.metrics.consumer_lag.lock() {
+                *l = (self.topic.clone(), lag);
+            }
+        }
+    }
+}
 
 impl SourceContext {
     /// Whether any assigned partition is still replaying its history
@@ -273,6 +292,7 @@ impl ConsumerContext for LabelContext {}
 pub fn input_consumer(
     cfg: &RunConfig,
     tracker: Arc<OffsetTracker>,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<InputConsumer>, SourceError> {
     let mut c = client_config(&cfg.brokers, &cfg.kafka);
     c.set("group.id", &cfg.group)
@@ -285,7 +305,8 @@ pub fn input_consumer(
             "heartbeat.interval.ms",
             (cfg.session_timeout_ms / 3).max(100).to_string(),
         )
-        .set("partition.assignment.strategy", "range");
+        .set("partition.assignment.strategy", "range")
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &cfg.kafka {
         c.set(k, v);
     }
@@ -293,6 +314,7 @@ pub fn input_consumer(
         tracker,
         topic: cfg.input_topic.clone(),
         replay_until: std::sync::Mutex::new(HashMap::new()),
+        metrics,
         assigned: std::sync::Mutex::new(Vec::new()),
         joined: AtomicBool::new(false),
     };
