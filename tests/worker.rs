@@ -22,7 +22,8 @@ fn http_get(log: &str, path: &str) -> (String, String) {
         .map(|a| a.trim().to_string())
         .expect("the log names the HTTP address");
     let mut s = std::net::TcpStream::connect(&addr).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));

@@ -26,16 +26,19 @@ pub async fn serve(
             };
             let (metrics, ready) = (metrics.clone(), ready.clone());
             tokio::spawn(async move {
+                // Read the request head (it may arrive in pieces).
                 let mut buf = [0u8; 2048];
-                let n = match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    sock.read(&mut buf),
-                )
-                .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
+                let mut n = 0;
+                let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout_at(deadline, sock.read(&mut buf[n..])).await {
+                        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                        Ok(Ok(k)) => n += k,
+                    }
+                }
+                if n == 0 {
+                    return;
+                }
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req
                     .lines()
