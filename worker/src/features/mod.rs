@@ -306,11 +306,6 @@ impl FeatureEngine {
         });
     }
 
-    /// Forgets the customers for which `keep` is false (partition revoked).
-    pub fn retain_customers(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.customers.retain(|k, _| keep(k));
-    }
-
     /// (customers, customer entries, terminals, label entries) held.
     pub fn state_size(&self) -> (usize, usize, usize, usize) {
         (
