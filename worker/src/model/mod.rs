@@ -286,7 +286,6 @@ pub fn padded_size(n: usize) -> usize {
 impl Scorer {
     pub fn load(location: &ModelLocation, device: ChosenDevice) -> Result<Self, ModelError> {
         let card = ModelCard::read(&location.dir)?;
-        let _ = N_FEATURES;
         let weights = location.dir.join(WEIGHTS_FILE);
         let mlp = card
             .shape

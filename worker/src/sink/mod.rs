@@ -292,7 +292,6 @@ impl Sink {
                     }
                 };
                 pending.push(track(origin, fut));
-                let _ = (lag, proc);
                 Ok(())
             }
         }

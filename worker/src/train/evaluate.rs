@@ -52,6 +52,19 @@ pub struct FoldMetrics {
     pub n_fraud: usize,
 }
 
+impl FoldMetrics {
+    /// AUC and AP of scored, labelled records, with their CP@100.
+    fn of(scores: &[f32], labels: &[bool], card_precision_100: f64) -> Self {
+        Self {
+            auc_roc: roc_auc(scores, labels).unwrap_or(f64::NAN),
+            average_precision: average_precision(scores, labels).unwrap_or(f64::NAN),
+            card_precision_100,
+            n_test: labels.len(),
+            n_fraud: labels.iter().filter(|l| **l).count(),
+        }
+    }
+}
+
 /// Training-week starts of a named split.
 pub fn split_starts(split: &str) -> Result<Vec<i64>, TrainError> {
     let days = |ds: &[&str]| {
@@ -205,13 +218,8 @@ pub fn evaluate_stream(args: &EvaluateStreamArgs) -> Result<FoldMetrics, TrainEr
             "no scored record has a label yet".into(),
         ));
     }
-    Ok(FoldMetrics {
-        auc_roc: roc_auc(&scores, &ys).unwrap_or(f64::NAN),
-        average_precision: average_precision(&scores, &ys).unwrap_or(f64::NAN),
-        card_precision_100: cp_at_k(&days, &cards, &ys, &scores, 100),
-        n_test: ys.len(),
-        n_fraud: ys.iter().filter(|y| **y).count(),
-    })
+    let cp = cp_at_k(&days, &cards, &ys, &scores, 100);
+    Ok(FoldMetrics::of(&scores, &ys, cp))
 }
 
 /// Tests an already trained model on one split's test week.
@@ -227,14 +235,8 @@ pub fn evaluate_model(
         scores.extend(scorer.score(chunk)?);
     }
     let labels: Vec<bool> = test.iter().map(|&i| data.rows[i].fraud == 1).collect();
-    let m = FoldMetrics {
-        auc_roc: roc_auc(&scores, &labels).unwrap_or(f64::NAN),
-        average_precision: average_precision(&scores, &labels).unwrap_or(f64::NAN),
-        card_precision_100: card_precision_at_k(&data.rows, &test, &scores, 100),
-        n_test: test.len(),
-        n_fraud: labels.iter().filter(|l| **l).count(),
-    };
-    Ok((m, scores, labels))
+    let cp = card_precision_at_k(&data.rows, &test, &scores, 100);
+    Ok((FoldMetrics::of(&scores, &labels, cp), scores, labels))
 }
 
 /// Trains on one split and tests it.
@@ -269,14 +271,8 @@ pub fn evaluate_split(
         device,
     );
     let labels: Vec<bool> = test.iter().map(|&i| data.rows[i].fraud == 1).collect();
-    let m = FoldMetrics {
-        auc_roc: roc_auc(&scores, &labels).unwrap_or(f64::NAN),
-        average_precision: average_precision(&scores, &labels).unwrap_or(f64::NAN),
-        card_precision_100: card_precision_at_k(&data.rows, &test, &scores, 100),
-        n_test: test.len(),
-        n_fraud: labels.iter().filter(|l| **l).count(),
-    };
-    Ok((m, scores, labels))
+    let cp = card_precision_at_k(&data.rows, &test, &scores, 100);
+    Ok((FoldMetrics::of(&scores, &labels, cp), scores, labels))
 }
 
 fn mean_std(v: &[f64]) -> (f64, f64) {
