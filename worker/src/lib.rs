@@ -13,6 +13,7 @@
 //! - [`pipeline`] — wiring, start-up and graceful shutdown of `run`.
 //! - [`registry`] — `models/<name>/<version>` and aliases.
 //! - [`metrics`]  — counters and histograms, Prometheus text.
+//! - [`drift`]    — reference distributions, drift statistics, the sidecar thread, `riskstream drift`.
 //! - [`dataset`]  — the handbook CSV.
 //! - [`train`]    — training and evaluation with burn.
 //! - [`tools`]    — `replay`, `tail`, `demo`.
@@ -24,11 +25,13 @@
 //!                    └─ undecodable ───────────────────────────────────────────────────────────────────────►├──► transactions.dlq
 //!  transactions.labels ──► [label thread] ──► labels queue ──► (terminal state)                             │
 //!   (all partitions)                                                                  on delivery: offset low watermark → store → commit
+//!                                                   [scoring thread] ──try_send (drop when full)──► [drift thread] ──► riskstream.drift, gauges, WARN alerts
 //! ```
 
 pub mod codec;
 pub mod config;
 pub mod dataset;
+pub mod drift;
 pub mod features;
 pub mod kafka;
 pub mod metrics;

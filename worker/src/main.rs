@@ -40,6 +40,8 @@ enum Cmd {
     EvaluateStream(riskstream::train::evaluate::EvaluateStreamArgs),
     /// Batch (offline) scoring of a transactions CSV with the same feature engine.
     Score(riskstream::train::ScoreArgs),
+    /// A period of a transactions CSV against a model's drift reference: table and plots.
+    Drift(riskstream::drift::offline::DriftCmdArgs),
     /// List, describe and promote model versions.
     Models {
         #[command(subcommand)]
@@ -58,6 +60,16 @@ enum ModelsCmd {
     Describe {
         /// NAME/VERSION, NAME@ALIAS or a directory.
         reference: String,
+        #[arg(long, default_value = "models")]
+        models_dir: std::path::PathBuf,
+    },
+    /// Rebuild a version's drift reference (reference.json) from its training period.
+    Reference {
+        /// NAME/VERSION, NAME@ALIAS or a directory.
+        reference: String,
+        /// Transactions CSV the model was trained on.
+        #[arg(long)]
+        csv: std::path::PathBuf,
         #[arg(long, default_value = "models")]
         models_dir: std::path::PathBuf,
     },
@@ -223,6 +235,16 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 n as f64 / secs.max(1e-9)
             );
         }
+        Cmd::Drift(args) => {
+            let report = tokio::task::spawn_blocking(move || {
+                riskstream::drift::offline::run_offline(&args)
+                    .map(|r| (riskstream::drift::offline::render(&r), args.out))
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            })
+            .await??;
+            println!("{}", report.0);
+            eprintln!("report and plots in {}", report.1.display());
+        }
         Cmd::Models { cmd } => models(cmd)?,
     }
     Ok(())
@@ -231,6 +253,14 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
 fn models(cmd: ModelsCmd) -> anyhow::Result<()> {
     use riskstream::registry;
     match cmd {
+        ModelsCmd::Reference {
+            reference,
+            csv,
+            models_dir,
+        } => {
+            let dir = riskstream::train::rebuild_reference(&models_dir, &reference, &csv)?;
+            println!("{}", dir.join(riskstream::drift::REFERENCE_FILE).display());
+        }
         ModelsCmd::List { models_dir } => {
             let mut names: Vec<String> = std::fs::read_dir(&models_dir)?
                 .filter_map(Result::ok)

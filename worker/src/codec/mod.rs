@@ -24,6 +24,7 @@ pub const HEADER_LEN: usize = 10;
 pub const TRANSACTION_SCHEMA: &str = include_str!("../../../schemas/transaction.avsc");
 pub const SCORED_SCHEMA: &str = include_str!("../../../schemas/scored_transaction.avsc");
 pub const LABEL_SCHEMA: &str = include_str!("../../../schemas/fraud_label.avsc");
+pub const DRIFT_SCHEMA: &str = include_str!("../../../schemas/drift_report.avsc");
 /// Older writer schemas we still accept (schema evolution).
 pub const HISTORY_SCHEMAS: &[&str] =
     &[include_str!("../../../schemas/history/transaction.v1.avsc")];
@@ -164,6 +165,7 @@ pub struct Codec {
     transaction: KnownSchema,
     scored: KnownSchema,
     label: KnownSchema,
+    drift: KnownSchema,
     /// Every writer schema we can decode, by fingerprint: the current ones,
     /// the history shipped with the binary, and any extra ones from config.
     writers: HashMap<u64, KnownSchema>,
@@ -175,14 +177,16 @@ impl Codec {
         let transaction = KnownSchema::parse(TRANSACTION_SCHEMA, "schemas/transaction.avsc")?;
         let scored = KnownSchema::parse(SCORED_SCHEMA, "schemas/scored_transaction.avsc")?;
         let label = KnownSchema::parse(LABEL_SCHEMA, "schemas/fraud_label.avsc")?;
+        let drift = KnownSchema::parse(DRIFT_SCHEMA, "schemas/drift_report.avsc")?;
         let mut writers = HashMap::new();
-        for s in [&transaction, &scored, &label] {
+        for s in [&transaction, &scored, &label, &drift] {
             writers.insert(s.fingerprint, s.clone());
         }
         let mut codec = Self {
             transaction,
             scored,
             label,
+            drift,
             writers,
         };
         for (i, text) in HISTORY_SCHEMAS.iter().enumerate() {
@@ -449,6 +453,11 @@ impl Codec {
             ("scored_at", Value::TimestampMillis(s.scored_at)),
         ];
         Self::encode_with(&self.scored, fields, "ScoredTransaction")
+    }
+
+    /// Encodes a drift report given as the record's fields (see `drift::task`).
+    pub fn encode_drift(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
+        Self::encode_with(&self.drift, fields, "DriftReport")
     }
 
     pub fn encode_label(&self, l: &FraudLabel) -> Result<Vec<u8>, SchemaError> {

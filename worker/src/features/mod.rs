@@ -65,6 +65,17 @@ pub const BINARY_FEATURES: [bool; N_FEATURES] = [
     false, false, false, false, false,
 ];
 
+/// Calendar inputs and the period of their cycle in seconds: their share
+/// follows the clock, so drift is judged only over windows spanning a
+/// whole cycle (weekend: a week; night: a day).
+pub fn calendar_period_seconds(name: &str) -> Option<i64> {
+    match name {
+        "TX_DURING_WEEKEND" => Some(7 * 86_400),
+        "TX_DURING_NIGHT" => Some(86_400),
+        _ => None,
+    }
+}
+
 /// One feature vector.
 pub type FeatureVector = [f64; N_FEATURES];
 

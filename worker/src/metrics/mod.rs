@@ -154,6 +154,14 @@ impl LocalHistogram {
     }
 }
 
+/// The latest drift statistics of one variable (gauges).
+#[derive(Debug, Clone, Default)]
+pub struct DriftGauge {
+    pub variable: String,
+    pub values: Vec<(&'static str, f64)>,
+    pub alerting: bool,
+}
+
 /// Everything the worker counts.
 #[derive(Debug)]
 pub struct Metrics {
@@ -179,6 +187,10 @@ pub struct Metrics {
     /// When the first record was consumed / its output delivered.
     pub first_consumed: std::sync::OnceLock<std::time::Instant>,
     pub first_delivered: std::sync::OnceLock<std::time::Instant>,
+    /// Drift: the last window's statistics, windows closed, records not sampled.
+    pub drift: Mutex<Vec<DriftGauge>>,
+    pub drift_windows: AtomicU64,
+    pub drift_dropped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -200,6 +212,9 @@ impl Default for Metrics {
             consumer_lag: Mutex::new((String::new(), Vec::new())),
             first_consumed: std::sync::OnceLock::new(),
             first_delivered: std::sync::OnceLock::new(),
+            drift: Mutex::new(Vec::new()),
+            drift_windows: AtomicU64::new(0),
+            drift_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -294,7 +309,43 @@ impl Metrics {
         }
         let _ = writeln!(out, "# TYPE riskstream_model_info gauge");
         let _ = writeln!(out, "riskstream_model_info{{{mv},device=\"{device}\"}} 1");
+        self.render_drift(&mut out);
         out
+    }
+
+    fn render_drift(&self, out: &mut String) {
+        let _ = writeln!(out, "# TYPE riskstream_drift_windows_total counter");
+        let _ = writeln!(
+            out,
+            "riskstream_drift_windows_total {}",
+            self.drift_windows.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE riskstream_drift_samples_dropped_total counter");
+        let _ = writeln!(
+            out,
+            "riskstream_drift_samples_dropped_total {}",
+            self.drift_dropped.load(Relaxed)
+        );
+        let Ok(g) = self.drift.lock() else { return };
+        let _ = writeln!(out, "# TYPE riskstream_drift gauge");
+        for v in g.iter() {
+            for (stat, x) in &v.values {
+                let _ = writeln!(
+                    out,
+                    "riskstream_drift{{feature=\"{}\",statistic=\"{stat}\"}} {x}",
+                    v.variable
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE riskstream_drift_alert gauge");
+        for v in g.iter() {
+            let _ = writeln!(
+                out,
+                "riskstream_drift_alert{{feature=\"{}\"}} {}",
+                v.variable,
+                u8::from(v.alerting)
+            );
+        }
     }
 }
 
@@ -327,5 +378,13 @@ mod tests {
         assert!(t.contains("riskstream_records_dead_lettered_total{reason=\"malformed_avro\"} 2"));
         assert!(t.contains("riskstream_batch_size_count{} 1"));
         assert_eq!(m.dead_lettered_total(), 2);
+        *m.drift.lock().unwrap() = vec![DriftGauge {
+            variable: "TX_AMOUNT".into(),
+            values: vec![("psi", 0.25)],
+            alerting: true,
+        }];
+        let t = m.render();
+        assert!(t.contains("riskstream_drift{feature=\"TX_AMOUNT\",statistic=\"psi\"} 0.25"));
+        assert!(t.contains("riskstream_drift_alert{feature=\"TX_AMOUNT\"} 1"));
     }
 }

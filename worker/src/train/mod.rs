@@ -411,15 +411,12 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
         })?;
     card.write(&dir)?;
     let train_scores = predict(&model, &x, idx.len(), &device);
-    let reference = reference(&tr_f, &train_scores, threshold);
-    std::fs::write(
-        dir.join(REFERENCE_FILE),
-        serde_json::to_string_pretty(&reference).unwrap_or_default() + "\n",
-    )
-    .map_err(|e| TrainError::Write {
-        path: dir.join(REFERENCE_FILE).display().to_string(),
-        detail: e.to_string(),
-    })?;
+    crate::drift::Reference::build(&tr_f, &train_scores, threshold)
+        .write(&dir)
+        .map_err(|e| TrainError::Write {
+            path: dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
     let aliases = crate::registry::read_aliases(&args.models_dir, &args.name)?;
     if args.promote || !aliases.contains_key("champion") {
         crate::registry::set_alias(&args.models_dir, &args.name, "champion", &version)?;
@@ -436,58 +433,6 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     Ok(dir)
 }
 
-/// File beside the weights with the training-set distributions (drift reference).
-pub const REFERENCE_FILE: &str = "reference.json";
-
-/// Distribution summary of one variable: decile bin edges and counts,
-/// moments, extremes; for binary inputs the share of ones.
-pub fn distribution(values: &[f64], binary: bool) -> serde_json::Value {
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        sorted
-            .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    if binary {
-        let ones = values.iter().filter(|v| **v > 0.5).count();
-        return serde_json::json!({"kind": "binary", "n": values.len(), "share_of_ones": ones as f64 / n, "mean": mean, "std": std});
-    }
-    let mut edges: Vec<f64> = (1..10).map(|i| q(f64::from(i) / 10.0)).collect();
-    edges.dedup();
-    let mut counts = vec![0u64; edges.len() + 1];
-    for v in values {
-        counts[edges.partition_point(|e| e < v)] += 1;
-    }
-    serde_json::json!({
-        "kind": "continuous", "n": values.len(), "mean": mean, "std": std,
-        "min": sorted.first(), "max": sorted.last(),
-        "bin_edges": edges, "bin_counts": counts,
-        "quantiles": {"p01": q(0.01), "p50": q(0.5), "p99": q(0.99)},
-    })
-}
-
-/// The drift reference of a model: every engine feature and the score on the
-/// training set, plus the flagged rate at the chosen threshold.
-pub fn reference(rows: &[FeatureVector], scores: &[f32], threshold: f32) -> serde_json::Value {
-    let mut features = serde_json::Map::new();
-    for (j, name) in FEATURE_NAMES.iter().enumerate() {
-        let col: Vec<f64> = rows.iter().map(|r| r[j]).collect();
-        features.insert(
-            name.to_string(),
-            distribution(&col, crate::features::BINARY_FEATURES[j]),
-        );
-    }
-    let s: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
-    let flagged =
-        scores.iter().filter(|&&x| x >= threshold).count() as f64 / scores.len().max(1) as f64;
-    serde_json::json!({"features": features, "score": distribution(&s, false), "flagged_rate": flagged})
-}
-
 /// UTC timestamp `YYYY-MM-DDTHH:MM:SSZ` without a date crate.
 pub fn chrono_like_now() -> String {
     let s = crate::scoring::now_ms() / 1000;
@@ -501,23 +446,6 @@ pub fn chrono_like_now() -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reference_distribution_bins_hold_every_value() {
-        let v: Vec<f64> = (0..1000).map(f64::from).collect();
-        let d = distribution(&v, false);
-        let counts: Vec<u64> = serde_json::from_value(d["bin_counts"].clone()).unwrap();
-        assert_eq!(counts.iter().sum::<u64>(), 1000);
-        assert_eq!(counts.len(), 10);
-        assert!(counts.iter().all(|c| (95..=105).contains(c)), "{counts:?}");
-        let b = distribution(&[0.0, 1.0, 1.0, 1.0], true);
-        assert_eq!(b["share_of_ones"], 0.75);
-    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -607,4 +535,38 @@ pub fn score_csv(args: &ScoreArgs) -> Result<u64, TrainError> {
     bar.finish_and_clear();
     w.flush().map_err(|e| werr(e.to_string()))?;
     Ok(n)
+}
+
+/// `riskstream models reference`: rebuilds a version's drift reference from
+/// its training period (as recorded in the card), without retraining.
+pub fn rebuild_reference(
+    models_dir: &Path,
+    model: &str,
+    csv: &Path,
+) -> Result<PathBuf, TrainError> {
+    let loc = crate::registry::resolve(models_dir, model)?;
+    let mut scorer = crate::model::Scorer::load(
+        &loc,
+        crate::model::choose_device(crate::config::DeviceChoice::Cpu)?,
+    )?;
+    let period = |k: &str| {
+        scorer.card.training[k]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| TrainError::Invalid(format!("the model card has no training.{k}")))
+    };
+    let (from, to) = (day_index(&period("from")?)?, day_index(&period("to")?)?);
+    let data = featurise(csv, to, |d| d >= from)?;
+    let mut scores = Vec::with_capacity(data.features.len());
+    for chunk in data.features.chunks(4096) {
+        scores.extend(scorer.score(chunk)?);
+    }
+    let threshold = scorer.card.threshold;
+    crate::drift::Reference::build(&data.features, &scores, threshold)
+        .write(&loc.dir)
+        .map_err(|e| TrainError::Write {
+            path: loc.dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    Ok(loc.dir)
 }

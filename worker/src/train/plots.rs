@@ -3,15 +3,15 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use plotters::style::{register_font, FontStyle};
+use plotters::style::{register_font as register_plotters_font, FontStyle};
 
 use super::metrics::threshold_sweep;
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
-fn font() {
-    // Registering twice is harmless; ignore "already registered".
-    let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+/// Registers the embedded font as "sans-serif" (twice is harmless).
+pub fn register_font() {
+    let _ = register_plotters_font("sans-serif", FontStyle::Normal, FONT);
 }
 
 /// (x, y) points of the ROC curve (FPR, TPR).
@@ -43,7 +43,7 @@ fn curve_png(
     yl: &str,
     series: &[Vec<(f64, f64)>],
 ) -> Result<(), Box<dyn std::error::Error>> {
-    font();
+    register_font();
     let root = BitMapBackend::new(path, (640, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
