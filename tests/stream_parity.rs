@@ -126,6 +126,66 @@ async fn streamed_scores_equal_offline_scores() {
         "{m:?} vs {auc} {ap}"
     );
     assert!(m.auc_roc > 0.6, "{m:?}");
+    drift_reports_and_gauges(&t, &w);
+}
+
+/// The drift sidecar published its windows to the drift topic and the
+/// gauges to /metrics. The stream starts on 2018-07-01 with empty state, so
+/// the 30-day customer counts are far below the training reference: a
+/// cold start is drift, and it must be reported as such.
+fn drift_reports_and_gauges(t: &Topics, w: &Worker) {
+    let codec = riskstream::codec::Codec::new().unwrap();
+    // 86k records in windows of at most 10,000: at least eight closed (more:
+    // partitions of a backlog interleave days, which closes daily windows early).
+    let recs = read_topic(&t.drift, usize::MAX, Duration::from_secs(5));
+    assert!(
+        recs.len() >= 8,
+        "{} drift reports; log:\n{}",
+        recs.len(),
+        w.log_text()
+    );
+    let mut records = 0;
+    let mut raised = std::collections::BTreeSet::new();
+    for r in &recs {
+        let j = codec.to_json(r.payload.as_deref().unwrap()).unwrap();
+        assert_eq!(j["model_name"], "fraud-mlp", "{j}");
+        for v in j["raised"].as_array().unwrap() {
+            raised.insert(v.as_str().unwrap().to_string());
+        }
+        let names: Vec<&str> = j["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "TX_AMOUNT",
+            "TERMINAL_ID_RISK_7DAY_WINDOW",
+            "SCORE",
+            "FLAGGED",
+        ] {
+            assert!(names.contains(&want), "{names:?}");
+        }
+        let amount = &j["variables"][0];
+        assert!(amount["psi"].as_f64().unwrap() < 0.2, "{amount}");
+        records += j["records"].as_i64().unwrap();
+    }
+    // Every record is in a closed window except those of the open one.
+    assert!((86_434 - 10_000..=86_434).contains(&records), "{records}");
+    assert!(
+        raised.contains("CUSTOMER_ID_NB_TX_30DAY_WINDOW"),
+        "{raised:?}"
+    );
+    assert!(!raised.contains("TX_AMOUNT"), "{raised:?}");
+    let log = w.log_text();
+    assert!(log.contains("drift alert RAISED for CUSTOMER_ID_NB_TX_30DAY_WINDOW"));
+    let (_, metrics) = http_get(&log, "/metrics");
+    assert!(
+        metrics.contains("riskstream_drift{feature=\"TX_AMOUNT\",statistic=\"psi\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("riskstream_drift_alert{feature=\"CUSTOMER_ID_NB_TX_30DAY_WINDOW\"}"));
+    assert!(metrics.contains("riskstream_drift_samples_dropped_total 0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,27 +12,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use riskstream::codec::{Codec, KnownSchema, Transaction, HISTORY_SCHEMAS};
 
-/// GET on the worker's HTTP endpoint (address from its log): (status line, body).
-fn http_get(log: &str, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let addr = log
-        .lines()
-        .find(|l| l.contains("serving /metrics"))
-        .and_then(|l| l.split("address=").nth(1))
-        .map(|a| a.trim().to_string())
-        .expect("the log names the HTTP address");
-    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
-}
-
 /// Runs `riskstream tail --from-beginning --max N` and parses its lines.
 fn tail_json(topic: &str, max: usize) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))

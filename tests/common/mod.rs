@@ -48,6 +48,7 @@ pub struct Topics {
     pub output: String,
     pub labels: String,
     pub dlq: String,
+    pub drift: String,
     pub group: String,
 }
 
@@ -59,6 +60,7 @@ impl Topics {
             output: format!("{base}.out"),
             labels: format!("{base}.labels"),
             dlq: format!("{base}.dlq"),
+            drift: format!("{base}.drift"),
             group: format!("{base}.group"),
         }
     }
@@ -67,7 +69,13 @@ impl Topics {
         riskstream::kafka::ensure_topics(
             &brokers(),
             &BTreeMap::new(),
-            &[&self.input, &self.output, &self.labels, &self.dlq],
+            &[
+                &self.input,
+                &self.output,
+                &self.labels,
+                &self.dlq,
+                &self.drift,
+            ],
             partitions,
         )
         .await
@@ -182,6 +190,27 @@ pub fn read_topic(topic: &str, want: usize, idle: Duration) -> Vec<Rec> {
     out
 }
 
+/// GET on the worker's HTTP endpoint (address from its log): (status line, body).
+pub fn http_get(log: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr = log
+        .lines()
+        .find(|l| l.contains("serving /metrics"))
+        .and_then(|l| l.split("address=").nth(1))
+        .map(|a| a.trim().to_string())
+        .expect("the log names the HTTP address");
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
 /// A `riskstream run` child process.
 pub struct Worker {
     pub child: Child,
@@ -207,6 +236,8 @@ impl Worker {
                 &t.labels,
                 "--dlq-topic",
                 &t.dlq,
+                "--drift-topic",
+                &t.drift,
                 "--models-dir",
                 repo().join("models").to_str().unwrap(),
                 "--device",

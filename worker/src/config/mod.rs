@@ -63,6 +63,9 @@ pub struct FileConfig {
     pub metrics_addr: Option<String>,
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
+    /// `[drift]`: the drift sidecar.
+    #[serde(default)]
+    pub drift: crate::drift::DriftFileConfig,
 }
 
 /// The same settings from flags and environment (clap fills env when a flag is absent).
@@ -128,6 +131,8 @@ pub struct RunArgs {
     /// librdkafka option passed through, `key=value` (repeatable), e.g. `security.protocol=SASL_SSL`.
     #[arg(long = "kafka", value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
+    #[command(flatten)]
+    pub drift: crate::drift::DriftArgs,
 }
 
 /// The resolved settings of `riskstream run`.
@@ -154,6 +159,7 @@ pub struct RunConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// librdkafka pass-through options. May hold secrets: never log values.
     pub kafka: BTreeMap<String, String>,
+    pub drift: crate::drift::DriftConfig,
 }
 
 impl RunConfig {
@@ -221,6 +227,7 @@ impl RunConfig {
             max_records: args.max_records.or(file.max_records),
             metrics_addr: None,
             kafka,
+            drift: args.drift.resolve(&file.drift, &mut errors),
         };
         let mut cfg = cfg;
         match pick(&args.metrics_addr, &file.metrics_addr, "0.0.0.0:9100").as_str() {

@@ -98,13 +98,15 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
                 .map_err(|e| PipelineError::Http(addr.to_string(), e.to_string()))?;
         tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     }
-    crate::kafka::ensure_topics(
-        &cfg.brokers,
-        &cfg.kafka,
-        &[&cfg.output_topic, &cfg.dlq_topic],
-        cfg.topic_partitions,
-    )
-    .await?;
+    let mut topics = vec![cfg.output_topic.as_str(), cfg.dlq_topic.as_str()];
+    if let Some(t) = &cfg.drift.topic {
+        topics.push(t);
+    }
+    crate::kafka::ensure_topics(&cfg.brokers, &cfg.kafka, &topics, cfg.topic_partitions).await?;
+    let (drift_sender, drift_thread) = match start_drift(&cfg, &scorer, &codec, &handles.metrics) {
+        Some((s, t)) => (Some(s), Some(t)),
+        None => (None, None),
+    };
     tracing::info!(
         brokers = %cfg.brokers, group = %cfg.group, input = %cfg.input_topic, output = %cfg.output_topic,
         labels = %cfg.labels_topic, dlq = %cfg.dlq_topic, kafka_options = ?cfg.kafka_keys(),
@@ -171,7 +173,16 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             .name("scoring".into())
             .spawn(move || {
                 run_scoring_loop(
-                    scorer, codec, metrics, policy, scoring_rx, labels_rx, progress, sink_tx, stop,
+                    scorer,
+                    codec,
+                    metrics,
+                    policy,
+                    scoring_rx,
+                    labels_rx,
+                    progress,
+                    sink_tx,
+                    stop,
+                    drift_sender,
                 )
             })
             .map_err(|e| PipelineError::Panic(e.to_string()))?
@@ -219,6 +230,11 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         .join()
         .map_err(|_| PipelineError::Panic("labels".into()))?
         .map_err(PipelineError::from);
+    // The scoring thread dropped its sender: the sidecar reports its last
+    // window and flushes.
+    if let Some(t) = drift_thread {
+        t.join().map_err(|_| PipelineError::Panic("drift".into()))?;
+    }
     let handled = sink_result?;
     input_res?;
     scoring_res?;
@@ -250,4 +266,60 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             .get()
             .map(|t| t.duration_since(started).as_secs_f64()),
     })
+}
+
+/// Starts the drift sidecar unless it is off or the model has no reference
+/// (then it says why and the worker scores without it).
+fn start_drift(
+    cfg: &RunConfig,
+    scorer: &Scorer,
+    codec: &Arc<Codec>,
+    metrics: &Arc<Metrics>,
+) -> Option<(crate::drift::task::DriftSender, std::thread::JoinHandle<()>)> {
+    use crate::drift::{task, DriftMonitor, Reference};
+    let topic = cfg.drift.topic.clone()?;
+    let reference = match Reference::read(&scorer.location.dir) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "drift monitoring off: the model has no usable reference");
+            return None;
+        }
+    };
+    let monitor =
+        match DriftMonitor::new(&reference, &scorer.card.inputs, cfg.drift.settings.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "drift monitoring off");
+                return None;
+            }
+        };
+    let producer = match crate::kafka::client_config(&cfg.brokers, &cfg.kafka)
+        .set("linger.ms", "100")
+        .create()
+    {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "drift reports will not be published (gauges and logs only)");
+            None
+        }
+    };
+    let instance = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("pid-{}", std::process::id()));
+    let out = task::DriftOutput {
+        producer,
+        topic,
+        codec: codec.clone(),
+        model_name: scorer.location.name.clone(),
+        model_version: scorer.location.version.clone(),
+        instance,
+    };
+    match task::spawn(monitor, out, metrics.clone(), cfg.drift.channel_batches) {
+        Ok(x) => Some(x),
+        Err(e) => {
+            tracing::warn!(error = %e, "drift monitoring off: cannot start its thread");
+            None
+        }
+    }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::codec::{Codec, FraudLabel, ScoredTransaction};
+use crate::drift::task::{DriftBatch, DriftSender};
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
 use crate::metrics::Metrics;
 use crate::model::{ModelError, Scorer};
@@ -98,6 +99,7 @@ pub fn run_scoring_loop(
     progress: Arc<LabelProgress>,
     to_sink: mpsc::Sender<SinkItem>,
     stop: Arc<AtomicBool>,
+    drift: Option<DriftSender>,
 ) -> Result<(), ScoringError> {
     let mut engine = FeatureEngine::new();
     let mut batch: Vec<Incoming> = Vec::with_capacity(policy.batch_max);
@@ -188,7 +190,14 @@ pub fn run_scoring_loop(
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let out = score_batch(&mut scorer, &codec, &metrics, &mut engine, &mut batch)?;
+        let out = score_batch(
+            &mut scorer,
+            &codec,
+            &metrics,
+            &mut engine,
+            &mut batch,
+            drift.as_ref(),
+        )?;
         if to_sink.blocking_send(SinkItem::Scored(out)).is_err() {
             break;
         }
@@ -203,6 +212,7 @@ pub fn score_batch(
     metrics: &Metrics,
     engine: &mut FeatureEngine,
     batch: &mut Vec<Incoming>,
+    drift: Option<&DriftSender>,
 ) -> Result<ScoredBatch, ScoringError> {
     let feats = features_of(engine, batch);
     let t0 = Instant::now();
@@ -216,9 +226,19 @@ pub fn score_batch(
     let scored_at = now_ms();
     let mut records = Vec::with_capacity(batch.len());
     let mut flagged = 0;
+    let mut sample = drift.map(|_| DriftBatch {
+        flagged: Vec::with_capacity(batch.len()),
+        event_times: Vec::with_capacity(batch.len()),
+        scores: scores.clone(),
+        features: feats,
+    });
     for (i, score) in batch.drain(..).zip(scores) {
         let is_fraud = score >= threshold;
         flagged += u64::from(is_fraud);
+        if let Some(d) = &mut sample {
+            d.flagged.push(is_fraud);
+            d.event_times.push(i.tx.event_time);
+        }
         let s = ScoredTransaction {
             transaction_id: i.tx.transaction_id,
             event_time: i.tx.event_time,
@@ -249,5 +269,8 @@ pub fn score_batch(
         .scored
         .fetch_add(records.len() as u64, Ordering::Relaxed);
     metrics.flagged.fetch_add(flagged, Ordering::Relaxed);
+    if let (Some(d), Some(sample)) = (drift, sample) {
+        d.offer(sample);
+    }
     Ok(ScoredBatch { records })
 }
