@@ -1,7 +1,8 @@
 //! One benchmark per pipeline stage: Avro decode/encode, feature computation
 //! with handbook-sized state, inference per batch size (CPU backend, and
 //! wgpu when built with `--features wgpu` and an adapter exists), and the
-//! cost of moving records through a bounded queue into batches.
+//! cost of moving records through a bounded queue into batches, and the
+//! drift sidecar's cost per record.
 //!
 //! `cargo bench --bench stages`
 
@@ -160,5 +161,41 @@ fn batcher(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, features, inference, batcher);
+/// The drift sidecar's cost per record: a window of 10,000 records pushed
+/// and closed (every statistic of the 18 model inputs, the score and the
+/// flagged rate against the shipped reference).
+fn drift(c: &mut Criterion) {
+    use riskstream::drift::{DriftMonitor, DriftSettings, Reference};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fraud-mlp/1");
+    let reference = Reference::read(&dir).expect("reference");
+    let card = riskstream::model::ModelCard::read(&dir).expect("card");
+    let settings = DriftSettings {
+        window_records: 10_000,
+        ..DriftSettings::default()
+    };
+    let rows: Vec<[f64; N_FEATURES]> = (0..10_000)
+        .map(|i| {
+            let x = f64::from(i);
+            std::array::from_fn(|j| (x * 0.37 + j as f64).sin().abs() * 50.0)
+        })
+        .collect();
+    let mut g = c.benchmark_group("drift");
+    g.throughput(Throughput::Elements(10_000));
+    g.sample_size(20);
+    g.bench_function("window_of_10000_records_per_record", |b| {
+        let mut m = DriftMonitor::new(&reference, &card.inputs, settings.clone()).unwrap();
+        b.iter(|| {
+            let mut reports = 0;
+            for (i, r) in rows.iter().enumerate() {
+                let t = 1_530_403_200_000 + i as i64 * 1000;
+                reports += usize::from(m.push(r, 0.01, false, t).is_some());
+            }
+            assert_eq!(reports, 1);
+            black_box(reports)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, features, inference, batcher, drift);
 criterion_main!(benches);

@@ -2,6 +2,7 @@
 # End-to-end benchmark on the real broker (Tansu on loopback), one worker:
 #   passthrough (consume→produce, no decoding) — the limit;
 #   the full worker: records/s, ratio to passthrough, CPU per record, peak RSS,
+#   and again with the drift sidecar off (its overhead),
 #   cold start (process start → first scored record delivered);
 #   processing latency (consume → output delivered) p50/p99/p99.9 at 25/50/75 %
 #   of the measured maximum rate, default batching.
@@ -43,6 +44,13 @@ COLD=$(field "$LOGS/w.log" first_output_seconds)
 read -r _ W_U W_S _ W_RSS < "$LOGS/w.time"
 cpu_us() { awk -v u="$1" -v s="$2" -v n="$N" 'BEGIN { printf "%.1f", (u + s) * 1e6 / n }'; }
 
+# 2b. the same without the drift sidecar: its overhead
+/usr/bin/time -f "cpu %U %S rss %M" -o "$LOGS/nd.time" \
+  "$B" run --group "$T.g2" --input-topic "$T.in" --output-topic "$T.out2" --labels-topic "$T.labels" \
+  --dlq-topic "$T.dlq" --metrics-addr off --device cpu --max-records "$N" --drift-topic off 2> "$LOGS/nd.log"
+ND_RATE=$(field "$LOGS/nd.log" records_per_second | cut -d. -f1)
+read -r _ ND_U ND_S _ _ < "$LOGS/nd.time"
+
 # 3. latency at fractions of the maximum rate
 lat_rows=""
 for pct in 25 50 75; do
@@ -67,6 +75,7 @@ done
   echo "| records | $N (handbook, from 2018-07-01) |"
   echo "| passthrough (consume→produce, no decoding) | ${PT_RATE} records/s, $(cpu_us "$PT_U" "$PT_S") µs CPU/record |"
   echo "| full worker (decode, features, MLP, encode, produce) | ${W_RATE} records/s = $(awk -v a="$W_RATE" -v b="$PT_RATE" 'BEGIN{printf "%.0f", 100*a/b}') % of passthrough, $(cpu_us "$W_U" "$W_S") µs CPU/record |"
+  echo "| drift sidecar | off: ${ND_RATE} records/s, $(cpu_us "$ND_U" "$ND_S") µs CPU/record; on (above): $(awk -v a="$W_RATE" -v b="$ND_RATE" 'BEGIN{printf "%+.1f", 100*(a-b)/b}') % records/s, $(awk -v u="$W_U" -v s="$W_S" -v a="$ND_U" -v b="$ND_S" -v n="$N" 'BEGIN{printf "%+.2f", ((u+s)-(a+b))*1e6/n}') µs CPU/record |"
   echo "| cold start (process start → first scored record) | ${COLD} s |"
   echo "| peak RSS, full worker | $(( W_RSS / 1024 )) MiB |"
   printf "%s" "$lat_rows"

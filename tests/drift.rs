@@ -115,6 +115,7 @@ fn drift(csv: &Path, from: &str, to: &str, out: &Path) -> serde_json::Value {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("| variable |"), "{text}");
+    eprintln!("{text}");
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
 

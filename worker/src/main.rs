@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the scoring worker (joins the consumer group).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Stream a handbook CSV to the input and labels topics.
     Replay(replay::ReplayArgs),
     /// Print a topic as JSON lines.

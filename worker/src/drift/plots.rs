@@ -85,12 +85,10 @@ pub fn distribution_png(
             chart
                 .configure_mesh()
                 .disable_x_mesh()
-                .x_labels(3)
-                .x_label_formatter(&|x| match x.round() as i64 {
-                    0 => "reference".into(),
-                    1 => "current".into(),
-                    _ => String::new(),
-                })
+                .x_label_formatter(&|_| String::new())
+                .x_desc(format!(
+                    "reference {share_of_ones:.4} (blue), current {cur:.4} (red)"
+                ))
                 .y_desc("share of ones")
                 .draw()?;
             chart.draw_series([
