@@ -238,14 +238,20 @@ impl Worker {
                 &t.dlq,
                 "--drift-topic",
                 &t.drift,
-                "--models-dir",
-                repo().join("models").to_str().unwrap(),
                 "--device",
                 "cpu",
                 "--metrics-addr",
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .args(if extra.contains(&"--models-dir") {
+                vec![]
+            } else {
+                vec![
+                    "--models-dir".to_string(),
+                    repo().join("models").display().to_string(),
+                ]
+            })
             .env(
                 "RISKSTREAM_LOG",
                 std::env::var("RISKSTREAM_TEST_LOG").unwrap_or_else(|_| "info".into()),

@@ -61,6 +61,10 @@ pub struct FileConfig {
     pub schema_dir: Option<PathBuf>,
     pub max_records: Option<u64>,
     pub metrics_addr: Option<String>,
+    pub challenger: Option<String>,
+    pub ab_share: Option<f64>,
+    pub shadow_topic: Option<String>,
+    pub registry_poll_ms: Option<u64>,
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
     /// `[drift]`: the drift sidecar.
@@ -128,6 +132,18 @@ pub struct RunArgs {
     /// Address of the HTTP endpoint (/metrics, /healthz, /readyz) [default: 0.0.0.0:9100]; "off" disables it.
     #[arg(long, env = "RISKSTREAM_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Challenger model (NAME@alias, NAME/VERSION or a directory) for A/B and shadow scoring.
+    #[arg(long, env = "RISKSTREAM_CHALLENGER")]
+    pub challenger: Option<String>,
+    /// Share of customers (stable hash of the key) the challenger decides [default: 0].
+    #[arg(long, env = "RISKSTREAM_AB_SHARE")]
+    pub ab_share: Option<f64>,
+    /// Shadow topic: the challenger scores every record there and never decides.
+    #[arg(long, env = "RISKSTREAM_SHADOW_TOPIC")]
+    pub shadow_topic: Option<String>,
+    /// How often the registry is checked for moved aliases, ms; 0 = never [default: 2000].
+    #[arg(long, env = "RISKSTREAM_REGISTRY_POLL_MS")]
+    pub registry_poll_ms: Option<u64>,
     /// librdkafka option passed through, `key=value` (repeatable), e.g. `security.protocol=SASL_SSL`.
     #[arg(long = "kafka", value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
@@ -160,6 +176,17 @@ pub struct RunConfig {
     /// librdkafka pass-through options. May hold secrets: never log values.
     pub kafka: BTreeMap<String, String>,
     pub drift: crate::drift::DriftConfig,
+    pub serving: ServingConfig,
+}
+
+/// Challenger, A/B, shadow and the registry watch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServingConfig {
+    pub challenger: Option<String>,
+    pub ab_share: f64,
+    pub shadow_topic: Option<String>,
+    /// None: the registry is not watched.
+    pub registry_poll: Option<Duration>,
 }
 
 impl RunConfig {
@@ -228,7 +255,41 @@ impl RunConfig {
             metrics_addr: None,
             kafka,
             drift: args.drift.resolve(&file.drift, &mut errors),
+            serving: ServingConfig {
+                challenger: args.challenger.clone().or(file.challenger),
+                ab_share: args.ab_share.or(file.ab_share).unwrap_or(0.0),
+                shadow_topic: args.shadow_topic.clone().or(file.shadow_topic),
+                registry_poll: match args
+                    .registry_poll_ms
+                    .or(file.registry_poll_ms)
+                    .unwrap_or(2000)
+                {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                },
+            },
         };
+        let sv = &cfg.serving;
+        if !(0.0..=1.0).contains(&sv.ab_share) {
+            errors.push(format!("ab_share: {} is not within 0..1", sv.ab_share));
+        }
+        if sv.challenger.is_none() && (sv.ab_share > 0.0 || sv.shadow_topic.is_some()) {
+            errors.push(
+                "ab_share and shadow_topic need a challenger (--challenger NAME@challenger)".into(),
+            );
+        }
+        if sv.shadow_topic.as_deref().is_some_and(|t| {
+            t.is_empty()
+                || [
+                    &cfg.input_topic,
+                    &cfg.output_topic,
+                    &cfg.labels_topic,
+                    &cfg.dlq_topic,
+                ]
+                .contains(&&t.to_string())
+        }) {
+            errors.push("shadow_topic: must be a topic of its own".into());
+        }
         let mut cfg = cfg;
         match pick(&args.metrics_addr, &file.metrics_addr, "0.0.0.0:9100").as_str() {
             "off" | "" => {}

@@ -26,10 +26,22 @@ pub struct DriftBatch {
     pub event_times: Vec<i64>,
 }
 
+/// What the sidecar receives.
+#[derive(Debug)]
+pub enum DriftMsg {
+    Batch(DriftBatch),
+    /// The champion changed: close the window, watch against the new reference.
+    Model {
+        monitor: Box<DriftMonitor>,
+        name: String,
+        version: String,
+    },
+}
+
 /// The scoring thread's end of the channel.
 #[derive(Debug, Clone)]
 pub struct DriftSender {
-    tx: SyncSender<DriftBatch>,
+    tx: SyncSender<DriftMsg>,
     metrics: Arc<Metrics>,
 }
 
@@ -37,12 +49,21 @@ impl DriftSender {
     /// Hands a batch over, or drops and counts it when the sidecar is behind.
     pub fn offer(&self, batch: DriftBatch) {
         let n = batch.scores.len() as u64;
-        match self.tx.try_send(batch) {
+        match self.tx.try_send(DriftMsg::Batch(batch)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.metrics.drift_dropped.fetch_add(n, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Switches the sidecar to a new champion (waits for room: rare).
+    pub fn switch(&self, monitor: DriftMonitor, name: String, version: String) {
+        let _ = self.tx.send(DriftMsg::Model {
+            monitor: Box::new(monitor),
+            name,
+            version,
+        });
     }
 }
 
@@ -77,9 +98,9 @@ pub fn spawn(
 
 fn run(
     mut monitor: DriftMonitor,
-    out: DriftOutput,
+    mut out: DriftOutput,
     metrics: Arc<Metrics>,
-    rx: Receiver<DriftBatch>,
+    rx: Receiver<DriftMsg>,
 ) {
     tracing::info!(
         variables = monitor.names().len(),
@@ -88,7 +109,24 @@ fn run(
         topic = %out.topic,
         "drift sidecar started"
     );
-    for b in rx {
+    for msg in rx {
+        let b = match msg {
+            DriftMsg::Batch(b) => b,
+            DriftMsg::Model {
+                monitor: m,
+                name,
+                version,
+            } => {
+                if let Some(r) = monitor.close() {
+                    publish(&r, &out, &metrics);
+                }
+                tracing::info!(model = %name, version = %version, "drift now watches against {name}/{version}'s reference");
+                monitor = *m;
+                out.model_name = name;
+                out.model_version = version;
+                continue;
+            }
+        };
         for i in 0..b.scores.len() {
             if let Some(r) =
                 monitor.push(&b.features[i], b.scores[i], b.flagged[i], b.event_times[i])

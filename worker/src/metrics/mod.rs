@@ -154,6 +154,26 @@ impl LocalHistogram {
     }
 }
 
+/// One serving model, for `riskstream_model_info`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelInfo {
+    pub model: String,
+    pub version: String,
+    pub device: String,
+    pub role: &'static str,
+}
+
+/// Per-version counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VersionCounts {
+    pub model: String,
+    pub version: String,
+    pub scored: u64,
+    pub flagged: u64,
+    pub shadow_scored: u64,
+    pub shadow_flagged: u64,
+}
+
 /// The latest drift statistics of one variable (gauges).
 #[derive(Debug, Clone, Default)]
 pub struct DriftGauge {
@@ -179,8 +199,13 @@ pub struct Metrics {
     pub event_lag_seconds: Histogram,
     /// Dead-lettered records by reason code.
     pub dead_lettered: Mutex<Vec<(&'static str, u64)>>,
-    /// model, version, device of what is serving.
-    pub model_info: Mutex<Option<(String, String, String)>>,
+    /// What is serving: model, version, device, role (champion/challenger).
+    pub model_info: Mutex<Vec<ModelInfo>>,
+    /// Records decided, flagged and shadow-scored, by model version.
+    pub by_version: Mutex<Vec<VersionCounts>>,
+    /// Model versions switched to / refused by the registry watcher.
+    pub model_swaps: AtomicU64,
+    pub model_refused: AtomicU64,
     /// Input topic and (partition, lag) from librdkafka statistics. On Tansu
     /// the high watermark, and so this lag, is unreliable.
     pub consumer_lag: Mutex<(String, Vec<(i32, i64)>)>,
@@ -208,7 +233,10 @@ impl Default for Metrics {
             processing_seconds: Histogram::default(),
             event_lag_seconds: Histogram::default(),
             dead_lettered: Mutex::new(Vec::new()),
-            model_info: Mutex::new(None),
+            model_info: Mutex::new(Vec::new()),
+            by_version: Mutex::new(Vec::new()),
+            model_swaps: AtomicU64::new(0),
+            model_refused: AtomicU64::new(0),
             consumer_lag: Mutex::new((String::new(), Vec::new())),
             first_consumed: std::sync::OnceLock::new(),
             first_delivered: std::sync::OnceLock::new(),
@@ -227,6 +255,42 @@ impl Metrics {
             None => d.push((reason, 1)),
         }
     }
+    /// Adds one batch's counts for a version (one lock per batch).
+    pub fn count_version(
+        &self,
+        model: &str,
+        version: &str,
+        scored: u64,
+        flagged: u64,
+        shadow: bool,
+    ) {
+        if scored == 0 {
+            return;
+        }
+        let mut v = self.by_version.lock().unwrap_or_else(|e| e.into_inner());
+        let i = match v
+            .iter()
+            .position(|c| c.model == model && c.version == version)
+        {
+            Some(i) => i,
+            None => {
+                v.push(VersionCounts {
+                    model: model.to_string(),
+                    version: version.to_string(),
+                    ..Default::default()
+                });
+                v.len() - 1
+            }
+        };
+        if shadow {
+            v[i].shadow_scored += scored;
+            v[i].shadow_flagged += flagged;
+        } else {
+            v[i].scored += scored;
+            v[i].flagged += flagged;
+        }
+    }
+
     pub fn dead_lettered_total(&self) -> u64 {
         self.dead_lettered
             .lock()
@@ -239,30 +303,48 @@ impl Metrics {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let (model, version, device) = self
-            .model_info
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_default();
-        let mv = format!("model=\"{model}\",version=\"{version}\"");
         let _ = writeln!(out, "# TYPE riskstream_records_consumed_total counter");
         let _ = writeln!(
             out,
             "riskstream_records_consumed_total {}",
             self.consumed.load(Relaxed)
         );
-        let _ = writeln!(out, "# TYPE riskstream_records_scored_total counter");
+        let versions = self
+            .by_version
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (name, pick) in [
+            (
+                "riskstream_records_scored_total",
+                (|c: &VersionCounts| c.scored) as fn(&VersionCounts) -> u64,
+            ),
+            ("riskstream_fraud_flagged_total", |c| c.flagged),
+            ("riskstream_shadow_scored_total", |c| c.shadow_scored),
+            ("riskstream_shadow_flagged_total", |c| c.shadow_flagged),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for c in &versions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{model=\"{}\",version=\"{}\"}} {}",
+                    c.model,
+                    c.version,
+                    pick(c)
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE riskstream_model_swaps_total counter");
         let _ = writeln!(
             out,
-            "riskstream_records_scored_total{{{mv}}} {}",
-            self.scored.load(Relaxed)
+            "riskstream_model_swaps_total {}",
+            self.model_swaps.load(Relaxed)
         );
-        let _ = writeln!(out, "# TYPE riskstream_fraud_flagged_total counter");
+        let _ = writeln!(out, "# TYPE riskstream_model_refused_total counter");
         let _ = writeln!(
             out,
-            "riskstream_fraud_flagged_total{{{mv}}} {}",
-            self.flagged.load(Relaxed)
+            "riskstream_model_refused_total {}",
+            self.model_refused.load(Relaxed)
         );
         let _ = writeln!(out, "# TYPE riskstream_records_dead_lettered_total counter");
         for (reason, n) in self
@@ -308,7 +390,18 @@ impl Metrics {
             }
         }
         let _ = writeln!(out, "# TYPE riskstream_model_info gauge");
-        let _ = writeln!(out, "riskstream_model_info{{{mv},device=\"{device}\"}} 1");
+        for m in self
+            .model_info
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "riskstream_model_info{{model=\"{}\",version=\"{}\",device=\"{}\",role=\"{}\"}} 1",
+                m.model, m.version, m.device, m.role
+            );
+        }
         self.render_drift(&mut out);
         out
     }

@@ -16,8 +16,10 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use crate::codec::Codec;
 use crate::config::RunConfig;
 use crate::metrics::Metrics;
-use crate::model::{choose_device, Scorer};
+use crate::model::Scorer;
+use crate::scoring::serving::{load_checked, spawn_watcher, WatchConfig};
 use crate::scoring::{run_scoring_loop, BatchPolicy};
+use crate::scoring::{ModelSet, Role};
 use crate::sink::{producer, Sink};
 use crate::source::{input_consumer, run_input_loop, run_label_loop, LabelProgress, OffsetTracker};
 
@@ -76,21 +78,32 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     }
     let codec = Arc::new(codec);
     let location = crate::registry::resolve(&cfg.models_dir, &cfg.model)?;
-    let device = choose_device(cfg.device)?;
-    let mut scorer = Scorer::load(&location, device)?;
-    scorer.warm_up(cfg.batch_max)?;
+    let scorer = load_checked(&location, cfg.device, cfg.batch_max)?;
     tracing::info!(
         model = %location.name, version = %location.version, device = scorer.device_description(),
         threshold = scorer.card.threshold,
         "model loaded; scoring on {}", scorer.device_description()
     );
-    if let Ok(mut mi) = handles.metrics.model_info.lock() {
-        *mi = Some((
-            location.name.clone(),
-            location.version.clone(),
-            scorer.device_description().to_string(),
-        ));
-    }
+    let challenger = match &cfg.serving.challenger {
+        Some(r) => {
+            let loc = crate::registry::resolve(&cfg.models_dir, r)?;
+            let c = load_checked(&loc, cfg.device, cfg.batch_max)?;
+            tracing::info!(
+                model = %loc.name, version = %loc.version, ab_share = cfg.serving.ab_share,
+                shadow_topic = cfg.serving.shadow_topic.as_deref().unwrap_or("-"),
+                "challenger loaded"
+            );
+            Some(c)
+        }
+        None => None,
+    };
+    let models = ModelSet {
+        champion: scorer,
+        challenger,
+        ab_share: cfg.serving.ab_share,
+        shadow: cfg.serving.shadow_topic.is_some(),
+    };
+    crate::scoring::publish_model_info(&models, &handles.metrics);
     if let Some(addr) = cfg.metrics_addr {
         let bound =
             crate::metrics::http::serve(addr, handles.metrics.clone(), handles.ready.clone())
@@ -102,11 +115,15 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     if let Some(t) = &cfg.drift.topic {
         topics.push(t);
     }
+    if let Some(t) = &cfg.serving.shadow_topic {
+        topics.push(t);
+    }
     crate::kafka::ensure_topics(&cfg.brokers, &cfg.kafka, &topics, cfg.topic_partitions).await?;
-    let (drift_sender, drift_thread) = match start_drift(&cfg, &scorer, &codec, &handles.metrics) {
-        Some((s, t)) => (Some(s), Some(t)),
-        None => (None, None),
-    };
+    let (drift_sender, drift_thread) =
+        match start_drift(&cfg, &models.champion, &codec, &handles.metrics) {
+            Some((s, t)) => (Some(s), Some(t)),
+            None => (None, None),
+        };
     tracing::info!(
         brokers = %cfg.brokers, group = %cfg.group, input = %cfg.input_topic, output = %cfg.output_topic,
         labels = %cfg.labels_topic, dlq = %cfg.dlq_topic, kafka_options = ?cfg.kafka_keys(),
@@ -157,6 +174,30 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             })
             .map_err(|e| PipelineError::Panic(e.to_string()))?
     };
+    // The registry watcher loads moved aliases beside the serving models.
+    let (updates_tx, updates_rx) = std::sync::mpsc::sync_channel(1);
+    if let Some(poll) = cfg.serving.registry_poll {
+        let mut refs = vec![(Role::Champion, cfg.model.clone())];
+        let mut serving = std::collections::HashMap::from([(
+            Role::Champion,
+            models.champion.location.version.clone(),
+        )]);
+        if let (Some(r), Some(c)) = (&cfg.serving.challenger, &models.challenger) {
+            refs.push((Role::Challenger, r.clone()));
+            serving.insert(Role::Challenger, c.location.version.clone());
+        }
+        let watch = WatchConfig {
+            models_dir: cfg.models_dir.clone(),
+            refs,
+            serving,
+            device: cfg.device,
+            batch_max: cfg.batch_max,
+            poll,
+            drift: drift_sender.as_ref().map(|_| cfg.drift.settings.clone()),
+        };
+        spawn_watcher(watch, updates_tx, handles.metrics.clone(), stop.clone())
+            .map_err(|e| PipelineError::Panic(e.to_string()))?;
+    }
     let scoring_thread = {
         let policy = BatchPolicy {
             batch_max: cfg.batch_max,
@@ -173,7 +214,8 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             .name("scoring".into())
             .spawn(move || {
                 run_scoring_loop(
-                    scorer,
+                    models,
+                    updates_rx,
                     codec,
                     metrics,
                     policy,

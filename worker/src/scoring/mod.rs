@@ -18,8 +18,11 @@ use crate::codec::{Codec, FraudLabel, ScoredTransaction};
 use crate::drift::task::{DriftBatch, DriftSender};
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
 use crate::metrics::Metrics;
-use crate::model::{ModelError, Scorer};
+use crate::model::ModelError;
 use crate::source::{Incoming, LabelProgress, SinkItem, Work};
+
+pub mod serving;
+pub use serving::{ModelSet, ModelUpdate, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoringError {
@@ -40,10 +43,21 @@ pub struct ScoredRecord {
     pub event_time: i64,
 }
 
+/// A challenger's score of a record, for the shadow topic.
+#[derive(Debug)]
+pub struct ShadowRecord {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub event_time: i64,
+    pub flagged: bool,
+}
+
 /// A scored micro-batch.
 #[derive(Debug, Default)]
 pub struct ScoredBatch {
     pub records: Vec<ScoredRecord>,
+    /// Shadow scores (best effort: they do not hold back input offsets).
+    pub shadow: Vec<ShadowRecord>,
 }
 
 /// Settings of the scoring loop.
@@ -90,7 +104,8 @@ pub fn now_ms() -> i64 {
 /// scoring what it held) or on a model error.
 #[allow(clippy::too_many_arguments)]
 pub fn run_scoring_loop(
-    mut scorer: Scorer,
+    mut models: ModelSet,
+    updates: Receiver<ModelUpdate>,
     codec: Arc<Codec>,
     metrics: Arc<Metrics>,
     policy: BatchPolicy,
@@ -190,8 +205,12 @@ pub fn run_scoring_loop(
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        // Model changes land between batches.
+        while let Ok(u) = updates.try_recv() {
+            switch_model(&mut models, u, &metrics, drift.as_ref());
+        }
         let out = score_batch(
-            &mut scorer,
+            &mut models,
             &codec,
             &metrics,
             &mut engine,
@@ -205,9 +224,51 @@ pub fn run_scoring_loop(
     Ok(())
 }
 
-/// Features → model → encoded records, for one batch (drained from `batch`).
+/// Swaps a checked, warmed model in (between two batches).
+pub fn switch_model(
+    models: &mut ModelSet,
+    u: ModelUpdate,
+    metrics: &Metrics,
+    drift: Option<&DriftSender>,
+) {
+    let new = u.scorer.location.clone();
+    let old = models.apply(u.scorer, u.role);
+    let old_version = old.map(|o| o.location.version).unwrap_or_default();
+    metrics.model_swaps.fetch_add(1, Ordering::Relaxed);
+    publish_model_info(models, metrics);
+    tracing::info!(
+        model = %new.name, version = %new.version, role = u.role.as_str(), previous = %old_version,
+        "now serving {}/{} as {} (was version {old_version})", new.name, new.version, u.role.as_str()
+    );
+    if let (Some(d), Some(m)) = (drift, u.drift) {
+        d.switch(m, new.name, new.version);
+    }
+}
+
+/// `riskstream_model_info` for what is serving now.
+pub fn publish_model_info(models: &ModelSet, metrics: &Metrics) {
+    let mut info = vec![crate::metrics::ModelInfo {
+        model: models.champion.location.name.clone(),
+        version: models.champion.location.version.clone(),
+        device: models.champion.device_description().to_string(),
+        role: Role::Champion.as_str(),
+    }];
+    if let Some(c) = &models.challenger {
+        info.push(crate::metrics::ModelInfo {
+            model: c.location.name.clone(),
+            version: c.location.version.clone(),
+            device: c.device_description().to_string(),
+            role: Role::Challenger.as_str(),
+        });
+    }
+    *metrics.model_info.lock().unwrap_or_else(|e| e.into_inner()) = info;
+}
+
+/// Features → model(s) → encoded records, for one batch (drained from
+/// `batch`). The champion decides unless A/B routes the customer to the
+/// challenger; in shadow mode the challenger also scores every record.
 pub fn score_batch(
-    scorer: &mut Scorer,
+    models: &mut ModelSet,
     codec: &Codec,
     metrics: &Metrics,
     engine: &mut FeatureEngine,
@@ -215,31 +276,88 @@ pub fn score_batch(
     drift: Option<&DriftSender>,
 ) -> Result<ScoredBatch, ScoringError> {
     let feats = features_of(engine, batch);
+    let n = batch.len();
+    let to_challenger: Vec<bool> = batch
+        .iter()
+        .map(|i| models.routes_to_challenger(&i.tx.customer_id))
+        .collect();
+    let ab = to_challenger.iter().any(|c| *c);
     let t0 = Instant::now();
-    let scores = scorer.score(&feats)?;
+    // Champion scores: every row unless A/B sends some away.
+    let champion_scores = if ab {
+        let rows: Vec<FeatureVector> = feats
+            .iter()
+            .zip(&to_challenger)
+            .filter(|(_, c)| !**c)
+            .map(|(f, _)| *f)
+            .collect();
+        models.champion.score(&rows)?
+    } else {
+        models.champion.score(&feats)?
+    };
+    // Challenger scores: every row in shadow mode, else the routed rows.
+    let challenger_scores = match &mut models.challenger {
+        Some(ch) if models.shadow => ch.score(&feats)?,
+        Some(ch) if ab => {
+            let rows: Vec<FeatureVector> = feats
+                .iter()
+                .zip(&to_challenger)
+                .filter(|(_, c)| **c)
+                .map(|(f, _)| *f)
+                .collect();
+            ch.score(&rows)?
+        }
+        _ => Vec::new(),
+    };
     metrics
         .inference_seconds
         .observe(t0.elapsed().as_secs_f64());
-    metrics.batch_size.observe(batch.len() as f64);
+    metrics.batch_size.observe(n as f64);
     metrics.batches.fetch_add(1, Ordering::Relaxed);
-    let threshold = scorer.card.threshold;
     let scored_at = now_ms();
-    let mut records = Vec::with_capacity(batch.len());
-    let mut flagged = 0;
+    let mut records = Vec::with_capacity(n);
+    let mut shadow = Vec::with_capacity(if models.shadow { n } else { 0 });
+    // In shadow mode the challenger's scores cover every row; otherwise only
+    // the routed ones, in order.
+    let mut champion_it = champion_scores.into_iter();
+    let (mut shadow_it, mut routed_it) = if models.shadow {
+        (challenger_scores.into_iter(), Vec::new().into_iter())
+    } else {
+        (Vec::new().into_iter(), challenger_scores.into_iter())
+    };
+    let (mut champion_n, mut champion_flagged, mut challenger_n, mut challenger_flagged) =
+        (0u64, 0u64, 0u64, 0u64);
     let mut sample = drift.map(|_| DriftBatch {
-        flagged: Vec::with_capacity(batch.len()),
-        event_times: Vec::with_capacity(batch.len()),
-        scores: scores.clone(),
-        features: feats,
+        features: Vec::with_capacity(n),
+        scores: Vec::with_capacity(n),
+        flagged: Vec::with_capacity(n),
+        event_times: Vec::with_capacity(n),
     });
-    for (i, score) in batch.drain(..).zip(scores) {
+    for ((i, f), routed) in batch.drain(..).zip(&feats).zip(&to_challenger) {
+        let shadow_score = shadow_it.next();
+        let (scorer, score) = match (&models.challenger, *routed) {
+            (Some(ch), true) => (ch, shadow_score.or_else(|| routed_it.next())),
+            _ => (&models.champion, champion_it.next()),
+        };
+        // Every row has a score: the model returned one per input row.
+        let score = score.unwrap_or(f32::NAN);
+        let threshold = scorer.card.threshold;
         let is_fraud = score >= threshold;
-        flagged += u64::from(is_fraud);
-        if let Some(d) = &mut sample {
-            d.flagged.push(is_fraud);
-            d.event_times.push(i.tx.event_time);
+        if *routed {
+            challenger_n += 1;
+            challenger_flagged += u64::from(is_fraud);
+        } else {
+            champion_n += 1;
+            champion_flagged += u64::from(is_fraud);
+            // Drift compares the champion's decisions with its reference.
+            if let Some(d) = &mut sample {
+                d.features.push(*f);
+                d.scores.push(score);
+                d.flagged.push(is_fraud);
+                d.event_times.push(i.tx.event_time);
+            }
         }
-        let s = ScoredTransaction {
+        let mut s = ScoredTransaction {
             transaction_id: i.tx.transaction_id,
             event_time: i.tx.event_time,
             customer_id: i.tx.customer_id,
@@ -256,6 +374,22 @@ pub fn score_batch(
         let payload = codec
             .encode_scored(&s)
             .map_err(|e| ScoringError::Encode(e.to_string()))?;
+        if let (Some(ch), Some(x)) = (&models.challenger, shadow_score) {
+            s.score = x;
+            s.threshold = ch.card.threshold;
+            s.is_fraud = x >= ch.card.threshold;
+            s.model_name.clone_from(&ch.location.name);
+            s.model_version.clone_from(&ch.location.version);
+            let payload = codec
+                .encode_scored(&s)
+                .map_err(|e| ScoringError::Encode(e.to_string()))?;
+            shadow.push(ShadowRecord {
+                key: s.customer_id.clone(),
+                payload,
+                event_time: s.event_time,
+                flagged: s.is_fraud,
+            });
+        }
         records.push(ScoredRecord {
             partition: i.partition,
             offset: i.offset,
@@ -268,9 +402,27 @@ pub fn score_batch(
     metrics
         .scored
         .fetch_add(records.len() as u64, Ordering::Relaxed);
-    metrics.flagged.fetch_add(flagged, Ordering::Relaxed);
-    if let (Some(d), Some(sample)) = (drift, sample) {
-        d.offer(sample);
+    metrics
+        .flagged
+        .fetch_add(champion_flagged + challenger_flagged, Ordering::Relaxed);
+    let ch = &models.champion.location;
+    metrics.count_version(&ch.name, &ch.version, champion_n, champion_flagged, false);
+    if let Some(c) = &models.challenger {
+        let l = &c.location;
+        metrics.count_version(&l.name, &l.version, challenger_n, challenger_flagged, false);
+        let shadow_flagged = shadow.iter().filter(|r| r.flagged).count() as u64;
+        metrics.count_version(
+            &l.name,
+            &l.version,
+            shadow.len() as u64,
+            shadow_flagged,
+            true,
+        );
     }
-    Ok(ScoredBatch { records })
+    if let (Some(d), Some(sample)) = (drift, sample) {
+        if !sample.scores.is_empty() {
+            d.offer(sample);
+        }
+    }
+    Ok(ScoredBatch { records, shadow })
 }

@@ -49,6 +49,8 @@ pub fn producer(cfg: &RunConfig) -> Result<FutureProducer, SinkError> {
 /// Where an output record's input came from, and timing for metrics.
 #[derive(Debug, Clone, Copy)]
 struct Origin {
+    /// False for shadow records: they do not hold input offsets back.
+    track: bool,
     partition: i32,
     offset: i64,
     consumed_at: Option<Instant>,
@@ -91,6 +93,7 @@ pub struct Sink {
     output_topic: String,
     dlq_topic: String,
     input_topic: String,
+    shadow_topic: Option<String>,
     max_in_flight: usize,
     /// Stop after this many handled records (tests, benchmarks).
     max_records: Option<u64>,
@@ -113,6 +116,7 @@ impl Sink {
             output_topic: cfg.output_topic.clone(),
             dlq_topic: cfg.dlq_topic.clone(),
             input_topic: cfg.input_topic.clone(),
+            shadow_topic: cfg.serving.shadow_topic.clone(),
             max_in_flight: cfg.queue_records,
             max_records: cfg.max_records,
             handled: 0,
@@ -131,10 +135,11 @@ impl Sink {
         let mut lag = LocalHistogram::default();
         let mut proc = LocalHistogram::default();
         // Owned copies: `enqueue` borrows `self` mutably.
-        let (output_topic, dlq_topic, input_topic) = (
+        let (output_topic, dlq_topic, input_topic, shadow_topic) = (
             self.output_topic.clone(),
             self.dlq_topic.clone(),
             self.input_topic.clone(),
+            self.shadow_topic.clone(),
         );
         while open || !pending.is_empty() {
             tokio::select! {
@@ -156,6 +161,7 @@ impl Sink {
                         Some(SinkItem::Scored(batch)) => {
                             for r in batch.records {
                                 let origin = Origin {
+                                    track: true,
                                     partition: r.partition,
                                     offset: r.offset,
                                     consumed_at: Some(r.consumed_at),
@@ -167,6 +173,17 @@ impl Sink {
                                     .timestamp(r.event_time);
                                 let fut = self.enqueue(rec, &mut pending, &mut lag, &mut proc).await?;
                                 pending.push(track(origin, fut));
+                            }
+                            if let Some(topic) = &shadow_topic {
+                                for r in batch.shadow {
+                                    let origin = Origin { track: false, partition: -1, offset: -1, consumed_at: None, event_time: None };
+                                    let rec = FutureRecord::to(topic)
+                                        .key(r.key.as_bytes())
+                                        .payload(&r.payload)
+                                        .timestamp(r.event_time);
+                                    let fut = self.enqueue(rec, &mut pending, &mut lag, &mut proc).await?;
+                                    pending.push(track(origin, fut));
+                                }
                             }
                         }
                         Some(SinkItem::Dead(d)) => {
@@ -194,7 +211,7 @@ impl Sink {
                             if let Some(p) = &d.payload {
                                 rec = rec.payload(p.as_slice());
                             }
-                            let origin = Origin { partition: d.partition, offset: d.offset, consumed_at: None, event_time: None };
+                            let origin = Origin { track: true, partition: d.partition, offset: d.offset, consumed_at: None, event_time: None };
                             let fut = self.enqueue(rec, &mut pending, &mut lag, &mut proc).await?;
                             pending.push(track(origin, fut));
                         }
@@ -244,6 +261,7 @@ impl Sink {
         proc: &mut LocalHistogram,
     ) -> Result<(), SinkError> {
         match res {
+            Ok(()) if !origin.track => Ok(()),
             Ok(()) => {
                 self.handled += 1;
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
