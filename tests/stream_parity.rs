@@ -61,6 +61,7 @@ async fn replay_days(t: &Topics) -> u64 {
         from: Some(FROM.into()),
         to: Some(TO.into()),
         quiet: true,
+        schema_registry_url: None,
     };
     replay(&args).await.unwrap().transactions
 }

@@ -16,6 +16,10 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 
+pub mod registry;
+pub use registry::{RegistryError, SchemaRegistry, CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC};
+use std::sync::Arc;
+
 /// Marker bytes that open every single-object encoded record.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 /// Header length: magic plus the 64-bit fingerprint.
@@ -38,6 +42,8 @@ pub enum DecodeError {
     EmptyPayload,
     #[error("not Avro single-object encoding: {0}")]
     NotSingleObject(String),
+    #[error("Confluent schema id {id} cannot be resolved: {detail}")]
+    UnknownSchemaId { id: u32, detail: String },
     #[error("unknown writer schema fingerprint {0:016x}")]
     UnknownFingerprint(u64),
     #[error("writer schema {found} cannot be read as {expected}")]
@@ -56,6 +62,7 @@ impl DecodeError {
             DecodeError::EmptyPayload => "empty_payload",
             DecodeError::NotSingleObject(_) => "not_single_object",
             DecodeError::UnknownFingerprint(_) => "unknown_fingerprint",
+            DecodeError::UnknownSchemaId { .. } => "unknown_schema_id",
             DecodeError::WrongSchema { .. } => "wrong_schema",
             DecodeError::Malformed(_) => "malformed_avro",
             DecodeError::Invalid { .. } => "invalid_field",
@@ -80,6 +87,17 @@ pub enum SchemaError {
     },
     #[error("cannot encode {what}: {detail}")]
     Encode { what: &'static str, detail: String },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Which record type a topic carries (for registering its subject).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Transaction,
+    Scored,
+    Label,
+    Drift,
 }
 
 /// A card transaction as it arrives on the input topic.
@@ -168,7 +186,12 @@ pub struct Codec {
     drift: KnownSchema,
     /// Every writer schema we can decode, by fingerprint: the current ones,
     /// the history shipped with the binary, and any extra ones from config.
-    writers: HashMap<u64, KnownSchema>,
+    writers: HashMap<u64, Arc<KnownSchema>>,
+    /// Confluent Schema Registry (decodes `0x00`-framed records when set).
+    registry: Option<Arc<SchemaRegistry>>,
+    /// Confluent schema id to frame our records with, by fingerprint
+    /// (absent: single-object encoding).
+    confluent_ids: HashMap<u64, u32>,
 }
 
 impl Codec {
@@ -180,7 +203,7 @@ impl Codec {
         let drift = KnownSchema::parse(DRIFT_SCHEMA, "schemas/drift_report.avsc")?;
         let mut writers = HashMap::new();
         for s in [&transaction, &scored, &label, &drift] {
-            writers.insert(s.fingerprint, s.clone());
+            writers.insert(s.fingerprint, Arc::new(s.clone()));
         }
         let mut codec = Self {
             transaction,
@@ -188,6 +211,8 @@ impl Codec {
             label,
             drift,
             writers,
+            registry: None,
+            confluent_ids: HashMap::new(),
         };
         for (i, text) in HISTORY_SCHEMAS.iter().enumerate() {
             codec.add_writer_schema(text, &format!("schemas/history #{i}"))?;
@@ -200,8 +225,44 @@ impl Codec {
     pub fn add_writer_schema(&mut self, text: &str, origin: &str) -> Result<u64, SchemaError> {
         let s = KnownSchema::parse(text, origin)?;
         let fp = s.fingerprint;
-        self.writers.insert(fp, s);
+        self.writers.insert(fp, Arc::new(s));
         Ok(fp)
+    }
+
+    /// Uses a Confluent Schema Registry: records framed `0x00` + schema id
+    /// decode through it (schemas fetched once per id, then cached).
+    pub fn connect_registry(&mut self, url: &str) -> Result<(), SchemaError> {
+        self.registry = Some(Arc::new(SchemaRegistry::new(url)?));
+        Ok(())
+    }
+
+    /// Frames `which` records with the Confluent wire format from now on:
+    /// registers the schema under `<topic>-value` (topic-name strategy) and
+    /// returns its id. Needs [`Codec::connect_registry`] first.
+    pub fn register_output(&mut self, which: Written, topic: &str) -> Result<u32, SchemaError> {
+        let reg = self.registry.clone().ok_or_else(|| {
+            SchemaError::Registry(RegistryError::Url("(no schema registry configured)".into()))
+        })?;
+        let (schema, text) = match which {
+            Written::Transaction => (&self.transaction, TRANSACTION_SCHEMA),
+            Written::Scored => (&self.scored, SCORED_SCHEMA),
+            Written::Label => (&self.label, LABEL_SCHEMA),
+            Written::Drift => (&self.drift, DRIFT_SCHEMA),
+        };
+        let id = reg.register(&format!("{topic}-value"), schema, text)?;
+        self.confluent_ids.insert(schema.fingerprint, id);
+        Ok(id)
+    }
+
+    /// The header our records of `schema` start with.
+    fn header_of(&self, schema: &KnownSchema, out: &mut Vec<u8>) {
+        match self.confluent_ids.get(&schema.fingerprint) {
+            Some(id) => {
+                out.push(CONFLUENT_MAGIC);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+            None => out.extend_from_slice(&schema.header()),
+        }
     }
 
     /// Registers every `*.avsc` file in a directory.
@@ -229,10 +290,30 @@ impl Codec {
         &self.transaction
     }
 
-    /// Splits a single-object record into its writer schema and datum bytes.
-    fn frame<'a>(&self, payload: &'a [u8]) -> Result<(&KnownSchema, &'a [u8]), DecodeError> {
+    /// Splits a record into its writer schema and datum bytes: Avro
+    /// single-object encoding, or Confluent framing when a registry is set.
+    fn frame<'a>(&self, payload: &'a [u8]) -> Result<(Arc<KnownSchema>, &'a [u8]), DecodeError> {
         if payload.is_empty() {
             return Err(DecodeError::EmptyPayload);
+        }
+        if payload[0] == CONFLUENT_MAGIC {
+            let Some(reg) = &self.registry else {
+                return Err(DecodeError::NotSingleObject(
+                    "starts with 00 (Confluent framing?) but no schema registry is configured (--schema-registry-url)".into(),
+                ));
+            };
+            let Some(id) = payload.get(1..CONFLUENT_HEADER_LEN) else {
+                return Err(DecodeError::NotSingleObject(format!(
+                    "{} bytes, shorter than the {CONFLUENT_HEADER_LEN}-byte Confluent header",
+                    payload.len()
+                )));
+            };
+            let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+            let writer = reg.schema(id).map_err(|e| DecodeError::UnknownSchemaId {
+                id,
+                detail: e.to_string(),
+            })?;
+            return Ok((writer, &payload[CONFLUENT_HEADER_LEN..]));
         }
         if payload.len() < HEADER_LEN {
             return Err(DecodeError::NotSingleObject(format!(
@@ -253,7 +334,7 @@ impl Codec {
             .writers
             .get(&fp)
             .ok_or(DecodeError::UnknownFingerprint(fp))?;
-        Ok((writer, &payload[HEADER_LEN..]))
+        Ok((writer.clone(), &payload[HEADER_LEN..]))
     }
 
     /// Decodes a datum written with `writer`, resolved into `reader`, and
@@ -296,7 +377,7 @@ impl Codec {
     ) -> Result<Transaction, DecodeError> {
         let payload = payload.ok_or(DecodeError::EmptyPayload)?;
         let (writer, datum) = self.frame(payload)?;
-        let fields = Self::read(writer, &self.transaction, datum)?;
+        let fields = Self::read(&writer, &self.transaction, datum)?;
         let mut f = Fields(fields);
         let tx = Transaction {
             transaction_id: f.string("transaction_id")?,
@@ -327,7 +408,7 @@ impl Codec {
     pub fn decode_label(&self, payload: Option<&[u8]>) -> Result<FraudLabel, DecodeError> {
         let payload = payload.ok_or(DecodeError::EmptyPayload)?;
         let (writer, datum) = self.frame(payload)?;
-        let mut f = Fields(Self::read(writer, &self.label, datum)?);
+        let mut f = Fields(Self::read(&writer, &self.label, datum)?);
         Ok(FraudLabel {
             transaction_id: f.string("transaction_id")?,
             customer_id: f.string("customer_id")?,
@@ -341,7 +422,7 @@ impl Codec {
     pub fn decode_scored(&self, payload: Option<&[u8]>) -> Result<ScoredTransaction, DecodeError> {
         let payload = payload.ok_or(DecodeError::EmptyPayload)?;
         let (writer, datum) = self.frame(payload)?;
-        let mut f = Fields(Self::read(writer, &self.scored, datum)?);
+        let mut f = Fields(Self::read(&writer, &self.scored, datum)?);
         Ok(ScoredTransaction {
             transaction_id: f.string("transaction_id")?,
             event_time: f.long("event_time")?,
@@ -368,6 +449,7 @@ impl Codec {
     }
 
     fn encode_with(
+        &self,
         schema: &KnownSchema,
         fields: Vec<(&str, Value)>,
         what: &'static str,
@@ -385,13 +467,13 @@ impl Codec {
             }
         })?;
         let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
-        out.extend_from_slice(&schema.header());
+        self.header_of(schema, &mut out);
         out.extend_from_slice(&datum);
         Ok(out)
     }
 
     pub fn encode_transaction(&self, tx: &Transaction) -> Result<Vec<u8>, SchemaError> {
-        Self::encode_with(&self.transaction, transaction_fields(tx), "Transaction")
+        self.encode_with(&self.transaction, transaction_fields(tx), "Transaction")
     }
 
     /// Encodes a transaction with an arbitrary registered writer schema: fields
@@ -412,7 +494,7 @@ impl Codec {
             .filter(|(k, _)| names.iter().any(|n| n == k))
             .collect();
         fields.sort_by_key(|(k, _)| names.iter().position(|n| n == k));
-        Self::encode_with(writer, fields, "Transaction")
+        self.encode_with(writer, fields, "Transaction")
     }
 
     /// Encodes a scored record. Hot path: written by hand in Avro's binary
@@ -420,7 +502,7 @@ impl Codec {
     /// encoder), six times faster than going through `Value`.
     pub fn encode_scored(&self, s: &ScoredTransaction) -> Result<Vec<u8>, SchemaError> {
         let mut out = Vec::with_capacity(HEADER_LEN + 64 + s.transaction_id.len());
-        out.extend_from_slice(&self.scored.header());
+        self.header_of(&self.scored, &mut out);
         put_str(&mut out, &s.transaction_id);
         put_long(&mut out, s.event_time);
         put_str(&mut out, &s.customer_id);
@@ -452,12 +534,12 @@ impl Codec {
             ("model_version", Value::String(s.model_version.clone())),
             ("scored_at", Value::TimestampMillis(s.scored_at)),
         ];
-        Self::encode_with(&self.scored, fields, "ScoredTransaction")
+        self.encode_with(&self.scored, fields, "ScoredTransaction")
     }
 
     /// Encodes a drift report given as the record's fields (see `drift::task`).
     pub fn encode_drift(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
-        Self::encode_with(&self.drift, fields, "DriftReport")
+        self.encode_with(&self.drift, fields, "DriftReport")
     }
 
     pub fn encode_label(&self, l: &FraudLabel) -> Result<Vec<u8>, SchemaError> {
@@ -469,7 +551,7 @@ impl Codec {
             ("is_fraud", Value::Boolean(l.is_fraud)),
             ("reported_at", Value::TimestampMillis(l.reported_at)),
         ];
-        Self::encode_with(&self.label, fields, "FraudLabel")
+        self.encode_with(&self.label, fields, "FraudLabel")
     }
 }
 

@@ -61,6 +61,7 @@ pub struct FileConfig {
     pub schema_dir: Option<PathBuf>,
     pub max_records: Option<u64>,
     pub metrics_addr: Option<String>,
+    pub schema_registry_url: Option<String>,
     pub challenger: Option<String>,
     pub ab_share: Option<f64>,
     pub shadow_topic: Option<String>,
@@ -132,6 +133,10 @@ pub struct RunArgs {
     /// Address of the HTTP endpoint (/metrics, /healthz, /readyz) [default: 0.0.0.0:9100]; "off" disables it.
     #[arg(long, env = "RISKSTREAM_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Confluent Schema Registry, http://[user:password@]host:port: decode `0x00`-framed
+    /// input and frame the outputs that way (subjects `<topic>-value`).
+    #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
     /// Challenger model (NAME@alias, NAME/VERSION or a directory) for A/B and shadow scoring.
     #[arg(long, env = "RISKSTREAM_CHALLENGER")]
     pub challenger: Option<String>,
@@ -177,6 +182,8 @@ pub struct RunConfig {
     pub kafka: BTreeMap<String, String>,
     pub drift: crate::drift::DriftConfig,
     pub serving: ServingConfig,
+    /// May hold credentials: log it only through `SchemaRegistry::url`.
+    pub schema_registry_url: Option<String>,
 }
 
 /// Challenger, A/B, shadow and the registry watch.
@@ -255,6 +262,10 @@ impl RunConfig {
             metrics_addr: None,
             kafka,
             drift: args.drift.resolve(&file.drift, &mut errors),
+            schema_registry_url: args
+                .schema_registry_url
+                .clone()
+                .or(file.schema_registry_url),
             serving: ServingConfig {
                 challenger: args.challenger.clone().or(file.challenger),
                 ab_share: args.ab_share.or(file.ab_share).unwrap_or(0.0),

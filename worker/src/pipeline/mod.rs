@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 
-use crate::codec::Codec;
+use crate::codec::{Codec, SchemaRegistry, Written};
 use crate::config::RunConfig;
 use crate::metrics::Metrics;
 use crate::model::Scorer;
@@ -75,6 +75,21 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     if let Some(dir) = &cfg.schema_dir {
         let n = codec.add_writer_schema_dir(dir)?;
         tracing::info!(dir = %dir.display(), schemas = n, "extra writer schemas registered");
+    }
+    if let Some(url) = &cfg.schema_registry_url {
+        codec.connect_registry(url)?;
+        let id = codec.register_output(Written::Scored, &cfg.output_topic)?;
+        if let Some(t) = &cfg.serving.shadow_topic {
+            codec.register_output(Written::Scored, t)?;
+        }
+        if let Some(t) = &cfg.drift.topic {
+            codec.register_output(Written::Drift, t)?;
+        }
+        tracing::info!(
+            registry = %SchemaRegistry::new(url).map(|r| r.url().to_string()).unwrap_or_default(),
+            scored_schema_id = id,
+            "Confluent framing: input decoded by schema id, outputs framed 0x00 + id"
+        );
     }
     let codec = Arc::new(codec);
     let location = crate::registry::resolve(&cfg.models_dir, &cfg.model)?;

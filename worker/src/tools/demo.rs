@@ -100,6 +100,7 @@ pub async fn demo(
         from: Some(args.from.clone()),
         to: Some(args.to.clone()),
         quiet: true,
+        schema_registry_url: None,
     };
     let handles = Handles {
         stop: stop.clone(),

@@ -47,6 +47,9 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Confluent Schema Registry (http://host:port): frame records with `0x00` + schema id.
+    #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +130,14 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
 }
 
 fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
-    let codec = Codec::new()?;
+    let mut codec = Codec::new()?;
+    if let Some(url) = &args.schema_registry_url {
+        codec.connect_registry(url)?;
+        codec.register_output(crate::codec::Written::Transaction, &args.topic)?;
+        if !args.labels_topic.is_empty() {
+            codec.register_output(crate::codec::Written::Label, &args.labels_topic)?;
+        }
+    }
     let from = args.from.as_deref().map(day_index).transpose()?;
     let to = args.to.as_deref().map(day_index).transpose()?;
     let mut cfg = client_config(&args.brokers, &BTreeMap::new());

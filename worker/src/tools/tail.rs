@@ -29,6 +29,9 @@ pub struct TailArgs {
     /// Exit after this many seconds without a new record.
     #[arg(long)]
     pub idle_timeout: Option<f64>,
+    /// Confluent Schema Registry (http://host:port) to decode `0x00`-framed records.
+    #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +85,10 @@ pub fn tail_with(
     args: &TailArgs,
     mut out: impl FnMut(serde_json::Value) -> Result<(), TailError>,
 ) -> Result<u64, TailError> {
-    let codec = Codec::new()?;
+    let mut codec = Codec::new()?;
+    if let Some(url) = &args.schema_registry_url {
+        codec.connect_registry(url)?;
+    }
     let mut cfg = client_config(&args.brokers, &BTreeMap::new());
     cfg.set("group.id", "riskstream-tail")
         .set("enable.auto.commit", "false");

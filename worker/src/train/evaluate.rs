@@ -172,6 +172,7 @@ pub fn evaluate_stream(args: &EvaluateStreamArgs) -> Result<FoldMetrics, TrainEr
                 from_beginning: true,
                 max: None,
                 idle_timeout: Some(args.idle_timeout),
+                schema_registry_url: std::env::var("RISKSTREAM_SCHEMA_REGISTRY_URL").ok(),
             },
             |v| {
                 out.push(v);
