@@ -15,6 +15,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RISKSTREAM_CACHE/target}"
 N="${BENCH_RECORDS:-200000}"
 OUT="${BENCH_OUT:-bench-results.md}"
 command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || true; }
+scripts/deps.sh >&2
 cargo build --release --locked --bin riskstream >&2
 scripts/broker.sh start >&2
 B="$CARGO_TARGET_DIR/release/riskstream"

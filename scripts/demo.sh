@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}/target}"
+scripts/deps.sh >&2
 cargo build --release --locked --bin riskstream
 exec "$CARGO_TARGET_DIR/release/riskstream" demo "$@"

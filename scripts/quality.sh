@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}/target}"
+scripts/deps.sh >&2
 cargo build --release --locked --bin riskstream >&2
 B="$CARGO_TARGET_DIR/release/riskstream"
 CSV=../shared/data/handbook/transactions.csv.gz

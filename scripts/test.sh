@@ -8,6 +8,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RISKSTREAM_CACHE/target}"
 export BROKER_PORT="${BROKER_PORT:-9092}"
 export RISKSTREAM_TEST_BROKERS="127.0.0.1:$BROKER_PORT"
 
+scripts/deps.sh
+
 started=0
 if ! scripts/broker.sh status >/dev/null 2>&1; then
   scripts/broker.sh start

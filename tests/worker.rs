@@ -388,3 +388,110 @@ async fn sigkill_of_one_instance_loses_nothing() {
     // half of the partitions of the first half of the input at most.
     assert!(dups <= half / 2, "{dups} duplicates");
 }
+
+/// `riskstream_records_replayed_total` from a /metrics body.
+fn replayed(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("riskstream_records_replayed_total "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_false_while_state_rebuilds_and_true_after() {
+    let t = Topics::new("ready");
+    t.create(4).await;
+    let n = 80_000;
+    let input = txs(100, n);
+    produce_transactions(&t.input, &input).await;
+    // A scores everything and stops: its offsets are committed at the end.
+    let mut a = Worker::start(&t, &["--max-records", &n.to_string()]);
+    assert_eq!(
+        a.wait(Duration::from_secs(120)),
+        Some(0),
+        "log:\n{}",
+        a.log_text()
+    );
+    // B owns every partition and must replay them into customer state.
+    let b = Worker::start(&t, &[]);
+    assert!(wait_for(Duration::from_secs(30), || b
+        .log_text()
+        .contains("serving /metrics")));
+    let (mut rebuilding_seen, mut ready_after) = (false, false);
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        let log = b.log_text();
+        let ready = http_get(&log, "/readyz").0.contains("200");
+        let done = replayed(&http_get(&log, "/metrics").1).unwrap_or(0);
+        if !ready && done > 0 && done < n as u64 {
+            rebuilding_seen = true;
+        }
+        if ready {
+            // Ready only once every committed record was replayed.
+            assert_eq!(done, n as u64, "ready before the rebuild finished");
+            ready_after = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        rebuilding_seen,
+        "never saw /readyz false during the rebuild; log:\n{}",
+        b.log_text()
+    );
+    assert!(ready_after, "never ready; log:\n{}", b.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_secrets_never_reach_logs_or_metrics() {
+    let t = Topics::new("sasl");
+    let secret = "s3cr3t-Pa55word";
+    let log = std::env::temp_dir().join(format!("{}.log", unique("sasl")));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .args([
+            "run",
+            "--brokers",
+            &brokers(),
+            "--group",
+            &t.group,
+            "--input-topic",
+            &t.input,
+        ])
+        .args(["--metrics-addr", "127.0.0.1:0", "--device", "cpu"])
+        .args([
+            "--kafka",
+            "security.protocol=SASL_PLAINTEXT",
+            "--kafka",
+            "sasl.mechanism=SCRAM-SHA-512",
+        ])
+        .args(["--kafka", "sasl.username=riskstream"])
+        .env("RISKSTREAM_KAFKA_SASL_PASSWORD", secret)
+        .env("RISKSTREAM_LOG", "debug")
+        .current_dir(repo())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_for(Duration::from_secs(30), || text()
+            .contains("serving /metrics")),
+        "{}",
+        text()
+    );
+    let (_, metrics) = http_get(&text(), "/metrics");
+    assert!(!metrics.contains(secret));
+    // The broker on loopback speaks no SASL: the worker gives up with a clear error.
+    let mut code = None;
+    assert!(wait_for(Duration::from_secs(60), || {
+        code = child.try_wait().unwrap().and_then(|s| s.code());
+        code.is_some()
+    }));
+    let _ = child.kill();
+    assert_eq!(code, Some(1), "{}", text());
+    assert!(
+        text().contains("cannot reach the Kafka cluster"),
+        "{}",
+        text()
+    );
+    assert!(!text().contains(secret), "the password leaked into the log");
+}

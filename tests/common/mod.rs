@@ -113,10 +113,22 @@ pub async fn produce_raw(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
         if let Some(k) = k {
             r = r.key(k.as_slice());
         }
-        futs.push(p.send(r, Duration::from_secs(30)));
+        // Enqueue at once (`send` would wait for each delivery in turn).
+        loop {
+            match p.send_result(r) {
+                Ok(f) => {
+                    futs.push(f);
+                    break;
+                }
+                Err((_, back)) => {
+                    r = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
     }
     for f in futs {
-        f.await.expect("delivery");
+        f.await.expect("delivery").expect("delivered");
     }
 }
 

@@ -113,3 +113,29 @@ pub fn partition_count<C: ClientContext>(
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::BaseProducer;
+
+    #[test]
+    fn ssl_and_sasl_scram_are_built_in() {
+        // librdkafka rejects these at create() when built without OpenSSL.
+        for (proto, mech) in [
+            ("SSL", None),
+            ("SASL_SSL", Some("SCRAM-SHA-512")),
+            ("SASL_PLAINTEXT", Some("PLAIN")),
+        ] {
+            let mut opts = BTreeMap::new();
+            opts.insert("security.protocol".to_string(), proto.to_string());
+            if let Some(m) = mech {
+                opts.insert("sasl.mechanism".to_string(), m.to_string());
+                opts.insert("sasl.username".to_string(), "u".to_string());
+                opts.insert("sasl.password".to_string(), "p".to_string());
+            }
+            let p: Result<BaseProducer, _> = client_config("127.0.0.1:1", &opts).create();
+            assert!(p.is_ok(), "{proto} {mech:?}: {:?}", p.err());
+        }
+    }
+}
