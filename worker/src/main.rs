@@ -73,6 +73,15 @@ enum ModelsCmd {
         #[arg(long, default_value = "models")]
         models_dir: std::path::PathBuf,
     },
+    /// Write a version's weights, standardisation and threshold as JSON (for other runtimes).
+    Export {
+        /// NAME/VERSION, NAME@ALIAS or a directory.
+        reference: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value = "models")]
+        models_dir: std::path::PathBuf,
+    },
     /// Point an alias at a version.
     Promote {
         name: String,
@@ -260,6 +269,26 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<()> {
         } => {
             let dir = riskstream::train::rebuild_reference(&models_dir, &reference, &csv)?;
             println!("{}", dir.join(riskstream::drift::REFERENCE_FILE).display());
+        }
+        ModelsCmd::Export {
+            reference,
+            out,
+            models_dir,
+        } => {
+            let loc = registry::resolve(&models_dir, &reference)?;
+            let scorer = riskstream::model::Scorer::load(
+                &loc,
+                riskstream::model::choose_device(riskstream::config::DeviceChoice::Cpu)?,
+            )?;
+            let json = serde_json::json!({
+                "name": loc.name, "version": loc.version,
+                "inputs": scorer.card.inputs, "mean": scorer.card.mean, "std": scorer.card.std,
+                "threshold": scorer.card.threshold,
+                "activation": "relu between layers, sigmoid on the last",
+                "layers": scorer.dense_layers()?,
+            });
+            std::fs::write(&out, serde_json::to_string(&json)? + "\n")?;
+            println!("{}", out.display());
         }
         ModelsCmd::List { models_dir } => {
             let mut names: Vec<String> = std::fs::read_dir(&models_dir)?

@@ -83,7 +83,47 @@ impl MlpShape {
     }
 }
 
+/// One dense layer as plain numbers: `weight` is `[d_in, d_out]` row-major
+/// (y = x · W + b).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DenseLayer {
+    pub d_in: usize,
+    pub d_out: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
 impl Mlp {
+    /// The weights as plain numbers (for export to other runtimes).
+    pub fn dense_layers(&self) -> Result<Vec<DenseLayer>, ModelError> {
+        let err = |e: String| ModelError::Inference(e);
+        self.layers
+            .iter()
+            .map(|l| {
+                let w = l.weight.val();
+                let [d_in, d_out] = w.dims();
+                let weight = w
+                    .into_data()
+                    .to_vec::<f32>()
+                    .map_err(|e| err(format!("{e:?}")))?;
+                let bias = match &l.bias {
+                    Some(b) => b
+                        .val()
+                        .into_data()
+                        .to_vec::<f32>()
+                        .map_err(|e| err(format!("{e:?}")))?,
+                    None => vec![0.0; d_out],
+                };
+                Ok(DenseLayer {
+                    d_in,
+                    d_out,
+                    weight,
+                    bias,
+                })
+            })
+            .collect()
+    }
+
     /// Logits of standardised inputs.
     ///
     /// # Shapes
@@ -317,6 +357,11 @@ impl Scorer {
             device,
             scratch: Vec::new(),
         }
+    }
+
+    /// The network's weights as plain numbers.
+    pub fn dense_layers(&self) -> Result<Vec<DenseLayer>, ModelError> {
+        self.mlp.dense_layers()
     }
 
     pub fn device_description(&self) -> &str {
