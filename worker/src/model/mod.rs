@@ -104,13 +104,13 @@ impl Mlp {
                 let [d_in, d_out] = w.dims();
                 let weight = w
                     .into_data()
-                    .to_vec::<f32>()
+                    .try_to_vec::<f32>()
                     .map_err(|e| err(format!("{e:?}")))?;
                 let bias = match &l.bias {
                     Some(b) => b
                         .val()
                         .into_data()
-                        .to_vec::<f32>()
+                        .try_to_vec::<f32>()
                         .map_err(|e| err(format!("{e:?}")))?,
                     None => vec![0.0; d_out],
                 };
