@@ -172,7 +172,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 handled = report.handled,
                 seconds = report.seconds,
                 active_seconds = report.active_seconds,
-                records_per_second = report.handled as f64 / report.active_seconds.max(1e-9),
+                records_per_second =
+                    report.handled.saturating_sub(1) as f64 / report.active_seconds.max(1e-9),
                 first_output_seconds = report.first_output_seconds.unwrap_or(-1.0),
                 processing_ms_p50 = q(0.5),
                 processing_ms_p99 = q(0.99),
@@ -235,13 +236,18 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 4,
             )
             .await?;
-            let (n, secs) = tokio::task::spawn_blocking(move || {
+            let r = tokio::task::spawn_blocking(move || {
                 riskstream::tools::passthrough::passthrough(&args)
             })
             .await??;
             println!(
-                "passthrough: {n} records in {secs:.2}s = {:.0} records/s",
-                n as f64 / secs.max(1e-9)
+                "passthrough: {} records in {:.2}s = {:.0} records/s; consume→ack p50 {:.1} ms p99 {:.1} ms p999 {:.1} ms",
+                r.records,
+                r.seconds,
+                r.records as f64 / r.seconds.max(1e-9),
+                r.latency_ms[0],
+                r.latency_ms[1],
+                r.latency_ms[2]
             );
         }
         Cmd::Drift(args) => {

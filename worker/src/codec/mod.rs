@@ -377,15 +377,19 @@ impl Codec {
     ) -> Result<Transaction, DecodeError> {
         let payload = payload.ok_or(DecodeError::EmptyPayload)?;
         let (writer, datum) = self.frame(payload)?;
-        let fields = Self::read(&writer, &self.transaction, datum)?;
-        let mut f = Fields(fields);
-        let tx = Transaction {
-            transaction_id: f.string("transaction_id")?,
-            event_time: f.long("event_time")?,
-            customer_id: f.string("customer_id")?,
-            terminal_id: f.string("terminal_id")?,
-            amount: f.double("amount")?,
-            currency: f.string("currency")?,
+        let tx = if writer.fingerprint == self.transaction.fingerprint {
+            // Hot path: the current schema, read by hand (no `Value` tree).
+            decode_transaction_datum(datum)?
+        } else {
+            let mut f = Fields(Self::read(&writer, &self.transaction, datum)?);
+            Transaction {
+                transaction_id: f.string("transaction_id")?,
+                event_time: f.long("event_time")?,
+                customer_id: f.string("customer_id")?,
+                terminal_id: f.string("terminal_id")?,
+                amount: f.double("amount")?,
+                currency: f.string("currency")?,
+            }
         };
         match key {
             None | Some([]) => return Err(DecodeError::MissingKey),
@@ -408,6 +412,9 @@ impl Codec {
     pub fn decode_label(&self, payload: Option<&[u8]>) -> Result<FraudLabel, DecodeError> {
         let payload = payload.ok_or(DecodeError::EmptyPayload)?;
         let (writer, datum) = self.frame(payload)?;
+        if writer.fingerprint == self.label.fingerprint {
+            return decode_label_datum(datum);
+        }
         let mut f = Fields(Self::read(&writer, &self.label, datum)?);
         Ok(FraudLabel {
             transaction_id: f.string("transaction_id")?,
@@ -580,6 +587,130 @@ fn put_long(out: &mut Vec<u8>, v: i64) {
 fn put_str(out: &mut Vec<u8>, s: &str) {
     put_long(out, s.len() as i64);
     out.extend_from_slice(s.as_bytes());
+}
+
+/// A bounds-checked reader of Avro binary encoding.
+struct AvroReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> AvroReader<'a> {
+    fn malformed(&self, what: &str) -> DecodeError {
+        DecodeError::Malformed(format!("{what} at byte {}", self.pos))
+    }
+
+    fn long(&mut self) -> Result<i64, DecodeError> {
+        let mut z: u64 = 0;
+        for i in 0..10 {
+            let b = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| self.malformed("truncated long"))?;
+            self.pos += 1;
+            z |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
+            }
+        }
+        Err(self.malformed("long longer than 10 bytes"))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let n = self.long()?;
+        let n = usize::try_from(n).map_err(|_| self.malformed("negative string length"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| self.malformed("string runs past the end"))?;
+        let s = std::str::from_utf8(&self.buf[self.pos..end])
+            .map_err(|_| self.malformed("string is not UTF-8"))?
+            .to_string();
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn boolean(&mut self) -> Result<bool, DecodeError> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.malformed("truncated boolean"))?;
+        self.pos += 1;
+        match b {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.malformed("boolean is neither 0 nor 1")),
+        }
+    }
+
+    fn double(&mut self) -> Result<f64, DecodeError> {
+        let b: [u8; 8] = self
+            .buf
+            .get(self.pos..self.pos + 8)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| self.malformed("truncated double"))?;
+        self.pos += 8;
+        Ok(f64::from_le_bytes(b))
+    }
+}
+
+/// A datum of the current `schemas/transaction.avsc`, read field by field
+/// (the test suite checks it against the generic decoder).
+fn decode_transaction_datum(datum: &[u8]) -> Result<Transaction, DecodeError> {
+    let mut r = AvroReader { buf: datum, pos: 0 };
+    let tx = Transaction {
+        transaction_id: r.string()?,
+        event_time: r.long()?,
+        customer_id: r.string()?,
+        terminal_id: r.string()?,
+        amount: r.double()?,
+        currency: r.string()?,
+    };
+    if r.pos != datum.len() {
+        return Err(DecodeError::Malformed(format!(
+            "{} trailing bytes after the datum",
+            datum.len() - r.pos
+        )));
+    }
+    Ok(tx)
+}
+
+/// A datum of the current `schemas/fraud_label.avsc`, read field by field.
+fn decode_label_datum(datum: &[u8]) -> Result<FraudLabel, DecodeError> {
+    let mut r = AvroReader { buf: datum, pos: 0 };
+    let l = FraudLabel {
+        transaction_id: r.string()?,
+        customer_id: r.string()?,
+        terminal_id: r.string()?,
+        event_time: r.long()?,
+        is_fraud: r.boolean()?,
+        reported_at: r.long()?,
+    };
+    if r.pos != datum.len() {
+        return Err(DecodeError::Malformed(format!(
+            "{} trailing bytes after the datum",
+            datum.len() - r.pos
+        )));
+    }
+    Ok(l)
+}
+
+/// The generic (`Value`-based) decoding of a current-schema transaction datum.
+pub fn decode_transaction_generic(
+    codec: &Codec,
+    payload: &[u8],
+) -> Result<Transaction, DecodeError> {
+    let (writer, datum) = codec.frame(payload)?;
+    let mut f = Fields(Codec::read(&writer, &codec.transaction, datum)?);
+    Ok(Transaction {
+        transaction_id: f.string("transaction_id")?,
+        event_time: f.long("event_time")?,
+        customer_id: f.string("customer_id")?,
+        terminal_id: f.string("terminal_id")?,
+        amount: f.double("amount")?,
+        currency: f.string("currency")?,
+    })
 }
 
 /// Business validation of a decoded transaction.

@@ -174,3 +174,73 @@ fn scored_and_label_records_round_trip_and_render_as_json() {
         "wrong_schema"
     );
 }
+
+#[test]
+fn hand_written_decoder_matches_the_generic_one_and_never_panics() {
+    let c = Codec::new().unwrap();
+    let mut cases = vec![tx()];
+    for i in 0..200i64 {
+        cases.push(Transaction {
+            transaction_id: format!("{}", i * 7919),
+            event_time: i * 1_000_003 - 50_000,
+            customer_id: "é".repeat((i % 5) as usize) + &i.to_string(),
+            terminal_id: String::new(),
+            amount: (i as f64) * 3.7 - 100.0,
+            currency: "EUR".into(),
+        });
+    }
+    for t in &cases {
+        let bytes = c.encode_transaction(t).unwrap();
+        let fast = decode_transaction_datum(&bytes[HEADER_LEN..]).unwrap();
+        let slow = decode_transaction_generic(&c, &bytes).unwrap();
+        assert_eq!(fast, slow);
+        assert_eq!(&fast, t);
+        // Every truncation and a trailing byte are errors, not panics.
+        for n in 0..bytes.len() - HEADER_LEN {
+            assert!(decode_transaction_datum(&bytes[HEADER_LEN..HEADER_LEN + n]).is_err());
+        }
+        let mut longer = bytes[HEADER_LEN..].to_vec();
+        longer.push(0);
+        assert!(decode_transaction_datum(&longer).is_err());
+    }
+    // Garbage lengths and invalid UTF-8.
+    assert!(decode_transaction_datum(&[0x01]).is_err());
+    assert!(decode_transaction_datum(&[0xff; 12]).is_err());
+    assert!(decode_transaction_datum(&[0x04, 0xff, 0xfe]).is_err());
+}
+
+#[test]
+fn hand_written_label_decoder_matches_the_generic_one() {
+    let c = Codec::new().unwrap();
+    for i in 0..100i64 {
+        let l = FraudLabel {
+            transaction_id: i.to_string(),
+            customer_id: format!("c{i}"),
+            terminal_id: "ü".repeat((i % 3) as usize),
+            event_time: i * 86_400_000 - 7,
+            is_fraud: i % 2 == 0,
+            reported_at: i * 86_400_000 + 604_800_000,
+        };
+        let bytes = c.encode_label(&l).unwrap();
+        assert_eq!(decode_label_datum(&bytes[HEADER_LEN..]).unwrap(), l);
+        assert_eq!(c.decode_label(Some(&bytes)).unwrap(), l);
+        for n in 0..bytes.len() - HEADER_LEN {
+            assert!(decode_label_datum(&bytes[HEADER_LEN..HEADER_LEN + n]).is_err());
+        }
+    }
+    // A boolean byte other than 0/1 is malformed.
+    let mut bad = c
+        .encode_label(&FraudLabel {
+            transaction_id: "1".into(),
+            customer_id: "2".into(),
+            terminal_id: "3".into(),
+            event_time: 4,
+            is_fraud: true,
+            reported_at: 5,
+        })
+        .unwrap();
+    let pos = HEADER_LEN + 6 + 1;
+    assert_eq!(bad[pos], 1);
+    bad[pos] = 2;
+    assert!(c.decode_label(Some(&bad)).is_err());
+}

@@ -196,6 +196,10 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub inference_seconds: Histogram,
     pub processing_seconds: Histogram,
+    /// Consume → its batch is scored (queueing, batching, label wait), per batch (oldest record).
+    pub scoring_wait_seconds: Histogram,
+    /// Output handed to the producer → acknowledged by the broker.
+    pub delivery_seconds: Histogram,
     pub event_lag_seconds: Histogram,
     /// Dead-lettered records by reason code.
     pub dead_lettered: Mutex<Vec<(&'static str, u64)>>,
@@ -231,6 +235,8 @@ impl Default for Metrics {
             batch_size: Histogram::with_base(1.0),
             inference_seconds: Histogram::default(),
             processing_seconds: Histogram::default(),
+            scoring_wait_seconds: Histogram::default(),
+            delivery_seconds: Histogram::default(),
             event_lag_seconds: Histogram::default(),
             dead_lettered: Mutex::new(Vec::new()),
             model_info: Mutex::new(Vec::new()),
@@ -374,6 +380,11 @@ impl Metrics {
             ("riskstream_batch_size", &self.batch_size),
             ("riskstream_inference_seconds", &self.inference_seconds),
             ("riskstream_processing_seconds", &self.processing_seconds),
+            (
+                "riskstream_scoring_wait_seconds",
+                &self.scoring_wait_seconds,
+            ),
+            ("riskstream_delivery_seconds", &self.delivery_seconds),
             ("riskstream_event_lag_seconds", &self.event_lag_seconds),
         ] {
             let _ = writeln!(out, "# TYPE {name} histogram");

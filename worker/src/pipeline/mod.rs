@@ -61,7 +61,7 @@ pub struct RunReport {
     pub handled: u64,
     /// Process start to stop.
     pub seconds: f64,
-    /// First output delivered to stop (throughput denominator: excludes
+    /// First output delivered to the last (throughput denominator: excludes
     /// start-up, group join and the label-history load).
     pub active_seconds: f64,
     /// Start to first output delivered (cold start).
@@ -146,10 +146,13 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     );
 
     let tracker = Arc::new(OffsetTracker::new());
-    let (to_scoring, scoring_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
+    // Counted in chunks of up to `CHUNK` records.
+    let (to_scoring, scoring_rx) =
+        std::sync::mpsc::sync_channel(cfg.queue_records.div_ceil(crate::source::CHUNK).max(2));
     let consumer = input_consumer(&cfg, tracker.clone(), handles.metrics.clone())?;
     let producer = producer(&cfg)?;
-    let (labels_tx, labels_rx) = std::sync::mpsc::sync_channel(cfg.queue_records);
+    let (labels_tx, labels_rx) =
+        std::sync::mpsc::sync_channel(cfg.queue_records.div_ceil(crate::source::CHUNK).max(2));
     let (sink_tx, sink_rx) =
         tokio::sync::mpsc::channel(cfg.queue_records.div_ceil(cfg.batch_max).max(2));
     let progress = Arc::new(LabelProgress::default());
@@ -272,6 +275,7 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     let sink_result = sink
         .run(sink_rx, move || limit_stop.store(true, Ordering::Release))
         .await;
+    let sink_done = Instant::now();
     // The sink only returns early on a fatal error: stop the rest too.
     stop.store(true, Ordering::Release);
     labels_stop.store(true, Ordering::Release);
@@ -315,9 +319,9 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         handled,
         seconds: started.elapsed().as_secs_f64(),
         active_seconds: m
-            .first_consumed
+            .first_delivered
             .get()
-            .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+            .map_or(0.0, |t| sink_done.duration_since(*t).as_secs_f64()),
         first_output_seconds: m
             .first_delivered
             .get()

@@ -68,6 +68,45 @@ pub struct BatchPolicy {
     pub labels_wait: Duration,
 }
 
+/// The scoring thread's end of the source channel: unpacks `Work::Many`.
+struct Inbox {
+    rx: Receiver<Work>,
+    pending: std::collections::VecDeque<Work>,
+}
+
+impl Inbox {
+    fn unpack(&mut self, w: Work) -> Work {
+        match w {
+            Work::Many(items) => {
+                self.pending.extend(items);
+                self.pending.pop_front().unwrap_or(Work::Many(Vec::new()))
+            }
+            w => w,
+        }
+    }
+
+    fn recv_timeout(&mut self, d: Duration) -> Result<Work, RecvTimeoutError> {
+        match self.pending.pop_front() {
+            Some(w) => Ok(w),
+            None => self.rx.recv_timeout(d).map(|w| self.unpack(w)),
+        }
+    }
+
+    fn try_recv(&mut self) -> Result<Work, std::sync::mpsc::TryRecvError> {
+        match self.pending.pop_front() {
+            Some(w) => Ok(w),
+            None => self.rx.try_recv().map(|w| self.unpack(w)),
+        }
+    }
+}
+
+/// Applies a chunk of labels, in order.
+pub fn apply_labels(engine: &mut FeatureEngine, labels: &[FraudLabel]) {
+    for l in labels {
+        apply_label(engine, l);
+    }
+}
+
 /// Applies a label to the engine.
 pub fn apply_label(engine: &mut FeatureEngine, l: &FraudLabel) {
     engine.observe_label(LabelRef {
@@ -110,12 +149,16 @@ pub fn run_scoring_loop(
     metrics: Arc<Metrics>,
     policy: BatchPolicy,
     input: Receiver<Work>,
-    labels: Receiver<FraudLabel>,
+    labels: Receiver<Vec<FraudLabel>>,
     progress: Arc<LabelProgress>,
     to_sink: mpsc::Sender<SinkItem>,
     stop: Arc<AtomicBool>,
     drift: Option<DriftSender>,
 ) -> Result<(), ScoringError> {
+    let mut inbox = Inbox {
+        rx: input,
+        pending: std::collections::VecDeque::new(),
+    };
     let mut engine = FeatureEngine::new();
     let mut batch: Vec<Incoming> = Vec::with_capacity(policy.batch_max);
     let mut open = true;
@@ -123,13 +166,13 @@ pub fn run_scoring_loop(
     let t0 = Instant::now();
     while !progress.initial_load_done.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
         match labels.recv_timeout(Duration::from_millis(10)) {
-            Ok(l) => apply_label(&mut engine, &l),
+            Ok(l) => apply_labels(&mut engine, &l),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     while let Ok(l) = labels.try_recv() {
-        apply_label(&mut engine, &l);
+        apply_labels(&mut engine, &l);
     }
     tracing::info!(
         labels = engine.state_size().3,
@@ -147,15 +190,17 @@ pub fn run_scoring_loop(
     };
     while open {
         // First record of the batch: wait, checking labels now and then.
-        match input.recv_timeout(Duration::from_millis(50)) {
+        match inbox.recv_timeout(Duration::from_millis(50)) {
             Ok(Work::Score(i)) => batch.push(i),
             Ok(Work::Replay(tx)) => {
                 replay(&mut engine, &tx);
                 continue;
             }
+            // Only an empty `Many` can get here: nothing to do.
+            Ok(Work::Many(_)) => continue,
             Err(RecvTimeoutError::Timeout) => {
                 while let Ok(l) = labels.try_recv() {
-                    apply_label(&mut engine, &l);
+                    apply_labels(&mut engine, &l);
                 }
                 continue;
             }
@@ -166,16 +211,17 @@ pub fn run_scoring_loop(
             let now = Instant::now();
             let wait = deadline.saturating_duration_since(now);
             let got = if wait.is_zero() {
-                input.try_recv().map_err(|e| match e {
+                inbox.try_recv().map_err(|e| match e {
                     std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
                     std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
                 })
             } else {
-                input.recv_timeout(wait)
+                inbox.recv_timeout(wait)
             };
             match got {
                 Ok(Work::Score(i)) => batch.push(i),
                 Ok(Work::Replay(tx)) => replay(&mut engine, &tx),
+                Ok(Work::Many(_)) => {}
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     open = false;
@@ -190,7 +236,7 @@ pub fn run_scoring_loop(
             let caught_up = progress.caught_up.load(Ordering::Acquire);
             let wm = progress.watermark.load(Ordering::Acquire);
             while let Ok(l) = labels.try_recv() {
-                apply_label(&mut engine, &l);
+                apply_labels(&mut engine, &l);
             }
             if caught_up
                 || wm >= newest
@@ -200,7 +246,7 @@ pub fn run_scoring_loop(
                 break;
             }
             match labels.recv_timeout(Duration::from_millis(2)) {
-                Ok(l) => apply_label(&mut engine, &l),
+                Ok(l) => apply_labels(&mut engine, &l),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -275,6 +321,11 @@ pub fn score_batch(
     batch: &mut Vec<Incoming>,
     drift: Option<&DriftSender>,
 ) -> Result<ScoredBatch, ScoringError> {
+    if let Some(oldest) = batch.iter().map(|i| i.consumed_at).min() {
+        metrics
+            .scoring_wait_seconds
+            .observe(oldest.elapsed().as_secs_f64());
+    }
     let feats = features_of(engine, batch);
     let n = batch.len();
     let to_challenger: Vec<bool> = batch

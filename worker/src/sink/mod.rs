@@ -55,13 +55,16 @@ struct Origin {
     offset: i64,
     consumed_at: Option<Instant>,
     event_time: Option<i64>,
+    /// Handed to the producer (set by `track`).
+    enqueued_at: Option<Instant>,
 }
 
 type Pending = std::pin::Pin<
     Box<dyn std::future::Future<Output = (Origin, Result<(), (KafkaError, OwnedMessage)>)> + Send>,
 >;
 
-fn track(origin: Origin, fut: DeliveryFuture) -> Pending {
+fn track(mut origin: Origin, fut: DeliveryFuture) -> Pending {
+    origin.enqueued_at.get_or_insert_with(Instant::now);
     Box::pin(async move {
         let r = match fut.await {
             Ok(Ok(_)) => Ok(()),
@@ -98,6 +101,8 @@ pub struct Sink {
     /// Stop after this many handled records (tests, benchmarks).
     max_records: Option<u64>,
     handled: u64,
+    /// Producer → broker ack latencies not yet merged into the metrics.
+    delivery: LocalHistogram,
 }
 
 impl Sink {
@@ -120,6 +125,7 @@ impl Sink {
             max_in_flight: cfg.queue_records,
             max_records: cfg.max_records,
             handled: 0,
+            delivery: LocalHistogram::default(),
         }
     }
 
@@ -150,6 +156,7 @@ impl Sink {
                     if pending.is_empty() || self.handled.is_multiple_of(256) {
                         self.metrics.event_lag_seconds.merge(&std::mem::take(&mut lag));
                         self.metrics.processing_seconds.merge(&std::mem::take(&mut proc));
+                        self.metrics.delivery_seconds.merge(&std::mem::take(&mut self.delivery));
                     }
                     if self.max_records.is_some_and(|m| self.handled >= m) {
                         on_limit();
@@ -166,6 +173,7 @@ impl Sink {
                                     offset: r.offset,
                                     consumed_at: Some(r.consumed_at),
                                     event_time: Some(r.event_time),
+                                    enqueued_at: None,
                                 };
                                 let rec = FutureRecord::to(&output_topic)
                                     .key(r.key.as_bytes())
@@ -176,7 +184,7 @@ impl Sink {
                             }
                             if let Some(topic) = &shadow_topic {
                                 for r in batch.shadow {
-                                    let origin = Origin { track: false, partition: -1, offset: -1, consumed_at: None, event_time: None };
+                                    let origin = Origin { track: false, partition: -1, offset: -1, consumed_at: None, event_time: None, enqueued_at: None };
                                     let rec = FutureRecord::to(topic)
                                         .key(r.key.as_bytes())
                                         .payload(&r.payload)
@@ -211,7 +219,7 @@ impl Sink {
                             if let Some(p) = &d.payload {
                                 rec = rec.payload(p.as_slice());
                             }
-                            let origin = Origin { track: true, partition: d.partition, offset: d.offset, consumed_at: None, event_time: None };
+                            let origin = Origin { track: true, partition: d.partition, offset: d.offset, consumed_at: None, event_time: None, enqueued_at: None };
                             let fut = self.enqueue(rec, &mut pending, &mut lag, &mut proc).await?;
                             pending.push(track(origin, fut));
                         }
@@ -221,6 +229,7 @@ impl Sink {
         }
         self.metrics.event_lag_seconds.merge(&lag);
         self.metrics.processing_seconds.merge(&proc);
+        self.metrics.delivery_seconds.merge(&self.delivery);
         Ok(self.handled)
     }
 
@@ -263,6 +272,9 @@ impl Sink {
         match res {
             Ok(()) if !origin.track => Ok(()),
             Ok(()) => {
+                if let Some(t) = origin.enqueued_at {
+                    self.delivery.observe(t.elapsed().as_secs_f64());
+                }
                 self.handled += 1;
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
                 self.metrics.first_delivered.get_or_init(Instant::now);

@@ -12,7 +12,7 @@
 
 pub mod offsets;
 
-use std::collections::HashMap;
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -61,7 +61,14 @@ pub enum Work {
     /// Add this earlier record to customer state without output (state
     /// rebuild after a partition was assigned).
     Replay(Transaction),
+    /// Several of the above, in order: the source hands over what one
+    /// poll burst returned at once (one channel operation and at most one
+    /// wake-up instead of one per record).
+    Many(Vec<Work>),
 }
+
+/// Records the source gathers before handing them to scoring.
+pub const CHUNK: usize = 256;
 
 /// A record that failed decoding or validation, on its way to the DLQ.
 #[derive(Debug)]
@@ -313,7 +320,7 @@ pub fn input_consumer(
     let ctx = SourceContext {
         tracker,
         topic: cfg.input_topic.clone(),
-        replay_until: std::sync::Mutex::new(HashMap::new()),
+        replay_until: std::sync::Mutex::new(HashMap::default()),
         metrics,
         assigned: std::sync::Mutex::new(Vec::new()),
         joined: AtomicBool::new(false),
@@ -379,8 +386,26 @@ fn input_loop(
     stop: &AtomicBool,
     input_topic: &str,
 ) -> Result<(), SourceError> {
+    let mut chunk: Vec<Work> = Vec::with_capacity(CHUNK);
+    // Hands the gathered records over; false when scoring has gone.
+    let flush = |chunk: &mut Vec<Work>| -> bool {
+        if chunk.is_empty() {
+            return true;
+        }
+        let items = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
+        to_scoring.send(Work::Many(items)).is_ok()
+    };
     while !stop.load(Ordering::Acquire) {
-        let Some(res) = consumer.poll(Duration::from_millis(100)) else {
+        // Block only when nothing is waiting to be handed over.
+        let wait = if chunk.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        let Some(res) = consumer.poll(wait) else {
+            if !flush(&mut chunk) {
+                break;
+            }
             continue;
         };
         let m = match res {
@@ -398,7 +423,8 @@ fn input_loop(
             // History before the committed offset: state only, no output.
             if let Ok(tx) = codec.decode_transaction(m.key(), m.payload()) {
                 metrics.replayed.fetch_add(1, Ordering::Relaxed);
-                if to_scoring.send(Work::Replay(tx)).is_err() {
+                chunk.push(Work::Replay(tx));
+                if chunk.len() >= CHUNK && !flush(&mut chunk) {
                     break;
                 }
             }
@@ -415,7 +441,8 @@ fn input_loop(
                     tx,
                     consumed_at: Instant::now(),
                 };
-                if to_scoring.send(Work::Score(item)).is_err() {
+                chunk.push(Work::Score(item));
+                if chunk.len() >= CHUNK && !flush(&mut chunk) {
                     break;
                 }
             }
@@ -439,6 +466,7 @@ fn input_loop(
             }
         }
     }
+    flush(&mut chunk);
     Ok(())
 }
 
@@ -484,7 +512,7 @@ pub fn run_label_loop(
     cfg: RunConfig,
     codec: Arc<Codec>,
     metrics: Arc<Metrics>,
-    to_scoring: SyncSender<FraudLabel>,
+    to_scoring: SyncSender<Vec<FraudLabel>>,
     progress: Arc<LabelProgress>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), SourceError> {
@@ -513,7 +541,7 @@ pub fn run_label_loop(
     }
     consumer.assign(&tpl).map_err(SourceError::Create)?;
     let mut at_end: HashMap<i32, bool> = (0..n_parts as i32).map(|p| (p, false)).collect();
-    let mut newest: HashMap<i32, i64> = HashMap::new();
+    let mut newest: HashMap<i32, i64> = HashMap::default();
     let publish = |at_end: &HashMap<i32, bool>, newest: &HashMap<i32, i64>| {
         let all = at_end.values().all(|e| *e);
         let wm = at_end
@@ -529,10 +557,37 @@ pub fn run_label_loop(
         }
     };
     progress.caught_up.store(false, Ordering::Release);
+    // Labels go to scoring in chunks; progress is published only after the
+    // labels it covers were handed over.
+    let mut chunk: Vec<FraudLabel> = Vec::with_capacity(CHUNK);
+    let flush = |chunk: &mut Vec<FraudLabel>| -> bool {
+        if chunk.is_empty() {
+            return true;
+        }
+        metrics
+            .labels
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        to_scoring
+            .send(std::mem::replace(chunk, Vec::with_capacity(CHUNK)))
+            .is_ok()
+    };
     while !stop.load(Ordering::Acquire) {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
+        let wait = if chunk.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        match consumer.poll(wait) {
+            None => {
+                if !flush(&mut chunk) {
+                    break;
+                }
+                publish(&at_end, &newest);
+            }
             Some(Err(KafkaError::PartitionEOF(p))) => {
+                if !flush(&mut chunk) {
+                    break;
+                }
                 at_end.insert(p, true);
                 publish(&at_end, &newest);
             }
@@ -542,19 +597,22 @@ pub fn run_label_loop(
                 match codec.decode_label(m.payload()) {
                     Ok(l) => {
                         newest.insert(m.partition(), l.reported_at);
-                        metrics.labels.fetch_add(1, Ordering::Relaxed);
-                        if to_scoring.send(l).is_err() {
-                            break;
-                        }
+                        chunk.push(l);
                     }
                     Err(e) => tracing::warn!(
                         topic = %cfg.labels_topic, partition = m.partition(), offset = m.offset(),
                         reason = e.reason(), error = %e, "undecodable label skipped"
                     ),
                 }
-                publish(&at_end, &newest);
+                if chunk.len() >= CHUNK {
+                    if !flush(&mut chunk) {
+                        break;
+                    }
+                    publish(&at_end, &newest);
+                }
             }
         }
     }
+    flush(&mut chunk);
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! Batches complete out of order, so the offset that may be committed is the
 //! end of the contiguous done prefix: everything below it was delivered.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 

@@ -7,10 +7,39 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::Message;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Message};
 
 use crate::kafka::client_config;
+use crate::metrics::Histogram;
+
+/// Records consume → broker ack latency of every record.
+#[derive(Default)]
+pub struct LatencyContext {
+    pub latency: Histogram,
+}
+
+impl ClientContext for LatencyContext {}
+
+impl ProducerContext for LatencyContext {
+    type DeliveryOpaque = Box<Instant>;
+    fn delivery(&self, r: &DeliveryResult<'_>, consumed_at: Self::DeliveryOpaque) {
+        if r.is_ok() {
+            self.latency.observe(consumed_at.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// What a passthrough run measured.
+#[derive(Debug, Clone)]
+pub struct PassthroughReport {
+    pub records: u64,
+    /// First record consumed to the last delivered.
+    pub seconds: f64,
+    /// Consume → ack, milliseconds: p50, p99, p99.9.
+    pub latency_ms: [f64; 3],
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PassthroughArgs {
@@ -28,7 +57,7 @@ pub struct PassthroughArgs {
 /// Records moved and seconds from the first record to the last delivery.
 /// The output topic must exist (auto-creation on Tansu is 20× slower):
 /// `main` creates it first.
-pub fn passthrough(args: &PassthroughArgs) -> Result<(u64, f64), KafkaError> {
+pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaError> {
     let mut c = client_config(&args.brokers, &BTreeMap::new());
     c.set("group.id", format!("passthrough-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
@@ -39,7 +68,8 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<(u64, f64), KafkaError> {
     p.set("enable.idempotence", "true")
         .set("linger.ms", "2")
         .set("compression.type", "lz4");
-    let producer: ThreadedProducer<DefaultProducerContext> = p.create()?;
+    let producer: ThreadedProducer<LatencyContext> =
+        p.create_with_context(LatencyContext::default())?;
     let mut n = 0;
     let mut start = None;
     while n < args.max {
@@ -48,7 +78,9 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<(u64, f64), KafkaError> {
         };
         let m = res?;
         start.get_or_insert_with(Instant::now);
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&args.output_topic);
+        let consumed_at = Box::new(Instant::now());
+        let mut rec: BaseRecord<'_, [u8], [u8], Box<Instant>> =
+            BaseRecord::with_opaque_to(&args.output_topic, consumed_at);
         if let Some(k) = m.key() {
             rec = rec.key(k);
         }
@@ -68,5 +100,11 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<(u64, f64), KafkaError> {
         n += 1;
     }
     producer.flush(Duration::from_secs(60))?;
-    Ok((n, start.map_or(0.0, |s| s.elapsed().as_secs_f64())))
+    let h = &producer.context().latency;
+    let q = |p| h.quantile(p).unwrap_or(0.0) * 1e3;
+    Ok(PassthroughReport {
+        records: n,
+        seconds: start.map_or(0.0, |s| s.elapsed().as_secs_f64()),
+        latency_ms: [q(0.5), q(0.99), q(0.999)],
+    })
 }

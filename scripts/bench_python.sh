@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Issue 6: CPU per scored record of the Rust worker against the same job
+# written the way many teams would in Python (confluent-kafka, fastavro,
+# numpy: scripts/python_worker/worker.py), on one pre-loaded topic.
+#
+#   - BENCH_RECORDS (default 100000) transactions and their labels are
+#     pre-loaded once (handbook, from 2018-07-01);
+#   - `riskstream run` (group G1) and the Python worker (group G2) each score
+#     them all under /usr/bin/time: records/s, CPU µs per record
+#     ((user + sys) / N, start-up included), peak RSS;
+#   - the CPU ratio Python / Rust (the issue's goal: at least 10);
+#   - parity: both output topics joined by transaction_id: max |score
+#     difference| and the share of flags that agree.
+# Prints one Markdown table and writes it to bench-python.md (or $BENCH_OUT).
+# The binary: $RISKSTREAM_BIN, else $CARGO_TARGET_DIR/release/riskstream
+# (built here when missing). The Python venv lives in
+# ${RISKSTREAM_CACHE:-~/.cache/riskstream}/venv-python-worker; pip runs only
+# when requirements.txt changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RISKSTREAM_CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RISKSTREAM_CACHE/target}"
+N="${BENCH_RECORDS:-100000}"
+OUT="${BENCH_OUT:-bench-python.md}"
+PARTITIONS="${BENCH_PARTITIONS:-4}"
+BROKERS="${RISKSTREAM_BROKERS:-127.0.0.1:9092}"
+CSV=../shared/data/handbook/transactions.csv.gz
+REQ=scripts/python_worker/requirements.txt
+command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || true; }
+command -v /usr/bin/time >/dev/null || { echo "bench_python: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
+
+# The Rust binary.
+if [ -n "${RISKSTREAM_BIN:-}" ]; then
+  B="$RISKSTREAM_BIN"
+else
+  B="$CARGO_TARGET_DIR/release/riskstream"
+  scripts/deps.sh >&2
+  cargo build --release --locked --bin riskstream >&2
+fi
+[ -x "$B" ] || { echo "bench_python: no riskstream binary at $B" >&2; exit 1; }
+
+# The Python venv (one installer at a time).
+VENV="$RISKSTREAM_CACHE/venv-python-worker"
+PY="$VENV/bin/python"
+mkdir -p "$RISKSTREAM_CACHE"
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$RISKSTREAM_CACHE/venv-python-worker.lock"
+  flock 9
+fi
+stamp="$VENV/.riskstream-requirements"
+if [ ! -x "$PY" ] || ! cmp -s "$REQ" "$stamp" \
+  || ! "$PY" -c 'import confluent_kafka, fastavro, numpy' 2>/dev/null; then
+  echo "bench_python: setting up $VENV" >&2
+  python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --disable-pip-version-check --only-binary=:all: -r "$REQ" >&2
+  cp "$REQ" "$stamp"
+fi
+if command -v flock >/dev/null 2>&1; then exec 9>&-; fi
+
+BROKER_HOST="${BROKERS%%,*}"
+if [ "$BROKER_HOST" = "127.0.0.1:9092" ]; then scripts/broker.sh start >&2; fi
+T="pybench-$$"
+LOGS=$(mktemp -d)
+trap 'rm -rf "$LOGS"' EXIT
+
+echo "bench_python: pre-loading $N transactions into $T.in" >&2
+"$B" replay --brokers "$BROKERS" --csv "$CSV" --topic "$T.in" --labels-topic "$T.labels" \
+  --from 2018-07-01 --limit "$N" --partitions "$PARTITIONS" --quiet >&2
+"$B" models export fraud-mlp@champion --out "$LOGS/model.json" >&2
+
+echo "bench_python: Rust worker" >&2
+/usr/bin/time -f "%U %S %M" -o "$LOGS/rust.time" \
+  "$B" run --brokers "$BROKERS" --group "$T.g1" --input-topic "$T.in" --output-topic "$T.out" \
+  --labels-topic "$T.labels" --dlq-topic "$T.dlq" --metrics-addr off --device cpu \
+  --max-records "$N" --drift-topic off 2> "$LOGS/rust.log"
+R_RATE=$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/rust.log" | grep -o "records_per_second=[0-9.e+-]*" | tail -1 | cut -d= -f2)
+read -r R_U R_S R_RSS < "$LOGS/rust.time"
+
+echo "bench_python: Python worker" >&2
+/usr/bin/time -f "%U %S %M" -o "$LOGS/py.time" \
+  "$PY" scripts/python_worker/worker.py --brokers "$BROKERS" --group "$T.g2" --input-topic "$T.in" \
+  --output-topic "$T.pyout" --labels-topic "$T.labels" --model-json "$LOGS/model.json" \
+  --max-records "$N" > "$LOGS/py.out" 2> "$LOGS/py.log" || { cat "$LOGS/py.log" >&2; exit 1; }
+P_RATE=$(grep -o "records_per_second=[0-9.e+-]*" "$LOGS/py.out" | tail -1 | cut -d= -f2)
+read -r P_U P_S P_RSS < "$LOGS/py.time"
+
+echo "bench_python: parity" >&2
+"$PY" - "$BROKERS" "$T.out" "$T.pyout" schemas/scored_transaction.avsc "$N" > "$LOGS/parity.json" <<'PYTHON'
+"""Joins both output topics by transaction_id."""
+import io
+import json
+import sys
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from fastavro import parse_schema, schemaless_reader
+
+brokers, rust_topic, py_topic, schema_path, n = sys.argv[1:6]
+
+
+def plain(s):
+    if isinstance(s, dict):
+        return {k: plain(v) for k, v in s.items() if k != "logicalType"}
+    return [plain(x) for x in s] if isinstance(s, list) else s
+
+
+schema = parse_schema(plain(json.load(open(schema_path))))
+
+
+def read_all(topic):
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-python-parity",
+                  "enable.auto.commit": False, "enable.partition.eof": True})
+    parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    at_end, out = {p: False for p in parts}, {}
+    while not all(at_end.values()):
+        for m in c.consume(10000, 0.5):
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end[m.partition()] = True
+                continue
+            at_end[m.partition()] = False
+            b = io.BytesIO(m.value())
+            b.seek(10)
+            r = schemaless_reader(b, schema, None)
+            out[r["transaction_id"]] = r
+    c.close()
+    return out
+
+
+rs, py = read_all(rust_topic), read_all(py_topic)
+common = [k for k in rs if k in py]
+diff = {k: abs(rs[k]["score"] - py[k]["score"]) for k in common}
+agree = sum(rs[k]["is_fraud"] == py[k]["is_fraud"] for k in common)
+# A flag may differ only where both scores sit within float rounding of the threshold.
+unexplained = [k for k in common if rs[k]["is_fraud"] != py[k]["is_fraud"]
+               and abs(rs[k]["score"] - rs[k]["threshold"]) > 1e-5]
+fields = ("event_time", "customer_id", "terminal_id", "amount", "currency", "threshold",
+          "model_name", "model_version")
+other = sum(any(rs[k][f] != py[k][f] for f in fields) for k in common)
+res = {
+    "rust": len(rs), "python": len(py), "joined": len(common),
+    "max_abs_diff": max(diff.values(), default=0.0),
+    "mean_abs_diff": sum(diff.values()) / max(len(diff), 1),
+    "identical": sum(d == 0.0 for d in diff.values()),
+    "agree": agree, "flags_agree": agree / max(len(common), 1),
+    "flagged_rust": sum(rs[k]["is_fraud"] for k in common),
+    "flagged_python": sum(py[k]["is_fraud"] for k in common),
+    "unexplained_flags": len(unexplained), "other_fields_differ": other,
+    "worst": sorted(((d, k) for k, d in diff.items()), reverse=True)[:3],
+}
+res["ok"] = (len(common) == int(n) and len(rs) == len(py) and not unexplained and other == 0
+             and res["max_abs_diff"] < 1e-4)
+print(json.dumps(res))
+PYTHON
+cat "$LOGS/parity.json" >&2
+pj() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$LOGS/parity.json" "$1"; }
+
+cpu_us() { awk -v u="$1" -v s="$2" -v n="$N" 'BEGIN { printf "%.1f", (u + s) * 1e6 / n }'; }
+R_CPU=$(cpu_us "$R_U" "$R_S")
+P_CPU=$(cpu_us "$P_U" "$P_S")
+RATIO=$(awk -v p="$P_CPU" -v r="$R_CPU" 'BEGIN { printf "%.1f", p / r }')
+GOAL=$(awk -v x="$RATIO" 'BEGIN { print (x >= 10 ? "met" : "not met") }')
+PARITY_OK=$(pj ok)
+{
+  echo "| measure | Rust (\`riskstream run\`) | Python (confluent-kafka, fastavro, numpy) |"
+  echo "|---|---|---|"
+  echo "| machine | $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); broker on $BROKERS | same; Python $("$PY" -c 'import platform; print(platform.python_version())') |"
+  echo "| records | $N (handbook, from 2018-07-01), same pre-loaded topic | same |"
+  echo "| records/s (first record consumed → stop) | $(printf "%.0f" "${R_RATE:-0}") | $(printf "%.0f" "${P_RATE:-0}") |"
+  echo "| CPU per record ((user + sys) / N, start-up included) | ${R_CPU} µs (user ${R_U} s, sys ${R_S} s) | ${P_CPU} µs (user ${P_U} s, sys ${P_S} s) |"
+  echo "| peak RSS | $((R_RSS / 1024)) MiB | $((P_RSS / 1024)) MiB |"
+  echo "| CPU ratio Python / Rust (goal ≥ 10) | ${RATIO}× ($GOAL) | |"
+  echo "| parity: records joined by transaction_id | $(pj rust) Rust, $(pj python) Python, $(pj joined) joined | |"
+  echo "| parity: scores | max \|Δ\| $(printf "%.2g" "$(pj max_abs_diff)"), mean \|Δ\| $(printf "%.2g" "$(pj mean_abs_diff)"), $(pj identical) bit-identical | |"
+  echo "| parity: flags | $(awk -v a="$(pj flags_agree)" 'BEGIN { printf "%.4f", 100 * a }') % agree ($(pj flagged_rust) flagged by Rust, $(pj flagged_python) by Python) | parity $([ "$PARITY_OK" = True ] && echo ok || echo FAILED) |"
+} | tee "$OUT"
+[ "$PARITY_OK" = True ] || { echo "bench_python: parity check failed (see above)" >&2; exit 1; }
