@@ -10,7 +10,13 @@
 #     ((user + sys) / N, start-up included), peak RSS;
 #   - the CPU ratio Python / Rust (the issue's goal: at least 10);
 #   - parity: both output topics joined by transaction_id: max |score
-#     difference| and the share of flags that agree.
+#     difference| and the share of flags that agree (exit status 1 when
+#     they differ beyond float rounding).
+# BENCH_RUNS (default 1): runs of each worker, the least CPU counts (for a
+# busy machine). BENCH_PARTITIONS (default 4): partitions of the input topic;
+# over 100000 records on several partitions the features of both workers
+# depend on the order the partitions are consumed in (see the note it
+# prints), so check parity there with BENCH_PARTITIONS=1.
 # Prints one Markdown table and writes it to bench-python.md (or $BENCH_OUT).
 # The binary: $RISKSTREAM_BIN, else $CARGO_TARGET_DIR/release/riskstream
 # (built here when missing). The Python venv lives in
@@ -23,6 +29,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RISKSTREAM_CACHE/target}"
 N="${BENCH_RECORDS:-100000}"
 OUT="${BENCH_OUT:-bench-python.md}"
 PARTITIONS="${BENCH_PARTITIONS:-4}"
+RUNS="${BENCH_RUNS:-1}"
 BROKERS="${RISKSTREAM_BROKERS:-127.0.0.1:9092}"
 CSV=../shared/data/handbook/transactions.csv.gz
 REQ=scripts/python_worker/requirements.txt
@@ -68,24 +75,39 @@ echo "bench_python: pre-loading $N transactions into $T.in" >&2
   --from 2018-07-01 --limit "$N" --partitions "$PARTITIONS" --quiet >&2
 "$B" models export fraud-mlp@champion --out "$LOGS/model.json" >&2
 
-echo "bench_python: Rust worker" >&2
-/usr/bin/time -f "%U %S %M" -o "$LOGS/rust.time" \
-  "$B" run --brokers "$BROKERS" --group "$T.g1" --input-topic "$T.in" --output-topic "$T.out" \
-  --labels-topic "$T.labels" --dlq-topic "$T.dlq" --metrics-addr off --device cpu \
-  --max-records "$N" --drift-topic off 2> "$LOGS/rust.log"
-R_RATE=$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/rust.log" | grep -o "records_per_second=[0-9.e+-]*" | tail -1 | cut -d= -f2)
-read -r R_U R_S R_RSS < "$LOGS/rust.time"
-
-echo "bench_python: Python worker" >&2
-/usr/bin/time -f "%U %S %M" -o "$LOGS/py.time" \
-  "$PY" scripts/python_worker/worker.py --brokers "$BROKERS" --group "$T.g2" --input-topic "$T.in" \
-  --output-topic "$T.pyout" --labels-topic "$T.labels" --model-json "$LOGS/model.json" \
-  --max-records "$N" > "$LOGS/py.out" 2> "$LOGS/py.log" || { cat "$LOGS/py.log" >&2; exit 1; }
-P_RATE=$(grep -o "records_per_second=[0-9.e+-]*" "$LOGS/py.out" | tail -1 | cut -d= -f2)
-read -r P_U P_S P_RSS < "$LOGS/py.time"
+# Each worker runs BENCH_RUNS times (alternating, each in a new group and to
+# a new output topic); the run with the least CPU counts, as the least
+# disturbed by whatever else the machine runs. Parity uses the first runs.
+run_rust() {
+  /usr/bin/time -f "%U %S %M" -o "$LOGS/rust.$1.time" \
+    "$B" run --brokers "$BROKERS" --group "$T.g1.$1" --input-topic "$T.in" --output-topic "$T.out.$1" \
+    --labels-topic "$T.labels" --dlq-topic "$T.dlq" --metrics-addr off --device cpu \
+    --max-records "$N" --drift-topic off 2> "$LOGS/rust.$1.log" || { tail -20 "$LOGS/rust.$1.log" >&2; exit 1; }
+  rate=$(sed 's/\x1b\[[0-9;]*m//g' "$LOGS/rust.$1.log" | grep -o "records_per_second=[0-9.e+-]*" | tail -1 | cut -d= -f2)
+  echo "$(cat "$LOGS/rust.$1.time") ${rate:-0}" >> "$LOGS/rust.runs"
+}
+run_python() {
+  /usr/bin/time -f "%U %S %M" -o "$LOGS/py.$1.time" \
+    "$PY" scripts/python_worker/worker.py --brokers "$BROKERS" --group "$T.g2.$1" --input-topic "$T.in" \
+    --output-topic "$T.pyout.$1" --labels-topic "$T.labels" --model-json "$LOGS/model.json" \
+    --max-records "$N" > "$LOGS/py.$1.out" 2> "$LOGS/py.$1.log" || { tail -20 "$LOGS/py.$1.log" >&2; exit 1; }
+  rate=$(grep -o "records_per_second=[0-9.e+-]*" "$LOGS/py.$1.out" | tail -1 | cut -d= -f2)
+  echo "$(cat "$LOGS/py.$1.time") ${rate:-0}" >> "$LOGS/py.runs"
+}
+# The run with the least user + sys: "user sys rss rate".
+least() { awk '{ c = $1 + $2; if (NR == 1 || c < best) { best = c; line = $0 } } END { print line }' "$1"; }
+for i in $(seq 1 "$RUNS"); do
+  echo "bench_python: Rust worker, run $i/$RUNS" >&2
+  run_rust "$i"
+  echo "bench_python: Python worker, run $i/$RUNS" >&2
+  run_python "$i"
+done
+read -r R_U R_S R_RSS R_RATE <<< "$(least "$LOGS/rust.runs")"
+read -r P_U P_S P_RSS P_RATE <<< "$(least "$LOGS/py.runs")"
+cpu_all() { awk -v n="$N" '{ printf "%s%.1f", (NR > 1 ? ", " : ""), ($1 + $2) * 1e6 / n }' "$1"; }
 
 echo "bench_python: parity" >&2
-"$PY" - "$BROKERS" "$T.out" "$T.pyout" schemas/scored_transaction.avsc "$N" > "$LOGS/parity.json" <<'PYTHON'
+"$PY" - "$BROKERS" "$T.out.1" "$T.pyout.1" schemas/scored_transaction.avsc "$N" > "$LOGS/parity.json" <<'PYTHON'
 """Joins both output topics by transaction_id."""
 import io
 import json
@@ -160,7 +182,11 @@ R_CPU=$(cpu_us "$R_U" "$R_S")
 P_CPU=$(cpu_us "$P_U" "$P_S")
 RATIO=$(awk -v p="$P_CPU" -v r="$R_CPU" 'BEGIN { printf "%.1f", p / r }')
 GOAL=$(awk -v x="$RATIO" 'BEGIN { print (x >= 10 ? "met" : "not met") }')
-PARITY_OK=$(pj ok)
+ORDER_DEPENDENT=0
+if [ "$N" -gt 100000 ] && [ "$PARTITIONS" -gt 1 ]; then ORDER_DEPENDENT=1; fi
+if [ "$(pj ok)" = True ]; then PARITY=ok
+elif [ "$ORDER_DEPENDENT" = 1 ]; then PARITY="not expected (see note)"
+else PARITY=FAILED; fi
 {
   echo "| measure | Rust (\`riskstream run\`) | Python (confluent-kafka, fastavro, numpy) |"
   echo "|---|---|---|"
@@ -168,10 +194,16 @@ PARITY_OK=$(pj ok)
   echo "| records | $N (handbook, from 2018-07-01), same pre-loaded topic | same |"
   echo "| records/s (first record consumed → stop) | $(printf "%.0f" "${R_RATE:-0}") | $(printf "%.0f" "${P_RATE:-0}") |"
   echo "| CPU per record ((user + sys) / N, start-up included) | ${R_CPU} µs (user ${R_U} s, sys ${R_S} s) | ${P_CPU} µs (user ${P_U} s, sys ${P_S} s) |"
+  if [ "$RUNS" -gt 1 ]; then
+    echo "| CPU per record, every run (µs; the least counts) | $(cpu_all "$LOGS/rust.runs") | $(cpu_all "$LOGS/py.runs") |"
+  fi
   echo "| peak RSS | $((R_RSS / 1024)) MiB | $((P_RSS / 1024)) MiB |"
   echo "| CPU ratio Python / Rust (goal ≥ 10) | ${RATIO}× ($GOAL) | |"
   echo "| parity: records joined by transaction_id | $(pj rust) Rust, $(pj python) Python, $(pj joined) joined | |"
   echo "| parity: scores | max \|Δ\| $(printf "%.2g" "$(pj max_abs_diff)"), mean \|Δ\| $(printf "%.2g" "$(pj mean_abs_diff)"), $(pj identical) bit-identical | |"
-  echo "| parity: flags | $(awk -v a="$(pj flags_agree)" 'BEGIN { printf "%.4f", 100 * a }') % agree ($(pj flagged_rust) flagged by Rust, $(pj flagged_python) by Python) | parity $([ "$PARITY_OK" = True ] && echo ok || echo FAILED) |"
+  echo "| parity: flags | $(awk -v a="$(pj flags_agree)" 'BEGIN { printf "%.4f", 100 * a }') % agree ($(pj flagged_rust) flagged by Rust, $(pj flagged_python) by Python) | parity $PARITY |"
+  if [ "$ORDER_DEPENDENT" = 1 ]; then
+    echo "| note | over 100000 records on several partitions both workers' features depend on the order the partitions are consumed in (state is swept every 100000 records against the newest event time of any partition), so the outputs need not agree: parity is checked with BENCH_PARTITIONS=1 or BENCH_RECORDS ≤ 100000 | |"
+  fi
 } | tee "$OUT"
-[ "$PARITY_OK" = True ] || { echo "bench_python: parity check failed (see above)" >&2; exit 1; }
+[ "$PARITY" != FAILED ] || { echo "bench_python: parity check failed (see above)" >&2; exit 1; }

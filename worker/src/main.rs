@@ -175,6 +175,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 records_per_second =
                     report.handled.saturating_sub(1) as f64 / report.active_seconds.max(1e-9),
                 first_output_seconds = report.first_output_seconds.unwrap_or(-1.0),
+                steady_records_per_second = report.steady_records_per_second.unwrap_or(-1.0),
                 processing_ms_p50 = q(0.5),
                 processing_ms_p99 = q(0.99),
                 processing_ms_p999 = q(0.999),
@@ -241,10 +242,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             })
             .await??;
             println!(
-                "passthrough: {} records in {:.2}s = {:.0} records/s; consume→ack p50 {:.1} ms p99 {:.1} ms p999 {:.1} ms",
+                "passthrough: {} records in {:.2}s = {:.0} records/s (second half {:.0} records/s); consume→ack p50 {:.1} ms p99 {:.1} ms p999 {:.1} ms",
                 r.records,
                 r.seconds,
                 r.records as f64 / r.seconds.max(1e-9),
+                r.steady_records_per_second,
                 r.latency_ms[0],
                 r.latency_ms[1],
                 r.latency_ms[2]

@@ -216,6 +216,9 @@ pub struct Metrics {
     /// When the first record was consumed / its output delivered.
     pub first_consumed: std::sync::OnceLock<std::time::Instant>,
     pub first_delivered: std::sync::OnceLock<std::time::Instant>,
+    /// When half of `max_records` were delivered (benchmarks: the second
+    /// half runs at the broker's pace, after any backlog fetched during start-up).
+    pub half_delivered: std::sync::OnceLock<std::time::Instant>,
     /// Drift: the last window's statistics, windows closed, records not sampled.
     pub drift: Mutex<Vec<DriftGauge>>,
     pub drift_windows: AtomicU64,
@@ -246,6 +249,7 @@ impl Default for Metrics {
             consumer_lag: Mutex::new((String::new(), Vec::new())),
             first_consumed: std::sync::OnceLock::new(),
             first_delivered: std::sync::OnceLock::new(),
+            half_delivered: std::sync::OnceLock::new(),
             drift: Mutex::new(Vec::new()),
             drift_windows: AtomicU64::new(0),
             drift_dropped: AtomicU64::new(0),

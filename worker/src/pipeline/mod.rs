@@ -66,6 +66,9 @@ pub struct RunReport {
     pub active_seconds: f64,
     /// Start to first output delivered (cold start).
     pub first_output_seconds: Option<f64>,
+    /// Records per second over the second half of `max_records` (steady
+    /// state: start-up and any backlog prefetched during it excluded).
+    pub steady_records_per_second: Option<f64>,
 }
 
 /// Runs the worker until `handles.stop` is set (or `max_records` handled).
@@ -326,6 +329,11 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             .first_delivered
             .get()
             .map(|t| t.duration_since(started).as_secs_f64()),
+        steady_records_per_second: m.half_delivered.get().and_then(|t| {
+            let half = cfg.max_records? / 2;
+            let secs = sink_done.duration_since(*t).as_secs_f64();
+            (secs > 0.0).then(|| handled.saturating_sub(half) as f64 / secs)
+        }),
     })
 }
 

@@ -278,6 +278,9 @@ impl Sink {
                 self.handled += 1;
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
                 self.metrics.first_delivered.get_or_init(Instant::now);
+                if self.max_records.is_some_and(|m| self.handled == m / 2) {
+                    self.metrics.half_delivered.get_or_init(Instant::now);
+                }
                 if let Some(c) = origin.consumed_at {
                     proc.observe(c.elapsed().as_secs_f64());
                 }

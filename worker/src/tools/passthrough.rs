@@ -39,6 +39,8 @@ pub struct PassthroughReport {
     pub seconds: f64,
     /// Consume → ack, milliseconds: p50, p99, p99.9.
     pub latency_ms: [f64; 3],
+    /// Records per second over the second half (steady state).
+    pub steady_records_per_second: f64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -72,6 +74,7 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaErr
         p.create_with_context(LatencyContext::default())?;
     let mut n = 0;
     let mut start = None;
+    let mut half = None;
     while n < args.max {
         let Some(res) = consumer.poll(Duration::from_millis(100)) else {
             continue;
@@ -98,6 +101,9 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaErr
             }
         }
         n += 1;
+        if n == args.max / 2 {
+            half = Some(Instant::now());
+        }
     }
     producer.flush(Duration::from_secs(60))?;
     let h = &producer.context().latency;
@@ -106,5 +112,8 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaErr
         records: n,
         seconds: start.map_or(0.0, |s| s.elapsed().as_secs_f64()),
         latency_ms: [q(0.5), q(0.99), q(0.999)],
+        steady_records_per_second: half.map_or(0.0, |h: Instant| {
+            (n - args.max / 2) as f64 / h.elapsed().as_secs_f64().max(1e-9)
+        }),
     })
 }
