@@ -60,7 +60,9 @@ pub async fn demo(
                 "transactions.labels",
                 "transactions.scored",
                 "transactions.dlq",
+                "riskstream.drift",
             ] {
+                // The mock cluster does not answer CreateTopics: make them here.
                 mock.create_topic(t, 4, 1)?;
             }
             let b = mock.bootstrap_servers();
@@ -86,6 +88,10 @@ pub async fn demo(
         model: Some(args.model.clone()),
         models_dir: Some(args.models_dir.clone()),
         metrics_addr: Some("127.0.0.1:0".into()),
+        drift: crate::drift::DriftArgs {
+            topic: Some(topic("riskstream.drift")),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let cfg = RunConfig::resolve(&run_args)?;
@@ -145,12 +151,24 @@ pub async fn demo(
                 .quantile(p)
                 .map_or("-".to_string(), |s| format!("{:.1}ms", s * 1e3))
         };
+        let alerts: Vec<String> = metrics
+            .drift
+            .lock()
+            .map(|g| {
+                g.iter()
+                    .filter(|v| v.alerting)
+                    .map(|v| v.variable.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         eprintln!(
-            "[{:>4.0}s] scored {scored:>8}  {rate:>8.0} ev/s  latency p50 {} p99 {}  flagged {}  dead-lettered {dead}",
+            "[{:>4.0}s] scored {scored:>8}  {rate:>8.0} ev/s  latency p50 {} p99 {}  flagged {}  dead-lettered {dead}  drift windows {} alerts {}",
             started.elapsed().as_secs_f64(),
             q(0.5),
             q(0.99),
             metrics.flagged.load(Ordering::Relaxed),
+            metrics.drift_windows.load(Ordering::Relaxed),
+            if alerts.is_empty() { "none".to_string() } else { alerts.join(",") },
         );
         let done = produced.is_some_and(|p| delivered >= p);
         if done || stop.load(Ordering::Acquire) || worker.is_finished() {
