@@ -22,7 +22,8 @@ What it does, as the Rust worker does:
     beginning and replays the records before the committed offset into
     customer state without output (state rebuild, as the Rust worker does);
   * undecodable or invalid records go to the dead-letter topic with the
-    Rust worker's headers.
+    Rust worker's headers (or are logged and skipped without --dlq-topic);
+  * SIGTERM / SIGINT: stops consuming, delivers what it scored, commits.
 
 Model: the JSON of `riskstream models export NAME@ALIAS --out FILE`.
 
@@ -37,6 +38,7 @@ import io
 import json
 import math
 import os
+import signal
 import sys
 import time
 from bisect import bisect_right
@@ -659,7 +661,10 @@ class Worker:
         scored_total = 0
         first = None
         linger = a.linger_ms / 1000
-        while limit is None or scored_total < limit:
+        stop = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.append(True))
+        while (limit is None or scored_total < limit) and not stop:
             msgs = self.consumer.consume(num_messages=a.batch, timeout=linger if first else 1.0)
             self.producer.poll(0)
             self.store_delivered()

@@ -154,6 +154,23 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         std::sync::mpsc::sync_channel(cfg.queue_records.div_ceil(crate::source::CHUNK).max(2));
     let consumer = input_consumer(&cfg, tracker.clone(), handles.metrics.clone())?;
     let producer = producer(&cfg)?;
+    // Warm the producer while the label history loads: topic metadata and
+    // the idempotent producer id, so the first scored record does not wait
+    // for them (≈0.5 s on the local broker).
+    {
+        let p = producer.clone();
+        let topic = cfg.output_topic.clone();
+        std::thread::Builder::new()
+            .name("producer-warm".into())
+            .spawn(move || {
+                use rdkafka::producer::Producer as _;
+                let _ = p
+                    .client()
+                    .fetch_metadata(Some(&topic), std::time::Duration::from_secs(5));
+                let _ = p.flush(std::time::Duration::from_secs(5));
+            })
+            .map_err(|e| PipelineError::Panic(e.to_string()))?;
+    }
     let (labels_tx, labels_rx) =
         std::sync::mpsc::sync_channel(cfg.queue_records.div_ceil(crate::source::CHUNK).max(2));
     let (sink_tx, sink_rx) =
