@@ -68,7 +68,24 @@ BROKER_HOST="${BROKERS%%,*}"
 if [ "$BROKER_HOST" = "127.0.0.1:9092" ]; then scripts/broker.sh start >&2; fi
 T="pybench-$$"
 LOGS=$(mktemp -d)
-trap 'rm -rf "$LOGS"' EXIT
+# The broker keeps topics in memory: drop this run's (BENCH_KEEP_TOPICS=1 keeps them).
+cleanup() {
+  if [ "${BENCH_KEEP_TOPICS:-0}" != 1 ]; then
+    "$PY" - "$BROKERS" "$T." <<'PYTHON' >&2 || true
+import sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(sys.argv[2])]
+for f in (admin.delete_topics(topics, operation_timeout=30) if topics else {}).values():
+    try:
+        f.result()
+    except Exception as e:  # noqa: BLE001 - best effort
+        print(f"bench_python: cannot delete a topic: {e}")
+PYTHON
+  fi
+  rm -rf "$LOGS"
+}
+trap cleanup EXIT
 
 echo "bench_python: pre-loading $N transactions into $T.in" >&2
 "$B" replay --brokers "$BROKERS" --csv "$CSV" --topic "$T.in" --labels-topic "$T.labels" \

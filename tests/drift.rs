@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use riskstream::dataset::{date_of_day, day_index, for_each_row, HandbookRow};
+use riskstream::dataset::{day_index, for_each_row, HandbookRow};
 use riskstream::drift::stats;
 
 fn fixtures() -> serde_json::Value {
@@ -180,43 +180,12 @@ fn shifted_csv(dir: &Path, shift: impl Fn(&mut HandbookRow)) -> PathBuf {
     })
     .unwrap();
     rows.sort_by_key(|r| (r.time_seconds, r.transaction_id));
-    let path = dir.join("shifted.csv");
-    let mut w = csv::Writer::from_path(&path).unwrap();
-    w.write_record([
-        "TRANSACTION_ID",
-        "TX_DATETIME",
-        "CUSTOMER_ID",
-        "TERMINAL_ID",
-        "TX_AMOUNT",
-        "TX_TIME_SECONDS",
-        "TX_TIME_DAYS",
-        "TX_FRAUD",
-        "TX_FRAUD_SCENARIO",
-    ])
-    .unwrap();
-    for (i, r) in rows.iter().enumerate() {
-        let s = r.time_seconds.rem_euclid(86_400);
-        let datetime = format!(
-            "{} {:02}:{:02}:{:02}",
-            date_of_day(r.time_seconds.div_euclid(86_400)),
-            s / 3600,
-            s % 3600 / 60,
-            s % 60
-        );
-        w.write_record([
-            i.to_string(),
-            datetime,
-            r.customer_id.to_string(),
-            r.terminal_id.to_string(),
-            format!("{}", r.amount),
-            r.time_seconds.to_string(),
-            r.time_seconds.div_euclid(86_400).to_string(),
-            r.fraud.to_string(),
-            r.scenario.to_string(),
-        ])
-        .unwrap();
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.transaction_id = i as u64;
+        r.time_days = r.time_seconds.div_euclid(86_400);
     }
-    w.flush().unwrap();
+    let path = dir.join("shifted.csv");
+    common::write_handbook_csv(&path, &rows);
     path
 }
 

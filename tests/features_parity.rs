@@ -112,34 +112,7 @@ fn batch_scoring_writes_one_row_per_transaction_with_its_features() {
     let input = dir.path().join("in.csv");
     let rows =
         riskstream::dataset::read_rows(&common::handbook_csv(), Some(100), Some(101)).unwrap();
-    let mut w = csv::Writer::from_path(&input).unwrap();
-    w.write_record([
-        "TRANSACTION_ID",
-        "TX_DATETIME",
-        "CUSTOMER_ID",
-        "TERMINAL_ID",
-        "TX_AMOUNT",
-        "TX_TIME_SECONDS",
-        "TX_TIME_DAYS",
-        "TX_FRAUD",
-        "TX_FRAUD_SCENARIO",
-    ])
-    .unwrap();
-    for r in &rows {
-        w.write_record([
-            r.transaction_id.to_string(),
-            String::new(),
-            r.customer_id.to_string(),
-            r.terminal_id.to_string(),
-            r.amount.to_string(),
-            r.time_seconds.to_string(),
-            r.time_days.to_string(),
-            r.fraud.to_string(),
-            r.scenario.to_string(),
-        ])
-        .unwrap();
-    }
-    w.flush().unwrap();
+    common::write_handbook_csv(&input, &rows);
     let out = dir.path().join("out.csv");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
         .args([

@@ -281,7 +281,16 @@ class FeatureEngine:
 
     Histories are kept sorted by event time as parallel lists, so every
     window is a slice found by bisection (the Rust engine scans; the sums run
-    over the same elements in the same chronological order).
+    over the same elements in the same chronological order: `sum()` adds
+    floats left to right up to Python 3.11; 3.12 compensates, which can move
+    a mean by an ulp).
+
+    Eviction is the Rust engine's, sweep included: every 100 000
+    transactions, customer entries older than 30 days and labels older than
+    37 days before the newest event time seen on any partition are dropped.
+    When partitions are consumed unevenly (a backlog), that clock runs ahead
+    of the lagging partitions and their features lose history, in both
+    workers alike; which records are hit depends on the consumption order.
     """
 
     def __init__(self, need_high: bool):
@@ -616,6 +625,8 @@ class Worker:
         consumer.assign(partitions)
 
     def on_revoke(self, consumer, partitions) -> None:
+        for p in partitions:
+            self.replay_until.pop(p.partition, None)
         self.producer.flush(30)
         self.store_delivered()
         try:
@@ -746,7 +757,8 @@ class Worker:
         try:
             self.consumer.commit(asynchronous=False)
         except KafkaException as e:
-            log(f"final commit failed: {e}")
+            if e.args[0].code() != KafkaError._NO_OFFSET:
+                log(f"final commit failed: {e}")
         elapsed = time.monotonic() - first if first else 0.0
         self.consumer.close()
         self.labels.close()

@@ -335,3 +335,43 @@ pub fn scored(
         })
         .collect()
 }
+
+/// Writes rows in the handbook's CSV format (TX_DATETIME from the seconds).
+pub fn write_handbook_csv(path: &std::path::Path, rows: &[HandbookRow]) {
+    let mut w = csv::Writer::from_path(path).unwrap();
+    w.write_record([
+        "TRANSACTION_ID",
+        "TX_DATETIME",
+        "CUSTOMER_ID",
+        "TERMINAL_ID",
+        "TX_AMOUNT",
+        "TX_TIME_SECONDS",
+        "TX_TIME_DAYS",
+        "TX_FRAUD",
+        "TX_FRAUD_SCENARIO",
+    ])
+    .unwrap();
+    for r in rows {
+        let s = r.time_seconds.rem_euclid(86_400);
+        let datetime = format!(
+            "{} {:02}:{:02}:{:02}",
+            riskstream::dataset::date_of_day(r.time_seconds.div_euclid(86_400)),
+            s / 3600,
+            s % 3600 / 60,
+            s % 60
+        );
+        w.write_record([
+            r.transaction_id.to_string(),
+            datetime,
+            r.customer_id.to_string(),
+            r.terminal_id.to_string(),
+            format!("{}", r.amount),
+            r.time_seconds.to_string(),
+            r.time_days.to_string(),
+            r.fraud.to_string(),
+            r.scenario.to_string(),
+        ])
+        .unwrap();
+    }
+    w.flush().unwrap();
+}

@@ -631,6 +631,16 @@ impl<'a> AvroReader<'a> {
         Ok(s)
     }
 
+    /// `value` if every byte was read.
+    fn finish<T>(self, value: T) -> Result<T, DecodeError> {
+        match self.buf.len() - self.pos {
+            0 => Ok(value),
+            n => Err(DecodeError::Malformed(format!(
+                "{n} trailing bytes after the datum"
+            ))),
+        }
+    }
+
     fn boolean(&mut self) -> Result<bool, DecodeError> {
         let b = *self
             .buf
@@ -667,13 +677,7 @@ fn decode_transaction_datum(datum: &[u8]) -> Result<Transaction, DecodeError> {
         amount: r.double()?,
         currency: r.string()?,
     };
-    if r.pos != datum.len() {
-        return Err(DecodeError::Malformed(format!(
-            "{} trailing bytes after the datum",
-            datum.len() - r.pos
-        )));
-    }
-    Ok(tx)
+    r.finish(tx)
 }
 
 /// A datum of the current `schemas/fraud_label.avsc`, read field by field.
@@ -687,13 +691,7 @@ fn decode_label_datum(datum: &[u8]) -> Result<FraudLabel, DecodeError> {
         is_fraud: r.boolean()?,
         reported_at: r.long()?,
     };
-    if r.pos != datum.len() {
-        return Err(DecodeError::Malformed(format!(
-            "{} trailing bytes after the datum",
-            datum.len() - r.pos
-        )));
-    }
-    Ok(l)
+    r.finish(l)
 }
 
 /// The generic (`Value`-based) decoding of a current-schema transaction datum.

@@ -177,15 +177,8 @@ impl DriftMonitor {
                 .ok_or_else(|| DriftError::Invalid(format!("the reference lacks {f}")))?;
             vars.push(Var::new(f, Source::Feature(j), r.clone()));
         }
-        vars.push(Var::new(SCORE, Source::Score, reference.score.clone()));
-        vars.push(Var::new(
-            FLAGGED,
-            Source::Flagged,
-            VarReference::Binary {
-                n: reference.score.n(),
-                share_of_ones: reference.flagged_rate,
-            },
-        ));
+        vars.push(Var::new(SCORE, Source::Score, reference.of(SCORE)));
+        vars.push(Var::new(FLAGGED, Source::Flagged, reference.of(FLAGGED)));
         Ok(Self {
             settings,
             vars,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::monitor::{window_stats, DriftMonitor, VarStats, WindowReport, FLAGGED, SCORE};
+use super::monitor::{window_stats, DriftMonitor, VarStats, WindowReport};
 use super::reference::Reference;
 use super::{DriftArgs, DriftError, DriftFileConfig};
 use crate::dataset::{date_of_day, day_index};
@@ -128,16 +128,7 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
     let names: Vec<String> = monitor.names().iter().map(|s| s.to_string()).collect();
     let mut period = Vec::new();
     for (name, col) in names.iter().zip(columns.iter_mut()) {
-        let r = if name == SCORE {
-            reference.score.clone()
-        } else if name == FLAGGED {
-            super::VarReference::Binary {
-                n: reference.score.n(),
-                share_of_ones: reference.flagged_rate,
-            }
-        } else {
-            reference.features[name].clone()
-        };
+        let r = reference.of(name);
         period.push(window_stats(name, &r, col, &cfg.settings));
     }
     let alerts: Vec<AlertEvent> = windows
@@ -169,16 +160,7 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
         if !alerted && st.over.is_empty() {
             continue;
         }
-        let r = if st.name == SCORE {
-            reference.score.clone()
-        } else if st.name == FLAGGED {
-            super::VarReference::Binary {
-                n: reference.score.n(),
-                share_of_ones: reference.flagged_rate,
-            }
-        } else {
-            reference.features[&st.name].clone()
-        };
+        let r = reference.of(&st.name);
         let file = format!("{}.png", st.name.to_ascii_lowercase());
         let caption = format!("{} … {}", args.from, args.to);
         crate::drift::plots::distribution_png(

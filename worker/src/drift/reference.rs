@@ -153,6 +153,26 @@ impl Reference {
         }
     }
 
+    /// The reference of a watched variable: a feature, `SCORE` or `FLAGGED`
+    /// (the flagged rate as a binary share). Unknown names get an empty one.
+    pub fn of(&self, name: &str) -> VarReference {
+        match name {
+            super::monitor::SCORE => self.score.clone(),
+            super::monitor::FLAGGED => VarReference::Binary {
+                n: self.score.n(),
+                share_of_ones: self.flagged_rate,
+            },
+            f => self
+                .features
+                .get(f)
+                .cloned()
+                .unwrap_or(VarReference::Binary {
+                    n: 0,
+                    share_of_ones: 0.0,
+                }),
+        }
+    }
+
     pub fn read(dir: &Path) -> Result<Self, DriftError> {
         let path = dir.join(REFERENCE_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| DriftError::Reference {
