@@ -8,7 +8,11 @@
 //!   from the delayed label-feedback stream.
 //!
 //! State is bounded: customer history older than 30 days and label history
-//! older than 37 days (relative to the newest event seen) is dropped.
+//! older than 37 days (relative to the eviction clock) is dropped. Offline
+//! the clock is the newest event seen; online, where partitions are consumed
+//! unevenly, the scoring thread caps it at the slowest partition's event
+//! time ([`FeatureEngine::set_clock_limit`]) so a lagging partition never
+//! loses history it still needs.
 //! Re-observing a transaction already in a customer's history (at-least-once
 //! redelivery, state rebuild after a rebalance) does not count it twice and
 //! returns the same features it had the first time.
@@ -123,8 +127,10 @@ struct TerminalTx {
 pub struct FeatureEngine {
     customers: HashMap<String, VecDeque<CustomerTx>>,
     terminals: HashMap<String, VecDeque<TerminalTx>>,
-    /// Newest event time seen (transactions or labels): the eviction clock.
+    /// Newest event time seen (transactions or labels).
     newest: i64,
+    /// Cap on the eviction clock (online: the slowest partition's event time).
+    clock_limit: Option<i64>,
     /// Observations since the last full eviction sweep.
     since_sweep: usize,
 }
@@ -275,7 +281,7 @@ impl FeatureEngine {
 
     /// Adds a label to its terminal's history (idempotent per transaction id).
     pub fn observe_label(&mut self, label: LabelRef<'_>) {
-        if label.event_time <= self.newest - TERMINAL_HORIZON_MS {
+        if label.event_time <= self.eviction_clock().saturating_sub(TERMINAL_HORIZON_MS) {
             return;
         }
         let id = id_hash(label.transaction_id);
@@ -294,6 +300,17 @@ impl FeatureEngine {
         );
     }
 
+    /// Caps the eviction clock: nothing newer than `limit` minus a horizon
+    /// is dropped (online: the slowest partition's latest event time).
+    pub fn set_clock_limit(&mut self, limit: i64) {
+        self.clock_limit = Some(limit);
+    }
+
+    /// The time eviction measures the horizons from.
+    fn eviction_clock(&self) -> i64 {
+        self.clock_limit.map_or(self.newest, |l| l.min(self.newest))
+    }
+
     fn tick(&mut self, t: i64) {
         self.newest = self.newest.max(t);
         self.since_sweep += 1;
@@ -305,14 +322,15 @@ impl FeatureEngine {
     /// Drops every customer and terminal entry that no window can reach.
     pub fn sweep(&mut self) {
         self.since_sweep = 0;
-        let c_cut = self.newest - CUSTOMER_HORIZON_MS;
+        let clock = self.eviction_clock();
+        let c_cut = clock.saturating_sub(CUSTOMER_HORIZON_MS);
         self.customers.retain(|_, h| {
             while h.front().is_some_and(|x| x.time <= c_cut) {
                 h.pop_front();
             }
             !h.is_empty()
         });
-        let t_cut = self.newest - TERMINAL_HORIZON_MS;
+        let t_cut = clock.saturating_sub(TERMINAL_HORIZON_MS);
         self.terminals.retain(|_, h| {
             while h.front().is_some_and(|x| x.time <= t_cut) {
                 h.pop_front();

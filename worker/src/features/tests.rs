@@ -100,3 +100,48 @@ fn amount_deviation_features_use_only_earlier_transactions() {
         f
     );
 }
+
+#[test]
+fn a_clock_limit_keeps_history_a_lagging_partition_still_needs() {
+    let day = DAY_MS;
+    let tx = |id: &str, c: &str, t: i64| (id.to_string(), c.to_string(), t);
+    let run = |limit: Option<i64>| {
+        let mut e = FeatureEngine::new();
+        // Customer "slow" (a lagging partition) on day 0, then customer
+        // "fast" (another partition) 40 days later, then "slow" on day 1.
+        for (id, c, t) in [tx("1", "slow", 0), tx("2", "fast", 40 * day)] {
+            e.observe_transaction(TxRef {
+                transaction_id: &id,
+                event_time: t,
+                customer_id: &c,
+                terminal_id: "t",
+                amount: 10.0,
+            });
+        }
+        if let Some(l) = limit {
+            e.set_clock_limit(l);
+        }
+        e.sweep();
+        e.observe_transaction(TxRef {
+            transaction_id: "3",
+            event_time: day,
+            customer_id: "slow",
+            terminal_id: "t",
+            amount: 30.0,
+        })
+    };
+    // NB_TX_7DAY (index 5) of the day-1 transaction: 2 with the day-0 one kept.
+    assert_eq!(run(Some(0))[5], 2.0);
+    // Without the cap the sweep measured from the fast partition drops it.
+    assert_eq!(run(None)[5], 1.0);
+}
+
+#[test]
+fn an_unbounded_clock_limit_evicts_nothing() {
+    let mut e = FeatureEngine::new();
+    e.observe_transaction(tx("a", 0, "c", "m", 1.0));
+    e.observe_transaction(tx("b", 90 * DAY_MS, "d", "m", 1.0));
+    e.set_clock_limit(i64::MIN);
+    e.sweep();
+    assert_eq!(e.state_size().0, 2, "both customers kept");
+}

@@ -236,6 +236,7 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         spawn_watcher(watch, updates_tx, handles.metrics.clone(), stop.clone())
             .map_err(|e| PipelineError::Panic(e.to_string()))?;
     }
+    let assigned = consumer.context().assigned.clone();
     let scoring_thread = {
         let policy = BatchPolicy {
             batch_max: cfg.batch_max,
@@ -263,6 +264,7 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
                     sink_tx,
                     stop,
                     drift_sender,
+                    assigned,
                 )
             })
             .map_err(|e| PipelineError::Panic(e.to_string()))?

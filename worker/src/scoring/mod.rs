@@ -68,6 +68,55 @@ pub struct BatchPolicy {
     pub labels_wait: Duration,
 }
 
+/// The latest event time seen on each assigned input partition. Their
+/// minimum caps the feature engine's eviction clock, so state a lagging
+/// partition still needs is kept while others run ahead (a backlog is
+/// consumed unevenly). An assigned partition not seen yet holds eviction
+/// back entirely; one silent for 10 minutes (idle) stops holding it back.
+#[derive(Debug, Default)]
+pub struct PartitionClocks {
+    latest: std::collections::HashMap<i32, (i64, Instant)>,
+    /// When an assigned partition was first found without records.
+    unseen_since: std::collections::HashMap<i32, Instant>,
+    /// The consumer's assignment (shared with its rebalance callbacks).
+    pub assigned: Arc<std::sync::Mutex<Vec<i32>>>,
+}
+
+impl PartitionClocks {
+    pub const SILENT: Duration = Duration::from_secs(600);
+
+    pub fn saw(&mut self, partition: i32, event_time: i64) {
+        let e = self
+            .latest
+            .entry(partition)
+            .or_insert((event_time, Instant::now()));
+        e.0 = e.0.max(event_time);
+        e.1 = Instant::now();
+    }
+
+    /// The slowest live assigned partition's latest event time; `i64::MIN`
+    /// (evict nothing) while an assigned partition has not been seen yet.
+    pub fn watermark(&mut self) -> Option<i64> {
+        let assigned = self.assigned.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut wm: Option<i64> = None;
+        for p in assigned {
+            match self.latest.get(&p) {
+                Some((t, seen)) if seen.elapsed() < Self::SILENT => {
+                    wm = Some(wm.map_or(*t, |w| w.min(*t)));
+                }
+                Some(_) => {}
+                None => {
+                    let since = *self.unseen_since.entry(p).or_insert_with(Instant::now);
+                    if since.elapsed() < Self::SILENT {
+                        return Some(i64::MIN);
+                    }
+                }
+            }
+        }
+        wm
+    }
+}
+
 /// The scoring thread's end of the source channel: unpacks `Work::Many`.
 struct Inbox {
     rx: Receiver<Work>,
@@ -154,6 +203,7 @@ pub fn run_scoring_loop(
     to_sink: mpsc::Sender<SinkItem>,
     stop: Arc<AtomicBool>,
     drift: Option<DriftSender>,
+    assigned: Arc<std::sync::Mutex<Vec<i32>>>,
 ) -> Result<(), ScoringError> {
     let mut inbox = Inbox {
         rx: input,
@@ -179,7 +229,22 @@ pub fn run_scoring_loop(
         ms = t0.elapsed().as_millis() as u64,
         "label history loaded"
     );
-    let replay = |engine: &mut FeatureEngine, tx: &crate::codec::Transaction| {
+    let mut clocks = PartitionClocks {
+        assigned,
+        ..Default::default()
+    };
+    let mut replayed = 0u64;
+    let mut replay = |engine: &mut FeatureEngine,
+                      clocks: &mut PartitionClocks,
+                      partition: i32,
+                      tx: &crate::codec::Transaction| {
+        clocks.saw(partition, tx.event_time);
+        replayed += 1;
+        if replayed.is_multiple_of(256) {
+            if let Some(wm) = clocks.watermark() {
+                engine.set_clock_limit(wm);
+            }
+        }
         engine.replay_transaction(TxRef {
             transaction_id: &tx.transaction_id,
             event_time: tx.event_time,
@@ -192,8 +257,8 @@ pub fn run_scoring_loop(
         // First record of the batch: wait, checking labels now and then.
         match inbox.recv_timeout(Duration::from_millis(50)) {
             Ok(Work::Score(i)) => batch.push(i),
-            Ok(Work::Replay(tx)) => {
-                replay(&mut engine, &tx);
+            Ok(Work::Replay(p, tx)) => {
+                replay(&mut engine, &mut clocks, p, &tx);
                 continue;
             }
             // Only an empty `Many` can get here: nothing to do.
@@ -220,7 +285,7 @@ pub fn run_scoring_loop(
             };
             match got {
                 Ok(Work::Score(i)) => batch.push(i),
-                Ok(Work::Replay(tx)) => replay(&mut engine, &tx),
+                Ok(Work::Replay(p, tx)) => replay(&mut engine, &mut clocks, p, &tx),
                 Ok(Work::Many(_)) => {}
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
@@ -250,6 +315,13 @@ pub fn run_scoring_loop(
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+        }
+        // Eviction follows the slowest partition, not the fastest.
+        for i in &batch {
+            clocks.saw(i.partition, i.tx.event_time);
+        }
+        if let Some(wm) = clocks.watermark() {
+            engine.set_clock_limit(wm);
         }
         // Model changes land between batches.
         while let Ok(u) = updates.try_recv() {

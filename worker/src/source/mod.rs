@@ -59,8 +59,8 @@ pub enum Work {
     /// Score this record and produce its output.
     Score(Incoming),
     /// Add this earlier record to customer state without output (state
-    /// rebuild after a partition was assigned).
-    Replay(Transaction),
+    /// rebuild after a partition was assigned), from this partition.
+    Replay(i32, Transaction),
     /// Several of the above, in order: the source hands over what one
     /// poll burst returned at once (one channel operation and at most one
     /// wake-up instead of one per record).
@@ -99,8 +99,9 @@ pub struct SourceContext {
     /// Per assigned partition, the committed offset below which records are
     /// replayed into customer state without output (state rebuild).
     replay_until: std::sync::Mutex<HashMap<i32, i64>>,
-    /// Partitions currently assigned (for the readiness probe and logs).
-    pub assigned: std::sync::Mutex<Vec<i32>>,
+    /// Partitions currently assigned (readiness, logs, and the scoring
+    /// thread's eviction watermark).
+    pub assigned: Arc<std::sync::Mutex<Vec<i32>>>,
     pub joined: AtomicBool,
 }
 
@@ -322,7 +323,7 @@ pub fn input_consumer(
         topic: cfg.input_topic.clone(),
         replay_until: std::sync::Mutex::new(HashMap::default()),
         metrics,
-        assigned: std::sync::Mutex::new(Vec::new()),
+        assigned: Arc::new(std::sync::Mutex::new(Vec::new())),
         joined: AtomicBool::new(false),
     };
     let consumer: InputConsumer = c.create_with_context(ctx).map_err(SourceError::Create)?;
@@ -423,7 +424,7 @@ fn input_loop(
             // History before the committed offset: state only, no output.
             if let Ok(tx) = codec.decode_transaction(m.key(), m.payload()) {
                 metrics.replayed.fetch_add(1, Ordering::Relaxed);
-                chunk.push(Work::Replay(tx));
+                chunk.push(Work::Replay(partition, tx));
                 if chunk.len() >= CHUNK && !flush(&mut chunk) {
                     break;
                 }
