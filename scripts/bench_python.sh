@@ -14,9 +14,10 @@
 #     they differ beyond float rounding).
 # BENCH_RUNS (default 1): runs of each worker, the least CPU counts (for a
 # busy machine). BENCH_PARTITIONS (default 4): partitions of the input topic;
-# over 100000 records on several partitions the features of both workers
-# depend on the order the partitions are consumed in (see the note it
-# prints), so check parity there with BENCH_PARTITIONS=1.
+# over 100000 records on several partitions the Python worker's features
+# depend on the order the partitions are consumed in (it sweeps state against
+# the newest event of any partition; riskstream sweeps against the slowest
+# assigned partition), so check parity there with BENCH_PARTITIONS=1.
 # Prints one Markdown table and writes it to bench-python.md (or $BENCH_OUT).
 # The binary: $RISKSTREAM_BIN, else $CARGO_TARGET_DIR/release/riskstream
 # (built here when missing). The Python venv lives in
@@ -220,7 +221,7 @@ else PARITY=FAILED; fi
   echo "| parity: scores | max \|Δ\| $(printf "%.2g" "$(pj max_abs_diff)"), mean \|Δ\| $(printf "%.2g" "$(pj mean_abs_diff)"), $(pj identical) bit-identical | |"
   echo "| parity: flags | $(awk -v a="$(pj flags_agree)" 'BEGIN { printf "%.4f", 100 * a }') % agree ($(pj flagged_rust) flagged by Rust, $(pj flagged_python) by Python) | parity $PARITY |"
   if [ "$ORDER_DEPENDENT" = 1 ]; then
-    echo "| note | over 100000 records on several partitions both workers' features depend on the order the partitions are consumed in (state is swept every 100000 records against the newest event time of any partition), so the outputs need not agree: parity is checked with BENCH_PARTITIONS=1 or BENCH_RECORDS ≤ 100000 | |"
+    echo "| note | over 100000 records on several partitions the Python worker's features depend on the order the partitions are consumed in (it sweeps state every 100000 records against the newest event of any partition; riskstream against the slowest assigned partition), so the outputs need not agree: parity is checked with BENCH_PARTITIONS=1 or BENCH_RECORDS ≤ 100000 | |"
   fi
 } | tee "$OUT"
 [ "$PARITY" != FAILED ] || { echo "bench_python: parity check failed (see above)" >&2; exit 1; }
