@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::codec::{Codec, FraudLabel, ScoredTransaction};
+use crate::codec::{Codec, FraudLabel, Verdict};
 use crate::drift::task::{DriftBatch, DriftSender};
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
 use crate::metrics::Metrics;
@@ -342,6 +342,18 @@ pub fn run_scoring_loop(
     Ok(())
 }
 
+/// A model's verdict on one score (borrows the model's name and version).
+fn verdict(score: f32, scorer: &crate::model::Scorer, scored_at: i64) -> Verdict<'_> {
+    Verdict {
+        score,
+        is_fraud: score >= scorer.card.threshold,
+        threshold: scorer.card.threshold,
+        model_name: &scorer.location.name,
+        model_version: &scorer.location.version,
+        scored_at,
+    }
+}
+
 /// Swaps a checked, warmed model in (between two batches).
 pub fn switch_model(
     models: &mut ModelSet,
@@ -480,46 +492,25 @@ pub fn score_batch(
                 d.event_times.push(i.tx.event_time);
             }
         }
-        let mut s = ScoredTransaction {
-            transaction_id: i.tx.transaction_id,
-            event_time: i.tx.event_time,
-            customer_id: i.tx.customer_id,
-            terminal_id: i.tx.terminal_id,
-            amount: i.tx.amount,
-            currency: i.tx.currency,
-            score,
-            is_fraud,
-            threshold,
-            model_name: scorer.location.name.clone(),
-            model_version: scorer.location.version.clone(),
-            scored_at,
-        };
-        let payload = codec
-            .encode_scored(&s)
-            .map_err(|e| ScoringError::Encode(e.to_string()))?;
+        // Encoded straight from the transaction: no per-record copies of
+        // the model's name and version.
+        let payload = codec.encode_scored_from(&i.tx, &verdict(score, scorer, scored_at));
         if let (Some(ch), Some(x)) = (&models.challenger, shadow_score) {
-            s.score = x;
-            s.threshold = ch.card.threshold;
-            s.is_fraud = x >= ch.card.threshold;
-            s.model_name.clone_from(&ch.location.name);
-            s.model_version.clone_from(&ch.location.version);
-            let payload = codec
-                .encode_scored(&s)
-                .map_err(|e| ScoringError::Encode(e.to_string()))?;
+            let v = verdict(x, ch, scored_at);
             shadow.push(ShadowRecord {
-                key: s.customer_id.clone(),
-                payload,
-                event_time: s.event_time,
-                flagged: s.is_fraud,
+                key: i.tx.customer_id.clone(),
+                payload: codec.encode_scored_from(&i.tx, &v),
+                event_time: i.tx.event_time,
+                flagged: v.is_fraud,
             });
         }
         records.push(ScoredRecord {
             partition: i.partition,
             offset: i.offset,
-            key: s.customer_id,
+            key: i.tx.customer_id,
             payload,
             consumed_at: i.consumed_at,
-            event_time: s.event_time,
+            event_time: i.tx.event_time,
         });
     }
     metrics

@@ -166,6 +166,8 @@ impl Sink {
                     match item {
                         None => open = false,
                         Some(SinkItem::Scored(batch)) => {
+                            // One clock read per batch, not per record.
+                            let enqueued = Instant::now();
                             for r in batch.records {
                                 let origin = Origin {
                                     track: true,
@@ -173,7 +175,7 @@ impl Sink {
                                     offset: r.offset,
                                     consumed_at: Some(r.consumed_at),
                                     event_time: Some(r.event_time),
-                                    enqueued_at: None,
+                                    enqueued_at: Some(enqueued),
                                 };
                                 let rec = FutureRecord::to(&output_topic)
                                     .key(r.key.as_bytes())
@@ -272,8 +274,10 @@ impl Sink {
         match res {
             Ok(()) if !origin.track => Ok(()),
             Ok(()) => {
+                let now = Instant::now();
                 if let Some(t) = origin.enqueued_at {
-                    self.delivery.observe(t.elapsed().as_secs_f64());
+                    self.delivery
+                        .observe(now.saturating_duration_since(t).as_secs_f64());
                 }
                 self.handled += 1;
                 self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
@@ -282,7 +286,7 @@ impl Sink {
                     self.metrics.half_delivered.get_or_init(Instant::now);
                 }
                 if let Some(c) = origin.consumed_at {
-                    proc.observe(c.elapsed().as_secs_f64());
+                    proc.observe(now.saturating_duration_since(c).as_secs_f64());
                 }
                 if let Some(t) = origin.event_time {
                     lag.observe((now_ms() - t) as f64 / 1000.0);
