@@ -284,10 +284,7 @@ fn models(cmd: ModelsCmd) -> anyhow::Result<()> {
             models_dir,
         } => {
             let loc = registry::resolve(&models_dir, &reference)?;
-            let scorer = riskstream::model::Scorer::load(
-                &loc,
-                riskstream::model::choose_device(riskstream::config::DeviceChoice::Cpu)?,
-            )?;
+            let scorer = riskstream::model::Scorer::load_cpu(&loc)?;
             let json = serde_json::json!({
                 "name": loc.name, "version": loc.version,
                 "inputs": scorer.card.inputs, "mean": scorer.card.mean, "std": scorer.card.std,

@@ -72,10 +72,7 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
         return Err(DriftError::Invalid(errors.join("; ")).into());
     }
     let loc = crate::registry::resolve(&args.models_dir, &args.model)?;
-    let mut scorer = crate::model::Scorer::load(
-        &loc,
-        crate::model::choose_device(crate::config::DeviceChoice::Cpu)?,
-    )?;
+    let mut scorer = crate::model::Scorer::load_cpu(&loc)?;
     let reference = Reference::read(&loc.dir)?;
     let from = day_index(&args.from)?;
     let to = day_index(&args.to)?;

@@ -186,8 +186,6 @@ pub struct DriftGauge {
 #[derive(Debug)]
 pub struct Metrics {
     pub consumed: AtomicU64,
-    pub scored: AtomicU64,
-    pub flagged: AtomicU64,
     pub delivered: AtomicU64,
     pub labels: AtomicU64,
     /// Records replayed into state (rebuild after an assignment).
@@ -229,8 +227,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             consumed: AtomicU64::new(0),
-            scored: AtomicU64::new(0),
-            flagged: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             labels: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
@@ -299,6 +295,13 @@ impl Metrics {
             v[i].scored += scored;
             v[i].flagged += flagged;
         }
+    }
+
+    /// Records decided and flagged, over every version (shadow excluded).
+    pub fn scored_and_flagged(&self) -> (u64, u64) {
+        let v = self.by_version.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter()
+            .fold((0, 0), |(s, f), c| (s + c.scored, f + c.flagged))
     }
 
     pub fn dead_lettered_total(&self) -> u64 {

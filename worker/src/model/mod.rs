@@ -344,6 +344,21 @@ impl Scorer {
         })
     }
 
+    /// Scores any number of rows in batches of 4,096 (offline tools).
+    pub fn score_all(&mut self, rows: &[FeatureVector]) -> Result<Vec<f32>, ModelError> {
+        let mut scores = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(4096) {
+            scores.extend(self.score(chunk)?);
+        }
+        Ok(scores)
+    }
+
+    /// Loads a version on the CPU backend (offline tools: train, evaluate,
+    /// score, drift, export).
+    pub fn load_cpu(location: &ModelLocation) -> Result<Self, ModelError> {
+        Self::load(location, choose_device(DeviceChoice::Cpu)?)
+    }
+
     pub fn from_parts(
         card: ModelCard,
         location: ModelLocation,

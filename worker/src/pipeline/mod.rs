@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 
-use crate::codec::{Codec, SchemaRegistry, Written};
+use crate::codec::{Codec, Written};
 use crate::config::RunConfig;
 use crate::metrics::Metrics;
 use crate::model::Scorer;
@@ -89,7 +89,7 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             codec.register_output(Written::Drift, t)?;
         }
         tracing::info!(
-            registry = %SchemaRegistry::new(url).map(|r| r.url().to_string()).unwrap_or_default(),
+            registry = codec.registry_url().unwrap_or_default(),
             scored_schema_id = id,
             "Confluent framing: input decoded by schema id, outputs framed 0x00 + id"
         );

@@ -28,8 +28,6 @@ pub use serving::{ModelSet, ModelUpdate, Role};
 pub enum ScoringError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("cannot encode a scored record: {0}")]
-    Encode(String),
 }
 
 /// One encoded output record and where its input came from.
@@ -75,7 +73,10 @@ pub struct BatchPolicy {
 /// back entirely; one silent for 10 minutes (idle) stops holding it back.
 #[derive(Debug, Default)]
 pub struct PartitionClocks {
-    latest: std::collections::HashMap<i32, (i64, Instant)>,
+    /// Per partition: latest event time, whether it was seen since the last
+    /// watermark, and when it was last seen (stamped by `watermark`, so
+    /// recording a record reads no clock).
+    latest: std::collections::HashMap<i32, (i64, bool, Instant)>,
     /// When an assigned partition was first found without records.
     unseen_since: std::collections::HashMap<i32, Instant>,
     /// The consumer's assignment (shared with its rebalance callbacks).
@@ -86,22 +87,32 @@ impl PartitionClocks {
     pub const SILENT: Duration = Duration::from_secs(600);
 
     pub fn saw(&mut self, partition: i32, event_time: i64) {
-        let e = self
-            .latest
-            .entry(partition)
-            .or_insert((event_time, Instant::now()));
-        e.0 = e.0.max(event_time);
-        e.1 = Instant::now();
+        match self.latest.get_mut(&partition) {
+            Some(e) => {
+                e.0 = e.0.max(event_time);
+                e.1 = true;
+            }
+            None => {
+                self.latest
+                    .insert(partition, (event_time, true, Instant::now()));
+            }
+        }
     }
 
     /// The slowest live assigned partition's latest event time; `i64::MIN`
     /// (evict nothing) while an assigned partition has not been seen yet.
     pub fn watermark(&mut self) -> Option<i64> {
         let assigned = self.assigned.lock().map(|a| a.clone()).unwrap_or_default();
+        let now = Instant::now();
+        for (_, touched, seen) in self.latest.values_mut() {
+            if std::mem::take(touched) {
+                *seen = now;
+            }
+        }
         let mut wm: Option<i64> = None;
         for p in assigned {
             match self.latest.get(&p) {
-                Some((t, seen)) if seen.elapsed() < Self::SILENT => {
+                Some((t, _, seen)) if now.duration_since(*seen) < Self::SILENT => {
                     wm = Some(wm.map_or(*t, |w| w.min(*t)));
                 }
                 Some(_) => {}
@@ -475,9 +486,8 @@ pub fn score_batch(
             _ => (&models.champion, champion_it.next()),
         };
         // Every row has a score: the model returned one per input row.
-        let score = score.unwrap_or(f32::NAN);
-        let threshold = scorer.card.threshold;
-        let is_fraud = score >= threshold;
+        let v = verdict(score.unwrap_or(f32::NAN), scorer, scored_at);
+        let is_fraud = v.is_fraud;
         if *routed {
             challenger_n += 1;
             challenger_flagged += u64::from(is_fraud);
@@ -487,14 +497,14 @@ pub fn score_batch(
             // Drift compares the champion's decisions with its reference.
             if let Some(d) = &mut sample {
                 d.features.push(*f);
-                d.scores.push(score);
+                d.scores.push(v.score);
                 d.flagged.push(is_fraud);
                 d.event_times.push(i.tx.event_time);
             }
         }
         // Encoded straight from the transaction: no per-record copies of
         // the model's name and version.
-        let payload = codec.encode_scored_from(&i.tx, &verdict(score, scorer, scored_at));
+        let payload = codec.encode_scored_from(&i.tx, &v);
         if let (Some(ch), Some(x)) = (&models.challenger, shadow_score) {
             let v = verdict(x, ch, scored_at);
             shadow.push(ShadowRecord {
@@ -513,12 +523,6 @@ pub fn score_batch(
             event_time: i.tx.event_time,
         });
     }
-    metrics
-        .scored
-        .fetch_add(records.len() as u64, Ordering::Relaxed);
-    metrics
-        .flagged
-        .fetch_add(champion_flagged + challenger_flagged, Ordering::Relaxed);
     let ch = &models.champion.location;
     metrics.count_version(&ch.name, &ch.version, champion_n, champion_flagged, false);
     if let Some(c) = &models.challenger {

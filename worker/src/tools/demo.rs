@@ -141,7 +141,7 @@ pub async fn demo(
             }
         }
         let delivered = metrics.delivered.load(Ordering::Relaxed);
-        let scored = metrics.scored.load(Ordering::Relaxed);
+        let (scored, flagged) = metrics.scored_and_flagged();
         let dead = metrics.dead_lettered_total();
         let rate = (delivered - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), delivered);
@@ -166,7 +166,7 @@ pub async fn demo(
             started.elapsed().as_secs_f64(),
             q(0.5),
             q(0.99),
-            metrics.flagged.load(Ordering::Relaxed),
+            flagged,
             metrics.drift_windows.load(Ordering::Relaxed),
             if alerts.is_empty() { "none".to_string() } else { alerts.join(",") },
         );
@@ -183,7 +183,7 @@ pub async fn demo(
         "done: {} records in {:.1}s; flagged {}",
         report.handled,
         report.seconds,
-        metrics.flagged.load(Ordering::Relaxed),
+        metrics.scored_and_flagged().1,
     );
     if args.brokers.is_some() {
         eprintln!(

@@ -231,10 +231,7 @@ pub fn evaluate_model(
 ) -> Result<(FoldMetrics, Vec<f32>, Vec<bool>), TrainError> {
     let (_, test) = test_indices(&data.rows, train_start);
     let te: Vec<_> = test.iter().map(|&i| data.features[i]).collect();
-    let mut scores = Vec::with_capacity(te.len());
-    for chunk in te.chunks(4096) {
-        scores.extend(scorer.score(chunk)?);
-    }
+    let scores = scorer.score_all(&te)?;
     let labels: Vec<bool> = test.iter().map(|&i| data.rows[i].fraud == 1).collect();
     let cp = card_precision_at_k(&data.rows, &test, &scores, 100);
     Ok((FoldMetrics::of(&scores, &labels, cp), scores, labels))
@@ -296,10 +293,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
     let mut fixed = match &args.model_ref {
         Some(r) => {
             let loc = crate::registry::resolve(&args.models_dir, r)?;
-            Some(crate::model::Scorer::load(
-                &loc,
-                crate::model::choose_device(crate::config::DeviceChoice::Cpu)?,
-            )?)
+            Some(crate::model::Scorer::load_cpu(&loc)?)
         }
         None => None,
     };

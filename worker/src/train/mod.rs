@@ -471,10 +471,7 @@ pub struct ScoreArgs {
 /// model, for backfills. Returns the number of rows written.
 pub fn score_csv(args: &ScoreArgs) -> Result<u64, TrainError> {
     let loc = crate::registry::resolve(&args.models_dir, &args.model)?;
-    let mut scorer = crate::model::Scorer::load(
-        &loc,
-        crate::model::choose_device(crate::config::DeviceChoice::Cpu)?,
-    )?;
+    let mut scorer = crate::model::Scorer::load_cpu(&loc)?;
     let from = args.from.as_deref().map(day_index).transpose()?;
     let to = args
         .to
@@ -545,10 +542,7 @@ pub fn rebuild_reference(
     csv: &Path,
 ) -> Result<PathBuf, TrainError> {
     let loc = crate::registry::resolve(models_dir, model)?;
-    let mut scorer = crate::model::Scorer::load(
-        &loc,
-        crate::model::choose_device(crate::config::DeviceChoice::Cpu)?,
-    )?;
+    let mut scorer = crate::model::Scorer::load_cpu(&loc)?;
     let period = |k: &str| {
         scorer.card.training[k]
             .as_str()
@@ -557,10 +551,7 @@ pub fn rebuild_reference(
     };
     let (from, to) = (day_index(&period("from")?)?, day_index(&period("to")?)?);
     let data = featurise(csv, to, |d| d >= from)?;
-    let mut scores = Vec::with_capacity(data.features.len());
-    for chunk in data.features.chunks(4096) {
-        scores.extend(scorer.score(chunk)?);
-    }
+    let scores = scorer.score_all(&data.features)?;
     let threshold = scorer.card.threshold;
     crate::drift::Reference::build(&data.features, &scores, threshold)
         .write(&loc.dir)
