@@ -128,6 +128,13 @@ fn install_signals(stop: Arc<AtomicBool>) {
     });
 }
 
+/// mimalloc for the Rust side: records are allocated on the source thread
+/// and freed on the sink and producer threads, which glibc's per-thread
+/// arenas handle poorly (about a sixth of the worker's CPU went to
+/// malloc/free and arena consolidation; see issue 6's profile).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -2,7 +2,8 @@
 //! start-up (model, device, topics) and shutdown (drain, final commit).
 //!
 //! Threads: the input consumer and the label reader poll on their own
-//! threads; the scoring thread owns the model; the sink is an async task.
+//! threads; the scoring thread owns the model; the sink is an async task that hands scored
+//! records to the producer, whose delivery callback settles offsets.
 //! Queues between them are bounded in records. Shutdown: `stop` ends
 //! polling; each stage finishes what it holds and closes its output; the
 //! sink settles every delivery; then offsets are committed synchronously.
@@ -20,7 +21,7 @@ use crate::model::Scorer;
 use crate::scoring::serving::{load_checked, spawn_watcher, WatchConfig};
 use crate::scoring::{run_scoring_loop, BatchPolicy};
 use crate::scoring::{ModelSet, Role};
-use crate::sink::{producer, Sink};
+use crate::sink::{producer, Sink, SinkContext};
 use crate::source::{input_consumer, run_input_loop, run_label_loop, LabelProgress, OffsetTracker};
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +154,16 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     let (to_scoring, scoring_rx) =
         std::sync::mpsc::sync_channel(cfg.queue_records.div_ceil(crate::source::CHUNK).max(2));
     let consumer = input_consumer(&cfg, tracker.clone(), handles.metrics.clone())?;
-    let producer = producer(&cfg)?;
+    let producer = producer(
+        &cfg,
+        SinkContext::new(
+            &cfg,
+            consumer.clone(),
+            tracker.clone(),
+            handles.metrics.clone(),
+            handles.stop.clone(),
+        ),
+    )?;
     // Warm the producer while the label history loads: topic metadata and
     // the idempotent producer id, so the first scored record does not wait
     // for them (≈0.5 s on the local broker).
@@ -286,17 +296,8 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         });
     }
 
-    let sink = Sink::new(
-        &cfg,
-        producer.clone(),
-        consumer.clone(),
-        tracker.clone(),
-        handles.metrics.clone(),
-    );
-    let limit_stop = stop.clone();
-    let sink_result = sink
-        .run(sink_rx, move || limit_stop.store(true, Ordering::Release))
-        .await;
+    // Stops the worker by itself once `max_records` records were delivered.
+    let sink_result = Sink::new(&cfg, producer.clone()).run(sink_rx).await;
     let sink_done = Instant::now();
     // The sink only returns early on a fatal error: stop the rest too.
     stop.store(true, Ordering::Release);
