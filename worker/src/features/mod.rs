@@ -17,12 +17,13 @@
 //! redelivery, state rebuild after a rebalance) does not count it twice and
 //! returns the same features it had the first time.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::VecDeque;
 
 /// Fx hashing: the keys are ids from our own topics, not attacker-chosen
-/// map keys, and SipHash was 4 % of the worker's CPU.
-type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
+/// map keys, and SipHash was 4 % of the worker's CPU. hashbrown for
+/// `entry_ref`: one hash and lookup per record, the key allocated only for
+/// a new customer or terminal.
+type HashMap<K, V> = hashbrown::HashMap<K, V, rustc_hash::FxBuildHasher>;
 use std::hash::{Hash, Hasher};
 
 /// Milliseconds per day.
@@ -135,18 +136,17 @@ pub struct FeatureEngine {
     since_sweep: usize,
 }
 
+/// A transaction id's 64-bit fingerprint (duplicate detection within one
+/// customer's or terminal's history, where a collision is ~1e-16 likely).
 fn id_hash(id: &str) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = rustc_hash::FxHasher::default();
     id.hash(&mut h);
     h.finish()
 }
 
 /// The history of `key`, created when missing; allocates the key only then.
 fn entry<'a, T>(map: &'a mut HashMap<String, VecDeque<T>>, key: &str) -> &'a mut VecDeque<T> {
-    if !map.contains_key(key) {
-        map.insert(key.to_string(), VecDeque::new());
-    }
-    map.get_mut(key).expect("inserted above")
+    map.entry_ref(key).or_default()
 }
 
 /// 1 on Saturday and Sunday (UTC).
@@ -200,29 +200,40 @@ impl FeatureEngine {
         f[0] = tx.amount;
         f[1] = f64::from(u8::from(is_weekend(tx.event_time)));
         f[2] = f64::from(u8::from(is_night(tx.event_time)));
-        for (w, days) in WINDOWS.iter().enumerate() {
-            let from = tx.event_time - days * DAY_MS;
-            let (mut n, mut sum) = (0u32, 0.0f64);
-            // Sum in chronological order, as a rolling window does.
-            for h in hist.range(..=pos) {
-                if h.time > from {
-                    n += 1;
-                    sum += h.amount;
+        // One pass over the history up to this transaction computes every
+        // window (each accumulator sees its values in the same order as a
+        // pass per window would: results are bit-identical).
+        let from = WINDOWS.map(|days| tx.event_time - days * DAY_MS);
+        let from_30 = tx.event_time - CUSTOMER_HORIZON_MS;
+        let from_14 = tx.event_time - 14 * DAY_MS;
+        let (mut wn, mut wsum) = ([0u32; 3], [0.0f64; 3]);
+        let (mut n, mut sum, mut sq, mut max) = (0u32, 0.0f64, 0.0f64, 0.0f64);
+        let mut high = 0u32;
+        for (i, h) in hist.range(..=pos).enumerate() {
+            for w in 0..WINDOWS.len() {
+                if h.time > from[w] {
+                    wn[w] += 1;
+                    wsum[w] += h.amount;
                 }
             }
-            f[3 + 2 * w] = f64::from(n);
-            f[4 + 2 * w] = if n == 0 { 0.0 } else { sum / f64::from(n) };
-        }
-        // Earlier transactions of the last 30 days, current excluded.
-        let from = tx.event_time - CUSTOMER_HORIZON_MS;
-        let (mut n, mut sum, mut sq, mut max) = (0u32, 0.0f64, 0.0f64, 0.0f64);
-        for (i, h) in hist.range(..=pos).enumerate() {
-            if i != pos && h.time > from {
+            if i != pos && h.time > from_30 {
                 n += 1;
                 sum += h.amount;
                 sq += h.amount * h.amount;
                 max = max.max(h.amount);
             }
+            // This transaction's own flag is set below, before it counts.
+            if i != pos && h.high && h.time > from_14 {
+                high += 1;
+            }
+        }
+        for w in 0..WINDOWS.len() {
+            f[3 + 2 * w] = f64::from(wn[w]);
+            f[4 + 2 * w] = if wn[w] == 0 {
+                0.0
+            } else {
+                wsum[w] / f64::from(wn[w])
+            };
         }
         if n > 0 {
             let mean = sum / f64::from(n);
@@ -239,14 +250,11 @@ impl FeatureEngine {
             f[16] = 0.0;
             f[17] = 1.0;
         }
-        // Unusually high amounts of the last 14 days, current included: a
-        // compromised card shows several.
         hist[pos].high = f[15] > HIGH_AMOUNT_RATIO;
-        let from = tx.event_time - 14 * DAY_MS;
-        f[18] = hist
-            .range(..=pos)
-            .filter(|h| h.high && h.time > from)
-            .count() as f64;
+        if hist[pos].high && hist[pos].time > from_14 {
+            high += 1;
+        }
+        f[18] = f64::from(high);
         self.terminal_features(tx.terminal_id, tx.event_time, &mut f);
         f
     }
