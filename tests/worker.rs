@@ -495,3 +495,38 @@ async fn sasl_secrets_never_reach_logs_or_metrics() {
     );
     assert!(!text().contains(secret), "the password leaked into the log");
 }
+
+/// A batch does not wait out its linger for records that are not there:
+/// once the consumer has nothing more buffered, what was gathered is scored.
+/// With a ten-minute linger and a batch maximum far above the input, every
+/// record must still come out (the test would otherwise wait ten minutes
+/// and fail on `scored`'s one-minute limit).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partial_batch_is_scored_when_the_consumer_runs_dry() {
+    let t = Topics::new("dry");
+    t.create(2).await;
+    let mut w = Worker::start(&t, &["--linger-ms", "600000", "--batch-max", "4096"]);
+    // The worker is waiting: these records arrive while it idles.
+    std::thread::sleep(Duration::from_secs(3));
+    let input = txs(100, 37);
+    produce_transactions(&t.input, &input).await;
+    let out = scored(&t.output, input.len(), Duration::from_secs(60));
+    assert_eq!(out.len(), input.len(), "log:\n{}", w.log_text());
+    // And again after an idle spell: the batching state starts over.
+    let more = txs(101, 5);
+    produce_transactions(&t.input, &more).await;
+    let out = scored(&t.output, input.len() + more.len(), Duration::from_secs(60));
+    assert_eq!(
+        out.len(),
+        input.len() + more.len(),
+        "log:\n{}",
+        w.log_text()
+    );
+    w.signal("TERM");
+    assert_eq!(
+        w.wait(Duration::from_secs(30)),
+        Some(0),
+        "log:\n{}",
+        w.log_text()
+    );
+}

@@ -175,6 +175,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             let metrics = handles.metrics.clone();
             let report = pipeline::run(cfg, handles).await?;
             let q = |p| metrics.processing_seconds.quantile(p).unwrap_or(0.0) * 1e3;
+            let w = |p| metrics.scoring_wait_seconds.quantile(p).unwrap_or(0.0) * 1e3;
+            let d = |p| metrics.delivery_seconds.quantile(p).unwrap_or(0.0) * 1e3;
             tracing::info!(
                 handled = report.handled,
                 seconds = report.seconds,
@@ -186,6 +188,12 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
                 processing_ms_p50 = q(0.5),
                 processing_ms_p99 = q(0.99),
                 processing_ms_p999 = q(0.999),
+                // Where consume → ack time goes: consume → batch scored
+                // (batching and scoring), produce → broker ack.
+                scoring_wait_ms_p50 = w(0.5),
+                scoring_wait_ms_p99 = w(0.99),
+                delivery_ms_p50 = d(0.5),
+                delivery_ms_p99 = d(0.99),
                 "worker stopped cleanly"
             );
         }

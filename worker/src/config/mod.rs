@@ -109,7 +109,8 @@ pub struct RunArgs {
     /// Largest micro-batch, in records [default: 512].
     #[arg(long, env = "RISKSTREAM_BATCH_MAX")]
     pub batch_max: Option<usize>,
-    /// Longest a record waits for its batch to fill, ms [default: 5].
+    /// Longest a record waits for its batch to fill, ms [default: 5]. A
+    /// batch is scored earlier once the consumer has nothing more buffered.
     #[arg(long, env = "RISKSTREAM_LINGER_MS")]
     pub linger_ms: Option<u64>,
     /// Capacity of each queue between stages, in records [default: 8192].

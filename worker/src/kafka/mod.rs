@@ -28,6 +28,15 @@ pub enum KafkaSetupError {
     Unreachable { brokers: String, detail: String },
 }
 
+/// `fetch.wait.max.ms` of the input consumers (worker and passthrough).
+/// Apache Kafka answers a fetch as soon as data is there, so this only
+/// bounds how long an idle fetch is held (100 empty fetches/s per broker at
+/// most). Tansu holds a fetch for about this long even when data arrives,
+/// so with librdkafka's 500 ms default records reached the consumer in
+/// quarter-second bursts, and waited there. Override: `--kafka
+/// fetch.wait.max.ms=…`.
+pub const FETCH_WAIT_MAX_MS: &str = "10";
+
 /// Base client config: brokers, quiet librdkafka logging, pass-through options.
 pub fn client_config(brokers: &str, passthrough: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();

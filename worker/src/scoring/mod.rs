@@ -62,6 +62,9 @@ pub struct ScoredBatch {
 #[derive(Debug, Clone)]
 pub struct BatchPolicy {
     pub batch_max: usize,
+    /// Longest the first record of a batch waits for more; the batch is
+    /// scored earlier when full or when the source reports it has nothing
+    /// more buffered ([`Work::Drained`]).
     pub linger: Duration,
     pub labels_wait: Duration,
 }
@@ -273,7 +276,7 @@ pub fn run_scoring_loop(
                 continue;
             }
             // Only an empty `Many` can get here: nothing to do.
-            Ok(Work::Many(_)) => continue,
+            Ok(Work::Many(_) | Work::Drained) => continue,
             Err(RecvTimeoutError::Timeout) => {
                 while let Ok(l) = labels.try_recv() {
                     apply_labels(&mut engine, &l);
@@ -298,6 +301,9 @@ pub fn run_scoring_loop(
                 Ok(Work::Score(i)) => batch.push(i),
                 Ok(Work::Replay(p, tx)) => replay(&mut engine, &mut clocks, p, &tx),
                 Ok(Work::Many(_)) => {}
+                // The source has nothing more: score what we have now.
+                Ok(Work::Drained) if inbox.pending.is_empty() => break,
+                Ok(Work::Drained) => {}
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => {
                     open = false;

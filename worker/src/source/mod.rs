@@ -65,6 +65,10 @@ pub enum Work {
     /// poll burst returned at once (one channel operation and at most one
     /// wake-up instead of one per record).
     Many(Vec<Work>),
+    /// The source has nothing more buffered (the fetched burst is used up):
+    /// a batch being gathered should be scored now rather than wait out
+    /// its linger for records that are not there yet.
+    Drained,
 }
 
 /// Records the source gathers before handing them to scoring.
@@ -314,6 +318,7 @@ pub fn input_consumer(
             (cfg.session_timeout_ms / 3).max(100).to_string(),
         )
         .set("partition.assignment.strategy", "range")
+        .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS)
         .set("statistics.interval.ms", "5000");
     for (k, v) in &cfg.kafka {
         c.set(k, v);
@@ -388,11 +393,14 @@ fn input_loop(
     input_topic: &str,
 ) -> Result<(), SourceError> {
     let mut chunk: Vec<Work> = Vec::with_capacity(CHUNK);
+    // Records handed over since the last `Drained` marker.
+    let mut unmarked = false;
     // Hands the gathered records over; false when scoring has gone.
-    let flush = |chunk: &mut Vec<Work>| -> bool {
+    let flush = |chunk: &mut Vec<Work>, unmarked: &mut bool| -> bool {
         if chunk.is_empty() {
             return true;
         }
+        *unmarked = true;
         let items = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
         to_scoring.send(Work::Many(items)).is_ok()
     };
@@ -404,8 +412,14 @@ fn input_loop(
             Duration::ZERO
         };
         let Some(res) = consumer.poll(wait) else {
-            if !flush(&mut chunk) {
-                break;
+            // Nothing more buffered: hand over what we have and say so.
+            if unmarked || !chunk.is_empty() {
+                chunk.push(Work::Drained);
+                unmarked = false;
+                let items = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                if to_scoring.send(Work::Many(items)).is_err() {
+                    break;
+                }
             }
             continue;
         };
@@ -425,7 +439,7 @@ fn input_loop(
             if let Ok(tx) = codec.decode_transaction(m.key(), m.payload()) {
                 metrics.replayed.fetch_add(1, Ordering::Relaxed);
                 chunk.push(Work::Replay(partition, tx));
-                if chunk.len() >= CHUNK && !flush(&mut chunk) {
+                if chunk.len() >= CHUNK && !flush(&mut chunk, &mut unmarked) {
                     break;
                 }
             }
@@ -443,7 +457,7 @@ fn input_loop(
                     consumed_at: Instant::now(),
                 };
                 chunk.push(Work::Score(item));
-                if chunk.len() >= CHUNK && !flush(&mut chunk) {
+                if chunk.len() >= CHUNK && !flush(&mut chunk, &mut unmarked) {
                     break;
                 }
             }
@@ -467,7 +481,7 @@ fn input_loop(
             }
         }
     }
-    flush(&mut chunk);
+    flush(&mut chunk, &mut unmarked);
     Ok(())
 }
 

@@ -63,6 +63,7 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaErr
     let mut c = client_config(&args.brokers, &BTreeMap::new());
     c.set("group.id", format!("passthrough-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS)
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = c.create()?;
     consumer.subscribe(&[&args.input_topic])?;
