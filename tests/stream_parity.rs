@@ -64,6 +64,8 @@ async fn replay_days(t: &Topics) -> u64 {
         to: Some(TO.into()),
         quiet: true,
         schema_registry_url: None,
+        // Send-time stamps: the end-to-end histogram is checked below.
+        timestamp_now: true,
     };
     replay(&args).await.unwrap().transactions
 }
@@ -169,8 +171,12 @@ fn drift_reports_and_gauges(t: &Topics, w: &Worker, n: i64) {
         ] {
             assert!(names.contains(&want), "{names:?}");
         }
+        // Windows too small to judge (a backlog's partitions interleave
+        // days, closing daily windows early) carry noisy statistics.
         let amount = &j["variables"][0];
-        assert!(amount["psi"].as_f64().unwrap() < 0.2, "{amount}");
+        if j["judged"].as_bool() == Some(true) {
+            assert!(amount["psi"].as_f64().unwrap() < 0.2, "{amount} in {j}");
+        }
         records += j["records"].as_i64().unwrap();
     }
     // Every record is in a closed window except those of the open one.
@@ -189,6 +195,24 @@ fn drift_reports_and_gauges(t: &Topics, w: &Worker, n: i64) {
     );
     assert!(metrics.contains("riskstream_drift_alert{feature=\"CUSTOMER_ID_NB_TX_30DAY_WINDOW\"}"));
     assert!(metrics.contains("riskstream_drift_samples_dropped_total 0"));
+    // End to end (input send time → output acknowledged), one observation
+    // per scored record; the backlog was sent minutes ago, not in 2018.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
+    };
+    let count = value("riskstream_end_to_end_seconds_count");
+    let sum = value("riskstream_end_to_end_seconds_sum");
+    assert_eq!(count as i64, n, "{metrics}");
+    assert!(
+        sum / count > 0.0 && sum / count < 600.0,
+        "mean {} s",
+        sum / count
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

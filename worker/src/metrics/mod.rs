@@ -199,6 +199,10 @@ pub struct Metrics {
     /// Output handed to the producer → acknowledged by the broker.
     pub delivery_seconds: Histogram,
     pub event_lag_seconds: Histogram,
+    /// Input record's Kafka timestamp → its output acknowledged: end-to-end
+    /// latency where producers stamp records with the time they send them
+    /// (CreateTime, librdkafka's default), up to clock skew between hosts.
+    pub end_to_end_seconds: Histogram,
     /// Dead-lettered records by reason code.
     pub dead_lettered: Mutex<Vec<(&'static str, u64)>>,
     /// What is serving: model, version, device, role (champion/challenger).
@@ -237,6 +241,7 @@ impl Default for Metrics {
             scoring_wait_seconds: Histogram::default(),
             delivery_seconds: Histogram::default(),
             event_lag_seconds: Histogram::default(),
+            end_to_end_seconds: Histogram::default(),
             dead_lettered: Mutex::new(Vec::new()),
             model_info: Mutex::new(Vec::new()),
             by_version: Mutex::new(Vec::new()),
@@ -393,6 +398,7 @@ impl Metrics {
             ),
             ("riskstream_delivery_seconds", &self.delivery_seconds),
             ("riskstream_event_lag_seconds", &self.event_lag_seconds),
+            ("riskstream_end_to_end_seconds", &self.end_to_end_seconds),
         ] {
             let _ = writeln!(out, "# TYPE {name} histogram");
             h.render(&mut out, name, "");

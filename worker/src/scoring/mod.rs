@@ -39,6 +39,8 @@ pub struct ScoredRecord {
     pub payload: Vec<u8>,
     pub consumed_at: Instant,
     pub event_time: i64,
+    /// The input record's Kafka timestamp (ms).
+    pub produced_at: Option<i64>,
 }
 
 /// A challenger's score of a record, for the shadow topic.
@@ -527,6 +529,7 @@ pub fn score_batch(
             payload,
             consumed_at: i.consumed_at,
             event_time: i.tx.event_time,
+            produced_at: i.produced_at,
         });
     }
     let ch = &models.champion.location;

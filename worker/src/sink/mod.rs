@@ -62,6 +62,8 @@ pub struct Origin {
     offset: i64,
     consumed_at: Option<Instant>,
     event_time: Option<i64>,
+    /// The input record's Kafka timestamp (ms).
+    produced_at: Option<i64>,
     /// Handed to the producer.
     enqueued_at: Option<Instant>,
 }
@@ -73,6 +75,7 @@ struct Locals {
     lag: LocalHistogram,
     proc: LocalHistogram,
     delivery: LocalHistogram,
+    end_to_end: LocalHistogram,
 }
 
 const MERGE_EVERY: u64 = 256;
@@ -125,6 +128,9 @@ impl SinkContext {
         self.metrics
             .delivery_seconds
             .merge(&std::mem::take(&mut l.delivery));
+        self.metrics
+            .end_to_end_seconds
+            .merge(&std::mem::take(&mut l.end_to_end));
     }
 
     fn delivered(&self, origin: &Origin) {
@@ -145,8 +151,14 @@ impl SinkContext {
                 l.proc
                     .observe(now.saturating_duration_since(c).as_secs_f64());
             }
-            if let Some(t) = origin.event_time {
-                l.lag.observe((now_ms() - t) as f64 / 1000.0);
+            if origin.event_time.is_some() || origin.produced_at.is_some() {
+                let wall = now_ms();
+                if let Some(t) = origin.event_time {
+                    l.lag.observe((wall - t) as f64 / 1000.0);
+                }
+                if let Some(t) = origin.produced_at {
+                    l.end_to_end.observe((wall - t) as f64 / 1000.0);
+                }
             }
             // `in_flight` still counts this record: 1 means it was the last.
             if handled.is_multiple_of(MERGE_EVERY) || self.in_flight.load(Ordering::Acquire) <= 1 {
@@ -250,6 +262,7 @@ impl Sink {
                             offset: r.offset,
                             consumed_at: Some(r.consumed_at),
                             event_time: Some(r.event_time),
+                            produced_at: r.produced_at,
                             enqueued_at: Some(enqueued),
                         };
                         let rec = BaseRecord::with_opaque_to(&self.output_topic, Box::new(origin))
@@ -266,6 +279,7 @@ impl Sink {
                                 offset: -1,
                                 consumed_at: None,
                                 event_time: None,
+                                produced_at: None,
                                 enqueued_at: None,
                             };
                             let rec = BaseRecord::with_opaque_to(topic, Box::new(origin))
@@ -305,6 +319,7 @@ impl Sink {
                         offset: d.offset,
                         consumed_at: None,
                         event_time: None,
+                        produced_at: None,
                         enqueued_at: Some(Instant::now()),
                     };
                     let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =

@@ -51,6 +51,8 @@ pub struct Incoming {
     pub offset: i64,
     pub tx: Transaction,
     pub consumed_at: Instant,
+    /// The record's Kafka timestamp (ms), for end-to-end latency.
+    pub produced_at: Option<i64>,
 }
 
 /// What the scoring thread receives from the source.
@@ -455,6 +457,7 @@ fn input_loop(
                     offset,
                     tx,
                     consumed_at: Instant::now(),
+                    produced_at: m.timestamp().to_millis(),
                 };
                 chunk.push(Work::Score(item));
                 if chunk.len() >= CHUNK && !flush(&mut chunk, &mut unmarked) {

@@ -103,6 +103,8 @@ pub async fn demo(
         partitions: 4,
         rate: args.rate,
         limit: None,
+        // Send-time stamps: riskstream_end_to_end_seconds is then real.
+        timestamp_now: true,
         from: Some(args.from.clone()),
         to: Some(args.to.clone()),
         quiet: true,

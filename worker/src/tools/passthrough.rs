@@ -14,19 +14,26 @@ use rdkafka::{ClientContext, Message};
 use crate::kafka::client_config;
 use crate::metrics::Histogram;
 
-/// Records consume → broker ack latency of every record.
+/// Records consume → broker ack latency of every record, and input
+/// Kafka timestamp → ack (end to end, where producers stamp send time).
 #[derive(Default)]
 pub struct LatencyContext {
     pub latency: Histogram,
+    pub end_to_end: Histogram,
 }
 
 impl ClientContext for LatencyContext {}
 
 impl ProducerContext for LatencyContext {
-    type DeliveryOpaque = Box<Instant>;
-    fn delivery(&self, r: &DeliveryResult<'_>, consumed_at: Self::DeliveryOpaque) {
+    type DeliveryOpaque = Box<(Instant, Option<i64>)>;
+    fn delivery(&self, r: &DeliveryResult<'_>, origin: Self::DeliveryOpaque) {
+        let (consumed_at, produced_at) = *origin;
         if r.is_ok() {
             self.latency.observe(consumed_at.elapsed().as_secs_f64());
+            if let Some(t) = produced_at {
+                self.end_to_end
+                    .observe((crate::scoring::now_ms() - t) as f64 / 1000.0);
+            }
         }
     }
 }
@@ -39,6 +46,8 @@ pub struct PassthroughReport {
     pub seconds: f64,
     /// Consume → ack, milliseconds: p50, p99, p99.9.
     pub latency_ms: [f64; 3],
+    /// Input Kafka timestamp → ack, milliseconds: p50, p99, p99.9.
+    pub end_to_end_ms: [f64; 3],
     /// Records per second over the second half (steady state).
     pub steady_records_per_second: f64,
 }
@@ -82,9 +91,9 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaErr
         };
         let m = res?;
         start.get_or_insert_with(Instant::now);
-        let consumed_at = Box::new(Instant::now());
-        let mut rec: BaseRecord<'_, [u8], [u8], Box<Instant>> =
-            BaseRecord::with_opaque_to(&args.output_topic, consumed_at);
+        let origin = Box::new((Instant::now(), m.timestamp().to_millis()));
+        let mut rec: BaseRecord<'_, [u8], [u8], Box<(Instant, Option<i64>)>> =
+            BaseRecord::with_opaque_to(&args.output_topic, origin);
         if let Some(k) = m.key() {
             rec = rec.key(k);
         }
@@ -109,10 +118,13 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaErr
     producer.flush(Duration::from_secs(60))?;
     let h = &producer.context().latency;
     let q = |p| h.quantile(p).unwrap_or(0.0) * 1e3;
+    let e = &producer.context().end_to_end;
+    let e2e = |p| e.quantile(p).unwrap_or(0.0) * 1e3;
     Ok(PassthroughReport {
         records: n,
         seconds: start.map_or(0.0, |s| s.elapsed().as_secs_f64()),
         latency_ms: [q(0.5), q(0.99), q(0.999)],
+        end_to_end_ms: [e2e(0.5), e2e(0.99), e2e(0.999)],
         steady_records_per_second: half.map_or(0.0, |h: Instant| {
             (n - args.max / 2) as f64 / h.elapsed().as_secs_f64().max(1e-9)
         }),

@@ -1,7 +1,8 @@
 //! `riskstream replay`: streams a handbook transactions CSV to the input
-//! topic (key = customer id, Kafka timestamp = event time) and each label to
-//! the labels topic one label delay (7 days of event time) later, as fast as
-//! possible or at a fixed rate.
+//! topic (key = customer id, Kafka timestamp = event time, or the time it
+//! was sent with `--timestamp-now`) and each label to the labels topic one
+//! label delay (7 days of event time) later, as fast as possible or at a
+//! fixed rate.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -38,6 +39,11 @@ pub struct ReplayArgs {
     /// Stop after this many transactions.
     #[arg(long)]
     pub limit: Option<u64>,
+    /// Stamp transactions with the time they are sent (Kafka CreateTime, as
+    /// most producers do) instead of their event time: the worker's
+    /// `riskstream_end_to_end_seconds` then measures produced → scored.
+    #[arg(long)]
+    pub timestamp_now: bool,
     /// First day (YYYY-MM-DD) to send.
     #[arg(long)]
     pub from: Option<String>,
@@ -183,7 +189,12 @@ fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
         }
         let tx = row.transaction();
         let payload = codec.encode_transaction(&tx)?;
-        send(&producer, &args.topic, &tx.customer_id, &payload, t)?;
+        let ts = if args.timestamp_now {
+            crate::scoring::now_ms()
+        } else {
+            t
+        };
+        send(&producer, &args.topic, &tx.customer_id, &payload, ts)?;
         report.transactions += 1;
         if labels {
             pending_labels.push_back(row);
