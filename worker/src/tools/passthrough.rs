@@ -14,6 +14,9 @@ use rdkafka::{ClientContext, Message};
 use crate::kafka::client_config;
 use crate::metrics::Histogram;
 
+/// When a record was consumed, and its Kafka timestamp (ms).
+type Origin = (Instant, Option<i64>);
+
 /// Records consume → broker ack latency of every record, and input
 /// Kafka timestamp → ack (end to end, where producers stamp send time).
 #[derive(Default)]
@@ -25,7 +28,7 @@ pub struct LatencyContext {
 impl ClientContext for LatencyContext {}
 
 impl ProducerContext for LatencyContext {
-    type DeliveryOpaque = Box<(Instant, Option<i64>)>;
+    type DeliveryOpaque = Box<Origin>;
     fn delivery(&self, r: &DeliveryResult<'_>, origin: Self::DeliveryOpaque) {
         let (consumed_at, produced_at) = *origin;
         if r.is_ok() {
@@ -92,7 +95,7 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaErr
         let m = res?;
         start.get_or_insert_with(Instant::now);
         let origin = Box::new((Instant::now(), m.timestamp().to_millis()));
-        let mut rec: BaseRecord<'_, [u8], [u8], Box<(Instant, Option<i64>)>> =
+        let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
             BaseRecord::with_opaque_to(&args.output_topic, origin);
         if let Some(k) = m.key() {
             rec = rec.key(k);
