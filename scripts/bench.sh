@@ -4,13 +4,16 @@
 #   the full worker: records/s, ratio to passthrough, CPU per record, peak RSS,
 #   and again with the drift sidecar off (its overhead);
 #   cold start (process start → first scored record delivered);
-#   latency (consume → output acknowledged) p50/p99/p99.9 at 25/50/75 % of
+#   latency (input produced → scored record acknowledged; consume → ack
+#   beside it) p50/p99/p99.9 at 25/50/75 % of
 #   the worker's maximum rate, default batching, beside passthrough's at the
 #   same rate (the broker's own floor), and at ~1,000 ev/s.
 # Data: one week of labels (2018-06-24…30, ~67k: the label history a worker
 # reads at start) and BENCH_RECORDS (default 400000) transactions from
 # 2018-07-01, pre-loaded once. Prints one Markdown table and writes it to
 # bench-results.md (or $BENCH_OUT).
+# RISKSTREAM_BIN: a prebuilt binary (nothing is built or installed then);
+# BENCH_CSV: the transactions CSV (default: the handbook's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RISKSTREAM_CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
@@ -18,16 +21,22 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RISKSTREAM_CACHE/target}"
 N="${BENCH_RECORDS:-400000}"
 OUT="${BENCH_OUT:-bench-results.md}"
 command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || true; }
-scripts/deps.sh >&2
-cargo build --release --locked --bin riskstream >&2
+if [ -n "${RISKSTREAM_BIN:-}" ]; then
+  B="$RISKSTREAM_BIN"
+else
+  scripts/deps.sh >&2
+  cargo build --release --locked --bin riskstream >&2
+  B="$CARGO_TARGET_DIR/release/riskstream"
+fi
 scripts/broker.sh start >&2
-B="$CARGO_TARGET_DIR/release/riskstream"
-CSV=../shared/data/handbook/transactions.csv.gz
+CSV="${BENCH_CSV:-../shared/data/handbook/transactions.csv.gz}"
 T="bench-$$"
 LOGS=$(mktemp -d)
 strip() { sed 's/\x1b\[[0-9;]*m//g'; }
 field() { strip < "$1" | grep -o "$2=[0-9.e+-]*" | tail -1 | cut -d= -f2 | xargs printf "%.1f" 2>/dev/null || echo "?"; }
 pt_field() { grep -o "$2 [0-9.]* ms" "$1" | head -1 | awk '{print $2}'; }
+# passthrough's end-to-end figures: pt_e2e FILE p50|p99|p999
+pt_e2e() { grep -o "end to end p50 [0-9.]* ms p99 [0-9.]* ms p999 [0-9.]* ms" "$1" | grep -o "$2 [0-9.]* ms" | awk '{print $2}'; }
 cpu_us() { awk -v u="$1" -v s="$2" -v n="$3" 'BEGIN { printf "%.1f", (u + s) * 1e6 / n }'; }
 
 echo "pre-loading a week of labels and $N transactions into $T.*" >&2
@@ -60,22 +69,22 @@ read -r _ ND_U ND_S _ _ < "$LOGS/nd.time"
 latency_run() { # rate n label extra-worker-args...
   local rate=$1 n=$2 label=$3; shift 3
   local topic="$T.lat$label"
-  "$B" replay --csv "$CSV" --topic "$topic" --labels-topic "" --from 2018-07-01 --limit 1 --quiet >&2
+  "$B" replay --csv "$CSV" --topic "$topic" --labels-topic "" --from 2018-07-01 --limit 1 --timestamp-now --quiet >&2
   "$B" run --group "$topic.g" --input-topic "$topic" --output-topic "$topic.out" --labels-topic "$T.labels" \
     --dlq-topic "$T.dlq" --metrics-addr off --device cpu --max-records $(( n + 1 )) "$@" 2> "$LOGS/lat$label.log" &
   local wpid=$!
   sleep 6
-  "$B" replay --csv "$CSV" --topic "$topic" --labels-topic "" --from 2018-07-02 --limit "$n" --rate "$rate" --quiet >&2
+  "$B" replay --csv "$CSV" --topic "$topic" --labels-topic "" --from 2018-07-02 --limit "$n" --rate "$rate" --timestamp-now --quiet >&2
   wait "$wpid" || true
   # passthrough on a fresh topic at the same rate
-  "$B" replay --csv "$CSV" --topic "$topic.p" --labels-topic "" --from 2018-07-01 --limit 1 --quiet >&2
+  "$B" replay --csv "$CSV" --topic "$topic.p" --labels-topic "" --from 2018-07-01 --limit 1 --timestamp-now --quiet >&2
   "$B" passthrough --input-topic "$topic.p" --output-topic "$topic.pout" --max $(( n + 1 )) > "$LOGS/plat$label.out" &
   local ppid=$!
   sleep 3
-  "$B" replay --csv "$CSV" --topic "$topic.p" --labels-topic "" --from 2018-07-02 --limit "$n" --rate "$rate" --quiet >&2
+  "$B" replay --csv "$CSV" --topic "$topic.p" --labels-topic "" --from 2018-07-02 --limit "$n" --rate "$rate" --timestamp-now --quiet >&2
   wait "$ppid" || true
   local w="$LOGS/lat$label.log" p="$LOGS/plat$label.out"
-  echo "| latency at ${label} (${rate} ev/s${EXTRA_NOTE:-}) | worker p50 $(field "$w" processing_ms_p50) ms, p99 $(field "$w" processing_ms_p99) ms, p99.9 $(field "$w" processing_ms_p999) ms · passthrough p50 $(pt_field "$p" p50) ms, p99 $(pt_field "$p" p99) ms, p99.9 $(pt_field "$p" p999) ms |"
+  echo "| latency at ${label} (${rate} ev/s${EXTRA_NOTE:-}) | worker p50 $(field "$w" end_to_end_ms_p50) ms, p99 $(field "$w" end_to_end_ms_p99) ms, p99.9 $(field "$w" end_to_end_ms_p999) ms · passthrough p50 $(pt_e2e "$p" p50) ms, p99 $(pt_e2e "$p" p99) ms, p99.9 $(pt_e2e "$p" p999) ms · worker consume→ack p50 $(field "$w" processing_ms_p50) ms, p99 $(field "$w" processing_ms_p99) ms |"
 }
 lat_rows=""
 for pct in 25 50 75; do

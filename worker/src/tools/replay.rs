@@ -152,6 +152,15 @@ fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
         .set("queue.buffering.max.messages", "200000")
         .set("compression.type", "lz4");
     let producer: ThreadedProducer<Counting> = cfg.create_with_context(Counting::default())?;
+    // Connect and learn the topic's leaders before the clock starts, so a
+    // paced replay does not open with a second's worth of queued records
+    // (it would show as latency downstream).
+    if let Err(e) = producer
+        .client()
+        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
+    {
+        tracing::warn!(topic = %args.topic, error = %e, "no metadata yet; sending anyway");
+    }
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
