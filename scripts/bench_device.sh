@@ -35,7 +35,7 @@ mkdir -p "$MANIFEST" && ln -sfn "$PWD/models" "$MANIFEST/models"
 
 if [ -z "${SKIP_INFERENCE:-}" ]; then
 echo "== inference bench" >&2
-timeout 300 "$PACK/bin/stages" --bench inference 2>&1 | tee "$OUT/inference.txt" \
+timeout 200 "$PACK/bin/stages" --bench inference 2>&1 | tee "$OUT/inference.txt" \
   | grep -E "^inference|time:|thrpt:" >&2
 fi
 
@@ -43,7 +43,7 @@ echo "== end-to-end bench" >&2
 export RISKSTREAM_CACHE=/tmp/riskstream-cache
 mkdir -p "$RISKSTREAM_CACHE/tansu/bin"
 cp "$PACK/bin/tansu" "$RISKSTREAM_CACHE/tansu/bin/tansu"
-RISKSTREAM_BIN="$B" BENCH_CSV="$CSV" BENCH_OUT="$OUT/bench-e2e.md" timeout 420 scripts/bench.sh 2> "$OUT/bench-e2e.log"
+RISKSTREAM_BIN="$B" BENCH_CSV="$CSV" BENCH_OUT="$OUT/bench-e2e.md" timeout 300 scripts/bench.sh 2> "$OUT/bench-e2e.log"
 
 echo "== worker: wgpu against CPU" >&2
 T="devbench-$$"
