@@ -392,6 +392,12 @@ impl Sink {
         if failed.is_empty() {
             return Ok(());
         }
+        // A fatal producer error (e.g. the idempotent producer fenced) fails
+        // every delivery from now on: stop rather than re-send forever.
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            tracing::error!(error = %code, reason, "fatal producer error");
+            return Err(SinkError::Fatal(KafkaError::MessageProduction(code)));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
         for (origin, msg) in failed {
             if msg.topic().is_empty() {
