@@ -120,10 +120,12 @@ fn inference_on(c: &mut Criterion, choice: DeviceChoice, name: &str) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let loc = riskstream::registry::resolve(&root, "fraud-mlp@champion").unwrap();
     let mut scorer = Scorer::load(&loc, device).unwrap();
-    scorer.warm_up(4096).unwrap();
+    scorer.warm_up(65_536).unwrap();
     let mut g = c.benchmark_group(format!("inference/{}", scorer.device_description()));
     g.measurement_time(Duration::from_secs(3));
-    for bs in [1usize, 16, 64, 256, 1024, 4096] {
+    // 1…4,096 as the worker batches; 16,384 and 65,536 show where a GPU's
+    // throughput levels off (offline scoring sizes).
+    for bs in [1usize, 16, 64, 256, 1024, 4096, 16_384, 65_536] {
         let rows = vec![[1.0f64; N_FEATURES]; bs];
         g.throughput(Throughput::Elements(bs as u64));
         g.bench_with_input(BenchmarkId::from_parameter(bs), &rows, |b, rows| {
