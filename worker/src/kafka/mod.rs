@@ -28,7 +28,7 @@ pub enum KafkaSetupError {
     Unreachable { brokers: String, detail: String },
 }
 
-/// `fetch.wait.max.ms` of the input consumers (worker and passthrough).
+/// `fetch.wait.max.ms` of the input and label consumers (and passthrough's).
 /// Apache Kafka answers a fetch as soon as data is there, so this only
 /// bounds how long an idle fetch is held (100 empty fetches/s per broker at
 /// most). Tansu holds a fetch for about this long even when data arrives,

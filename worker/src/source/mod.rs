@@ -537,7 +537,14 @@ pub fn run_label_loop(
     let mut c = client_config(&cfg.brokers, &cfg.kafka);
     c.set("group.id", format!("{}.labels", cfg.group))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        // With Tansu's held fetches the label history took ~1 s to read
+        // at start (67k labels) instead of ~0.1 s.
+        .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS);
+    // The user's options win.
+    for (k, v) in &cfg.kafka {
+        c.set(k, v);
+    }
     let consumer: BaseConsumer<LabelContext> = c
         .create_with_context(LabelContext)
         .map_err(SourceError::Create)?;
