@@ -112,12 +112,21 @@ fn features(c: &mut Criterion) {
     g.finish();
 }
 
+/// The model registry: `RISKSTREAM_MODELS_DIR` (a bench binary run on
+/// another machine), else the checkout it was built from.
+fn models_dir() -> std::path::PathBuf {
+    std::env::var_os("RISKSTREAM_MODELS_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models"),
+        std::path::PathBuf::from,
+    )
+}
+
 fn inference_on(c: &mut Criterion, choice: DeviceChoice, name: &str) {
     let Ok(device) = choose_device(choice) else {
         eprintln!("{name}: no such device here; skipped");
         return;
     };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let root = models_dir();
     let loc = riskstream::registry::resolve(&root, "fraud-mlp@champion").unwrap();
     let mut scorer = Scorer::load(&loc, device).unwrap();
     scorer.warm_up(65_536).unwrap();
@@ -168,7 +177,7 @@ fn batcher(c: &mut Criterion) {
 /// flagged rate against the shipped reference).
 fn drift(c: &mut Criterion) {
     use riskstream::drift::{DriftMonitor, DriftSettings, Reference};
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fraud-mlp/1");
+    let dir = models_dir().join("fraud-mlp/1");
     let reference = Reference::read(&dir).expect("reference");
     let card = riskstream::model::ModelCard::read(&dir).expect("card");
     let settings = DriftSettings {

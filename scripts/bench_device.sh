@@ -12,8 +12,10 @@
 # bin/tansu, bin/time (GNU time, used when /usr/bin/time is missing), lib/
 # (libssl, libcrypto, libz: used only when the machine lacks them) and a
 # transactions CSV (transactions.csv.gz, a slice of the handbook's).
-# STAGES_MANIFEST_DIR: where the bench binary was built (it reads
-# `$CARGO_MANIFEST_DIR/models`); default /tmp/gpu-src.
+# The bench binary reads the registry from RISKSTREAM_MODELS_DIR (set to this
+# checkout's models/); binaries older than that read
+# `$CARGO_MANIFEST_DIR/models` of where they were built: STAGES_MANIFEST_DIR
+# (default /tmp/gpu-src) gets a link.
 # Writes OUT/gpu.txt, OUT/inference.txt, OUT/bench-e2e.md, OUT/worker-devices.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,7 @@ fi
 # The bench binary looks for the registry where it was built.
 MANIFEST="${STAGES_MANIFEST_DIR:-/tmp/gpu-src}"
 mkdir -p "$MANIFEST" && ln -sfn "$PWD/models" "$MANIFEST/models"
+export RISKSTREAM_MODELS_DIR="$PWD/models"
 
 if [ -z "${SKIP_INFERENCE:-}" ]; then
 echo "== inference bench" >&2
