@@ -96,7 +96,60 @@ pub fn load_checked(
     device: DeviceChoice,
     batch_max: usize,
 ) -> Result<Scorer, ModelError> {
-    let mut scorer = Scorer::load(location, choose_device(device)?)?;
+    let chosen = choose_device(device)?;
+    // `auto` found a GPU: keep it only if it scores a full batch faster
+    // than the CPU (for small models it does not: see the README).
+    let measure = device == DeviceChoice::Auto && chosen.pad_batches;
+    let scorer = checked(location, chosen, batch_max)?;
+    if !measure {
+        return Ok(scorer);
+    }
+    let mut gpu = scorer;
+    let mut cpu = checked(location, choose_device(DeviceChoice::Cpu)?, batch_max)?;
+    let gpu_ms = batch_millis(&mut gpu, batch_max)?;
+    let cpu_ms = batch_millis(&mut cpu, batch_max)?;
+    let gpu_name = gpu.device_description().to_string();
+    let keep = if faster_on_gpu(gpu_ms, cpu_ms) {
+        gpu
+    } else {
+        cpu
+    };
+    tracing::info!(
+        gpu = %gpu_name, gpu_ms, cpu_ms, batch = batch_max,
+        "device auto: a batch of {batch_max} takes {gpu_ms:.3} ms on the GPU and {cpu_ms:.3} ms on the CPU: scoring on {}",
+        keep.device_description()
+    );
+    Ok(keep)
+}
+
+/// Whether measured per-batch times favour the GPU (it must win outright:
+/// it also costs more host CPU per record and memory).
+pub fn faster_on_gpu(gpu_ms: f64, cpu_ms: f64) -> bool {
+    gpu_ms < cpu_ms
+}
+
+/// Median time of a full batch (5 runs after the warm-up), milliseconds.
+fn batch_millis(scorer: &mut Scorer, rows: usize) -> Result<f64, ModelError> {
+    let batch: Vec<FeatureVector> = (0..rows)
+        .map(|i| std::array::from_fn(|j| ((i + j) % 11) as f64))
+        .collect();
+    let mut t: Vec<f64> = Vec::with_capacity(5);
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        scorer.score(&batch)?;
+        t.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t[2])
+}
+
+/// Loads a version on a device, checks it can score, and warms it.
+fn checked(
+    location: &ModelLocation,
+    device: crate::model::ChosenDevice,
+    batch_max: usize,
+) -> Result<Scorer, ModelError> {
+    let mut scorer = Scorer::load(location, device)?;
     let incompatible = |detail: String| ModelError::Incompatible {
         path: location.dir.display().to_string(),
         detail,
