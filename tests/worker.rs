@@ -530,3 +530,32 @@ async fn a_partial_batch_is_scored_when_the_consumer_runs_dry() {
         w.log_text()
     );
 }
+
+/// The README's first command runs `riskstream demo` against the broker:
+/// one day replayed, every transaction scored, a clean exit.
+#[test]
+fn demo_scores_every_replayed_transaction() {
+    let day = riskstream::dataset::day_index("2018-07-01").unwrap();
+    let mut expected = 0u64;
+    riskstream::dataset::for_each_row::<riskstream::dataset::DatasetError>(&handbook_csv(), |r| {
+        expected += u64::from(r.time_days == day);
+        Ok(r.time_days <= day)
+    })
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .current_dir(repo())
+        .args(["demo", "--brokers", &brokers(), "--csv"])
+        .arg(handbook_csv())
+        .args(["--from", "2018-07-01", "--to", "2018-07-01"])
+        .env("RISKSTREAM_LOG", "warn")
+        .output()
+        .expect("run demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(expected > 5_000, "{expected}");
+    assert!(
+        err.contains(&format!("replay done: {expected} transactions")),
+        "{err}"
+    );
+    assert!(err.contains(&format!("done: {expected} records")), "{err}");
+}
