@@ -12,10 +12,8 @@
 # bin/tansu, bin/time (GNU time, used when /usr/bin/time is missing), lib/
 # (libssl, libcrypto, libz: used only when the machine lacks them) and a
 # transactions CSV (transactions.csv.gz, a slice of the handbook's).
-# The bench binary reads the registry from RISKSTREAM_MODELS_DIR (set to this
-# checkout's models/); binaries older than that read
-# `$CARGO_MANIFEST_DIR/models` of where they were built: STAGES_MANIFEST_DIR
-# (default /tmp/gpu-src) gets a link.
+# The bench binary reads the registry from RISKSTREAM_MODELS_DIR (this
+# checkout's models/).
 # Writes OUT/gpu.txt, OUT/inference.txt, OUT/bench-e2e.md, OUT/worker-devices.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,9 +29,6 @@ if ldd "$B" | grep -q "not found"; then
   export LD_LIBRARY_PATH="$PACK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 [ -x /usr/bin/time ] || cp "$PACK/bin/time" /usr/bin/time
-# The bench binary looks for the registry where it was built.
-MANIFEST="${STAGES_MANIFEST_DIR:-/tmp/gpu-src}"
-mkdir -p "$MANIFEST" && ln -sfn "$PWD/models" "$MANIFEST/models"
 export RISKSTREAM_MODELS_DIR="$PWD/models"
 
 if [ -z "${SKIP_INFERENCE:-}" ]; then

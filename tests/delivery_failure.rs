@@ -14,10 +14,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{Offset, TopicPartitionList};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timed_out_deliveries_are_re_sent_and_offsets_wait_for_them() {
@@ -59,37 +57,7 @@ async fn timed_out_deliveries_are_re_sent_and_offsets_wait_for_them() {
         );
     }
     // A clean stop commits the whole input, and only now that all is out.
-    w.signal("TERM");
-    assert_eq!(
-        w.wait(Duration::from_secs(60)),
-        Some(0),
-        "log:\n{}",
-        w.log_text()
-    );
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", mock.bootstrap_servers())
-        .set("group.id", &t.group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..2 {
-        tpl.add_partition(&t.input, p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    let inp = read_topic(&t.input, input.len(), Duration::from_secs(5));
-    for p in 0..2 {
-        let end = inp
-            .iter()
-            .filter(|r| r.partition == p)
-            .map(|r| r.offset + 1)
-            .max()
-            .unwrap_or(0);
-        let got = committed
-            .find_partition(&t.input, p)
-            .map(|e| e.offset())
-            .unwrap_or(Offset::Invalid);
-        assert_eq!(got, Offset::Offset(end), "partition {p}");
-    }
+    w.stop_cleanly(Duration::from_secs(60));
+    let end = end_offsets(&t.input, input.len(), 2);
+    assert_eq!(committed(&t.group, &t.input, 2), end);
 }

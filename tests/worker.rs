@@ -8,8 +8,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use riskstream::codec::{Codec, KnownSchema, Transaction, HISTORY_SCHEMAS};
 
 /// Runs `riskstream tail --from-beginning --max N` and parses its lines.
@@ -119,13 +117,7 @@ async fn clean_run_scores_every_transaction_exactly_once_in_customer_order() {
     assert!(!s.model_version.is_empty());
     assert!((0.0..=1.0).contains(&s.score));
     assert_eq!(s.is_fraud, s.score >= s.threshold);
-    w.signal("TERM");
-    assert_eq!(
-        w.wait(Duration::from_secs(30)),
-        Some(0),
-        "log:\n{}",
-        w.log_text()
-    );
+    w.stop_cleanly(Duration::from_secs(30));
     assert!(
         w.log_text().contains("scoring on flex (CPU)"),
         "the log names the device"
@@ -213,8 +205,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_are_scored() {
         .decode(lines[0]["payload_base64"].as_str().unwrap())
         .unwrap();
     assert_eq!(raw, records[1].1);
-    w.signal("TERM");
-    assert_eq!(w.wait(Duration::from_secs(30)), Some(0));
+    w.stop_cleanly(Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,25 +250,6 @@ async fn records_from_older_and_newer_writer_schemas_both_decode() {
 }
 
 /// Committed offsets of a group on a topic.
-fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => -1,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_leaves_no_delivered_but_uncommitted_gap() {
@@ -288,19 +260,9 @@ async fn graceful_shutdown_leaves_no_delivered_but_uncommitted_gap() {
     let mut w = Worker::start(&t, &[]);
     let out = scored(&t.output, input.len(), Duration::from_secs(60));
     assert_eq!(out.len(), input.len());
-    w.signal("TERM");
-    assert_eq!(
-        w.wait(Duration::from_secs(30)),
-        Some(0),
-        "log:\n{}",
-        w.log_text()
-    );
+    w.stop_cleanly(Duration::from_secs(30));
     // Input ends per partition: offsets of what was consumed.
-    let inp = read_topic(&t.input, input.len(), Duration::from_secs(10));
-    let mut end = vec![0i64; 2];
-    for r in &inp {
-        end[r.partition as usize] = end[r.partition as usize].max(r.offset + 1);
-    }
+    let end = end_offsets(&t.input, input.len(), 2);
     assert_eq!(committed(&t.group, &t.input, 2), end);
     // A restarted instance has nothing left to score.
     let w2 = Worker::start(&t, &[]);
@@ -554,13 +516,7 @@ async fn a_partial_batch_is_scored_when_the_consumer_runs_dry() {
         "log:\n{}",
         w.log_text()
     );
-    w.signal("TERM");
-    assert_eq!(
-        w.wait(Duration::from_secs(30)),
-        Some(0),
-        "log:\n{}",
-        w.log_text()
-    );
+    w.stop_cleanly(Duration::from_secs(30));
 }
 
 /// The README's first command runs `riskstream demo` against the broker:

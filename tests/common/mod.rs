@@ -286,6 +286,12 @@ impl Worker {
             .expect("kill");
     }
 
+    /// SIGTERM, then asserts the worker drains and exits 0 within `timeout`.
+    pub fn stop_cleanly(&mut self, timeout: Duration) {
+        self.signal("TERM");
+        assert_eq!(self.wait(timeout), Some(0), "log:\n{}", self.log_text());
+    }
+
     /// Waits for exit; returns the exit code.
     pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
         let t0 = Instant::now();
@@ -374,4 +380,35 @@ pub fn write_handbook_csv(path: &std::path::Path, rows: &[HandbookRow]) {
         .unwrap();
     }
     w.flush().unwrap();
+}
+
+/// A group's committed offsets of a topic's partitions 0..n (-1: none).
+pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// Per partition 0..n, the offset after the last of a topic's `records`
+/// records (read from the beginning).
+pub fn end_offsets(topic: &str, records: usize, partitions: usize) -> Vec<i64> {
+    let mut end = vec![0i64; partitions];
+    for r in read_topic(topic, records, Duration::from_secs(10)) {
+        end[r.partition as usize] = end[r.partition as usize].max(r.offset + 1);
+    }
+    end
 }

@@ -109,23 +109,14 @@ pub fn load_checked(
     let gpu_ms = batch_millis(&mut gpu, batch_max)?;
     let cpu_ms = batch_millis(&mut cpu, batch_max)?;
     let gpu_name = gpu.device_description().to_string();
-    let keep = if faster_on_gpu(gpu_ms, cpu_ms) {
-        gpu
-    } else {
-        cpu
-    };
+    // The GPU must win outright: it also costs more host CPU and memory.
+    let keep = if gpu_ms < cpu_ms { gpu } else { cpu };
     tracing::info!(
         gpu = %gpu_name, gpu_ms, cpu_ms, batch = batch_max,
         "device auto: a batch of {batch_max} takes {gpu_ms:.3} ms on the GPU and {cpu_ms:.3} ms on the CPU: scoring on {}",
         keep.device_description()
     );
     Ok(keep)
-}
-
-/// Whether measured per-batch times favour the GPU (it must win outright:
-/// it also costs more host CPU per record and memory).
-pub fn faster_on_gpu(gpu_ms: f64, cpu_ms: f64) -> bool {
-    gpu_ms < cpu_ms
 }
 
 /// Median time of a full batch (5 runs after the warm-up), milliseconds.

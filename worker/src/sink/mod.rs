@@ -11,7 +11,7 @@
 //! millisecond, then retry", never an error. A failed delivery (librdkafka
 //! already retried it) is handed back to the sink task and re-sent.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,6 @@ pub struct SinkContext {
     /// Stop after this many handled records (tests, benchmarks): `stop` is set.
     max_records: Option<u64>,
     stop: Arc<AtomicBool>,
-    handled: AtomicU64,
     in_flight: AtomicUsize,
     locals: Mutex<Locals>,
     /// Deliveries that failed after librdkafka's retries: re-sent by the sink.
@@ -111,7 +110,6 @@ impl SinkContext {
             input_topic: cfg.input_topic.clone(),
             max_records: cfg.max_records,
             stop,
-            handled: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             locals: Mutex::new(Locals::default()),
             failed: Mutex::new(Vec::new()),
@@ -135,8 +133,8 @@ impl SinkContext {
 
     fn delivered(&self, origin: &Origin) {
         let now = Instant::now();
-        let handled = self.handled.fetch_add(1, Ordering::AcqRel) + 1;
-        self.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+        // The worker's delivered count is this run's handled count.
+        let handled = self.metrics.delivered.fetch_add(1, Ordering::AcqRel) + 1;
         self.metrics.first_delivered.get_or_init(|| now);
         if self.max_records.is_some_and(|m| handled == m / 2) {
             self.metrics.half_delivered.get_or_init(|| now);
@@ -185,7 +183,7 @@ impl SinkContext {
 
     /// Scored records and dead letters delivered so far.
     pub fn handled(&self) -> u64 {
-        self.handled.load(Ordering::Acquire)
+        self.metrics.delivered.load(Ordering::Acquire)
     }
 }
 

@@ -417,11 +417,10 @@ fn input_loop(
             // Nothing more buffered: hand over what we have and say so.
             if unmarked || !chunk.is_empty() {
                 chunk.push(Work::Drained);
-                unmarked = false;
-                let items = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                if to_scoring.send(Work::Many(items)).is_err() {
+                if !flush(&mut chunk, &mut unmarked) {
                     break;
                 }
+                unmarked = false;
             }
             continue;
         };
