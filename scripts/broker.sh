@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Starts, stops or reports a Kafka-protocol broker (Tansu) on loopback.
 #
-#   scripts/broker.sh start|stop|status|install
+#   scripts/broker.sh start|stop [--wipe]|status|install
 #
-# Installs Tansu with cargo on first use (about 15-30 minutes on 2 cores),
-# into a cache outside the clone so later runs and CI reuse it.
+# Installs Tansu with cargo on first use (about 30 minutes on 2 cores), with
+# both storage engines, into a cache outside the clone so later runs and CI
+# reuse it.
 # Environment: RISKSTREAM_CACHE (default ~/.cache/riskstream),
-#              BROKER_PORT (default 9092).
+#              BROKER_PORT (default 9092),
+#              BROKER_STORAGE: memory (default; throughput) or sqlite (fetches
+#                by record offset, correct high watermarks, survives a broker
+#                restart; 3-5x slower: state, restart and fault tests).
 set -euo pipefail
 
 CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
 PORT="${BROKER_PORT:-9092}"
 TANSU_VERSION=0.6.0
-ROOT="$CACHE/tansu"
+FEATURES=dynostore,libsql
+ROOT="$CACHE/tansu-$TANSU_VERSION-${FEATURES//,/-}"
 BIN="$ROOT/bin/tansu"
+STORAGE="${BROKER_STORAGE:-memory}"
 RUN="$CACHE/broker-$PORT"
 PIDFILE="$RUN/tansu.pid"
 LOG="$RUN/tansu.log"
@@ -24,9 +30,9 @@ install() {
   if [ -x "$BIN" ]; then return 0; fi
   command -v cargo >/dev/null || { log "cargo is required to install Tansu"; exit 1; }
   mkdir -p "$ROOT"
-  log "installing tansu $TANSU_VERSION (memory storage) into $ROOT; this compiles for a while"
+  log "installing tansu $TANSU_VERSION ($FEATURES) into $ROOT; this compiles for a while"
   local t0=$SECONDS
-  cargo install tansu --version "$TANSU_VERSION" --no-default-features --features dynostore \
+  cargo install tansu --version "$TANSU_VERSION" --no-default-features --features "$FEATURES" \
     --locked --root "$ROOT" >"$CACHE/tansu-install.log" 2>&1 || {
       tail -30 "$CACHE/tansu-install.log" >&2; log "install failed (full log: $CACHE/tansu-install.log)"; exit 1; }
   log "installed in $((SECONDS - t0)) s"
@@ -40,13 +46,21 @@ start() {
   install
   if running; then log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
   mkdir -p "$RUN"
-  log "starting tansu on 127.0.0.1:$PORT (log: $LOG)"
+  local engine
+  case "$STORAGE" in
+    memory) engine="memory://tansu/" ;;
+    # Relative to the broker's working directory ($RUN); kept across restarts
+    # of the broker until `scripts/broker.sh stop --wipe`.
+    sqlite) engine="sqlite://tansu.db" ;;
+    *) log "BROKER_STORAGE must be memory or sqlite, not $STORAGE"; exit 2 ;;
+  esac
+  log "starting tansu ($STORAGE storage) on 127.0.0.1:$PORT (log: $LOG)"
   # setsid: the broker outlives the shell that started it.
-  setsid "$BIN" broker \
+  (cd "$RUN" && exec setsid "$BIN" broker \
     --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" \
-    --storage-engine "memory://tansu/" \
-    --cluster-id riskstream >"$LOG" 2>&1 < /dev/null &
+    --storage-engine "$engine" \
+    --cluster-id riskstream >"$LOG" 2>&1 < /dev/null) &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
     if port_open; then log "ready"; return 0; fi
@@ -66,6 +80,7 @@ stop() {
     log "not running"
   fi
   rm -f "$PIDFILE"
+  if [ "${1:-}" = --wipe ]; then rm -f "$RUN"/tansu.db*; log "sqlite data removed"; fi
 }
 
 status() {
@@ -74,8 +89,8 @@ status() {
 
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
+  stop) stop "${2:-}" ;;
   status) status ;;
   install) install ;;
-  *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [--wipe]|status|install" >&2; exit 2 ;;
 esac

@@ -44,6 +44,10 @@ pub enum DecodeError {
     NotSingleObject(String),
     #[error("Confluent schema id {id} cannot be resolved: {detail}")]
     UnknownSchemaId { id: u32, detail: String },
+    /// The schema registry could not be asked (outage, timeout, 5xx): not
+    /// the record's fault. The source waits and retries; never dead-lettered.
+    #[error("schema registry unavailable for schema id {id}: {detail}")]
+    RegistryUnavailable { id: u32, detail: String },
     #[error("unknown writer schema fingerprint {0:016x}")]
     UnknownFingerprint(u64),
     #[error("writer schema {found} cannot be read as {expected}")]
@@ -63,6 +67,7 @@ impl DecodeError {
             DecodeError::NotSingleObject(_) => "not_single_object",
             DecodeError::UnknownFingerprint(_) => "unknown_fingerprint",
             DecodeError::UnknownSchemaId { .. } => "unknown_schema_id",
+            DecodeError::RegistryUnavailable { .. } => "schema_registry_unavailable",
             DecodeError::WrongSchema { .. } => "wrong_schema",
             DecodeError::Malformed(_) => "malformed_avro",
             DecodeError::Invalid { .. } => "invalid_field",
