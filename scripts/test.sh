@@ -9,6 +9,10 @@ export BROKER_PORT="${BROKER_PORT:-9092}"
 export RISKSTREAM_TEST_BROKERS="127.0.0.1:$BROKER_PORT"
 
 scripts/deps.sh
+# fastavro and a current librdkafka client, the outside implementations the
+# interoperability tests check against (a venv in the cache).
+RISKSTREAM_PYTHON="$(scripts/pyenv.sh)"
+export RISKSTREAM_PYTHON
 
 started=0
 if ! scripts/broker.sh status >/dev/null 2>&1; then

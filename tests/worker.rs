@@ -169,7 +169,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_good_ones_are_scored() {
             "not_single_object",
             "malformed_avro",
             "unknown_fingerprint",
-            "invalid_field",
+            "invalid_amount",
             "missing_key"
         ]
     );

@@ -93,8 +93,10 @@ enum ModelsCmd {
     },
 }
 
-/// First SIGINT/SIGTERM: drain and stop. Second: exit at once.
-fn install_signals(stop: Arc<AtomicBool>) {
+/// First SIGINT/SIGTERM: drain and stop, within `drain` if given (a
+/// watchdog exits the process once it has passed, whatever is stuck).
+/// Second: exit at once.
+fn install_signals(stop: Arc<AtomicBool>, drain: Option<std::time::Duration>) {
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut term =
@@ -120,6 +122,21 @@ fn install_signals(stop: Arc<AtomicBool>) {
                     "shutdown requested: draining in-flight records (signal again to exit now)"
                 );
                 stop.store(true, Ordering::Release);
+                if let Some(d) = drain {
+                    let watchdog = std::thread::Builder::new()
+                        .name("drain-watchdog".into())
+                        .spawn(move || {
+                            std::thread::sleep(d);
+                            tracing::error!(
+                                drain_timeout_s = d.as_secs_f64(),
+                                "shutdown did not finish within the drain time; exiting now (records not yet committed are scored again by the next owner)"
+                            );
+                            std::process::exit(1);
+                        });
+                    if let Err(e) = watchdog {
+                        tracing::warn!(error = %e, "cannot start the drain watchdog");
+                    }
+                }
             } else {
                 tracing::warn!("second signal: exiting without draining");
                 std::process::exit(130);
@@ -171,7 +188,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Run(args) => {
             let cfg = RunConfig::resolve(&args)?;
             let handles = Handles::default();
-            install_signals(handles.stop.clone());
+            install_signals(handles.stop.clone(), Some(cfg.drain_timeout));
             let metrics = handles.metrics.clone();
             let report = pipeline::run(cfg, handles).await?;
             let q = |p| metrics.processing_seconds.quantile(p).unwrap_or(0.0) * 1e3;
@@ -217,7 +234,7 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Demo(args) => {
             let stop = Arc::new(AtomicBool::new(false));
-            install_signals(stop.clone());
+            install_signals(stop.clone(), None);
             demo::demo(args, stop).await?;
         }
         Cmd::Train(args) => {

@@ -2,7 +2,9 @@
 //!
 //! Owns the `.avsc` files under `schemas/` (embedded at build time), Avro
 //! single-object encoding (`C3 01` + 8-byte little-endian CRC-64-AVRO
-//! fingerprint of the writer schema + datum), writer-schema lookup by
+//! fingerprint of the writer schema's Parsing Canonical Form + datum, as the
+//! Avro specification defines it: see [`canonical`]; records with the
+//! fingerprints riskstream wrote before 0.2 still decode, counted as legacy), writer-schema lookup by
 //! fingerprint with Avro schema resolution into the reader schema, and the
 //! validation of decoded transactions. Every failure has a stable
 //! [`DecodeError::reason`] code that ends up in dead-letter headers and metrics.
@@ -16,6 +18,10 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::Metrics;
+
+pub mod canonical;
+pub mod guard;
 pub mod registry;
 pub use registry::{RegistryError, SchemaRegistry, CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC};
 use std::sync::Arc;
@@ -56,6 +62,13 @@ pub enum DecodeError {
     Malformed(String),
     #[error("invalid field `{field}`: {detail}")]
     Invalid { field: &'static str, detail: String },
+    /// Not finite, negative, or above the configured maximum.
+    #[error("amount {0}")]
+    InvalidAmount(String),
+    /// Before the configured earliest time, or too far ahead of the wall
+    /// clock or of the partition's event-time clock.
+    #[error("event time {0}")]
+    EventTimeOutOfRange(String),
 }
 
 impl DecodeError {
@@ -71,6 +84,8 @@ impl DecodeError {
             DecodeError::WrongSchema { .. } => "wrong_schema",
             DecodeError::Malformed(_) => "malformed_avro",
             DecodeError::Invalid { .. } => "invalid_field",
+            DecodeError::InvalidAmount(_) => "invalid_amount",
+            DecodeError::EventTimeOutOfRange(_) => "event_time_out_of_range",
         }
     }
 }
@@ -83,6 +98,12 @@ pub enum SchemaError {
         origin: String,
         #[source]
         source: Box<apache_avro::Error>,
+    },
+    #[error("Avro schema {origin} has no canonical form: {source}")]
+    Canonical {
+        origin: String,
+        #[source]
+        source: canonical::CanonicalError,
     },
     #[error("cannot read schema file {path}: {source}")]
     Io {
@@ -171,7 +192,13 @@ pub struct FraudLabel {
 #[derive(Debug, Clone)]
 pub struct KnownSchema {
     pub schema: Schema,
+    /// The Avro specification's fingerprint: CRC-64-AVRO of the Parsing
+    /// Canonical Form (what every other Avro implementation computes).
     pub fingerprint: u64,
+    /// The fingerprint riskstream wrote before it followed the
+    /// specification (apache-avro 0.21's canonical form, which keeps
+    /// `{"type":"long"}` for logical types); accepted on input only.
+    pub legacy_fingerprint: u64,
     pub full_name: String,
 }
 
@@ -181,16 +208,22 @@ impl KnownSchema {
             origin: origin.to_string(),
             source: Box::new(e),
         })?;
-        let fp = schema.fingerprint::<Rabin>();
+        let legacy = schema.fingerprint::<Rabin>();
         let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&fp.bytes[..8]);
+        bytes.copy_from_slice(&legacy.bytes[..8]);
+        let fingerprint =
+            canonical::fingerprint(text).map_err(|source| SchemaError::Canonical {
+                origin: origin.to_string(),
+                source,
+            })?;
         let full_name = match &schema {
             Schema::Record(r) => r.name.fullname(None),
             other => format!("{other:?}"),
         };
         Ok(Self {
             schema,
-            fingerprint: u64::from_le_bytes(bytes),
+            fingerprint,
+            legacy_fingerprint: u64::from_le_bytes(bytes),
             full_name,
         })
     }
@@ -204,6 +237,14 @@ impl KnownSchema {
     }
 }
 
+/// A writer schema known by one of its fingerprints.
+#[derive(Debug, Clone)]
+struct Writer {
+    schema: Arc<KnownSchema>,
+    /// Found by its legacy (pre-specification) fingerprint.
+    legacy: bool,
+}
+
 /// Encoder/decoder for all riskstream topics. Cheap to clone behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct Codec {
@@ -212,8 +253,13 @@ pub struct Codec {
     label: KnownSchema,
     drift: KnownSchema,
     /// Every writer schema we can decode, by fingerprint: the current ones,
-    /// the history shipped with the binary, and any extra ones from config.
-    writers: HashMap<u64, Arc<KnownSchema>>,
+    /// the history shipped with the binary, and any extra ones from config;
+    /// each under its specification fingerprint and its legacy one.
+    writers: HashMap<u64, Writer>,
+    /// Where legacy-fingerprint records are counted (when attached).
+    metrics: Option<Arc<Metrics>>,
+    /// Legacy fingerprints already reported in the log (once per schema).
+    legacy_logged: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     /// Confluent Schema Registry (decodes `0x00`-framed records when set).
     registry: Option<Arc<SchemaRegistry>>,
     /// Confluent schema id to frame our records with, by fingerprint
@@ -228,19 +274,20 @@ impl Codec {
         let scored = KnownSchema::parse(SCORED_SCHEMA, "schemas/scored_transaction.avsc")?;
         let label = KnownSchema::parse(LABEL_SCHEMA, "schemas/fraud_label.avsc")?;
         let drift = KnownSchema::parse(DRIFT_SCHEMA, "schemas/drift_report.avsc")?;
-        let mut writers = HashMap::new();
-        for s in [&transaction, &scored, &label, &drift] {
-            writers.insert(s.fingerprint, Arc::new(s.clone()));
-        }
         let mut codec = Self {
-            transaction,
-            scored,
-            label,
-            drift,
-            writers,
+            transaction: transaction.clone(),
+            scored: scored.clone(),
+            label: label.clone(),
+            drift: drift.clone(),
+            writers: HashMap::new(),
+            metrics: None,
+            legacy_logged: Arc::default(),
             registry: None,
             confluent_ids: HashMap::new(),
         };
+        for s in [transaction, scored, label, drift] {
+            codec.insert_writer(s);
+        }
         for (i, text) in HISTORY_SCHEMAS.iter().enumerate() {
             codec.add_writer_schema(text, &format!("schemas/history #{i}"))?;
         }
@@ -252,14 +299,70 @@ impl Codec {
     pub fn add_writer_schema(&mut self, text: &str, origin: &str) -> Result<u64, SchemaError> {
         let s = KnownSchema::parse(text, origin)?;
         let fp = s.fingerprint;
-        self.writers.insert(fp, Arc::new(s));
+        self.insert_writer(s);
         Ok(fp)
+    }
+
+    fn insert_writer(&mut self, s: KnownSchema) {
+        let s = Arc::new(s);
+        if s.legacy_fingerprint != s.fingerprint {
+            self.writers
+                .entry(s.legacy_fingerprint)
+                .or_insert_with(|| Writer {
+                    schema: s.clone(),
+                    legacy: true,
+                });
+        }
+        self.writers.insert(
+            s.fingerprint,
+            Writer {
+                schema: s,
+                legacy: false,
+            },
+        );
+    }
+
+    /// Counts legacy-fingerprint records in `metrics`
+    /// (`riskstream_legacy_fingerprint_records_total`).
+    pub fn attach_metrics(&mut self, metrics: Arc<Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
+    /// A record written with a pre-specification fingerprint: counted, and
+    /// logged once per schema.
+    fn note_legacy(&self, fp: u64, schema: &KnownSchema) {
+        if let Some(m) = &self.metrics {
+            m.legacy_fingerprint.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let first = self
+            .legacy_logged
+            .lock()
+            .map(|mut s| s.insert(fp))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(
+                schema = %schema.full_name,
+                legacy_fingerprint = format!("{fp:016x}"),
+                fingerprint = format!("{:016x}", schema.fingerprint),
+                "records with riskstream's pre-0.2 (non-spec) fingerprint are accepted; \
+                 producers should move to the Avro spec fingerprint (logged once per schema)"
+            );
+        }
     }
 
     /// Uses a Confluent Schema Registry: records framed `0x00` + schema id
     /// decode through it (schemas fetched once per id, then cached).
     pub fn connect_registry(&mut self, url: &str) -> Result<(), SchemaError> {
-        self.registry = Some(Arc::new(SchemaRegistry::new(url)?));
+        self.connect_registry_with(url, registry::RegistryOptions::default())
+    }
+
+    /// [`Codec::connect_registry`] with options (CA file, timeouts, limits).
+    pub fn connect_registry_with(
+        &mut self,
+        url: &str,
+        options: registry::RegistryOptions,
+    ) -> Result<(), SchemaError> {
+        self.registry = Some(Arc::new(SchemaRegistry::with_options(url, options)?));
         Ok(())
     }
 
@@ -341,9 +444,13 @@ impl Codec {
                 )));
             };
             let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
-            let writer = reg.schema(id).map_err(|e| DecodeError::UnknownSchemaId {
-                id,
-                detail: e.to_string(),
+            let writer = reg.schema(id).map_err(|e| {
+                let detail = e.to_string();
+                if e.is_transient() {
+                    DecodeError::RegistryUnavailable { id, detail }
+                } else {
+                    DecodeError::UnknownSchemaId { id, detail }
+                }
             })?;
             return Ok((writer, &payload[CONFLUENT_HEADER_LEN..]));
         }
@@ -366,7 +473,10 @@ impl Codec {
             .writers
             .get(&fp)
             .ok_or(DecodeError::UnknownFingerprint(fp))?;
-        Ok((writer.clone(), &payload[HEADER_LEN..]))
+        if writer.legacy {
+            self.note_legacy(fp, &writer.schema);
+        }
+        Ok((writer.schema.clone(), &payload[HEADER_LEN..]))
     }
 
     /// Decodes a datum written with `writer`, resolved into `reader`, and
@@ -384,6 +494,7 @@ impl Codec {
         }
         let mut cur = Cursor::new(datum);
         let resolve = (writer.fingerprint != reader.fingerprint).then_some(&reader.schema);
+        guard::check_datum(&writer.schema, datum, &guard::GuardLimits::default())?;
         let value = apache_avro::from_avro_datum(&writer.schema, &mut cur, resolve)
             .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let used = cur.position() as usize;
@@ -474,6 +585,7 @@ impl Codec {
     pub fn to_json(&self, payload: &[u8]) -> Result<serde_json::Value, DecodeError> {
         let (writer, datum) = self.frame(payload)?;
         let mut cur = Cursor::new(datum);
+        guard::check_datum(&writer.schema, datum, &guard::GuardLimits::default())?;
         let value = apache_avro::from_avro_datum(&writer.schema, &mut cur, None)
             .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         serde_json::Value::try_from(value).map_err(|e| DecodeError::Malformed(e.to_string()))
@@ -794,16 +906,22 @@ pub fn validate_transaction(tx: &Transaction) -> Result<(), DecodeError> {
         return invalid("terminal_id", "empty");
     }
     if !tx.amount.is_finite() {
-        return invalid("amount", &format!("{} is not a finite number", tx.amount));
+        return Err(DecodeError::InvalidAmount(format!(
+            "{} is not a finite number",
+            tx.amount
+        )));
     }
     if tx.amount < 0.0 {
-        return invalid("amount", &format!("{} is negative", tx.amount));
+        return Err(DecodeError::InvalidAmount(format!(
+            "{} is negative",
+            tx.amount
+        )));
     }
     if tx.event_time <= 0 {
-        return invalid(
-            "event_time",
-            &format!("{} is not a valid epoch-ms time", tx.event_time),
-        );
+        return Err(DecodeError::EventTimeOutOfRange(format!(
+            "{} is not a valid epoch-ms time",
+            tx.event_time
+        )));
     }
     Ok(())
 }

@@ -111,7 +111,7 @@ fn rejects_poison_records_with_a_reason() {
         let err = c
             .decode_transaction(Some(b"596"), Some(&bytes))
             .unwrap_err();
-        assert_eq!(err.reason(), "invalid_field");
+        assert_eq!(err.reason(), "invalid_amount");
         assert!(err.to_string().contains("amount"), "{err}");
     }
 }
@@ -243,4 +243,134 @@ fn hand_written_label_decoder_matches_the_generic_one() {
     assert_eq!(bad[pos], 1);
     bad[pos] = 2;
     assert!(c.decode_label(Some(&bad)).is_err());
+}
+
+/// What fastavro (another Avro implementation) says about our schemas:
+/// `tests/fixtures/avro/fastavro.json`, made by `scripts/avro_fixtures.py`.
+fn fastavro_fixture() -> serde_json::Value {
+    serde_json::from_str(include_str!("../../../tests/fixtures/avro/fastavro.json")).unwrap()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn canonical_forms_and_fingerprints_equal_fastavros() {
+    let fx = fastavro_fixture();
+    let schemas = fx["schemas"].as_array().unwrap();
+    assert_eq!(schemas.len(), 5);
+    for s in schemas {
+        let file = s["file"].as_str().unwrap();
+        let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert_eq!(
+            canonical::canonical_form(&text).unwrap(),
+            s["canonical"].as_str().unwrap(),
+            "{file}"
+        );
+        let k = KnownSchema::parse(&text, file).unwrap();
+        let le: String = k.fingerprint.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(le, s["fingerprint"].as_str().unwrap(), "{file}");
+    }
+    // The example: fastavro's Transaction fingerprint.
+    let c = Codec::new().unwrap();
+    assert_eq!(
+        c.transaction_schema().fingerprint.to_le_bytes(),
+        [0xbb, 0x1b, 0x8f, 0xd7, 0x2b, 0x18, 0xe0, 0xa4]
+    );
+}
+
+#[test]
+fn records_written_by_fastavro_decode_and_ours_are_byte_identical() {
+    let fx = fastavro_fixture();
+    let c = Codec::new().unwrap();
+    let mut checked = 0;
+    for s in fx["schemas"].as_array().unwrap() {
+        for r in s["records"].as_array().unwrap() {
+            let bytes = unhex(r["single_object"].as_str().unwrap());
+            let v = &r["value"];
+            let str_of = |k: &str| v[k].as_str().unwrap().to_string();
+            match s["file"].as_str().unwrap() {
+                "schemas/transaction.avsc" => {
+                    let t = Transaction {
+                        transaction_id: str_of("transaction_id"),
+                        event_time: v["event_time"].as_i64().unwrap(),
+                        customer_id: str_of("customer_id"),
+                        terminal_id: str_of("terminal_id"),
+                        amount: v["amount"].as_f64().unwrap(),
+                        currency: str_of("currency"),
+                    };
+                    // The generic path validates; decode_transaction also
+                    // checks business rules, which these records meet
+                    // except the empty currency (allowed).
+                    let back = c
+                        .decode_transaction(Some(t.customer_id.as_bytes()), Some(&bytes))
+                        .unwrap();
+                    assert_eq!(back, t);
+                    assert_eq!(c.encode_transaction(&t).unwrap(), bytes);
+                }
+                "schemas/fraud_label.avsc" => {
+                    let l = FraudLabel {
+                        transaction_id: str_of("transaction_id"),
+                        customer_id: str_of("customer_id"),
+                        terminal_id: str_of("terminal_id"),
+                        event_time: v["event_time"].as_i64().unwrap(),
+                        is_fraud: v["is_fraud"].as_bool().unwrap(),
+                        reported_at: v["reported_at"].as_i64().unwrap(),
+                    };
+                    assert_eq!(c.decode_label(Some(&bytes)).unwrap(), l);
+                    assert_eq!(c.encode_label(&l).unwrap(), bytes);
+                }
+                "schemas/scored_transaction.avsc" => {
+                    let s = ScoredTransaction {
+                        transaction_id: str_of("transaction_id"),
+                        event_time: v["event_time"].as_i64().unwrap(),
+                        customer_id: str_of("customer_id"),
+                        terminal_id: str_of("terminal_id"),
+                        amount: v["amount"].as_f64().unwrap(),
+                        currency: str_of("currency"),
+                        score: v["score"].as_f64().unwrap() as f32,
+                        is_fraud: v["is_fraud"].as_bool().unwrap(),
+                        threshold: v["threshold"].as_f64().unwrap() as f32,
+                        model_name: str_of("model_name"),
+                        model_version: str_of("model_version"),
+                        scored_at: v["scored_at"].as_i64().unwrap(),
+                    };
+                    assert_eq!(c.decode_scored(Some(&bytes)).unwrap(), s);
+                    assert_eq!(c.encode_scored(&s).unwrap(), bytes);
+                    assert_eq!(c.encode_scored_generic(&s).unwrap(), bytes);
+                }
+                other => panic!("no sample expected for {other}"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5);
+}
+
+#[test]
+fn records_with_the_legacy_fingerprint_still_decode_and_are_counted() {
+    let mut c = Codec::new().unwrap();
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    c.attach_metrics(metrics.clone());
+    let k = c.transaction_schema().clone();
+    assert_ne!(k.legacy_fingerprint, k.fingerprint, "timestamp-millis made them differ");
+    // riskstream 0.1 wrote 1277ba16157f9bb2 (the example).
+    let legacy_hex: String = k.legacy_fingerprint.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(legacy_hex, "1277ba16157f9bb2");
+    let mut bytes = c.encode_transaction(&tx()).unwrap();
+    bytes[2..10].copy_from_slice(&k.legacy_fingerprint.to_le_bytes());
+    for _ in 0..3 {
+        assert_eq!(c.decode_transaction(Some(b"596"), Some(&bytes)).unwrap(), tx());
+    }
+    assert_eq!(
+        metrics.legacy_fingerprint.load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    // Outputs carry the specification's fingerprint only.
+    let out = c.encode_transaction(&tx()).unwrap();
+    assert_eq!(&out[2..10], &k.fingerprint.to_le_bytes());
 }

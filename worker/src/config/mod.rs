@@ -67,6 +67,14 @@ pub struct FileConfig {
     pub ab_share: Option<f64>,
     pub shadow_topic: Option<String>,
     pub registry_poll_ms: Option<u64>,
+    pub schema_registry_ca: Option<PathBuf>,
+    pub drain_timeout_ms: Option<u64>,
+    pub dlq_max_payload_bytes: Option<usize>,
+    pub labels_load_timeout_ms: Option<u64>,
+    pub stall_timeout_ms: Option<u64>,
+    /// `[input]`: bounds on what a record may carry.
+    #[serde(default)]
+    pub input: crate::source::guard::InputFileConfig,
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
     /// `[drift]`: the drift sidecar.
@@ -151,7 +159,28 @@ pub struct RunArgs {
     /// How often the registry is checked for moved aliases, ms; 0 = never [default: 2000].
     #[arg(long, env = "RISKSTREAM_REGISTRY_POLL_MS")]
     pub registry_poll_ms: Option<u64>,
-    /// librdkafka option passed through, `key=value` (repeatable), e.g. `security.protocol=SASL_SSL`.
+    /// PEM file of the CA that signs an https schema registry's certificate
+    /// (besides the system's roots).
+    #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_CA")]
+    pub schema_registry_ca: Option<PathBuf>,
+    /// Longest shutdown takes after SIGTERM, ms: deliveries still unsettled
+    /// then are abandoned (not committed) and the process exits [default: 30000].
+    #[arg(long, env = "RISKSTREAM_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+    /// Bytes of the original payload a dead letter keeps (the rest is cut) [default: 65536].
+    #[arg(long, env = "RISKSTREAM_DLQ_MAX_PAYLOAD_BYTES")]
+    pub dlq_max_payload_bytes: Option<usize>,
+    /// Longest scoring waits for the label history at start, ms [default: 120000].
+    #[arg(long, env = "RISKSTREAM_LABELS_LOAD_TIMEOUT_MS")]
+    pub labels_load_timeout_ms: Option<u64>,
+    /// /healthz fails when input is waiting but nothing was delivered for this long, ms; 0 = never [default: 120000].
+    #[arg(long, env = "RISKSTREAM_STALL_TIMEOUT_MS")]
+    pub stall_timeout_ms: Option<u64>,
+    #[command(flatten)]
+    pub input: crate::source::guard::InputArgs,
+    /// librdkafka option passed through, `key=value` (repeatable), e.g.
+    /// `security.protocol=SASL_SSL`. Wins over `[kafka]` in the file and
+    /// `RISKSTREAM_KAFKA_*` in the environment.
     #[arg(long = "kafka", value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
     #[command(flatten)]
@@ -186,7 +215,28 @@ pub struct RunConfig {
     pub serving: ServingConfig,
     /// May hold credentials: log it only through `SchemaRegistry::url`.
     pub schema_registry_url: Option<String>,
+    pub schema_registry_ca: Option<PathBuf>,
+    /// Shutdown's budget from the stop request to exit.
+    pub drain_timeout: Duration,
+    pub dlq_max_payload_bytes: usize,
+    pub labels_load_timeout: Duration,
+    /// None: /healthz never reports a stall.
+    pub stall_timeout: Option<Duration>,
+    pub input: crate::source::guard::InputLimits,
 }
+
+/// librdkafka options that carry riskstream's delivery guarantee (or its
+/// identity): a pass-through option may not change them.
+pub const GUARDED_KAFKA_KEYS: &[(&str, &str)] = &[
+    ("enable.idempotence", "the producer is always idempotent"),
+    ("acks", "outputs are always acknowledged by all in-sync replicas"),
+    ("enable.auto.offset.store", "offsets are stored only for delivered records"),
+    ("enable.auto.commit", "stored offsets are committed by librdkafka's auto-commit"),
+    ("partition.assignment.strategy", "the assignor is part of the rebalance protocol riskstream implements"),
+    ("group.id", "use --group"),
+    ("bootstrap.servers", "use --brokers"),
+    ("metadata.broker.list", "use --brokers"),
+];
 
 /// Challenger, A/B, shadow and the registry watch.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -206,19 +256,24 @@ impl RunConfig {
             None => FileConfig::default(),
         };
         let mut errors = Vec::new();
+        // librdkafka options: file < environment < flags.
         let mut kafka = file.kafka.clone();
+        // Secrets may come from the environment: RISKSTREAM_KAFKA_SASL_PASSWORD → sasl.password.
+        for (k, v) in std::env::vars() {
+            if let Some(rest) = k.strip_prefix("RISKSTREAM_KAFKA_") {
+                kafka.insert(rest.to_ascii_lowercase().replace('_', "."), v);
+            }
+        }
         for kv in &args.kafka {
             match kv.split_once('=') {
                 Some((k, v)) if !k.trim().is_empty() => {
                     kafka.insert(k.trim().to_string(), v.to_string());
                 }
-                _ => errors.push(format!("--kafka {kv:?}: expected KEY=VALUE")),
-            }
-        }
-        // Secrets may also come from the environment: RISKSTREAM_KAFKA_SASL_PASSWORD → sasl.password.
-        for (k, v) in std::env::vars() {
-            if let Some(rest) = k.strip_prefix("RISKSTREAM_KAFKA_") {
-                kafka.insert(rest.to_ascii_lowercase().replace('_', "."), v);
+                // Never echo the value: it may be a secret.
+                _ => errors.push(format!(
+                    "--kafka {:?}: expected KEY=VALUE",
+                    kv.split('=').next().unwrap_or_default()
+                )),
             }
         }
         let pick = |a: &Option<String>, f: &Option<String>, d: &str| {
@@ -268,6 +323,24 @@ impl RunConfig {
                 .schema_registry_url
                 .clone()
                 .or(file.schema_registry_url),
+            schema_registry_ca: args.schema_registry_ca.clone().or(file.schema_registry_ca),
+            drain_timeout: Duration::from_millis(
+                args.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(30_000),
+            ),
+            dlq_max_payload_bytes: args
+                .dlq_max_payload_bytes
+                .or(file.dlq_max_payload_bytes)
+                .unwrap_or(crate::sink::DEFAULT_DLQ_MAX_PAYLOAD),
+            labels_load_timeout: Duration::from_millis(
+                args.labels_load_timeout_ms
+                    .or(file.labels_load_timeout_ms)
+                    .unwrap_or(120_000),
+            ),
+            stall_timeout: match args.stall_timeout_ms.or(file.stall_timeout_ms).unwrap_or(120_000) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            input: crate::source::guard::InputLimits::resolve(&file.input, &args.input, &mut errors),
             serving: ServingConfig {
                 challenger: args.challenger.clone().or(file.challenger),
                 ab_share: args.ab_share.or(file.ab_share).unwrap_or(0.0),
@@ -353,12 +426,18 @@ impl RunConfig {
                 cfg.session_timeout_ms
             ));
         }
-        for k in ["enable.auto.offset.store", "group.id", "bootstrap.servers"] {
-            if cfg.kafka.contains_key(k) {
+        for (k, why) in GUARDED_KAFKA_KEYS {
+            if cfg.kafka.contains_key(*k) {
                 errors.push(format!(
-                    "kafka.{k}: set by riskstream itself (use the dedicated setting)"
+                    "kafka option {k}: set by riskstream itself and not overridable ({why})"
                 ));
             }
+        }
+        if cfg.drain_timeout < Duration::from_secs(1) {
+            errors.push("drain_timeout_ms: must be at least 1000".into());
+        }
+        if cfg.dlq_max_payload_bytes < 1024 {
+            errors.push("dlq_max_payload_bytes: must be at least 1024".into());
         }
         if errors.is_empty() {
             Ok(cfg)

@@ -42,6 +42,13 @@ pub const N_FEATURES: usize = 19;
 const HIGH_AMOUNT_RATIO: f64 = 3.0;
 /// The first 15 are the handbook's published inputs.
 pub const N_PUBLISHED: usize = 15;
+/// Most transactions kept per customer (the newest win). A hostile or
+/// broken producer can send one customer millions of records; the cap
+/// bounds state and makes a record's feature cost O(cap) whatever the
+/// history. The handbook's busiest customer has a few hundred in 30 days.
+pub const MAX_CUSTOMER_HISTORY: usize = 4096;
+/// Most labelled transactions kept per terminal (newest win).
+pub const MAX_TERMINAL_LABELS: usize = 16_384;
 
 /// Features in order: the handbook's 15 (same names), then ours.
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
@@ -134,6 +141,9 @@ pub struct FeatureEngine {
     clock_limit: Option<i64>,
     /// Observations since the last full eviction sweep.
     since_sweep: usize,
+    /// Entries dropped because a cap bit: (customer history, terminal labels),
+    /// since the last [`FeatureEngine::take_cap_hits`].
+    cap_hits: (u64, u64),
 }
 
 /// A transaction id's 64-bit fingerprint (duplicate detection within one
@@ -183,6 +193,10 @@ impl FeatureEngine {
         let pos = match hist.iter().rposition(|h| h.id == id) {
             Some(p) => p,
             None => {
+                while hist.len() >= MAX_CUSTOMER_HISTORY {
+                    hist.pop_front();
+                    self.cap_hits.0 += 1;
+                }
                 let p = hist.partition_point(|h| h.time <= tx.event_time);
                 hist.insert(
                     p,
@@ -271,11 +285,12 @@ impl FeatureEngine {
             let start = end - days * DAY_MS;
             let (mut n, mut frauds) = (0u32, 0u32);
             if let Some(hist) = hist {
-                for h in hist {
-                    if h.time > start && h.time <= end {
-                        n += 1;
-                        frauds += u32::from(h.fraud);
-                    }
+                // Sorted by time: binary-search the window, then count it.
+                let lo = hist.partition_point(|h| h.time <= start);
+                let hi = hist.partition_point(|h| h.time <= end);
+                for h in hist.range(lo..hi.max(lo)) {
+                    n += 1;
+                    frauds += u32::from(h.fraud);
                 }
             }
             f[9 + 2 * w] = f64::from(n);
@@ -296,6 +311,10 @@ impl FeatureEngine {
         let hist = entry(&mut self.terminals, label.terminal_id);
         if hist.iter().any(|h| h.id == id) {
             return;
+        }
+        while hist.len() >= MAX_TERMINAL_LABELS {
+            hist.pop_front();
+            self.cap_hits.1 += 1;
         }
         let p = hist.partition_point(|h| h.time <= label.event_time);
         hist.insert(
@@ -348,6 +367,11 @@ impl FeatureEngine {
     }
 
     /// (customers, customer entries, terminals, label entries) held.
+    /// Entries dropped by the caps since the last call: (customer, terminal).
+    pub fn take_cap_hits(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.cap_hits)
+    }
+
     pub fn state_size(&self) -> (usize, usize, usize, usize) {
         (
             self.customers.len(),

@@ -3,6 +3,8 @@
 //! Prometheus text renderer.
 
 pub mod http;
+pub mod summary;
+pub use summary::LogSummary;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -225,7 +227,45 @@ pub struct Metrics {
     pub drift: Mutex<Vec<DriftGauge>>,
     pub drift_windows: AtomicU64,
     pub drift_dropped: AtomicU64,
+    /// Records decoded through a pre-specification (legacy) fingerprint.
+    pub legacy_fingerprint: AtomicU64,
+    /// Hostile-input and fault counters: (series, reason, count), rendered
+    /// as `riskstream_<series>_total{reason="…"}` (see [`Metrics::event`]).
+    pub events: Mutex<Vec<(&'static str, &'static str, u64)>>,
+    /// Input partitions whose records wait on the schema registry (outage).
+    pub registry_waiting: AtomicU64,
+    /// Seconds the label stream is behind (newest label event time vs the
+    /// newest scored event time), -1 before the first batch.
+    pub labels_behind_seconds: std::sync::atomic::AtomicI64,
 }
+
+/// Every dead-letter reason the worker can give: present in `/metrics` at 0
+/// from start-up, so alerts on a reason need no first occurrence.
+pub const DEAD_LETTER_REASONS: &[&str] = &[
+    "missing_key",
+    "empty_payload",
+    "not_single_object",
+    "unknown_fingerprint",
+    "unknown_schema_id",
+    "wrong_schema",
+    "malformed_avro",
+    "invalid_field",
+    "invalid_amount",
+    "event_time_out_of_range",
+    "non_finite_score",
+    "output_too_large",
+    "delivery_rejected",
+];
+
+/// Counter series of [`Metrics::event`] with their help text.
+pub const EVENT_SERIES: &[(&str, &str)] = &[
+    ("state_cap_hits", "Per-key state entries dropped because a cap bit (reason: which cap)."),
+    ("delivery_retries", "Deliveries re-sent after a transient error (reason: librdkafka error code)."),
+    ("delivery_abandoned", "Records given up at shutdown after the drain time (reason: output or dead_letter)."),
+    ("labels_skipped", "Label records skipped (reason: why)."),
+    ("event_clock_resyncs", "Partition event-time clocks moved after a run of far-ahead records."),
+    ("watcher_errors", "Registry watcher failures (reason: panic or error)."),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -242,7 +282,7 @@ impl Default for Metrics {
             delivery_seconds: Histogram::default(),
             event_lag_seconds: Histogram::default(),
             end_to_end_seconds: Histogram::default(),
-            dead_lettered: Mutex::new(Vec::new()),
+            dead_lettered: Mutex::new(DEAD_LETTER_REASONS.iter().map(|r| (*r, 0)).collect()),
             model_info: Mutex::new(Vec::new()),
             by_version: Mutex::new(Vec::new()),
             model_swaps: AtomicU64::new(0),
@@ -254,11 +294,39 @@ impl Default for Metrics {
             drift: Mutex::new(Vec::new()),
             drift_windows: AtomicU64::new(0),
             drift_dropped: AtomicU64::new(0),
+            legacy_fingerprint: AtomicU64::new(0),
+            events: Mutex::new(Vec::new()),
+            registry_waiting: AtomicU64::new(0),
+            labels_behind_seconds: std::sync::atomic::AtomicI64::new(-1),
         }
     }
 }
 
 impl Metrics {
+    /// Adds `n` to the counter `series` (one of [`EVENT_SERIES`]) for `reason`.
+    pub fn event(&self, series: &'static str, reason: &'static str, n: u64) {
+        let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        match e.iter_mut().find(|(s, r, _)| *s == series && *r == reason) {
+            Some((_, _, c)) => *c += n,
+            None => e.push((series, reason, n)),
+        }
+    }
+
+    /// The count of `series` for `reason` (0 if never counted).
+    pub fn event_count(&self, series: &str, reason: &str) -> u64 {
+        let e = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        e.iter()
+            .filter(|(s, r, _)| *s == series && *r == reason)
+            .map(|(_, _, c)| *c)
+            .sum()
+    }
+
+    /// Dead letters counted for `reason`.
+    pub fn dead_lettered_for(&self, reason: &str) -> u64 {
+        let d = self.dead_lettered.lock().unwrap_or_else(|e| e.into_inner());
+        d.iter().filter(|(r, _)| *r == reason).map(|(_, n)| *n).sum()
+    }
+
     pub fn dead_letter(&self, reason: &'static str) {
         let mut d = self.dead_lettered.lock().unwrap_or_else(|e| e.into_inner());
         match d.iter_mut().find(|(r, _)| *r == reason) {
@@ -376,6 +444,34 @@ impl Metrics {
                 "riskstream_records_dead_lettered_total{{reason=\"{reason}\"}} {n}"
             );
         }
+        let _ = writeln!(out, "# TYPE riskstream_legacy_fingerprint_records_total counter");
+        let _ = writeln!(
+            out,
+            "riskstream_legacy_fingerprint_records_total {}",
+            self.legacy_fingerprint.load(Relaxed)
+        );
+        {
+            let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            for (series, help) in EVENT_SERIES {
+                let _ = writeln!(out, "# HELP riskstream_{series}_total {help}");
+                let _ = writeln!(out, "# TYPE riskstream_{series}_total counter");
+                for (_, reason, n) in events.iter().filter(|(s, _, _)| s == series) {
+                    let _ = writeln!(out, "riskstream_{series}_total{{reason=\"{reason}\"}} {n}");
+                }
+            }
+        }
+        let _ = writeln!(out, "# TYPE riskstream_schema_registry_waiting gauge");
+        let _ = writeln!(
+            out,
+            "riskstream_schema_registry_waiting {}",
+            self.registry_waiting.load(Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE riskstream_labels_behind_seconds gauge");
+        let _ = writeln!(
+            out,
+            "riskstream_labels_behind_seconds {}",
+            self.labels_behind_seconds.load(Relaxed)
+        );
         let _ = writeln!(out, "# TYPE riskstream_records_replayed_total counter");
         let _ = writeln!(
             out,

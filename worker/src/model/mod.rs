@@ -33,6 +33,21 @@ use crate::registry::ModelLocation;
 
 pub const CARD_FILE: &str = "card.json";
 pub const WEIGHTS_FILE: &str = "model.bpk";
+/// Largest model card read (a card is a few KiB).
+pub const MAX_CARD_BYTES: u64 = 1 << 20;
+/// Widest hidden layer and most layers a card may declare (checked before
+/// anything is allocated for them).
+pub const MAX_LAYER_WIDTH: usize = 16_384;
+pub const MAX_LAYERS: usize = 16;
+
+/// Refuses a file larger than `max` bytes before reading it.
+fn check_size(path: &Path, max: u64) -> Result<(), String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if len > max {
+        return Err(format!("{len} bytes, more than the {max} accepted"));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -178,8 +193,19 @@ impl ModelCard {
             path: path.display().to_string(),
             detail,
         };
+        check_size(&path, MAX_CARD_BYTES).map_err(err)?;
         let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
         let mut card: ModelCard = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let shape = &card.shape;
+        if shape.hidden.len() > MAX_LAYERS
+            || shape.d_in > MAX_LAYER_WIDTH
+            || shape.hidden.iter().any(|h| *h == 0 || *h > MAX_LAYER_WIDTH)
+        {
+            return Err(err(format!(
+                "shape {:?} is beyond the accepted {MAX_LAYERS} layers of at most {MAX_LAYER_WIDTH} units",
+                shape
+            )));
+        }
         card.check(&path)?;
         card.input_index =
             input_indices(&card.inputs).map_err(|detail| ModelError::Incompatible {
@@ -327,6 +353,20 @@ impl Scorer {
     pub fn load(location: &ModelLocation, device: ChosenDevice) -> Result<Self, ModelError> {
         let card = ModelCard::read(&location.dir)?;
         let weights = location.dir.join(WEIGHTS_FILE);
+        // f32 parameters of the declared shape, with room for the record's
+        // own framing: a larger file is not this model's weights.
+        let widths: Vec<usize> = std::iter::once(card.shape.d_in)
+            .chain(card.shape.hidden.iter().copied())
+            .chain(std::iter::once(1))
+            .collect();
+        let params: u64 = widths
+            .windows(2)
+            .map(|w| (w[0] as u64 + 1) * w[1] as u64)
+            .sum();
+        check_size(&weights, 8 * 4 * params + (1 << 20)).map_err(|detail| ModelError::Weights {
+            path: weights.display().to_string(),
+            detail,
+        })?;
         let mlp = card
             .shape
             .init(&device.device)

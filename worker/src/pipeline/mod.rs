@@ -8,6 +8,8 @@
 //! polling; each stage finishes what it holds and closes its output; the
 //! sink settles every delivery; then offsets are committed synchronously.
 
+pub mod health;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +24,7 @@ use crate::scoring::serving::{load_checked, spawn_watcher, WatchConfig};
 use crate::scoring::{run_scoring_loop, BatchPolicy};
 use crate::scoring::{ModelSet, Role};
 use crate::sink::{producer, Sink, SinkContext};
-use crate::source::{input_consumer, run_input_loop, run_label_loop, LabelProgress, OffsetTracker};
+use crate::source::{input_consumer, run_label_loop, LabelProgress, OffsetTracker, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -54,6 +56,8 @@ pub struct Handles {
     pub stop: Arc<AtomicBool>,
     /// Model loaded and warmed, group joined.
     pub ready: Arc<AtomicBool>,
+    /// What /healthz and /readyz answer, with reasons.
+    pub health: health::Health,
 }
 
 /// What a finished run did.
@@ -76,6 +80,7 @@ pub struct RunReport {
 pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
     let mut codec = Codec::new()?;
+    codec.attach_metrics(handles.metrics.clone());
     if let Some(dir) = &cfg.schema_dir {
         let n = codec.add_writer_schema_dir(dir)?;
         tracing::info!(dir = %dir.display(), schemas = n, "extra writer schemas registered");
@@ -124,10 +129,14 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     };
     crate::scoring::publish_model_info(&models, &handles.metrics);
     if let Some(addr) = cfg.metrics_addr {
-        let bound =
-            crate::metrics::http::serve(addr, handles.metrics.clone(), handles.ready.clone())
-                .await
-                .map_err(|e| PipelineError::Http(addr.to_string(), e.to_string()))?;
+        let bound = crate::metrics::http::serve(
+            addr,
+            handles.metrics.clone(),
+            handles.health.clone(),
+            crate::metrics::http::HttpConfig::default(),
+        )
+        .await
+        .map_err(|e| PipelineError::Http(addr.to_string(), e.to_string()))?;
         tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
     }
     let mut topics = vec![cfg.output_topic.as_str(), cfg.dlq_topic.as_str()];
@@ -204,22 +213,21 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             .map_err(|e| PipelineError::Panic(e.to_string()))?
     };
     let input_thread = {
-        let (consumer, codec, tracker, metrics, sink_tx, stop, topic) = (
-            consumer.clone(),
-            codec.clone(),
-            tracker.clone(),
-            handles.metrics.clone(),
-            sink_tx.clone(),
-            stop.clone(),
-            cfg.input_topic.clone(),
-        );
+        let source = Source {
+            consumer: consumer.clone(),
+            codec: codec.clone(),
+            tracker: tracker.clone(),
+            metrics: handles.metrics.clone(),
+            to_scoring,
+            to_sink: sink_tx.clone(),
+            stop: stop.clone(),
+            topic: cfg.input_topic.clone(),
+            guard: crate::source::guard::InputGuard::new(cfg.input.clone()),
+            log_interval: crate::metrics::summary::DEFAULT_INTERVAL,
+        };
         std::thread::Builder::new()
             .name("source".into())
-            .spawn(move || {
-                run_input_loop(
-                    consumer, codec, tracker, metrics, to_scoring, sink_tx, stop, topic,
-                )
-            })
+            .spawn(move || source.run())
             .map_err(|e| PipelineError::Panic(e.to_string()))?
     };
     // The registry watcher loads moved aliases beside the serving models.
@@ -252,6 +260,7 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             batch_max: cfg.batch_max,
             linger: cfg.linger,
             labels_wait: cfg.labels_wait,
+            labels_load_timeout: cfg.labels_load_timeout,
         };
         let (codec, metrics, progress, stop) = (
             codec.clone(),
@@ -280,28 +289,53 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             .map_err(|e| PipelineError::Panic(e.to_string()))?
     };
     {
-        let (ready, consumer) = (handles.ready.clone(), consumer.clone());
-        let progress = progress.clone();
+        let (ready, health, consumer) = (handles.ready.clone(), handles.health.clone(), consumer.clone());
+        let (progress, tracker, metrics) = (progress.clone(), tracker.clone(), handles.metrics.clone());
         let stop = stop.clone();
+        let mut stall = health::StallWatch::new(cfg.stall_timeout);
         tokio::spawn(async move {
             while !stop.load(Ordering::Acquire) {
                 let ctx = consumer.context();
-                let joined = ctx.joined.load(Ordering::Acquire);
-                let rebuilding = ctx.rebuilding(&consumer);
-                let labels = progress.initial_load_done.load(Ordering::Acquire);
-                ready.store(joined && labels && !rebuilding, Ordering::Release);
+                let verdict = if !ctx.joined.load(Ordering::Acquire) {
+                    Err("not ready: joining the consumer group".to_string())
+                } else if progress.initial_load_done.load(Ordering::Acquire) {
+                    Ok("ready".to_string())
+                } else if progress.load_timed_out.load(Ordering::Acquire) {
+                    Ok(format!(
+                        "ready (labels: the label history did not load within labels_load_timeout; \
+                         terminal features use what was read; {} s behind)",
+                        metrics.labels_behind_seconds.load(Ordering::Relaxed)
+                    ))
+                } else {
+                    Err("not ready: reading the label history".to_string())
+                };
+                let verdict = match verdict {
+                    Ok(_) if ctx.rebuilding(&consumer) => {
+                        Err("not ready: rebuilding customer state of assigned partitions".to_string())
+                    }
+                    v => v,
+                };
+                ready.store(verdict.is_ok(), Ordering::Release);
+                health.set_ready(verdict);
+                let waiting = tracker.total_in_flight()
+                    + metrics.registry_waiting.load(Ordering::Relaxed) as usize;
+                health.set_live(stall.check(&metrics, waiting));
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             ready.store(false, Ordering::Release);
+            health.set_ready(Err("not ready: shutting down".into()));
         });
     }
 
     // Stops the worker by itself once `max_records` records were delivered.
     let sink_result = Sink::new(&cfg, producer.clone()).run(sink_rx).await;
     let sink_done = Instant::now();
-    // The sink only returns early on a fatal error: stop the rest too.
+    // The sink only returns early on a fatal error or when the drain time
+    // ran out: stop the rest too, and let a revoke during close wait for
+    // nothing (no delivery can settle any more).
     stop.store(true, Ordering::Release);
     labels_stop.store(true, Ordering::Release);
+    tracker.close();
     let input_res = input_thread
         .join()
         .map_err(|_| PipelineError::Panic("source".into()))?

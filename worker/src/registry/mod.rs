@@ -28,10 +28,39 @@ pub struct ModelLocation {
 }
 
 pub const ALIASES_FILE: &str = "aliases.json";
+/// Largest alias table read.
+const MAX_ALIASES_BYTES: u64 = 1 << 20;
+
+/// A model name, version or alias must be one plain path component, so
+/// nothing in `aliases.json` or a reference can point outside the registry.
+pub fn check_component(what: &str, s: &str) -> Result<(), RegistryError> {
+    let plain = !s.is_empty()
+        && s != "."
+        && s != ".."
+        && !s.contains(['/', '\\', '\0'])
+        && s.len() <= 255;
+    if plain {
+        Ok(())
+    } else {
+        Err(RegistryError::NotFound {
+            reference: s.to_string(),
+            detail: format!("{what} must be a single path component inside the registry"),
+        })
+    }
+}
 
 /// Reads a model's alias table (empty when there is none).
 pub fn read_aliases(root: &Path, name: &str) -> Result<BTreeMap<String, String>, RegistryError> {
+    check_component("model name", name)?;
     let path = root.join(name).join(ALIASES_FILE);
+    if let Ok(m) = std::fs::metadata(&path) {
+        if m.len() > MAX_ALIASES_BYTES {
+            return Err(RegistryError::Read {
+                path: path.display().to_string(),
+                detail: format!("{} bytes, more than {MAX_ALIASES_BYTES} accepted", m.len()),
+            });
+        }
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| RegistryError::Read {
             path: path.display().to_string(),
@@ -47,6 +76,9 @@ pub fn read_aliases(root: &Path, name: &str) -> Result<BTreeMap<String, String>,
 
 /// Points `alias` of model `name` at `version` (atomic rename).
 pub fn set_alias(root: &Path, name: &str, alias: &str, version: &str) -> Result<(), RegistryError> {
+    check_component("model name", name)?;
+    check_component("alias", alias)?;
+    check_component("version", version)?;
     if !root.join(name).join(version).join("card.json").is_file() {
         return Err(RegistryError::NotFound {
             reference: format!("{name}/{version}"),
@@ -142,6 +174,8 @@ pub fn resolve(root: &Path, reference: &str) -> Result<ModelLocation, RegistryEr
             }
         }
     };
+    check_component("model name", &name)?;
+    check_component("version", &version)?;
     let dir = root.join(&name).join(&version);
     if !dir.join("card.json").is_file() {
         return Err(nf(format!("{} has no card.json", dir.display())));
@@ -174,5 +208,25 @@ mod tests {
         assert!(resolve(root.path(), "m@challenger").is_err());
         assert!(resolve(root.path(), "m/7").is_err());
         assert!(set_alias(root.path(), "m", "challenger", "7").is_err());
+    }
+
+    #[test]
+    fn aliases_cannot_point_outside_the_registry() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("card.json"), "{}").unwrap();
+        std::fs::create_dir_all(root.path().join("m")).unwrap();
+        let rel = format!("../../{}", outside.path().display());
+        for target in [rel.as_str(), "..", "/etc", "a/b", ""] {
+            std::fs::write(
+                root.path().join("m").join(ALIASES_FILE),
+                serde_json::json!({ "champion": target }).to_string(),
+            )
+            .unwrap();
+            let e = resolve(root.path(), "m@champion").unwrap_err().to_string();
+            assert!(e.contains("single path component"), "{target}: {e}");
+        }
+        assert!(resolve(root.path(), "../x/1").is_err());
+        assert!(set_alias(root.path(), "m", "champion", "../1").is_err());
     }
 }

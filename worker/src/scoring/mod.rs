@@ -19,7 +19,7 @@ use crate::drift::task::{DriftBatch, DriftSender};
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
 use crate::metrics::Metrics;
 use crate::model::ModelError;
-use crate::source::{Incoming, LabelProgress, SinkItem, Work};
+use crate::source::{DeadLetter, Incoming, LabelProgress, SinkItem, Work};
 
 pub mod serving;
 pub use serving::{ModelSet, ModelUpdate, Role};
@@ -58,6 +58,9 @@ pub struct ScoredBatch {
     pub records: Vec<ScoredRecord>,
     /// Shadow scores (best effort: they do not hold back input offsets).
     pub shadow: Vec<ShadowRecord>,
+    /// Records the model gave no finite score: dead-lettered
+    /// (`non_finite_score`), never written with a NaN.
+    pub dead: Vec<DeadLetter>,
 }
 
 /// Settings of the scoring loop.
@@ -69,6 +72,9 @@ pub struct BatchPolicy {
     /// more buffered ([`Work::Drained`]).
     pub linger: Duration,
     pub labels_wait: Duration,
+    /// Longest scoring waits for the label history at start; then it
+    /// scores with what it has (readiness and a WARN say so).
+    pub labels_load_timeout: Duration,
 }
 
 /// The latest event time seen on each assigned input partition. Their
@@ -231,6 +237,16 @@ pub fn run_scoring_loop(
     // Terminal features need the label history: read it all before scoring.
     let t0 = Instant::now();
     while !progress.initial_load_done.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
+        if t0.elapsed() >= policy.labels_load_timeout {
+            progress.load_timed_out.store(true, Ordering::Release);
+            tracing::warn!(
+                timeout_s = policy.labels_load_timeout.as_secs_f64(),
+                labels = engine.state_size().3,
+                "label history not loaded within labels_load_timeout (topic without leader, unreadable or never at its end?); \
+                 scoring starts, terminal features use the labels read so far (riskstream_labels_behind_seconds)"
+            );
+            break;
+        }
         match labels.recv_timeout(Duration::from_millis(10)) {
             Ok(l) => apply_labels(&mut engine, &l),
             Err(RecvTimeoutError::Timeout) => {}
@@ -250,6 +266,7 @@ pub fn run_scoring_loop(
         ..Default::default()
     };
     let mut replayed = 0u64;
+    let mut last_behind_warn = Instant::now();
     let mut replay = |engine: &mut FeatureEngine,
                       clocks: &mut PartitionClocks,
                       partition: i32,
@@ -335,6 +352,22 @@ pub fn run_scoring_loop(
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        let wm = progress.watermark.load(Ordering::Acquire);
+        let behind = if progress.caught_up.load(Ordering::Acquire) || wm >= newest {
+            0
+        } else if wm == i64::MIN {
+            -1
+        } else {
+            (newest - wm) / 1000
+        };
+        metrics.labels_behind_seconds.store(behind, Ordering::Relaxed);
+        if behind > 0 && last_behind_warn.elapsed() >= Duration::from_secs(60) {
+            last_behind_warn = Instant::now();
+            tracing::warn!(
+                behind_s = behind,
+                "labels are behind the records being scored; terminal features miss the newest labels"
+            );
+        }
         // Eviction follows the slowest partition, not the fastest.
         for i in &batch {
             clocks.saw(i.partition, i.tx.event_time);
@@ -359,6 +392,21 @@ pub fn run_scoring_loop(
         }
     }
     Ok(())
+}
+
+/// The dead letter of a record the model gave no finite score.
+fn non_finite(codec: &Codec, i: Incoming, model: &str, version: &str) -> DeadLetter {
+    DeadLetter {
+        partition: i.partition,
+        offset: i.offset,
+        key: Some(i.tx.customer_id.clone().into_bytes()),
+        // The transaction re-encoded: scoring no longer holds the input bytes.
+        payload: codec.encode_transaction(&i.tx).ok(),
+        headers: Vec::new(),
+        headers_dropped: false,
+        reason: "non_finite_score",
+        detail: format!("{model}/{version} gave no finite score for these features"),
+    }
 }
 
 /// A model's verdict on one score (borrows the model's name and version).
@@ -430,6 +478,13 @@ pub fn score_batch(
             .observe(oldest.elapsed().as_secs_f64());
     }
     let feats = features_of(engine, batch);
+    let (customer_cap, terminal_cap) = engine.take_cap_hits();
+    if customer_cap > 0 {
+        metrics.event("state_cap_hits", "customer_history", customer_cap);
+    }
+    if terminal_cap > 0 {
+        metrics.event("state_cap_hits", "terminal_labels", terminal_cap);
+    }
     let n = batch.len();
     let to_challenger: Vec<bool> = batch
         .iter()
@@ -487,14 +542,19 @@ pub fn score_batch(
         flagged: Vec::with_capacity(n),
         event_times: Vec::with_capacity(n),
     });
+    let mut dead = Vec::new();
     for ((i, f), routed) in batch.drain(..).zip(&feats).zip(&to_challenger) {
-        let shadow_score = shadow_it.next();
+        let shadow_score = shadow_it.next().filter(|x| x.is_finite());
         let (scorer, score) = match (&models.challenger, *routed) {
             (Some(ch), true) => (ch, shadow_score.or_else(|| routed_it.next())),
             _ => (&models.champion, champion_it.next()),
         };
-        // Every row has a score: the model returned one per input row.
-        let v = verdict(score.unwrap_or(f32::NAN), scorer, scored_at);
+        // A missing or non-finite score is never written: dead-lettered.
+        let Some(score) = score.filter(|x| x.is_finite()) else {
+            dead.push(non_finite(codec, i, &scorer.location.name, &scorer.location.version));
+            continue;
+        };
+        let v = verdict(score, scorer, scored_at);
         let is_fraud = v.is_fraud;
         if *routed {
             challenger_n += 1;
@@ -551,5 +611,9 @@ pub fn score_batch(
             d.offer(sample);
         }
     }
-    Ok(ScoredBatch { records, shadow })
+    Ok(ScoredBatch {
+        records,
+        shadow,
+        dead,
+    })
 }

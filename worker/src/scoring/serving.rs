@@ -166,6 +166,7 @@ fn checked(
 }
 
 /// What the registry watcher needs.
+#[derive(Clone)]
 pub struct WatchConfig {
     pub models_dir: PathBuf,
     /// (role, model reference such as `fraud-mlp@champion`).
@@ -188,7 +189,31 @@ pub fn spawn_watcher(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("registry".into())
-        .spawn(move || watch(cfg, updates, metrics, stop))
+        .spawn(move || {
+            // A panic in the watcher must not end hot swap silently: counted,
+            // logged at ERROR, and the watch starts again after a pause.
+            loop {
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    watch(cfg.clone(), updates.clone(), metrics.clone(), stop.clone())
+                }));
+                match run {
+                    Ok(()) => return,
+                    Err(p) => {
+                        let what = p
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        metrics.event("watcher_errors", "panic", 1);
+                        tracing::error!(panic = %what, "registry watcher panicked; restarting it (hot swap continues)");
+                        std::thread::sleep(cfg.poll.max(std::time::Duration::from_secs(1)));
+                        if stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
 }
 
 fn watch(
@@ -205,13 +230,20 @@ fn watch(
             .filter_map(|f| std::fs::metadata(loc.dir.join(f)).ok()?.modified().ok())
             .max()
     };
+    let mut last_error: Option<String> = None;
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(cfg.poll);
         for (role, reference) in cfg.refs.clone() {
             let loc = match crate::registry::resolve(&cfg.models_dir, &reference) {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::debug!(error = %e, "registry not readable now; retrying");
+                    // Counted every time, logged at ERROR once per distinct error.
+                    metrics.event("watcher_errors", "error", 1);
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(text.as_str()) {
+                        tracing::error!(error = %text, reference = %reference, "registry watcher cannot resolve the model; retrying (the serving version keeps serving)");
+                        last_error = Some(text);
+                    }
                     continue;
                 }
             };

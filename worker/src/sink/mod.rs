@@ -8,8 +8,16 @@
 //! offset marked done in the [`OffsetTracker`] and the contiguous delivered
 //! prefix stored for auto-commit. No future, channel or wake-up per record.
 //! A full producer queue or too many records in flight means "wait a
-//! millisecond, then retry", never an error. A failed delivery (librdkafka
-//! already retried it) is handed back to the sink task and re-sent.
+//! millisecond, then retry", never an error.
+//!
+//! A failed delivery (librdkafka already retried it) is classified
+//! ([`classify`]): transient errors are re-sent with backoff; errors of the
+//! record itself (too large for the producer or the topic, invalid
+//! timestamp, rejected record) send it to the dead-letter topic as a
+//! truncated copy with the reason; errors of the topic or cluster
+//! (authorisation, unknown topic) stop the worker with what to fix. On
+//! shutdown the sink settles deliveries for at most `drain_timeout`, then
+//! says what it abandoned (their offsets are not committed).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +34,7 @@ use crate::config::RunConfig;
 use crate::kafka::client_config;
 use crate::metrics::{LocalHistogram, Metrics};
 use crate::scoring::now_ms;
-use crate::source::{InputConsumer, OffsetTracker, SinkItem};
+use crate::source::{DeadLetter, InputConsumer, OffsetTracker, SinkItem};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -34,21 +42,73 @@ pub enum SinkError {
     Create(#[source] KafkaError),
     #[error("fatal producer error (check brokers, credentials and topic ACLs): {0}")]
     Fatal(#[source] KafkaError),
+    /// The topic or cluster refuses every record: no retry can help.
+    #[error("cannot write to topic {topic}: {code} — {fix}")]
+    Refused {
+        topic: String,
+        code: RDKafkaErrorCode,
+        fix: &'static str,
+    },
 }
+
+/// What a delivery error means for the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Retry later (broker down, timeouts, leader moves, throttling).
+    Transient,
+    /// The record itself can never be written: dead-letter it.
+    Record(&'static str),
+    /// The topic or cluster refuses us: stop, saying what to fix.
+    Fatal(&'static str),
+}
+
+/// Classifies a producer error code (send or delivery).
+pub fn classify(code: RDKafkaErrorCode) -> Class {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => {
+            Class::Record("output_too_large")
+        }
+        C::InvalidTimestamp | C::InvalidRecord | C::InvalidMessage | C::UnsupportedForMessageFormat => {
+            Class::Record("delivery_rejected")
+        }
+        C::TopicAuthorizationFailed => Class::Fatal("grant this principal WRITE on the topic (ACLs)"),
+        C::ClusterAuthorizationFailed => {
+            Class::Fatal("grant this principal IDEMPOTENT_WRITE on the cluster (ACLs)")
+        }
+        C::TransactionalIdAuthorizationFailed | C::SaslAuthenticationFailed | C::Authentication => {
+            Class::Fatal("check the credentials (sasl.*, ssl.* options)")
+        }
+        C::UnknownTopicOrPartition | C::UnknownTopic | C::InvalidTopic => {
+            Class::Fatal("create the topic (the worker creates it when the broker allows topic creation) or fix its name")
+        }
+        C::InvalidRequiredAcks | C::PolicyViolation => {
+            Class::Fatal("the topic's configuration refuses these writes (min.insync.replicas, policies)")
+        }
+        _ => Class::Transient,
+    }
+}
+
+/// Bytes of a dead letter's copy of the original payload (the rest is cut,
+/// header `riskstream.truncated_from` gives the original length).
+pub const DEFAULT_DLQ_MAX_PAYLOAD: usize = 64 * 1024;
+/// A dead letter refused for its size is re-sent once with this much.
+const DLQ_SMALL_PAYLOAD: usize = 1024;
 
 /// The output producer: librdkafka's polling thread runs [`SinkContext`].
 pub type OutputProducer = ThreadedProducer<SinkContext>;
 
 pub fn producer(cfg: &RunConfig, ctx: SinkContext) -> Result<OutputProducer, SinkError> {
     let mut c = client_config(&cfg.brokers, &cfg.kafka);
-    c.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "2")
+    c.set("linger.ms", "2")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "30000");
     for (k, v) in &cfg.kafka {
         c.set(k, v);
     }
+    // The delivery guarantee, after the user's options (which cannot set
+    // these: config refuses them).
+    c.set("enable.idempotence", "true").set("acks", "all");
     c.create_with_context(ctx).map_err(SinkError::Create)
 }
 
@@ -66,6 +126,44 @@ pub struct Origin {
     produced_at: Option<i64>,
     /// Handed to the producer.
     enqueued_at: Option<Instant>,
+    /// A dead letter (not a scored record).
+    dead_letter: bool,
+    /// Re-sends so far (backoff grows with it).
+    attempts: u32,
+}
+
+impl Origin {
+    fn untracked() -> Self {
+        Self {
+            track: false,
+            partition: -1,
+            offset: -1,
+            consumed_at: None,
+            event_time: None,
+            produced_at: None,
+            enqueued_at: None,
+            dead_letter: false,
+            attempts: 0,
+        }
+    }
+
+    fn dead_letter(partition: i32, offset: i64) -> Self {
+        Self {
+            track: true,
+            partition,
+            offset,
+            enqueued_at: Some(Instant::now()),
+            dead_letter: true,
+            ..Self::untracked()
+        }
+    }
+}
+
+/// A delivery that failed for good: what the sink task does with it.
+struct Failed {
+    origin: Origin,
+    msg: OwnedMessage,
+    code: Option<RDKafkaErrorCode>,
 }
 
 /// Latencies observed on the polling thread, merged into the metrics every
@@ -91,8 +189,10 @@ pub struct SinkContext {
     stop: Arc<AtomicBool>,
     in_flight: AtomicUsize,
     locals: Mutex<Locals>,
-    /// Deliveries that failed after librdkafka's retries: re-sent by the sink.
-    failed: Mutex<Vec<(Origin, OwnedMessage)>>,
+    /// Deliveries that failed after librdkafka's retries: handled by the sink task.
+    failed: Mutex<Vec<Failed>>,
+    /// Summary of delivery failures (WARN at most once per interval).
+    failures: Mutex<crate::metrics::LogSummary>,
 }
 
 impl SinkContext {
@@ -113,6 +213,23 @@ impl SinkContext {
             in_flight: AtomicUsize::new(0),
             locals: Mutex::new(Locals::default()),
             failed: Mutex::new(Vec::new()),
+            failures: Mutex::new(crate::metrics::LogSummary::new(
+                "deliveries failed",
+                crate::metrics::summary::DEFAULT_INTERVAL,
+            )),
+        }
+    }
+
+    /// Settles a record without output (a dead letter that could not be
+    /// written either, or a record abandoned): its offset may move on.
+    fn settle_without_output(&self, origin: &Origin) {
+        if let Some(o) = self.tracker.complete(origin.partition, origin.offset) {
+            if let Err(e) = self
+                .consumer
+                .store_offset(&self.input_topic, origin.partition, o)
+            {
+                tracing::debug!(partition = origin.partition, offset = o, error = %e, "offset not stored (partition no longer assigned)");
+            }
         }
     }
 
@@ -196,37 +313,111 @@ impl ProducerContext for SinkContext {
         match result {
             Ok(_) if origin.track => self.delivered(&origin),
             Ok(_) => {}
+            // Shadow records are best effort: not re-sent.
+            Err((e, _)) if !origin.track => {
+                tracing::debug!(error = %e, "shadow record not delivered");
+            }
             Err((e, msg)) => {
-                tracing::warn!(topic = msg.topic(), error = %e, "delivery failed; re-sending");
+                let code = e.rdkafka_error_code();
+                tracing::debug!(topic = msg.topic(), partition = origin.partition, offset = origin.offset, error = %e, "delivery failed");
+                self.failures
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .note(code.map_or("unknown", error_name), || {
+                        format!("{} for input partition {} offset {}: {e}", msg.topic(), origin.partition, origin.offset)
+                    });
                 self.failed
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push((*origin, msg.detach()));
+                    .push(Failed {
+                        origin: *origin,
+                        msg: msg.detach(),
+                        code,
+                    });
             }
         }
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
+/// A short, stable name for a librdkafka error code (metric label, logs).
+pub fn error_name(code: RDKafkaErrorCode) -> &'static str {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::MessageTimedOut => "message_timed_out",
+        C::QueueFull => "queue_full",
+        C::MessageSizeTooLarge => "message_size_too_large",
+        C::MessageBatchTooLarge => "message_batch_too_large",
+        C::InvalidMessageSize => "invalid_message_size",
+        C::InvalidTimestamp => "invalid_timestamp",
+        C::InvalidRecord => "invalid_record",
+        C::InvalidMessage => "invalid_message",
+        C::TopicAuthorizationFailed => "topic_authorization_failed",
+        C::ClusterAuthorizationFailed => "cluster_authorization_failed",
+        C::UnknownTopicOrPartition => "unknown_topic_or_partition",
+        C::UnknownTopic => "unknown_topic",
+        C::NotEnoughReplicas => "not_enough_replicas",
+        C::NotLeaderForPartition => "not_leader_for_partition",
+        C::RequestTimedOut => "request_timed_out",
+        C::BrokerTransportFailure => "transport",
+        C::AllBrokersDown => "all_brokers_down",
+        C::PurgeQueue | C::PurgeInflight => "purged",
+        _ => "other",
+    }
+}
+
+/// Sink settings (from the run config).
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    pub output_topic: String,
+    pub dlq_topic: String,
+    pub input_topic: String,
+    pub shadow_topic: Option<String>,
+    pub max_in_flight: usize,
+    /// Longest shutdown may take from the stop request: deliveries still
+    /// unsettled after 3/4 of it are abandoned (offsets not committed).
+    pub drain_timeout: Duration,
+    /// Bytes of the original payload a dead letter carries.
+    pub dlq_max_payload: usize,
+}
+
+/// Why a record was not handed to the producer.
+enum NotSent {
+    /// The producer refused the record itself (too large): dead-letter it.
+    Record(RDKafkaErrorCode),
+    /// Shutdown's drain time ran out.
+    Abandoned,
+}
+
 /// Sink state: producer, topics, in-flight bound.
 pub struct Sink {
     producer: OutputProducer,
-    output_topic: String,
-    dlq_topic: String,
-    input_topic: String,
-    shadow_topic: Option<String>,
-    max_in_flight: usize,
+    settings: SinkSettings,
+    /// When the stop request was first seen.
+    stopping_since: std::sync::OnceLock<Instant>,
 }
 
 impl Sink {
     pub fn new(cfg: &RunConfig, producer: OutputProducer) -> Self {
+        Self::with_settings(
+            SinkSettings {
+                output_topic: cfg.output_topic.clone(),
+                dlq_topic: cfg.dlq_topic.clone(),
+                input_topic: cfg.input_topic.clone(),
+                shadow_topic: cfg.serving.shadow_topic.clone(),
+                max_in_flight: cfg.queue_records,
+                drain_timeout: cfg.drain_timeout,
+                dlq_max_payload: cfg.dlq_max_payload_bytes,
+            },
+            producer,
+        )
+    }
+
+    pub fn with_settings(settings: SinkSettings, producer: OutputProducer) -> Self {
         Self {
             producer,
-            output_topic: cfg.output_topic.clone(),
-            dlq_topic: cfg.dlq_topic.clone(),
-            input_topic: cfg.input_topic.clone(),
-            shadow_topic: cfg.serving.shadow_topic.clone(),
-            max_in_flight: cfg.queue_records,
+            settings,
+            stopping_since: std::sync::OnceLock::new(),
         }
     }
 
@@ -234,141 +425,269 @@ impl Sink {
         self.producer.context()
     }
 
-    /// Runs until the channel closes and every delivery is settled. Returns
-    /// the records handled (scored and dead-lettered, delivered).
+    /// Whether shutdown's drain time is used up (3/4 of `drain_timeout`
+    /// since the stop request; the rest is left for the final commit).
+    fn drain_expired(&self) -> bool {
+        if !self.ctx().stop.load(Ordering::Acquire) {
+            return false;
+        }
+        let since = self.stopping_since.get_or_init(Instant::now);
+        since.elapsed() >= self.settings.drain_timeout.mul_f64(0.75)
+    }
+
+    /// Runs until the channel closes and every delivery is settled (or the
+    /// drain time runs out). Returns the records handled (scored and
+    /// dead-lettered, delivered).
     pub async fn run(self, mut rx: mpsc::Receiver<SinkItem>) -> Result<u64, SinkError> {
+        let mut abandoned = false;
         loop {
             // Wake at least every 200 ms: failed deliveries are re-sent
             // also while no input arrives.
             let item = tokio::select! {
                 item = rx.recv() => item,
                 () = tokio::time::sleep(Duration::from_millis(200)) => {
-                    self.resend_failed().await?;
+                    if !self.handle_failed().await? {
+                        abandoned = true;
+                        break;
+                    }
                     continue;
                 }
             };
             let Some(item) = item else { break };
-            self.resend_failed().await?;
-            match item {
-                SinkItem::Scored(batch) => {
-                    // One clock read per batch, not per record.
-                    let enqueued = Instant::now();
-                    for r in batch.records {
-                        let origin = Origin {
-                            track: true,
-                            partition: r.partition,
-                            offset: r.offset,
-                            consumed_at: Some(r.consumed_at),
-                            event_time: Some(r.event_time),
-                            produced_at: r.produced_at,
-                            enqueued_at: Some(enqueued),
-                        };
-                        let rec = BaseRecord::with_opaque_to(&self.output_topic, Box::new(origin))
-                            .key(r.key.as_bytes())
-                            .payload(&r.payload)
-                            .timestamp(r.event_time);
-                        self.send(rec).await?;
-                    }
-                    if let Some(topic) = &self.shadow_topic {
-                        for r in batch.shadow {
-                            let origin = Origin {
-                                track: false,
-                                partition: -1,
-                                offset: -1,
-                                consumed_at: None,
-                                event_time: None,
-                                produced_at: None,
-                                enqueued_at: None,
-                            };
-                            let rec = BaseRecord::with_opaque_to(topic, Box::new(origin))
-                                .key(r.key.as_bytes())
-                                .payload(&r.payload)
-                                .timestamp(r.event_time);
-                            self.send(rec).await?;
-                        }
-                    }
-                }
-                SinkItem::Dead(d) => {
-                    self.ctx().metrics.dead_letter(d.reason);
-                    let mut headers = OwnedHeaders::new();
-                    for (k, v) in &d.headers {
-                        headers = headers.insert(Header {
-                            key: k,
-                            value: Some(v),
-                        });
-                    }
-                    let partition = d.partition.to_string();
-                    let offset = d.offset.to_string();
-                    for (k, v) in [
-                        ("riskstream.reason", d.reason),
-                        ("riskstream.error", d.detail.as_str()),
-                        ("riskstream.source.topic", self.input_topic.as_str()),
-                        ("riskstream.source.partition", partition.as_str()),
-                        ("riskstream.source.offset", offset.as_str()),
-                    ] {
-                        headers = headers.insert(Header {
-                            key: k,
-                            value: Some(v),
-                        });
-                    }
-                    let origin = Origin {
-                        track: true,
-                        partition: d.partition,
-                        offset: d.offset,
-                        consumed_at: None,
-                        event_time: None,
-                        produced_at: None,
-                        enqueued_at: Some(Instant::now()),
-                    };
-                    let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
-                        BaseRecord::with_opaque_to(&self.dlq_topic, Box::new(origin))
-                            .headers(headers);
-                    if let Some(k) = &d.key {
-                        rec = rec.key(k.as_slice());
-                    }
-                    if let Some(p) = &d.payload {
-                        rec = rec.payload(p.as_slice());
-                    }
-                    self.send(rec).await?;
-                }
+            if !self.handle_failed().await? || !self.handle(item).await? {
+                abandoned = true;
+                break;
             }
         }
         // Input closed: settle everything still in flight, re-sending failures.
-        loop {
-            self.resend_failed().await?;
+        while !abandoned {
+            if !self.handle_failed().await? {
+                abandoned = true;
+                break;
+            }
             if self.ctx().in_flight() == 0 && self.failed_is_empty() {
+                break;
+            }
+            if self.drain_expired() {
+                abandoned = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        if abandoned {
+            self.abandon(&mut rx);
+        }
         let ctx = self.ctx();
+        if let Ok(mut f) = ctx.failures.lock() {
+            f.flush();
+        }
         let mut l = ctx.locals.lock().unwrap_or_else(|e| e.into_inner());
         ctx.merge(&mut l);
         Ok(ctx.handled())
     }
 
+    /// Drain time is up: drop what is queued here and in librdkafka, and say so.
+    fn abandon(&self, rx: &mut mpsc::Receiver<SinkItem>) {
+        rx.close();
+        let mut queued = 0u64;
+        while let Ok(item) = rx.try_recv() {
+            queued += match item {
+                SinkItem::Scored(b) => (b.records.len() + b.dead.len()) as u64,
+                SinkItem::Dead(_) => 1,
+            };
+        }
+        let failed = std::mem::take(&mut *self.ctx().failed.lock().unwrap_or_else(|e| e.into_inner()));
+        let in_flight = self.ctx().in_flight();
+        self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        let total = queued + failed.len() as u64 + in_flight as u64;
+        let m = &self.ctx().metrics;
+        m.event("delivery_abandoned", "output", total);
+        tracing::warn!(
+            abandoned = total,
+            queued,
+            failed = failed.len(),
+            in_flight,
+            drain_timeout_s = self.settings.drain_timeout.as_secs_f64(),
+            "drain time used up: {total} records abandoned; their offsets are not committed, so the next owner of their partitions scores them again"
+        );
+    }
+
+    /// Hands one item's records to the producer; false once the drain time
+    /// ran out.
+    async fn handle(&self, item: SinkItem) -> Result<bool, SinkError> {
+        match item {
+            SinkItem::Scored(batch) => {
+                // One clock read per batch, not per record.
+                let enqueued = Instant::now();
+                for r in batch.records {
+                    let origin = Origin {
+                        track: true,
+                        partition: r.partition,
+                        offset: r.offset,
+                        consumed_at: Some(r.consumed_at),
+                        event_time: Some(r.event_time),
+                        produced_at: r.produced_at,
+                        enqueued_at: Some(enqueued),
+                        dead_letter: false,
+                        attempts: 0,
+                    };
+                    let rec = BaseRecord::with_opaque_to(&self.settings.output_topic, Box::new(origin))
+                        .key(r.key.as_bytes())
+                        .payload(&r.payload)
+                        .timestamp(r.event_time);
+                    match self.send(rec).await? {
+                        Ok(()) => {}
+                        Err(NotSent::Abandoned) => return Ok(false),
+                        Err(NotSent::Record(code)) => {
+                            let d = output_refused(&origin, r.key.as_bytes(), &r.payload, code);
+                            if !self.send_dead(&d, self.settings.dlq_max_payload).await? {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                }
+                for d in &batch.dead {
+                    if !self.send_dead(d, self.settings.dlq_max_payload).await? {
+                        return Ok(false);
+                    }
+                }
+                if let Some(topic) = &self.settings.shadow_topic {
+                    for r in batch.shadow {
+                        let rec = BaseRecord::with_opaque_to(topic, Box::new(Origin::untracked()))
+                            .key(r.key.as_bytes())
+                            .payload(&r.payload)
+                            .timestamp(r.event_time);
+                        if let Err(NotSent::Abandoned) = self.send(rec).await? {
+                            return Ok(false);
+                        }
+                    }
+                }
+                Ok(true)
+            }
+            SinkItem::Dead(d) => self.send_dead(&d, self.settings.dlq_max_payload).await,
+        }
+    }
+
+    /// Writes a dead letter: the original key and at most `max_payload`
+    /// bytes of its payload, the input headers (bounded by the source), and
+    /// `riskstream.*` headers with the reason and the input's coordinates.
+    /// False once the drain time ran out.
+    async fn send_dead(&self, d: &DeadLetter, max_payload: usize) -> Result<bool, SinkError> {
+        let ctx = self.ctx();
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &d.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let partition = d.partition.to_string();
+        let offset = d.offset.to_string();
+        let payload_len = d.payload.as_ref().map_or(0, Vec::len);
+        let truncated_from = payload_len.to_string();
+        let mut extra: Vec<(&str, &str)> = vec![
+            ("riskstream.reason", d.reason),
+            ("riskstream.error", d.detail.as_str()),
+            ("riskstream.source.topic", self.settings.input_topic.as_str()),
+            ("riskstream.source.partition", partition.as_str()),
+            ("riskstream.source.offset", offset.as_str()),
+        ];
+        if payload_len > max_payload {
+            extra.push(("riskstream.truncated_from", truncated_from.as_str()));
+        }
+        if d.headers_dropped {
+            extra.push(("riskstream.headers_dropped", "true"));
+        }
+        for (k, v) in extra {
+            // The error text is ours, but may quote input: bounded too.
+            let v = &v.as_bytes()[..v.len().min(4096)];
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+        let origin = Origin::dead_letter(d.partition, d.offset);
+        let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
+            BaseRecord::with_opaque_to(&self.settings.dlq_topic, Box::new(origin)).headers(headers);
+        if let Some(k) = &d.key {
+            rec = rec.key(&k[..k.len().min(max_payload)]);
+        }
+        if let Some(p) = &d.payload {
+            rec = rec.payload(&p[..p.len().min(max_payload)]);
+        }
+        match self.send(rec).await? {
+            Ok(()) => {
+                ctx.metrics.dead_letter(d.reason);
+                Ok(true)
+            }
+            Err(NotSent::Abandoned) => Ok(false),
+            Err(NotSent::Record(code)) if max_payload > DLQ_SMALL_PAYLOAD => {
+                // Even the copy is too large (a small topic limit): once more, small.
+                tracing::debug!(error = %code, "dead letter refused; re-sending a smaller copy");
+                let small = DeadLetter {
+                    headers: Vec::new(),
+                    headers_dropped: !d.headers.is_empty() || d.headers_dropped,
+                    key: d.key.clone(),
+                    payload: d.payload.clone(),
+                    detail: d.detail.clone(),
+                    ..*d
+                };
+                Box::pin(self.send_dead(&small, DLQ_SMALL_PAYLOAD)).await
+            }
+            Err(NotSent::Record(code)) => {
+                self.lost_dead_letter(&origin, code);
+                Ok(true)
+            }
+        }
+    }
+
+    /// A dead letter the DLQ refuses even small: the record is settled
+    /// without output (its partition moves on), counted and logged.
+    fn lost_dead_letter(&self, origin: &Origin, code: RDKafkaErrorCode) {
+        let ctx = self.ctx();
+        ctx.metrics.event("delivery_abandoned", "dead_letter", 1);
+        tracing::error!(
+            partition = origin.partition, offset = origin.offset, error = %code,
+            dlq = %self.settings.dlq_topic,
+            "the dead-letter topic refused this record even truncated; it is skipped (riskstream_delivery_abandoned_total{{reason=\"dead_letter\"}})"
+        );
+        ctx.settle_without_output(origin);
+    }
+
     /// Hands a record to librdkafka; waits while the queue is full or
-    /// `max_in_flight` records are unsettled.
-    async fn send<K, P>(&self, mut rec: BaseRecord<'_, K, P, Box<Origin>>) -> Result<(), SinkError>
+    /// `max_in_flight` records are unsettled (until the drain time runs out).
+    async fn send<K, P>(
+        &self,
+        mut rec: BaseRecord<'_, K, P, Box<Origin>>,
+    ) -> Result<Result<(), NotSent>, SinkError>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
-        while self.ctx().in_flight() >= self.max_in_flight {
+        while self.ctx().in_flight() >= self.settings.max_in_flight {
+            if self.drain_expired() {
+                return Ok(Err(NotSent::Abandoned));
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         // Counted before the send: the delivery callback may run at once.
         self.ctx().in_flight.fetch_add(1, Ordering::AcqRel);
         loop {
             match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Ok(())),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    if self.drain_expired() {
+                        self.ctx().in_flight.fetch_sub(1, Ordering::AcqRel);
+                        return Ok(Err(NotSent::Abandoned));
+                    }
                     rec = r;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((e, _)) => {
                     self.ctx().in_flight.fetch_sub(1, Ordering::AcqRel);
-                    return Err(SinkError::Fatal(e));
+                    return match e.rdkafka_error_code().map(classify) {
+                        Some(Class::Record(_)) => Ok(Err(NotSent::Record(
+                            e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
+                        ))),
+                        _ => Err(SinkError::Fatal(e)),
+                    };
                 }
             }
         }
@@ -382,13 +701,15 @@ impl Sink {
             .is_empty()
     }
 
-    /// Re-sends records whose delivery failed (after a pause: the broker or
-    /// topic may be recovering).
-    async fn resend_failed(&self) -> Result<(), SinkError> {
+    /// Deals with deliveries that failed after librdkafka's retries:
+    /// transient → re-sent after a backoff; the record's fault → its dead
+    /// letter; the topic's or cluster's → stop. False once the drain time
+    /// ran out.
+    async fn handle_failed(&self) -> Result<bool, SinkError> {
         let failed =
             std::mem::take(&mut *self.ctx().failed.lock().unwrap_or_else(|e| e.into_inner()));
         if failed.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         // A fatal producer error (e.g. the idempotent producer fenced) fails
         // every delivery from now on: stop rather than re-send forever.
@@ -396,8 +717,78 @@ impl Sink {
             tracing::error!(error = %code, reason, "fatal producer error");
             return Err(SinkError::Fatal(KafkaError::MessageProduction(code)));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for (origin, msg) in failed {
+        let mut backoff_attempts = 0;
+        let mut resend = Vec::new();
+        for f in failed {
+            match f.code.map_or(Class::Transient, classify) {
+                Class::Fatal(fix) => {
+                    let code = f.code.unwrap_or(RDKafkaErrorCode::Fail);
+                    tracing::error!(topic = f.msg.topic(), error = %code, "{fix}");
+                    return Err(SinkError::Refused {
+                        topic: f.msg.topic().to_string(),
+                        code,
+                        fix,
+                    });
+                }
+                Class::Record(_) if f.origin.dead_letter => {
+                    // The DLQ refused a dead letter: once more, small.
+                    let d = DeadLetter {
+                        partition: f.origin.partition,
+                        offset: f.origin.offset,
+                        key: f.msg.key().map(<[u8]>::to_vec),
+                        payload: f.msg.payload().map(<[u8]>::to_vec),
+                        headers: Vec::new(),
+                        headers_dropped: true,
+                        reason: dead_reason(&f.msg),
+                        detail: format!("dead letter refused by the topic: {}", f.code.map_or("unknown", error_name)),
+                    };
+                    if d.payload.as_ref().is_some_and(|p| p.len() > DLQ_SMALL_PAYLOAD) {
+                        if !self.send_dead(&d, DLQ_SMALL_PAYLOAD).await? {
+                            return Ok(false);
+                        }
+                    } else {
+                        self.lost_dead_letter(&f.origin, f.code.unwrap_or(RDKafkaErrorCode::Fail));
+                    }
+                }
+                Class::Record(_) => {
+                    let code = f.code.unwrap_or(RDKafkaErrorCode::Fail);
+                    let d = output_refused(
+                        &f.origin,
+                        f.msg.key().unwrap_or_default(),
+                        f.msg.payload().unwrap_or_default(),
+                        code,
+                    );
+                    if !self.send_dead(&d, self.settings.dlq_max_payload).await? {
+                        return Ok(false);
+                    }
+                }
+                Class::Transient => {
+                    backoff_attempts = backoff_attempts.max(f.origin.attempts);
+                    self.ctx().metrics.event(
+                        "delivery_retries",
+                        f.code.map_or("unknown", error_name),
+                        1,
+                    );
+                    resend.push(f);
+                }
+            }
+        }
+        if resend.is_empty() {
+            return Ok(true);
+        }
+        // The broker or topic may be recovering: 100 ms, doubling to 5 s.
+        let pause = Duration::from_millis(100 << backoff_attempts.min(6)).min(Duration::from_secs(5));
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if self.drain_expired() {
+                self.ctx().failed.lock().unwrap_or_else(|e| e.into_inner()).extend(resend);
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for f in resend {
+            let (mut origin, msg) = (f.origin, f.msg);
+            origin.attempts += 1;
             if msg.topic().is_empty() {
                 return Err(SinkError::Fatal(KafkaError::Canceled));
             }
@@ -415,8 +806,58 @@ impl Sink {
             if let Some(t) = msg.timestamp().to_millis() {
                 rec = rec.timestamp(t);
             }
-            self.send(rec).await?;
+            match self.send(rec).await? {
+                Ok(()) => {}
+                Err(NotSent::Abandoned) => return Ok(false),
+                Err(NotSent::Record(code)) => {
+                    let d = output_refused(&origin, msg.key().unwrap_or_default(), msg.payload().unwrap_or_default(), code);
+                    if !self.send_dead(&d, self.settings.dlq_max_payload).await? {
+                        return Ok(false);
+                    }
+                }
+            }
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// The reason header of a dead letter being re-sent.
+fn dead_reason(msg: &OwnedMessage) -> &'static str {
+    use rdkafka::message::Headers as _;
+    let reason = msg.headers().and_then(|h| {
+        (0..h.count())
+            .filter_map(|i| h.try_get(i))
+            .find(|x| x.key == "riskstream.reason")
+            .and_then(|x| x.value)
+            .map(<[u8]>::to_vec)
+    });
+    crate::metrics::DEAD_LETTER_REASONS
+        .iter()
+        .copied()
+        .find(|r| reason.as_deref() == Some(r.as_bytes()))
+        .unwrap_or("delivery_rejected")
+}
+
+/// The dead letter of a scored record the producer or topic refused.
+fn output_refused(origin: &Origin, key: &[u8], payload: &[u8], code: RDKafkaErrorCode) -> DeadLetter {
+    let reason = match classify(code) {
+        Class::Record(r) => r,
+        _ => "delivery_rejected",
+    };
+    DeadLetter {
+        partition: origin.partition,
+        offset: origin.offset,
+        key: Some(key.to_vec()),
+        // The scored record's bytes (the input's are gone by now), cut to
+        // the dead-letter limit by `send_dead`.
+        payload: Some(payload.to_vec()),
+        headers: Vec::new(),
+        headers_dropped: false,
+        reason,
+        detail: format!(
+            "output of {} bytes refused: {code} ({})",
+            payload.len(),
+            error_name(code)
+        ),
     }
 }

@@ -10,6 +10,7 @@
 //! The label reader assigns every partition of the labels topic (no group:
 //! every instance reads all labels) and forwards labels to the scoring thread.
 
+pub mod guard;
 pub mod offsets;
 
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -84,6 +85,8 @@ pub struct DeadLetter {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Input headers beyond [`DEAD_LETTER_HEADER_BYTES`] were left out.
+    pub headers_dropped: bool,
     pub reason: &'static str,
     pub detail: String,
 }
@@ -109,6 +112,8 @@ pub struct SourceContext {
     /// thread's eviction watermark).
     pub assigned: Arc<std::sync::Mutex<Vec<i32>>>,
     pub joined: AtomicBool,
+    /// Longest a revoke waits for the revoked partitions' in-flight records.
+    revoke_drain: Duration,
 }
 
 impl ClientContext for SourceContext {
@@ -246,7 +251,7 @@ impl ConsumerContext for SourceContext {
                 .map(|e| e.partition())
                 .collect();
             let t0 = Instant::now();
-            let drained = self.tracker.wait_drained(&parts, Duration::from_secs(60));
+            let drained = self.tracker.wait_drained(&parts, self.revoke_drain);
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(error = %e, "commit on revoke");
             }
@@ -310,8 +315,6 @@ pub fn input_consumer(
 ) -> Result<Arc<InputConsumer>, SourceError> {
     let mut c = client_config(&cfg.brokers, &cfg.kafka);
     c.set("group.id", &cfg.group)
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "500")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
@@ -319,12 +322,15 @@ pub fn input_consumer(
             "heartbeat.interval.ms",
             (cfg.session_timeout_ms / 3).max(100).to_string(),
         )
-        .set("partition.assignment.strategy", "range")
         .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS)
         .set("statistics.interval.ms", "5000");
     for (k, v) in &cfg.kafka {
         c.set(k, v);
     }
+    // The guarantee, after the user's options (config refuses these keys).
+    c.set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("partition.assignment.strategy", "range");
     let ctx = SourceContext {
         tracker,
         topic: cfg.input_topic.clone(),
@@ -332,6 +338,7 @@ pub fn input_consumer(
         metrics,
         assigned: Arc::new(std::sync::Mutex::new(Vec::new())),
         joined: AtomicBool::new(false),
+        revoke_drain: cfg.drain_timeout.min(Duration::from_secs(60)),
     };
     let consumer: InputConsumer = c.create_with_context(ctx).map_err(SourceError::Create)?;
     consumer
@@ -343,148 +350,246 @@ pub fn input_consumer(
     Ok(Arc::new(consumer))
 }
 
-fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
-    m.headers()
-        .map(|h| {
-            h.iter()
-                .map(|hd| {
-                    (
-                        hd.key.to_string(),
-                        hd.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
+/// Header budget of a dead-letter copy: at most this many bytes of input
+/// headers are carried (keys and values); the rest is dropped and flagged.
+pub const DEAD_LETTER_HEADER_BYTES: usize = 16 * 1024;
 
-/// The input loop: poll, register, decode, hand on. Runs until `stop`.
-/// Blocking sends give backpressure: a full queue stops polling.
-#[allow(clippy::too_many_arguments)]
-pub fn run_input_loop(
-    consumer: Arc<InputConsumer>,
-    codec: Arc<Codec>,
-    tracker: Arc<OffsetTracker>,
-    metrics: Arc<Metrics>,
-    to_scoring: SyncSender<Work>,
-    to_sink: mpsc::Sender<SinkItem>,
-    stop: Arc<AtomicBool>,
-    input_topic: String,
-) -> Result<(), SourceError> {
-    input_loop(
-        &consumer,
-        &codec,
-        &tracker,
-        &metrics,
-        &to_scoring,
-        &to_sink,
-        &stop,
-        &input_topic,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn input_loop(
-    consumer: &InputConsumer,
-    codec: &Codec,
-    tracker: &OffsetTracker,
-    metrics: &Metrics,
-    to_scoring: &SyncSender<Work>,
-    to_sink: &mpsc::Sender<SinkItem>,
-    stop: &AtomicBool,
-    input_topic: &str,
-) -> Result<(), SourceError> {
-    let mut chunk: Vec<Work> = Vec::with_capacity(CHUNK);
-    // Records handed over since the last `Drained` marker.
-    let mut unmarked = false;
-    // Hands the gathered records over; false when scoring has gone.
-    let flush = |chunk: &mut Vec<Work>, unmarked: &mut bool| -> bool {
-        if chunk.is_empty() {
-            return true;
+/// The record's headers as raw bytes, read through librdkafka's C API:
+/// rdkafka 0.38's `Headers::iter` panics on a key that is not UTF-8. Keys
+/// are carried lossily (invalid bytes become U+FFFD), values as bytes, at
+/// most `budget` bytes in all; the flag says whether any were dropped.
+pub fn raw_headers(m: &BorrowedMessage<'_>, budget: usize) -> (Vec<(String, Vec<u8>)>, bool) {
+    use rdkafka::bindings as rd;
+    let mut out = Vec::new();
+    let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `m.ptr()` is a live message for the borrow's lifetime; the
+    // headers it returns are owned by the message and only read here.
+    let err = unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut hdrs) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+        return (out, false);
+    }
+    // SAFETY: `hdrs` is non-null and valid while `m` is.
+    let n = unsafe { rd::rd_kafka_header_cnt(hdrs) };
+    let mut used = 0usize;
+    let mut dropped = false;
+    for i in 0..n {
+        let mut name: *const std::os::raw::c_char = std::ptr::null();
+        let mut value: *const std::os::raw::c_void = std::ptr::null();
+        let mut size = 0usize;
+        // SAFETY: index within `rd_kafka_header_cnt`; out-pointers are locals.
+        let e = unsafe { rd::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size) };
+        if e != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            break;
         }
-        *unmarked = true;
-        let items = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
-        to_scoring.send(Work::Many(items)).is_ok()
-    };
-    while !stop.load(Ordering::Acquire) {
-        // Block only when nothing is waiting to be handed over.
-        let wait = if chunk.is_empty() {
-            Duration::from_millis(100)
+        // SAFETY: librdkafka header names are NUL-terminated.
+        let key = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+        let value: &[u8] = if value.is_null() {
+            &[]
         } else {
-            Duration::ZERO
+            // SAFETY: `value` points at `size` bytes owned by the message.
+            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }
         };
-        let Some(res) = consumer.poll(wait) else {
-            // Nothing more buffered: hand over what we have and say so.
-            if unmarked || !chunk.is_empty() {
-                chunk.push(Work::Drained);
-                if !flush(&mut chunk, &mut unmarked) {
-                    break;
-                }
-                unmarked = false;
-            }
-            continue;
-        };
-        let m = match res {
-            Ok(m) => m,
-            Err(e) => {
-                if is_fatal(&e) {
-                    return Err(SourceError::Fatal(e));
-                }
-                tracing::warn!(error = %e, "consumer error (retrying)");
-                continue;
-            }
-        };
-        let (partition, offset) = (m.partition(), m.offset());
-        if consumer.context().replay_bound(partition, offset).is_some() {
-            // History before the committed offset: state only, no output.
-            if let Ok(tx) = codec.decode_transaction(m.key(), m.payload()) {
-                metrics.replayed.fetch_add(1, Ordering::Relaxed);
-                chunk.push(Work::Replay(partition, tx));
-                if chunk.len() >= CHUNK && !flush(&mut chunk, &mut unmarked) {
-                    break;
-                }
-            }
+        if used + key.len() + value.len() > budget {
+            dropped = true;
             continue;
         }
-        metrics.consumed.fetch_add(1, Ordering::Relaxed);
-        metrics.first_consumed.get_or_init(Instant::now);
-        tracker.register(partition, offset);
-        match codec.decode_transaction(m.key(), m.payload()) {
-            Ok(tx) => {
-                let item = Incoming {
-                    partition,
-                    offset,
-                    tx,
-                    consumed_at: Instant::now(),
-                    produced_at: m.timestamp().to_millis(),
-                };
-                chunk.push(Work::Score(item));
-                if chunk.len() >= CHUNK && !flush(&mut chunk, &mut unmarked) {
-                    break;
+        used += key.len() + value.len();
+        out.push((String::from_utf8_lossy(key).into_owned(), value.to_vec()));
+    }
+    (out, dropped)
+}
+
+/// The input stage: polls the group consumer, decodes and guards each
+/// record, hands good ones to scoring in chunks and bad ones to the sink
+/// as dead letters. Blocking sends give backpressure: a full queue stops
+/// polling.
+pub struct Source {
+    pub consumer: Arc<InputConsumer>,
+    pub codec: Arc<Codec>,
+    pub tracker: Arc<OffsetTracker>,
+    pub metrics: Arc<Metrics>,
+    pub to_scoring: SyncSender<Work>,
+    pub to_sink: mpsc::Sender<SinkItem>,
+    pub stop: Arc<AtomicBool>,
+    pub topic: String,
+    pub guard: guard::InputGuard,
+    /// Interval of the WARN summary of dead letters.
+    pub log_interval: Duration,
+}
+
+/// Longest pause between two attempts while the schema registry is down.
+const REGISTRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Calls `decode` until it no longer fails because the schema registry is
+/// unavailable: the record is held and the caller does not poll further,
+/// so nothing behind it is scored, dead-lettered or committed. None if
+/// `stop` was set meanwhile.
+pub fn decode_waiting<T>(
+    metrics: &Metrics,
+    stop: &AtomicBool,
+    mut decode: impl FnMut() -> Result<T, crate::codec::DecodeError>,
+) -> Option<Result<T, crate::codec::DecodeError>> {
+    let mut backoff = Duration::from_millis(100);
+    let mut since: Option<Instant> = None;
+    let mut last_warn = Instant::now();
+    loop {
+        match decode() {
+            Err(e @ crate::codec::DecodeError::RegistryUnavailable { .. }) => {
+                let t0 = *since.get_or_insert_with(|| {
+                    metrics.registry_waiting.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "schema registry unavailable: input waits (nothing is dead-lettered or committed meanwhile)");
+                    Instant::now()
+                });
+                if last_warn.elapsed() >= Duration::from_secs(30) {
+                    last_warn = Instant::now();
+                    tracing::warn!(error = %e, waited_s = t0.elapsed().as_secs(), "schema registry still unavailable; input waits");
                 }
+                let until = Instant::now() + backoff;
+                while Instant::now() < until {
+                    if stop.load(Ordering::Acquire) {
+                        metrics.registry_waiting.fetch_sub(1, Ordering::Relaxed);
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                backoff = (backoff * 2).min(REGISTRY_BACKOFF_MAX);
             }
-            Err(e) => {
-                tracing::warn!(
-                    topic = %input_topic, partition, offset, reason = e.reason(), error = %e,
-                    "record sent to the dead-letter topic"
-                );
-                let dl = DeadLetter {
-                    partition,
-                    offset,
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                    headers: headers_of(&m),
-                    reason: e.reason(),
-                    detail: e.to_string(),
-                };
-                if to_sink.blocking_send(SinkItem::Dead(dl)).is_err() {
-                    break;
+            other => {
+                if let Some(t0) = since {
+                    metrics.registry_waiting.fetch_sub(1, Ordering::Relaxed);
+                    tracing::info!(waited_ms = t0.elapsed().as_millis() as u64, "schema registry reachable again; input resumes");
                 }
+                return Some(other);
             }
         }
     }
-    flush(&mut chunk, &mut unmarked);
-    Ok(())
+}
+
+impl Source {
+    /// The input loop: runs until `stop` (or scoring/sink have gone).
+    pub fn run(mut self) -> Result<(), SourceError> {
+        let mut chunk: Vec<Work> = Vec::with_capacity(CHUNK);
+        // Records handed over since the last `Drained` marker.
+        let mut unmarked = false;
+        let mut dead = crate::metrics::LogSummary::new(
+            "records sent to the dead-letter topic",
+            self.log_interval,
+        );
+        let mut errors =
+            crate::metrics::LogSummary::new("consumer errors (retrying)", self.log_interval);
+        let to_scoring = self.to_scoring.clone();
+        // Hands the gathered records over; false when scoring has gone.
+        let flush = |chunk: &mut Vec<Work>, unmarked: &mut bool| -> bool {
+            if chunk.is_empty() {
+                return true;
+            }
+            *unmarked = true;
+            let items = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
+            to_scoring.send(Work::Many(items)).is_ok()
+        };
+        let consumer = self.consumer.clone();
+        while !self.stop.load(Ordering::Acquire) {
+            dead.maybe_flush();
+            errors.maybe_flush();
+            // Block only when nothing is waiting to be handed over.
+            let wait = if chunk.is_empty() {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            let Some(res) = consumer.poll(wait) else {
+                // Nothing more buffered: hand over what we have and say so.
+                if unmarked || !chunk.is_empty() {
+                    chunk.push(Work::Drained);
+                    if !flush(&mut chunk, &mut unmarked) {
+                        break;
+                    }
+                    unmarked = false;
+                }
+                continue;
+            };
+            let m = match res {
+                Ok(m) => m,
+                Err(e) => {
+                    if is_fatal(&e) {
+                        return Err(SourceError::Fatal(e));
+                    }
+                    tracing::debug!(error = %e, "consumer error (retrying)");
+                    errors.note("consumer_error", || e.to_string());
+                    continue;
+                }
+            };
+            let (partition, offset) = (m.partition(), m.offset());
+            let Some(decoded) = decode_waiting(&self.metrics, &self.stop, || {
+                self.codec.decode_transaction(m.key(), m.payload())
+            }) else {
+                // Stopped while the registry was down: the held record was
+                // not registered, so its offset is not committed.
+                break;
+            };
+            let decoded = decoded.and_then(|tx| {
+                self.guard
+                    .check(partition, &tx, crate::scoring::now_ms())
+                    .map(|r| (tx, r))
+            });
+            if let Ok((_, guard::Resync::Jumped { partition, by_ms })) = &decoded {
+                self.metrics.event("event_clock_resyncs", "ahead_run", 1);
+                tracing::warn!(partition, jumped_ms = by_ms, "partition event-time clock moved forward after a run of far-ahead records (a gap in the stream?)");
+            }
+            if consumer.context().replay_bound(partition, offset).is_some() {
+                // History before the committed offset: state only, no output.
+                if let Ok((tx, _)) = decoded {
+                    self.metrics.replayed.fetch_add(1, Ordering::Relaxed);
+                    chunk.push(Work::Replay(partition, tx));
+                    if chunk.len() >= CHUNK && !flush(&mut chunk, &mut unmarked) {
+                        break;
+                    }
+                }
+                continue;
+            }
+            self.metrics.consumed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.first_consumed.get_or_init(Instant::now);
+            self.tracker.register(partition, offset);
+            match decoded {
+                Ok((tx, _)) => {
+                    let item = Incoming {
+                        partition,
+                        offset,
+                        tx,
+                        consumed_at: Instant::now(),
+                        produced_at: m.timestamp().to_millis(),
+                    };
+                    chunk.push(Work::Score(item));
+                    if chunk.len() >= CHUNK && !flush(&mut chunk, &mut unmarked) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(
+                        topic = %self.topic, partition, offset, reason = e.reason(), error = %e,
+                        "record sent to the dead-letter topic"
+                    );
+                    dead.note(e.reason(), || format!("{}/{partition}@{offset}", self.topic));
+                    let (headers, headers_dropped) = raw_headers(&m, DEAD_LETTER_HEADER_BYTES);
+                    let dl = DeadLetter {
+                        partition,
+                        offset,
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                        headers_dropped,
+                        reason: e.reason(),
+                        detail: e.to_string(),
+                    };
+                    if self.to_sink.blocking_send(SinkItem::Dead(dl)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        flush(&mut chunk, &mut unmarked);
+        Ok(())
+    }
 }
 
 fn is_fatal(e: &KafkaError) -> bool {
@@ -501,6 +606,39 @@ fn is_fatal(e: &KafkaError) -> bool {
     )
 }
 
+/// Bounds on a label before it may touch terminal state: ids no longer
+/// than the input guard's default, event time after 2000-01-01 and not
+/// more than a day ahead of the wall clock.
+fn check_label(l: &FraudLabel) -> Result<(), crate::codec::DecodeError> {
+    let max = guard::InputLimits::default().max_id_bytes;
+    for (field, id) in [
+        ("transaction_id", &l.transaction_id),
+        ("customer_id", &l.customer_id),
+        ("terminal_id", &l.terminal_id),
+    ] {
+        if id.is_empty() || id.len() > max {
+            return Err(crate::codec::DecodeError::Invalid {
+                field,
+                detail: format!("{} bytes (1..={max} accepted)", id.len()),
+            });
+        }
+    }
+    if l.event_time < guard::Y2000_MS {
+        return Err(crate::codec::DecodeError::EventTimeOutOfRange(format!(
+            "{} is before 2000-01-01",
+            l.event_time
+        )));
+    }
+    let future = guard::InputLimits::default().event_time_max_future.as_millis() as i64;
+    if l.event_time > crate::scoring::now_ms().saturating_add(future) {
+        return Err(crate::codec::DecodeError::EventTimeOutOfRange(format!(
+            "{} is more than {future} ms ahead of the wall clock",
+            l.event_time
+        )));
+    }
+    Ok(())
+}
+
 /// How far the label stream has been read, shared with the scoring thread.
 #[derive(Debug)]
 pub struct LabelProgress {
@@ -510,6 +648,8 @@ pub struct LabelProgress {
     pub watermark: AtomicI64,
     /// At least one pass over the labels topic reached the end (readiness).
     pub initial_load_done: AtomicBool,
+    /// Scoring stopped waiting for the label history (labels_load_timeout).
+    pub load_timed_out: AtomicBool,
 }
 
 impl Default for LabelProgress {
@@ -518,6 +658,7 @@ impl Default for LabelProgress {
             caught_up: AtomicBool::new(false),
             watermark: AtomicI64::new(i64::MIN),
             initial_load_done: AtomicBool::new(false),
+            load_timed_out: AtomicBool::new(false),
         }
     }
 }
@@ -581,6 +722,14 @@ pub fn run_label_loop(
         }
     };
     progress.caught_up.store(false, Ordering::Release);
+    let mut skipped = crate::metrics::LogSummary::new(
+        "label records skipped",
+        crate::metrics::summary::DEFAULT_INTERVAL,
+    );
+    let mut errors = crate::metrics::LogSummary::new(
+        "labels consumer errors (retrying)",
+        crate::metrics::summary::DEFAULT_INTERVAL,
+    );
     // Labels go to scoring in chunks; progress is published only after the
     // labels it covers were handed over.
     let mut chunk: Vec<FraudLabel> = Vec::with_capacity(CHUNK);
@@ -596,6 +745,8 @@ pub fn run_label_loop(
             .is_ok()
     };
     while !stop.load(Ordering::Acquire) {
+        skipped.maybe_flush();
+        errors.maybe_flush();
         let wait = if chunk.is_empty() {
             Duration::from_millis(100)
         } else {
@@ -615,18 +766,32 @@ pub fn run_label_loop(
                 at_end.insert(p, true);
                 publish(&at_end, &newest);
             }
-            Some(Err(e)) => tracing::warn!(error = %e, "labels consumer error (retrying)"),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "labels consumer error (retrying)");
+                errors.note("consumer_error", || e.to_string());
+            }
             Some(Ok(m)) => {
                 at_end.insert(m.partition(), false);
-                match codec.decode_label(m.payload()) {
+                let Some(decoded) =
+                    decode_waiting(&metrics, &stop, || codec.decode_label(m.payload()))
+                else {
+                    break;
+                };
+                match decoded.and_then(|l| check_label(&l).map(|()| l)) {
                     Ok(l) => {
                         newest.insert(m.partition(), l.reported_at);
                         chunk.push(l);
                     }
-                    Err(e) => tracing::warn!(
-                        topic = %cfg.labels_topic, partition = m.partition(), offset = m.offset(),
-                        reason = e.reason(), error = %e, "undecodable label skipped"
-                    ),
+                    Err(e) => {
+                        tracing::debug!(
+                            topic = %cfg.labels_topic, partition = m.partition(), offset = m.offset(),
+                            reason = e.reason(), error = %e, "undecodable label skipped"
+                        );
+                        metrics.event("labels_skipped", e.reason(), 1);
+                        skipped.note(e.reason(), || {
+                            format!("{}/{}@{}", cfg.labels_topic, m.partition(), m.offset())
+                        });
+                    }
                 }
                 if chunk.len() >= CHUNK {
                     if !flush(&mut chunk) {

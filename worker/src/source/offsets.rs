@@ -23,6 +23,9 @@ pub struct OffsetTracker {
     parts: Mutex<HashMap<i32, PartitionState>>,
     /// Signalled whenever records complete, so a revoke can wait for a drain.
     drained: Condvar,
+    /// Set once the sink has stopped: nothing can complete any more, so
+    /// waiting for a drain returns at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl OffsetTracker {
@@ -80,12 +83,25 @@ impl OffsetTracker {
         self.lock().values().map(|s| s.pending.len()).sum()
     }
 
-    /// Blocks until nothing is in flight for `partitions`, or `timeout`.
-    /// Returns whether they drained.
+    /// No delivery will settle any more (the sink has stopped).
+    pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.drained.notify_all();
+    }
+
+    /// Blocks until nothing is in flight for `partitions`, or `timeout`, or
+    /// the tracker is closed. Returns whether they drained.
     pub fn wait_drained(&self, partitions: &[i32], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut parts = self.lock();
         loop {
+            if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return partitions
+                    .iter()
+                    .filter_map(|p| parts.get(p))
+                    .all(|s| s.pending.is_empty());
+            }
             let n: usize = partitions
                 .iter()
                 .filter_map(|p| parts.get(p))

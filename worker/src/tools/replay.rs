@@ -53,7 +53,8 @@ pub struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Confluent Schema Registry (http://host:port): frame records with `0x00` + schema id.
+    /// Confluent Schema Registry (http[s]://[user:password@]host[:port][/path]): frame
+    /// records with `0x00` + schema id.
     #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_URL")]
     pub schema_registry_url: Option<String>,
 }

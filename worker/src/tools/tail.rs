@@ -29,7 +29,8 @@ pub struct TailArgs {
     /// Exit after this many seconds without a new record.
     #[arg(long)]
     pub idle_timeout: Option<f64>,
-    /// Confluent Schema Registry (http://host:port) to decode `0x00`-framed records.
+    /// Confluent Schema Registry (http[s]://[user:password@]host[:port][/path]) to decode
+    /// `0x00`-framed records.
     #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_URL")]
     pub schema_registry_url: Option<String>,
 }

@@ -1,0 +1,643 @@
+//! Property tests of every decoder against hostile payloads.
+//!
+//! Each decoder gets 100 000 cases of random datums and of mutated valid
+//! encodings (bit flips, inserted, deleted and overwritten bytes,
+//! truncation, varints set to huge or negative values, splices), always
+//! behind the right single-object header so that decoding gets past the
+//! framing. Every call must return (no panic), and the bytes it allocates
+//! at its peak, measured by a counting global allocator, must stay within
+//! [`bound`] of the input length.
+//!
+//! The allocator is global to this binary, so the tests take [`SERIAL`] and
+//! run one at a time.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use apache_avro::types::Value;
+use proptest::prelude::*;
+use proptest::sample::{select, Index};
+use proptest::test_runner::{Config, TestRunner};
+use riskstream::codec::{
+    Codec, FraudLabel, KnownSchema, ScoredTransaction, Transaction, HEADER_LEN, HISTORY_SCHEMAS,
+};
+
+// ---------------------------------------------------------------- allocator
+
+/// `System`, counting the bytes currently allocated and their peak.
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(n: usize) {
+    let now = CURRENT.fetch_add(n, Ordering::Relaxed) + n;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+fn shrank(n: usize) {
+    CURRENT.fetch_sub(n, Ordering::Relaxed);
+}
+
+// SAFETY: every call goes to `System` unchanged; the counters are atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { System.dealloc(ptr, layout) };
+        shrank(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            let old = layout.size();
+            if new_size >= old {
+                grew(new_size - old);
+            } else {
+                shrank(old - new_size);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// One test at a time: the allocation counters are global.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs `f`; returns what it returned and the peak bytes allocated during
+/// the call above the level at its start (its result included).
+fn measure<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let out = f();
+    let peak = PEAK.load(Ordering::SeqCst).saturating_sub(base);
+    (out, peak)
+}
+
+/// The most a decode of `len` input bytes may allocate at its peak.
+fn bound(len: usize) -> usize {
+    64 * len + 64 * 1024
+}
+
+// ---------------------------------------------------------------- decoders
+
+const CASES: u32 = 100_000;
+const KEY: &[u8] = b"c1";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    /// `decode_transaction`, current schema (hand-written reader).
+    Transaction,
+    /// `decode_transaction`, history v1 writer (generic decoder + resolution).
+    TransactionV1,
+    Label,
+    Scored,
+    /// `to_json`, any known writer schema.
+    Json,
+}
+
+/// The writer schemas a payload may be framed with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Writer {
+    Transaction,
+    TransactionV1,
+    Scored,
+    Label,
+    Drift,
+}
+
+impl Target {
+    fn writers(self) -> Vec<Writer> {
+        match self {
+            Target::Transaction => vec![Writer::Transaction],
+            Target::TransactionV1 => vec![Writer::TransactionV1],
+            Target::Label => vec![Writer::Label],
+            Target::Scored => vec![Writer::Scored],
+            Target::Json => vec![
+                Writer::Transaction,
+                Writer::TransactionV1,
+                Writer::Scored,
+                Writer::Label,
+                Writer::Drift,
+            ],
+        }
+    }
+}
+
+/// What a decode came to (its result, kept alive until measured).
+enum Outcome {
+    Transaction(Result<Transaction, riskstream::codec::DecodeError>),
+    Label(Result<FraudLabel, riskstream::codec::DecodeError>),
+    Scored(Result<ScoredTransaction, riskstream::codec::DecodeError>),
+    Json(Result<serde_json::Value, riskstream::codec::DecodeError>),
+}
+
+impl Outcome {
+    /// `"ok"`, or the error's reason code.
+    fn reason(&self) -> &'static str {
+        fn r<T>(x: &Result<T, riskstream::codec::DecodeError>) -> &'static str {
+            match x {
+                Ok(_) => "ok",
+                Err(e) => e.reason(),
+            }
+        }
+        match self {
+            Outcome::Transaction(x) => r(x),
+            Outcome::Label(x) => r(x),
+            Outcome::Scored(x) => r(x),
+            Outcome::Json(x) => r(x),
+        }
+    }
+}
+
+struct Fixture {
+    codec: Codec,
+    v1: KnownSchema,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let codec = Codec::new().expect("built-in schemas");
+        let v1 = KnownSchema::parse(HISTORY_SCHEMAS[0], "v1").expect("history schema");
+        Self { codec, v1 }
+    }
+
+    fn decode(&self, target: Target, payload: &[u8]) -> Outcome {
+        let c = &self.codec;
+        match target {
+            Target::Transaction | Target::TransactionV1 => {
+                Outcome::Transaction(c.decode_transaction(Some(KEY), Some(payload)))
+            }
+            Target::Label => Outcome::Label(c.decode_label(Some(payload))),
+            Target::Scored => Outcome::Scored(c.decode_scored(Some(payload))),
+            Target::Json => Outcome::Json(c.to_json(payload)),
+        }
+    }
+
+    /// A valid payload (header included) of `writer` made from `s`.
+    fn encode(&self, writer: Writer, s: &Sample) -> Vec<u8> {
+        let c = &self.codec;
+        let tx = s.transaction();
+        let bytes = match writer {
+            Writer::Transaction => c.encode_transaction(&tx),
+            Writer::TransactionV1 => c.encode_transaction_as(&self.v1, &tx, vec![]),
+            Writer::Scored => c.encode_scored(&s.scored()),
+            Writer::Label => c.encode_label(&s.label()),
+            Writer::Drift => c.encode_drift(s.drift_fields()),
+        };
+        bytes.expect("samples encode")
+    }
+
+    fn header(&self, writer: Writer) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        let empty = Sample::default();
+        h.copy_from_slice(&self.encode(writer, &empty)[..HEADER_LEN]);
+        h
+    }
+}
+
+// ---------------------------------------------------------------- inputs
+
+/// Field values for a valid record of any of the schemas.
+#[derive(Debug, Clone, Default)]
+struct Sample {
+    strings: [String; 6],
+    longs: [i64; 3],
+    amount: f64,
+    flag: bool,
+    vars: Vec<(String, Option<f64>, Vec<String>)>,
+    alerts: Vec<String>,
+}
+
+impl Sample {
+    fn transaction(&self) -> Transaction {
+        Transaction {
+            transaction_id: self.strings[0].clone(),
+            event_time: self.longs[0],
+            customer_id: self.strings[1].clone(),
+            terminal_id: self.strings[2].clone(),
+            amount: self.amount,
+            currency: self.strings[3].clone(),
+        }
+    }
+
+    fn scored(&self) -> ScoredTransaction {
+        ScoredTransaction {
+            transaction_id: self.strings[0].clone(),
+            event_time: self.longs[0],
+            customer_id: self.strings[1].clone(),
+            terminal_id: self.strings[2].clone(),
+            amount: self.amount,
+            currency: self.strings[3].clone(),
+            score: self.amount as f32,
+            is_fraud: self.flag,
+            threshold: 0.5,
+            model_name: self.strings[4].clone(),
+            model_version: self.strings[5].clone(),
+            scored_at: self.longs[1],
+        }
+    }
+
+    fn label(&self) -> FraudLabel {
+        FraudLabel {
+            transaction_id: self.strings[0].clone(),
+            customer_id: self.strings[1].clone(),
+            terminal_id: self.strings[2].clone(),
+            event_time: self.longs[0],
+            is_fraud: self.flag,
+            reported_at: self.longs[1],
+        }
+    }
+
+    fn drift_fields(&self) -> Vec<(&'static str, Value)> {
+        let opt = |x: Option<f64>| match x {
+            Some(x) => Value::Union(1, Box::new(Value::Double(x))),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        let strings =
+            |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+        let vars = self
+            .vars
+            .iter()
+            .map(|(name, stat, over)| {
+                Value::Record(vec![
+                    ("name".into(), Value::String(name.clone())),
+                    ("kind".into(), Value::String("continuous".into())),
+                    ("mean".into(), Value::Double(self.amount)),
+                    ("std".into(), Value::Double(1.0)),
+                    ("reference_mean".into(), Value::Double(0.5)),
+                    ("psi".into(), Value::Double(0.1)),
+                    ("ks_statistic".into(), opt(*stat)),
+                    ("ks_pvalue".into(), opt(stat.map(|x| 1.0 - x))),
+                    ("wasserstein".into(), opt(None)),
+                    ("chi2".into(), opt(*stat)),
+                    ("chi2_pvalue".into(), opt(None)),
+                    ("judged".into(), Value::Boolean(self.flag)),
+                    ("over".into(), strings(over)),
+                    ("alerting".into(), Value::Boolean(!over.is_empty())),
+                ])
+            })
+            .collect();
+        vec![
+            ("model_name", Value::String(self.strings[4].clone())),
+            ("model_version", Value::String(self.strings[5].clone())),
+            ("instance", Value::String(self.strings[2].clone())),
+            ("window_index", Value::Long(self.longs[2])),
+            ("window_start", Value::TimestampMillis(self.longs[0])),
+            ("window_end", Value::TimestampMillis(self.longs[1])),
+            ("records", Value::Long(self.longs[2])),
+            ("judged", Value::Boolean(self.flag)),
+            ("samples_dropped", Value::Long(0)),
+            ("flagged_rate", Value::Double(self.amount)),
+            ("reference_flagged_rate", Value::Double(0.01)),
+            ("variables", Value::Array(vars)),
+            ("raised", strings(&self.alerts)),
+            ("cleared", strings(&[])),
+            ("active", strings(&self.alerts)),
+            ("emitted_at", Value::TimestampMillis(self.longs[1])),
+        ]
+    }
+}
+
+/// Short strings, mostly ASCII, sometimes multi-byte or long (two-byte
+/// length prefixes).
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => proptest::collection::vec(select(vec!['a', '0', '9', 'Z', '-', 'é', '€', '𝄞']), 0..12)
+            .prop_map(String::from_iter),
+        1 => (0usize..300).prop_map(|n| "x".repeat(n)),
+        1 => Just(String::from_utf8_lossy(KEY).into_owned()),
+    ]
+}
+
+fn long_value() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        4 => 1_500_000_000_000i64..1_800_000_000_000,
+        1 => -100i64..100,
+        1 => any::<i64>(),
+    ]
+}
+
+fn sample() -> impl Strategy<Value = Sample> {
+    let var = (
+        text(),
+        proptest::option::of(0.0f64..1.0),
+        proptest::collection::vec(text(), 0..3),
+    );
+    (
+        [text(), text(), text(), text(), text(), text()],
+        [long_value(), long_value(), long_value()],
+        prop_oneof![4 => 0.0f64..10_000.0, 1 => any::<f64>()],
+        any::<bool>(),
+        proptest::collection::vec(var, 0..4),
+        proptest::collection::vec(text(), 0..4),
+    )
+        .prop_map(|(strings, longs, amount, flag, vars, alerts)| Sample {
+            strings,
+            longs,
+            amount,
+            flag,
+            vars,
+            alerts,
+        })
+}
+
+/// One change to a datum (positions are taken modulo its length).
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip(Index, u8),
+    Insert(Index, u8),
+    Delete(Index),
+    Overwrite(Index, u8),
+    Truncate(Index),
+    /// Replaces the varint that starts at the position with this encoding.
+    Varint(Index, Vec<u8>),
+    /// Copies `len` bytes of the donor datum from one position to another.
+    Splice(Index, Index, usize),
+    /// Repeats a range of the datum in place.
+    Repeat(Index, usize, usize),
+}
+
+/// Avro `long` encoding.
+fn zigzag(v: i64) -> Vec<u8> {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    let mut out = Vec::new();
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+    out
+}
+
+fn varint() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => select(vec![
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+            -1,
+            -2,
+            -64,
+            i64::from(i32::MAX) + 1,
+            i64::from(i32::MIN) - 1,
+            1 << 31,
+            1 << 40,
+            500_000_000,
+            1_000_000_000,
+            -1_000_000_000,
+            u32::MAX as i64,
+        ])
+        .prop_map(zigzag),
+        2 => any::<i64>().prop_map(zigzag),
+        1 => (-300i64..300).prop_map(zigzag),
+        // Over-long: ten and eleven bytes of continuation.
+        1 => Just(vec![0xff; 10]),
+        1 => Just([vec![0xff; 9], vec![0x01]].concat()),
+        1 => Just(vec![0xff; 11]),
+    ]
+}
+
+fn byte() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        2 => any::<u8>(),
+        1 => select(vec![0u8, 1, 2, 3, 4, 6, 0x7e, 0x7f, 0x80, 0x81, 0xfe, 0xff]),
+    ]
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        2 => (any::<Index>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
+        2 => (any::<Index>(), byte()).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        2 => any::<Index>().prop_map(Mutation::Delete),
+        2 => (any::<Index>(), byte()).prop_map(|(i, b)| Mutation::Overwrite(i, b)),
+        1 => any::<Index>().prop_map(Mutation::Truncate),
+        4 => (any::<Index>(), varint()).prop_map(|(i, v)| Mutation::Varint(i, v)),
+        1 => (any::<Index>(), any::<Index>(), 1usize..32)
+            .prop_map(|(a, b, n)| Mutation::Splice(a, b, n)),
+        1 => (any::<Index>(), 1usize..16, 1usize..8)
+            .prop_map(|(i, n, k)| Mutation::Repeat(i, n, k)),
+    ]
+}
+
+fn at(i: &Index, len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        i.index(len)
+    }
+}
+
+fn apply(datum: &mut Vec<u8>, m: &Mutation, donor: &[u8]) {
+    let len = datum.len();
+    match m {
+        Mutation::Flip(i, bit) if len > 0 => datum[at(i, len)] ^= 1 << bit,
+        Mutation::Insert(i, b) => datum.insert(at(i, len + 1), *b),
+        Mutation::Delete(i) if len > 0 => {
+            datum.remove(at(i, len));
+        }
+        Mutation::Overwrite(i, b) if len > 0 => datum[at(i, len)] = *b,
+        Mutation::Truncate(i) => datum.truncate(at(i, len + 1)),
+        Mutation::Varint(i, v) => {
+            let start = at(i, len + 1);
+            let mut end = start;
+            while end < len && datum[end] & 0x80 != 0 && end - start < 10 {
+                end += 1;
+            }
+            let end = (end + 1).min(len);
+            datum.splice(start..end.max(start), v.iter().copied());
+        }
+        Mutation::Splice(to, from, n) if !donor.is_empty() => {
+            let from = at(from, donor.len());
+            let piece = &donor[from..(from + n).min(donor.len())];
+            let to = at(to, len + 1);
+            let end = (to + piece.len()).min(len);
+            datum.splice(to..end, piece.iter().copied());
+        }
+        Mutation::Repeat(i, n, k) if len > 0 => {
+            let start = at(i, len);
+            let piece = datum[start..(start + n).min(len)].to_vec();
+            for _ in 0..*k {
+                datum.splice(start..start, piece.iter().copied());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Payloads for `target`: a known header, then random bytes or a valid
+/// datum of that writer with a few mutations.
+fn payloads(fx: &'static Fixture, target: Target) -> impl Strategy<Value = Vec<u8>> {
+    let writers = target.writers();
+    let headers: Vec<[u8; HEADER_LEN]> = writers.iter().map(|w| fx.header(*w)).collect();
+    let random = (
+        select(headers),
+        prop_oneof![
+            1 => proptest::collection::vec(any::<u8>(), 0..256),
+            1 => proptest::collection::vec(byte(), 0..96),
+        ],
+    )
+        .prop_map(|(h, body)| [&h[..], &body[..]].concat());
+    let mutated = (
+        select(writers.clone()),
+        sample(),
+        select(writers),
+        sample(),
+        proptest::collection::vec(mutation(), 1..5),
+    )
+        .prop_map(move |(w, s, dw, ds, muts)| {
+            let valid = fx.encode(w, &s);
+            let donor = fx.encode(dw, &ds);
+            let mut datum = valid[HEADER_LEN..].to_vec();
+            for m in &muts {
+                apply(&mut datum, m, &donor[HEADER_LEN..]);
+            }
+            [&valid[..HEADER_LEN], &datum[..]].concat()
+        });
+    prop_oneof![1 => random, 3 => mutated]
+}
+
+/// Runs the property for `target` and prints what the cases came to.
+fn fuzz(target: Target) {
+    let _serial = serial();
+    let fx: &'static Fixture = Box::leak(Box::new(Fixture::new()));
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let stats = std::cell::RefCell::new((BTreeMap::<&'static str, u32>::new(), 0f64, 0usize));
+    let result = runner.run(&payloads(fx, target), |payload| {
+        let (outcome, peak) = measure(|| fx.decode(target, &payload));
+        let reason = outcome.reason();
+        drop(outcome);
+        let limit = bound(payload.len());
+        prop_assert!(
+            peak <= limit,
+            "{target:?}: {peak} bytes allocated at peak for a {}-byte payload (bound {limit}), outcome {reason}",
+            payload.len()
+        );
+        let mut st = stats.borrow_mut();
+        *st.0.entry(reason).or_default() += 1;
+        st.1 = st.1.max(peak as f64 / limit as f64);
+        st.2 = st.2.max(peak);
+        Ok(())
+    });
+    let st = stats.into_inner();
+    eprintln!(
+        "{target:?}: {CASES} cases, outcomes {:?}, highest peak {} bytes, {:.1}% of the bound",
+        st.0,
+        st.2,
+        st.1 * 100.0
+    );
+    if let Err(e) = result {
+        panic!("{target:?}: {e}");
+    }
+}
+
+#[test]
+fn decode_transaction_current_schema_survives_fuzzing() {
+    fuzz(Target::Transaction);
+}
+
+#[test]
+fn decode_transaction_v1_writer_survives_fuzzing() {
+    fuzz(Target::TransactionV1);
+}
+
+#[test]
+fn decode_label_survives_fuzzing() {
+    fuzz(Target::Label);
+}
+
+#[test]
+fn decode_scored_survives_fuzzing() {
+    fuzz(Target::Scored);
+}
+
+#[test]
+fn to_json_survives_fuzzing() {
+    fuzz(Target::Json);
+}
+
+/// Large valid datums made of the cheapest items (empty strings, small
+/// records), where the 64 KiB slack of the bound no longer hides the cost of
+/// the decoded tree per input byte.
+#[test]
+fn large_valid_datums_stay_within_the_bound() {
+    let _serial = serial();
+    let fx = Fixture::new();
+    let mut empty = Sample::default();
+    let mut cases: Vec<(Target, &str, Vec<u8>)> = Vec::new();
+    empty.alerts = vec![String::new(); 50_000];
+    cases.push((
+        Target::Json,
+        "drift, 2 x 50k empty alerts",
+        fx.encode(Writer::Drift, &empty),
+    ));
+    empty.alerts.clear();
+    empty.vars = (0..5_000)
+        .map(|_| (String::new(), None, vec![String::new(); 3]))
+        .collect();
+    cases.push((
+        Target::Json,
+        "drift, 5k small variables",
+        fx.encode(Writer::Drift, &empty),
+    ));
+    let mut big = Sample::default();
+    big.strings = std::array::from_fn(|_| "x".repeat(200_000));
+    for (t, w) in [
+        (Target::Transaction, Writer::Transaction),
+        (Target::TransactionV1, Writer::TransactionV1),
+        (Target::Label, Writer::Label),
+        (Target::Scored, Writer::Scored),
+        (Target::Json, Writer::Scored),
+        (Target::Json, Writer::TransactionV1),
+    ] {
+        cases.push((t, "200 kB strings", fx.encode(w, &big)));
+    }
+    for (target, what, payload) in &cases {
+        let (outcome, peak) = measure(|| fx.decode(*target, payload));
+        let reason = outcome.reason();
+        drop(outcome);
+        let limit = bound(payload.len());
+        eprintln!(
+            "{target:?} {what}: {} bytes in, {peak} bytes peak ({:.1} per byte), {reason}",
+            payload.len(),
+            peak as f64 / payload.len() as f64
+        );
+        assert!(
+            peak <= limit,
+            "{target:?} {what}: {peak} bytes at peak for {} bytes in (bound {limit})",
+            payload.len()
+        );
+    }
+}
