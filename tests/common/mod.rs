@@ -212,7 +212,7 @@ pub fn http_get(log: &str, path: &str) -> (String, String) {
         .map(|a| a.trim().to_string())
         .expect("the log names the HTTP address");
     let mut s = std::net::TcpStream::connect(&addr).expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();

@@ -16,9 +16,18 @@
 //!   items (by default a multiple of the datum length, so zero-byte items
 //!   cannot multiply);
 //! - records, arrays and maps nest at most [`GuardLimits::max_depth`] deep;
+//! - the `Value` tree the decoder would build, estimated from the schema and
+//!   the counts and lengths walked (with the decoder's `Vec` and hash-table
+//!   growth, boxed unions, cloned field names and enum symbols), stays within
+//!   [`GuardLimits::max_decoded_bytes`]: a cheap item (an empty string, a
+//!   small int) still costs a whole `Value`, and a block of 2^k items
+//!   followed by a block of one doubles the `Vec`;
 //! - every byte is consumed.
 
+use std::mem::size_of;
+
 use apache_avro::schema::{Name, ResolvedSchema};
+use apache_avro::types::Value;
 use apache_avro::Schema;
 
 use super::DecodeError;
@@ -34,6 +43,9 @@ pub struct GuardLimits {
     pub max_items: Option<usize>,
     /// Deepest nesting of records, arrays and maps (the top-level record is 1).
     pub max_depth: usize,
+    /// Most bytes the decoded `Value` tree may take, as estimated. `None`:
+    /// [`default_max_decoded_bytes`] of the datum's length.
+    pub max_decoded_bytes: Option<usize>,
 }
 
 impl Default for GuardLimits {
@@ -41,6 +53,7 @@ impl Default for GuardLimits {
         Self {
             max_items: None,
             max_depth: DEFAULT_MAX_DEPTH,
+            max_decoded_bytes: None,
         }
     }
 }
@@ -51,6 +64,12 @@ impl GuardLimits {
         self.max_items
             .unwrap_or_else(|| default_max_items(datum_len))
     }
+
+    /// The decoded-size limit for a datum of `datum_len` bytes.
+    pub fn decoded_limit(&self, datum_len: usize) -> usize {
+        self.max_decoded_bytes
+            .unwrap_or_else(|| default_max_decoded_bytes(datum_len))
+    }
 }
 
 /// 8 items per datum byte plus 64: every item that takes at least one byte
@@ -58,6 +77,20 @@ impl GuardLimits {
 pub fn default_max_items(datum_len: usize) -> usize {
     datum_len.saturating_mul(8).saturating_add(64)
 }
+
+/// 48 bytes of `Value` tree per datum byte plus 32 KiB. Real records stay
+/// far below (a drift report's variables take 20 to 35 per byte); what is
+/// refused is a long run of items that cost a whole `Value` for one byte or
+/// none, like thousands of empty strings. It keeps the decoder, and a
+/// conversion of its result to JSON, within 64 bytes per input byte.
+pub fn default_max_decoded_bytes(datum_len: usize) -> usize {
+    datum_len.saturating_mul(48).saturating_add(32 * 1024)
+}
+
+/// A `Value` (an array slot, a boxed union branch).
+const VALUE: u64 = size_of::<Value>() as u64;
+/// A record field or map entry: its name and its `Value`.
+const ENTRY: u64 = size_of::<(String, Value)>() as u64;
 
 /// Why a datum was refused; `pos` is the byte offset in the datum where the
 /// offending value (or length, count, index) starts.
@@ -117,6 +150,8 @@ pub enum GuardError {
     },
     #[error("value at byte {pos} nests deeper than {max} records, arrays and maps")]
     TooDeep { pos: usize, max: usize },
+    #[error("decoding would take more than {max} bytes (estimate passed it at byte {pos})")]
+    TooLarge { pos: usize, max: usize },
     #[error("{count} trailing bytes after the datum, from byte {pos}")]
     TrailingBytes { pos: usize, count: usize },
     #[error("schema reference {name} (at byte {pos}) names no type of the writer schema")]
@@ -144,6 +179,7 @@ impl GuardError {
             | GuardError::BlockSizeMismatch { pos, .. }
             | GuardError::TooManyItems { pos, .. }
             | GuardError::TooDeep { pos, .. }
+            | GuardError::TooLarge { pos, .. }
             | GuardError::TrailingBytes { pos, .. }
             | GuardError::UnresolvedRef { pos, .. } => Some(*pos),
             GuardError::Names { .. } => None,
@@ -177,6 +213,8 @@ pub fn check_datum(schema: &Schema, datum: &[u8], limits: &GuardLimits) -> Resul
         items: 0,
         max_items: limits.item_limit(datum.len()),
         max_depth: limits.max_depth,
+        cost: 0,
+        max_cost: limits.decoded_limit(datum.len()),
     };
     w.value(schema, None, 0)?;
     match datum.len() - w.pos {
@@ -216,6 +254,9 @@ struct Walker<'s, 'd> {
     items: usize,
     max_items: usize,
     max_depth: usize,
+    /// Estimated bytes of the decoded tree so far.
+    cost: u64,
+    max_cost: usize,
 }
 
 impl<'s> Walker<'s, '_> {
@@ -281,10 +322,22 @@ impl<'s> Walker<'s, '_> {
         }
     }
 
-    /// A length-prefixed string or bytes value.
-    fn sized(&mut self, what: &'static str) -> Result<(), GuardError> {
+    /// A length-prefixed string or bytes value; returns its length.
+    fn sized(&mut self, what: &'static str) -> Result<u64, GuardError> {
         let n = self.length(what)?;
         self.pos += n;
+        Ok(n as u64)
+    }
+
+    /// Adds `bytes` to the estimated size of the decoded tree.
+    fn spend(&mut self, bytes: u64) -> Result<(), GuardError> {
+        self.cost = self.cost.saturating_add(bytes);
+        if self.cost > self.max_cost as u64 {
+            return Err(GuardError::TooLarge {
+                pos: self.pos,
+                max: self.max_cost,
+            });
+        }
         Ok(())
     }
 
@@ -365,17 +418,39 @@ impl<'s> Walker<'s, '_> {
             Schema::Float => self.skip(4, "float"),
             Schema::Double => self.skip(8, "double"),
             Schema::Duration => self.skip(12, "duration"),
-            Schema::String => self.sized("string length"),
-            Schema::Bytes => self.sized("bytes length"),
-            Schema::BigDecimal => self.sized("big-decimal length"),
-            Schema::Uuid => self.sized("uuid length"),
-            Schema::Fixed(f) => self.skip(f.size, "fixed"),
-            Schema::Decimal(d) => self.value(&d.inner, ns, depth),
+            Schema::String => {
+                let n = self.sized("string length")?;
+                self.spend(n)
+            }
+            Schema::Bytes => {
+                let n = self.sized("bytes length")?;
+                self.spend(n)
+            }
+            // The bytes, then a big integer read from them.
+            Schema::BigDecimal => {
+                let n = self.sized("big-decimal length")?;
+                self.spend(n.saturating_mul(2))
+            }
+            Schema::Uuid => {
+                let n = self.sized("uuid length")?;
+                self.spend(n)
+            }
+            Schema::Fixed(f) => {
+                self.skip(f.size, "fixed")?;
+                self.spend(f.size as u64)
+            }
+            // The bytes or fixed, then a big integer of the same size.
+            Schema::Decimal(d) => {
+                let start = self.pos;
+                self.value(&d.inner, ns, depth)?;
+                self.spend((self.pos - start) as u64)
+            }
             Schema::Enum(e) => {
                 let pos = self.pos;
                 let index = self.int("enum index")?;
-                match usize::try_from(index) {
-                    Ok(i) if i < e.symbols.len() => Ok(()),
+                match usize::try_from(index).ok().and_then(|i| e.symbols.get(i)) {
+                    // The symbol is cloned.
+                    Some(symbol) => self.spend(symbol.len() as u64),
                     _ => Err(GuardError::EnumIndex {
                         pos,
                         index: i64::from(index),
@@ -388,7 +463,11 @@ impl<'s> Walker<'s, '_> {
                 let index = self.long("union branch")?;
                 let variants = u.variants();
                 match usize::try_from(index).ok().and_then(|i| variants.get(i)) {
-                    Some(branch) => self.value(branch, ns, depth),
+                    Some(branch) => {
+                        // The branch's value is boxed.
+                        self.spend(VALUE)?;
+                        self.value(branch, ns, depth)
+                    }
                     None => Err(GuardError::UnionIndex {
                         pos,
                         index,
@@ -400,6 +479,8 @@ impl<'s> Walker<'s, '_> {
                 let depth = self.enter(depth)?;
                 let ns = qualify(r.name.namespace.as_deref(), ns);
                 for field in &r.fields {
+                    // A (name, value) slot, the name cloned.
+                    self.spend(ENTRY + field.name.len() as u64)?;
                     self.value(&field.schema, ns, depth)?;
                 }
                 Ok(())
@@ -435,6 +516,8 @@ impl<'s> Walker<'s, '_> {
         depth: usize,
     ) -> Result<(), GuardError> {
         let what = kind.what();
+        // Items so far, and the slots the decoder's collection has for them.
+        let (mut len, mut cap) = (0u64, 0u64);
         loop {
             let start = self.pos;
             let count = self.long(what)?;
@@ -462,10 +545,22 @@ impl<'s> Walker<'s, '_> {
             }
             // `total` is at most `max_items`, a usize.
             self.items = total as usize;
+            // The decoder reserves room for the block before reading it.
+            let need = len.saturating_add(n);
+            if need > cap {
+                let (slots, bytes) = match kind {
+                    Block::Array => vec_growth(cap, need),
+                    Block::Map => table_growth(cap, need),
+                };
+                self.spend(bytes)?;
+                cap = slots;
+            }
+            len = need;
             let body = self.pos;
             for _ in 0..n {
                 if let Block::Map = kind {
-                    self.sized("map key length")?;
+                    let key = self.sized("map key length")?;
+                    self.spend(key)?;
                 }
                 self.value(item, ns, depth)?;
             }
@@ -482,6 +577,36 @@ impl<'s> Walker<'s, '_> {
             }
         }
     }
+}
+
+/// `Vec<Value>::reserve` from `cap` slots to hold `need`: the new slot
+/// count (doubling, at least 4) and the bytes it adds.
+fn vec_growth(cap: u64, need: u64) -> (u64, u64) {
+    let slots = need.max(cap.saturating_mul(2)).max(4);
+    (slots, (slots - cap).saturating_mul(VALUE))
+}
+
+/// `HashMap<String, Value>::reserve` (hashbrown) from a table that holds
+/// `cap` entries to one that holds `need`: the new capacity and the bytes of
+/// the new table (the old one lives until the entries are moved, so it is
+/// not taken off).
+fn table_growth(cap: u64, need: u64) -> (u64, u64) {
+    let want = need.max(cap.saturating_add(1));
+    let buckets = match want {
+        0..4 => 4,
+        4..8 => 8,
+        _ => (want.saturating_mul(8) / 7).next_power_of_two(),
+    };
+    let capacity = if buckets <= 8 {
+        buckets - 1
+    } else {
+        buckets / 8 * 7
+    };
+    // One control byte per bucket, plus a group of 16.
+    (
+        capacity,
+        buckets.saturating_mul(ENTRY + 1).saturating_add(16),
+    )
 }
 
 #[cfg(test)]
@@ -787,14 +912,21 @@ mod tests {
             matches!(err, GuardError::TooManyItems { pos: 0, max, .. } if max == default_max_items(datum.len())),
             "{err}"
         );
-        // Many small blocks add up as well.
+        // Many small blocks add up as well (the decoded-size estimate,
+        // left out here, would refuse them too).
         let mut datum = Vec::new();
         for _ in 0..100 {
             datum.extend(long(100));
         }
         datum.extend(long(0));
-        let err = check(&schema, &datum).unwrap_err();
+        let items_only = GuardLimits {
+            max_decoded_bytes: Some(usize::MAX),
+            ..GuardLimits::default()
+        };
+        let err = check_datum(&schema, &datum, &items_only).unwrap_err();
         assert!(matches!(err, GuardError::TooManyItems { .. }), "{err}");
+        let err = check(&schema, &datum).unwrap_err();
+        assert!(matches!(err, GuardError::TooLarge { .. }), "{err}");
         // Within the default limit: accepted.
         let ok = [long(64), long(0)].concat();
         check(&schema, &ok).expect("64 nulls");
@@ -963,7 +1095,7 @@ mod tests {
         apache_avro::from_avro_datum(&schema, &mut &list(64)[..], None).expect("decodes");
         let err = check(&schema, &list(DEFAULT_MAX_DEPTH + 1)).unwrap_err();
         assert!(
-            matches!(err, GuardError::TooDeep { pos, max: 64 } if pos == 4 * DEFAULT_MAX_DEPTH),
+            matches!(err, GuardError::TooDeep { pos, max: 64 } if pos == 2 * DEFAULT_MAX_DEPTH),
             "{err}"
         );
         // A million nodes: refused, no stack overflow.
@@ -986,6 +1118,66 @@ mod tests {
         };
         check_datum(&schema, &list(3), &limits).expect("3 nodes at depth 3");
         assert!(check_datum(&schema, &list(4), &limits).is_err());
+    }
+
+    #[test]
+    fn a_datum_that_decodes_to_a_huge_tree_is_refused() {
+        let strings = parse(r#"{"type":"array","items":"string"}"#);
+        // 32769 one-letter strings pass in one block; as 32768 and then one
+        // more, the decoder's Vec doubles to 65536 slots (3.7 MB).
+        let a = |n: usize| [2u8, b'a'].repeat(n);
+        let one = [long(32_769), a(32_769), long(0)].concat();
+        check(&strings, &one).expect("one block");
+        let doubled = [long(32_768), a(32_768), long(1), a(1), long(0)].concat();
+        let err = check(&strings, &doubled).unwrap_err();
+        assert!(
+            matches!(err, GuardError::TooLarge { pos: 65_540, .. }),
+            "{err}"
+        );
+        // Ten thousand empty strings: a whole `Value` per byte.
+        let empty = [long(10_000), vec![0; 10_000], long(0)].concat();
+        let err = check(&strings, &empty).unwrap_err();
+        assert!(matches!(err, GuardError::TooLarge { pos: 3, .. }), "{err}");
+        // The same count of two-letter strings is fine.
+        let mut words = long(10_000);
+        for _ in 0..10_000 {
+            words.extend([4, b'a', b'b']);
+        }
+        words.extend(long(0));
+        check(&strings, &words).expect("10k words");
+        // A map of ten thousand null values under the empty key: one entry,
+        // but a table reserved for ten thousand.
+        let map = parse(r#"{"type":"map","values":"null"}"#);
+        let datum = [long(10_000), vec![0; 10_000], long(0)].concat();
+        let err = check(&map, &datum).unwrap_err();
+        assert!(matches!(err, GuardError::TooLarge { .. }), "{err}");
+        // An enum index is one byte; its symbol is cloned.
+        let symbol = "S".repeat(1_000);
+        let e = parse(&format!(
+            r#"{{"type":"array","items":{{"type":"enum","name":"E","symbols":["{symbol}"]}}}}"#
+        ));
+        let datum = [long(1_000), vec![0; 1_000], long(0)].concat();
+        let err = check(&e, &datum).unwrap_err();
+        assert!(matches!(err, GuardError::TooLarge { .. }), "{err}");
+        check(&e, &[long(10), vec![0; 10], long(0)].concat()).expect("10 long symbols");
+        // An explicit limit.
+        let tx = parse(TRANSACTION_SCHEMA);
+        let datum = encode(&tx, transaction());
+        let limits = GuardLimits {
+            max_decoded_bytes: Some(100),
+            ..GuardLimits::default()
+        };
+        let err = check_datum(&tx, &datum, &limits).unwrap_err();
+        assert!(
+            matches!(err, GuardError::TooLarge { max: 100, .. }),
+            "{err}"
+        );
+        // A drift report of 200 realistic variables passes the default.
+        let d = parse(DRIFT_SCHEMA);
+        let vars = (0..200)
+            .map(|i| variable(&format!("feature_{i}"), Some(0.1), &["psi"]))
+            .collect();
+        check(&d, &encode(&d, drift(vars))).expect("200 variables");
     }
 
     #[test]

@@ -786,6 +786,11 @@ pub fn parse_register_response(body: &[u8]) -> Result<u32, RegistryError> {
 /// recurses as deep as the datum says, so a hostile record could exhaust
 /// the stack; riskstream's records are flat.
 pub fn parse_registry_schema(id: u32, text: &str) -> Result<KnownSchema, RegistryError> {
+    // apache-avro 0.21 panics on some invalid names (it unwraps their
+    // validation): refuse those first; a panic elsewhere is still caught.
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
+        check_names(&json).map_err(|detail| RegistryError::SchemaRefused { id, detail })?;
+    }
     let parsed =
         std::panic::catch_unwind(|| KnownSchema::parse(text, &format!("registry id {id}")))
             .map_err(|_| RegistryError::SchemaRefused {
@@ -803,6 +808,72 @@ pub fn parse_registry_schema(id: u32, text: &str) -> Result<KnownSchema, Registr
         });
     }
     Ok(s)
+}
+
+/// Checks the names, namespaces and aliases of the named types (record,
+/// error, enum, fixed) at the schema positions of a schema's JSON. As deep
+/// as the JSON (bounded before).
+fn check_names(v: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value as J;
+    let o = match v {
+        J::Array(union) => return union.iter().try_for_each(check_names),
+        J::Object(o) => o,
+        _ => return Ok(()),
+    };
+    let named = matches!(
+        o.get("type").and_then(J::as_str),
+        Some("record" | "error" | "enum" | "fixed")
+    );
+    if named {
+        if let Some(J::String(n)) = o.get("name") {
+            if !valid_fullname(n) {
+                return Err(format!("invalid type name {:?}", sanitize(n)));
+            }
+        }
+        if let Some(J::String(ns)) = o.get("namespace") {
+            if !ns.is_empty() && !ns.split('.').all(valid_identifier) {
+                return Err(format!("invalid namespace {:?}", sanitize(ns)));
+            }
+        }
+        if let Some(J::Array(aliases)) = o.get("aliases") {
+            for a in aliases {
+                if let J::String(a) = a {
+                    if !valid_fullname(a) {
+                        return Err(format!("invalid alias {:?}", sanitize(a)));
+                    }
+                }
+            }
+        }
+    }
+    for key in ["type", "items", "values"] {
+        if let Some(t) = o.get(key) {
+            check_names(t)?;
+        }
+    }
+    if let Some(J::Array(fields)) = o.get("fields") {
+        for t in fields.iter().filter_map(|f| f.get("type")) {
+            check_names(t)?;
+        }
+    }
+    Ok(())
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`
+fn valid_identifier(s: &str) -> bool {
+    let mut b = s.bytes();
+    b.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_')
+        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
+}
+
+/// An Avro full name: `[namespace.]name`, the namespace possibly empty.
+fn valid_fullname(s: &str) -> bool {
+    match s.rsplit_once('.') {
+        None => valid_identifier(s),
+        Some((ns, name)) => {
+            valid_identifier(name) && (ns.is_empty() || ns.split('.').all(valid_identifier))
+        }
+    }
 }
 
 /// Whether `text`, read as JSON, nests `{`/`[` deeper than `max` (strings
@@ -987,6 +1058,20 @@ mod tests {
                 "{text}: {e}"
             );
         }
+        // Names apache-avro would panic on: refused, no panic.
+        for text in [
+            r#"{"type":"record","name":"4","fields":[]}"#,
+            r#"{"type":"record","name":"R","fields":[{"name":"e","type":{"type":"enum","name":"a-b","symbols":["A"]}}]}"#,
+            r#"{"type":"fixed","name":"F","size":2,"aliases":["x y"]}"#,
+            r#"["null",{"type":"record","name":"R","namespace":"a..b","fields":[]}]"#,
+        ] {
+            let e = parse_registry_schema(4, text).unwrap_err();
+            assert!(
+                matches!(e, RegistryError::SchemaRefused { .. }),
+                "{text}: {e}"
+            );
+        }
+        assert!(valid_fullname(".A") && valid_fullname("a.b_1.C") && !valid_fullname("a..B"));
         // The same type twice is not recursion.
         let twice = r#"{"type":"record","name":"A","fields":[
             {"name":"x","type":{"type":"fixed","name":"F","size":2}},

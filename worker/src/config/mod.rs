@@ -501,6 +501,72 @@ mod tests {
     }
 
     #[test]
+    fn kafka_options_layer_file_then_environment_then_flags() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[kafka]\n\"client.rack\" = \"file\"\n\"client.id\" = \"file\"").unwrap();
+        // A key no other test reads (tests share the environment).
+        std::env::set_var("RISKSTREAM_KAFKA_CLIENT_RACK", "env");
+        let args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let c = RunConfig::resolve(&args).unwrap();
+        assert_eq!(c.kafka["client.rack"], "env", "environment over file");
+        assert_eq!(c.kafka["client.id"], "file");
+        let args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            kafka: vec!["client.rack=flag".into()],
+            ..Default::default()
+        };
+        let c = RunConfig::resolve(&args).unwrap();
+        assert_eq!(c.kafka["client.rack"], "flag", "flags over environment");
+        std::env::remove_var("RISKSTREAM_KAFKA_CLIENT_RACK");
+    }
+
+    #[test]
+    fn options_that_carry_the_delivery_guarantee_are_refused_by_name() {
+        for (k, _) in GUARDED_KAFKA_KEYS {
+            let args = RunArgs {
+                kafka: vec![format!("{k}=secret-value")],
+                ..Default::default()
+            };
+            let err = RunConfig::resolve(&args).unwrap_err().to_string();
+            assert!(err.contains(k), "{err}");
+            assert!(!err.contains("secret-value"), "values are never echoed: {err}");
+        }
+        let args = RunArgs {
+            kafka: vec!["sasl.password".into()],
+            ..Default::default()
+        };
+        let err = RunConfig::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("sasl.password") && err.contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn input_bounds_come_from_the_input_table_and_flags() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[input]\nmax_amount = 500.0\nresync_after = 7\nbogus = 1").unwrap();
+        let args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let err = RunConfig::resolve(&args).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "unknown keys refused in [input]: {err}");
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[input]\nmax_amount = 500.0\nresync_after = 7").unwrap();
+        let mut args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            ..Default::default()
+        };
+        let c = RunConfig::resolve(&args).unwrap();
+        assert_eq!((c.input.max_amount, c.input.resync_after), (500.0, 7));
+        args.input.max_amount = Some(9.0);
+        assert_eq!(RunConfig::resolve(&args).unwrap().input.max_amount, 9.0);
+        args.input.max_amount = Some(f64::NAN);
+        assert!(RunConfig::resolve(&args).is_err());
+    }
+
+    #[test]
     fn all_errors_are_reported_at_once() {
         let args = RunArgs {
             batch_max: Some(0),

@@ -51,7 +51,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// What /healthz and /readyz answer: Ok(text) → 200 with the text (e.g.
 /// "ok", "ready", or "ready" with a note); Err(reason) → 503 with the reason.
 ///
-/// Bodies end with a newline. Both methods are called once per request on
+/// Bodies end with a newline (added when the text has none). Both methods are called once per request on
 /// the server's tasks, so they must be quick and must not block.
 pub trait Probes: Send + Sync + 'static {
     /// Liveness (`/healthz`): `Err` means the process should be restarted.
@@ -242,10 +242,14 @@ fn respond<B>(req: &Request<B>, metrics: &Metrics, probes: &dyn Probes) -> Respo
 }
 
 fn probe(result: Result<String, String>) -> Response<Full<Bytes>> {
-    match result {
-        Ok(body) => text(StatusCode::OK, TEXT, format!("{body}\n")),
-        Err(reason) => text(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{reason}\n")),
+    let (status, mut body) = match result {
+        Ok(note) => (StatusCode::OK, note),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    };
+    if !body.ends_with('\n') {
+        body.push('\n');
     }
+    text(status, TEXT, body)
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -492,6 +496,7 @@ mod tests {
 
     struct Scripted {
         live: Mutex<Result<String, String>>,
+        ready: Mutex<Result<String, String>>,
     }
 
     impl Probes for Scripted {
@@ -499,7 +504,7 @@ mod tests {
             self.live.lock().expect("lock").clone()
         }
         fn ready(&self) -> Result<String, String> {
-            Ok("ready".into())
+            self.ready.lock().expect("lock").clone()
         }
     }
 
@@ -507,6 +512,7 @@ mod tests {
     async fn healthz_fails_when_live_fails() {
         let probes = Arc::new(Scripted {
             live: Mutex::new(Err("scoring thread stalled for 31 s".to_string())),
+            ready: Mutex::new(Ok("ready".to_string())),
         });
         let (addr, _) = start(probes.clone(), HttpConfig::default()).await;
         let mut c = Client::connect(addr).await;
@@ -516,6 +522,23 @@ mod tests {
         *probes.live.lock().expect("lock") = Ok("ok".into());
         let r = c.get("GET", "/healthz").await;
         assert_eq!((r.status, r.body()), (200, "ok\n"));
+    }
+
+    #[tokio::test]
+    async fn a_ready_note_is_the_200_body() {
+        let probes = Arc::new(Scripted {
+            live: Mutex::new(Ok("ok".to_string())),
+            ready: Mutex::new(Ok("ready (labels: 3600 s behind)\n".to_string())),
+        });
+        let (addr, _) = start(probes.clone(), HttpConfig::default()).await;
+        let mut c = Client::connect(addr).await;
+        let r = c.get("GET", "/readyz").await;
+        assert_eq!(r.status, 200);
+        // Passed through as is, without a second newline.
+        assert_eq!(r.body(), "ready (labels: 3600 s behind)\n");
+        *probes.ready.lock().expect("lock") = Err("not ready: rebuilding".to_string());
+        let r = c.get("GET", "/readyz").await;
+        assert_eq!((r.status, r.body()), (503, "not ready: rebuilding\n"));
     }
 
     #[tokio::test]

@@ -13,7 +13,11 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 pub struct LogSummary {
     what: &'static str,
     interval: Duration,
-    since: Instant,
+    /// When the last line was written (None: none yet, the next event is
+    /// written at once).
+    last_line: Option<Instant>,
+    /// When the first event counted since the last line happened.
+    first_event: Option<Instant>,
     /// (reason, count, example coordinates).
     counts: Vec<(&'static str, u64, String)>,
     /// Lines written (tests).
@@ -24,11 +28,11 @@ impl LogSummary {
     /// `what` names the event in the WARN line, e.g. "records sent to the dead-letter topic".
     /// The first event is logged at once; later ones at most once per interval.
     pub fn new(what: &'static str, interval: Duration) -> Self {
-        let now = Instant::now();
         Self {
             what,
             interval,
-            since: now.checked_sub(interval).unwrap_or(now),
+            last_line: None,
+            first_event: None,
             counts: Vec::new(),
             lines: 0,
         }
@@ -37,6 +41,7 @@ impl LogSummary {
     /// Counts one event; `example` (topic/partition@offset) is only built
     /// for the first event of a reason in an interval.
     pub fn note(&mut self, reason: &'static str, example: impl FnOnce() -> String) {
+        self.first_event.get_or_insert_with(Instant::now);
         match self.counts.iter_mut().find(|(r, _, _)| *r == reason) {
             Some((_, n, _)) => *n += 1,
             None => self.counts.push((reason, 1, example())),
@@ -46,7 +51,7 @@ impl LogSummary {
 
     /// Writes the WARN line if the interval has passed and anything was counted.
     pub fn maybe_flush(&mut self) {
-        if !self.counts.is_empty() && self.since.elapsed() >= self.interval {
+        if !self.counts.is_empty() && self.last_line.is_none_or(|t| t.elapsed() >= self.interval) {
             self.flush();
         }
     }
@@ -54,9 +59,9 @@ impl LogSummary {
     /// Writes the WARN line now if anything was counted.
     pub fn flush(&mut self) {
         if self.counts.is_empty() {
-            self.since = Instant::now();
             return;
         }
+        let seconds = self.first_event.take().map_or(0, |t| t.elapsed().as_secs());
         let total: u64 = self.counts.iter().map(|(_, n, _)| n).sum();
         let detail = self
             .counts
@@ -66,13 +71,13 @@ impl LogSummary {
             .join(", ");
         tracing::warn!(
             count = total,
-            seconds = self.since.elapsed().as_secs(),
+            seconds,
             "{total} {} in the last {} s: {detail}",
             self.what,
-            self.since.elapsed().as_secs().max(1)
+            seconds.max(1)
         );
         self.counts.clear();
-        self.since = Instant::now();
+        self.last_line = Some(Instant::now());
         self.lines += 1;
     }
 
