@@ -19,7 +19,11 @@ fn python() -> String {
             .arg(repo().join("scripts/pyenv.sh"))
             .output()
             .expect("scripts/pyenv.sh runs");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     })
 }
@@ -68,7 +72,10 @@ async fn fastavro_written_transactions_are_scored_and_fastavro_reads_every_outpu
         jsonl.to_str().unwrap(),
         "customer_id",
     ]);
-    assert!(produced.contains(&format!("\"produced\": {}", txs.len())), "{produced}");
+    assert!(
+        produced.contains(&format!("\"produced\": {}", txs.len())),
+        "{produced}"
+    );
 
     let mut w = Worker::start(&t, &[]);
     // Our own reader sees every good record scored.
@@ -84,7 +91,13 @@ async fn fastavro_written_transactions_are_scored_and_fastavro_reads_every_outpu
     );
 
     // fastavro decodes every scored record with the spec fingerprint.
-    let lines = peer(&["consume", &brokers(), &t.output, &schema("scored_transaction.avsc"), &(txs.len() - 1).to_string()]);
+    let lines = peer(&[
+        "consume",
+        &brokers(),
+        &t.output,
+        &schema("scored_transaction.avsc"),
+        &(txs.len() - 1).to_string(),
+    ]);
     let by_id: HashMap<_, _> = txs.iter().map(|t| (t.transaction_id.clone(), t)).collect();
     let mut n = 0;
     for line in lines.lines() {
@@ -102,7 +115,13 @@ async fn fastavro_written_transactions_are_scored_and_fastavro_reads_every_outpu
     assert_eq!(n, txs.len() - 1);
 
     // The dead letter carries fastavro's original bytes: fastavro reads them.
-    let lines = peer(&["consume", &brokers(), &t.dlq, &schema("transaction.avsc"), "1"]);
+    let lines = peer(&[
+        "consume",
+        &brokers(),
+        &t.dlq,
+        &schema("transaction.avsc"),
+        "1",
+    ]);
     let v: serde_json::Value = serde_json::from_str(lines.trim()).unwrap();
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["headers"]["riskstream.reason"], "invalid_amount");

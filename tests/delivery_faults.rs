@@ -18,7 +18,10 @@ use common::*;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
-async fn mock_with_topics(brokers: i32, t: &Topics) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+async fn mock_with_topics(
+    brokers: i32,
+    t: &Topics,
+) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let mock = MockCluster::new(brokers).expect("mock cluster");
     std::env::set_var("RISKSTREAM_TEST_BROKERS", mock.bootstrap_servers());
     for topic in [&t.input, &t.output, &t.labels, &t.dlq, &t.drift] {
@@ -47,8 +50,14 @@ async fn topic_authorization_failure_stops_the_worker_saying_what_to_fix() {
     let mut w = Worker::start(&t, &[]);
     let code = w.wait(Duration::from_secs(60));
     let log = w.log_text();
-    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}; log:\n{log}");
-    assert!(log.contains("grant this principal WRITE on the topic"), "{log}");
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit {code:?}; log:\n{log}"
+    );
+    assert!(
+        log.contains("grant this principal WRITE on the topic"),
+        "{log}"
+    );
     // Nothing was delivered, so nothing was committed.
     assert!(committed(&t.group, &t.input, 1).iter().all(|o| *o <= 0));
 }
@@ -65,10 +74,17 @@ async fn sigterm_finishes_within_the_drain_time_when_nothing_can_be_delivered() 
     );
     let mut w = Worker::start(
         &t,
-        &["--kafka", "message.timeout.ms=1000", "--drain-timeout-ms", "4000"],
+        &[
+            "--kafka",
+            "message.timeout.ms=1000",
+            "--drain-timeout-ms",
+            "4000",
+        ],
     );
     assert!(
-        wait_for(Duration::from_secs(30), || w.log_text().contains("deliveries failed")),
+        wait_for(Duration::from_secs(30), || w
+            .log_text()
+            .contains("deliveries failed")),
         "the fault was not injected; log:\n{}",
         w.log_text()
     );
@@ -77,8 +93,14 @@ async fn sigterm_finishes_within_the_drain_time_when_nothing_can_be_delivered() 
     let code = w.wait(Duration::from_secs(10));
     let took = t0.elapsed();
     let log = w.log_text();
-    assert!(code.is_some(), "still running 10 s after SIGTERM; log:\n{log}");
-    assert!(took < Duration::from_millis(4500), "took {took:?}; log:\n{log}");
+    assert!(
+        code.is_some(),
+        "still running 10 s after SIGTERM; log:\n{log}"
+    );
+    assert!(
+        took < Duration::from_millis(4500),
+        "took {took:?}; log:\n{log}"
+    );
     assert!(log.contains("abandoned"), "{log}");
     // Abandoned records were not delivered: their offsets are not committed.
     assert!(committed(&t.group, &t.input, 1).iter().all(|o| *o <= 0));
@@ -95,10 +117,17 @@ async fn a_stuck_pipeline_fails_healthz() {
     );
     let mut w = Worker::start(
         &t,
-        &["--kafka", "message.timeout.ms=1000", "--stall-timeout-ms", "3000"],
+        &[
+            "--kafka",
+            "message.timeout.ms=1000",
+            "--stall-timeout-ms",
+            "3000",
+        ],
     );
     assert!(
-        wait_for(Duration::from_secs(30), || w.log_text().contains("serving /metrics")),
+        wait_for(Duration::from_secs(30), || w
+            .log_text()
+            .contains("serving /metrics")),
         "{}",
         w.log_text()
     );
@@ -109,14 +138,23 @@ async fn a_stuck_pipeline_fails_healthz() {
         last = http_get(&w.log_text(), "/healthz");
         last.0.contains("503")
     });
-    assert!(stuck, "healthz never failed: {last:?}; log:\n{}", w.log_text());
+    assert!(
+        stuck,
+        "healthz never failed: {last:?}; log:\n{}",
+        w.log_text()
+    );
     assert!(last.1.contains("no record delivered"), "{last:?}");
     // Once the broker accepts writes again, the pipeline recovers.
     mock.clear_request_errors(RDKafkaApiKey::Produce);
     let out = scored(&t.output, input.len(), Duration::from_secs(60));
     assert!(out.len() >= input.len());
     assert!(
-        wait_for(Duration::from_secs(20), || http_get(&w.log_text(), "/healthz").0.contains("200")),
+        wait_for(Duration::from_secs(20), || http_get(
+            &w.log_text(),
+            "/healthz"
+        )
+        .0
+        .contains("200")),
         "healthz did not recover"
     );
     w.stop_cleanly(Duration::from_secs(30));
@@ -127,14 +165,21 @@ async fn a_label_topic_without_a_leader_does_not_block_scoring() {
     let mock = mock_with_topics(2, &t).await;
     let input: Vec<_> = rows(100, 100).iter().map(|r| r.transaction()).collect();
     produce_transactions(&t.input, &input).await;
-    mock.partition_leader(&t.labels, 0, None).expect("leaderless labels");
+    mock.partition_leader(&t.labels, 0, None)
+        .expect("leaderless labels");
     let mut w = Worker::start(&t, &["--labels-load-timeout-ms", "3000"]);
     let out = scored(&t.output, input.len(), Duration::from_secs(60));
     let log = w.log_text();
     assert_eq!(out.len(), input.len(), "log:\n{log}");
-    assert!(log.contains("label history not loaded within labels_load_timeout"), "{log}");
+    assert!(
+        log.contains("label history not loaded within labels_load_timeout"),
+        "{log}"
+    );
     let (status, body) = http_get(&log, "/readyz");
     assert!(status.contains("200"), "{status} {body}");
-    assert!(body.contains("labels"), "readiness says the labels are behind: {body}");
+    assert!(
+        body.contains("labels"),
+        "readiness says the labels are behind: {body}"
+    );
     w.stop_cleanly(Duration::from_secs(30));
 }

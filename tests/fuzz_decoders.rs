@@ -588,6 +588,12 @@ fn to_json_survives_fuzzing() {
     fuzz(Target::Json);
 }
 
+/// Block sizes and the item that fills them.
+type Blocks = (&'static [usize], &'static [u8]);
+
+/// No blocks: an empty array.
+const NONE: Blocks = (&[], b"");
+
 /// `sizes` blocks of `item`, then the closing 0.
 fn blocks(sizes: &[usize], item: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -601,11 +607,11 @@ fn blocks(sizes: &[usize], item: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A drift report datum, written by hand: `vars` variables with empty
+/// A drift report datum, written by hand: `vars` blocks of variables with empty
 /// names, null statistics and `over` blocks of `over_item`; `raised` and
 /// `active` in `alerts` blocks of `alert_item`.
 fn drift_datum(
-    vars: usize,
+    vars: &[usize],
     over: &[usize],
     over_item: &[u8],
     alerts: &[usize],
@@ -614,9 +620,9 @@ fn drift_datum(
     // model_name, model_version, instance, window_index, window_start,
     // window_end, records, judged, samples_dropped, the two rates.
     let mut d = [vec![0; 9], vec![0; 16]].concat();
-    if vars > 0 {
-        d.extend(zigzag(vars as i64));
-        for _ in 0..vars {
+    for &n in vars {
+        d.extend(zigzag(n as i64));
+        for _ in 0..n {
             d.extend([0, 0]); // name, kind
             d.extend([0; 32]); // mean, std, reference_mean, psi
             d.extend([0; 5]); // the five optional statistics: null
@@ -645,82 +651,74 @@ fn large_datums_stay_within_the_bound() {
     let framed = |datum: Vec<u8>| [&drift[..], &datum[..]].concat();
     // (target, what, payload, must decode)
     let mut cases: Vec<(Target, String, Vec<u8>, bool)> = Vec::new();
-    for (what, vars, over, over_item, alerts, alert_item) in [
-        (
-            "50k empty alerts",
-            0,
-            &[][..],
-            &b""[..],
-            &[50_000][..],
-            &b"\x00"[..],
-        ),
-        ("32768 + 1 empty alerts", 0, &[], b"", &[32_768, 1], b"\x00"),
+    // Variables (block sizes), their `over` strings, the alerts.
+    let shapes: [(&str, &[usize], Blocks, Blocks); 14] = [
+        ("50k empty alerts", &[], NONE, (&[50_000], b"\x00")),
+        ("32768 + 1 empty alerts", &[], NONE, (&[32_768, 1], b"\x00")),
         (
             "32768 + 1 one-letter alerts",
-            0,
             &[],
-            b"",
-            &[32_768, 1],
-            b"\x02a",
+            NONE,
+            (&[32_768, 1], b"\x02a"),
         ),
         (
             "32768 + 1 two-letter alerts",
-            0,
             &[],
-            b"",
-            &[32_768, 1],
-            b"\x04ab",
+            NONE,
+            (&[32_768, 1], b"\x04ab"),
         ),
-        ("5k minimal variables", 5_000, &[], b"", &[], b""),
+        ("5k minimal variables", &[5_000], NONE, NONE),
+        ("4096 + 1 minimal variables", &[4_096, 1], NONE, NONE),
         (
-            "5k variables, over 4 + 1 empty",
-            5_000,
-            &[4, 1],
-            b"\x00",
-            &[],
-            b"",
+            "5k variables, over 4 + 1",
+            &[5_000],
+            (&[4, 1], b"\x00"),
+            NONE,
         ),
         (
-            "5k variables, over 2 + 1 empty",
-            5_000,
-            &[2, 1],
-            b"\x00",
-            &[],
-            b"",
+            "5k variables, over 2 + 1",
+            &[5_000],
+            (&[2, 1], b"\x00"),
+            NONE,
+        ),
+        (
+            "5k variables, over 8 + 1",
+            &[5_000],
+            (&[8, 1], b"\x00"),
+            NONE,
+        ),
+        (
+            "5k variables, over 1 x 5",
+            &[5_000],
+            (&[1, 1, 1, 1, 1], b"\x00"),
+            NONE,
         ),
         (
             "3k variables, 8192 + 1 alerts",
-            3_000,
-            &[],
-            b"",
-            &[8_192, 1],
-            b"\x02a",
+            &[3_000],
+            NONE,
+            (&[8_192, 1], b"\x02a"),
         ),
         (
             "3k variables, 4096 + 1 alerts",
-            3_000,
-            &[],
-            b"",
-            &[4_096, 1],
-            b"\x02a",
+            &[3_000],
+            NONE,
+            (&[4_096, 1], b"\x02a"),
         ),
         (
-            "3k variables over 4 + 1, 4096 + 1 alerts",
-            3_000,
-            &[4, 1],
-            b"\x00",
-            &[4_096, 1],
-            b"\x02a",
+            "2048 + 1 variables over 4 + 1, 4096 + 1 alerts",
+            &[2_048, 1],
+            (&[4, 1], b"\x00"),
+            (&[4_096, 1], b"\x02a"),
         ),
         (
             "1k variables, 16384 + 1 two-letter alerts",
-            1_000,
-            &[],
-            b"",
-            &[16_384, 1],
-            b"\x04ab",
+            &[1_000],
+            NONE,
+            (&[16_384, 1], b"\x04ab"),
         ),
-    ] {
+    ];
+    for (what, vars, (over, over_item), (alerts, alert_item)) in shapes {
         let payload = framed(drift_datum(vars, over, over_item, alerts, alert_item));
         cases.push((Target::Json, format!("drift, {what}"), payload, false));
     }

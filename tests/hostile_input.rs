@@ -30,7 +30,11 @@ fn stop_within_drain(w: &mut Worker) {
     w.signal("TERM");
     let code = w.wait(Duration::from_secs(35));
     assert_eq!(code, Some(0), "log:\n{}", w.log_text());
-    assert!(t0.elapsed() < Duration::from_secs(30), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
 }
 
 /// A producer allowed to send records of a few MB (the broker's limit is
@@ -47,12 +51,7 @@ fn big_producer() -> rdkafka::producer::BaseProducer {
 /// Produces one record with raw header keys (bytes that need not be
 /// UTF-8: rdkafka's Rust API only takes `&str` keys, so this goes through
 /// librdkafka's C API), and waits for its delivery.
-fn produce_with_raw_headers(
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-    headers: &[(&[u8], &[u8])],
-) {
+fn produce_with_raw_headers(topic: &str, key: &[u8], payload: &[u8], headers: &[(&[u8], &[u8])]) {
     use rdkafka::bindings as rd;
     use rdkafka::producer::Producer;
     let p = big_producer();
@@ -74,7 +73,12 @@ fn produce_with_raw_headers(
         let mut vus: Vec<rd::rd_kafka_vu_t> = Vec::new();
         let mut vu = |vtype, u| vus.push(rd::rd_kafka_vu_t { vtype, u });
         use rd::rd_kafka_vtype_t as V;
-        vu(V::RD_KAFKA_VTYPE_TOPIC, rd::rd_kafka_vu_s__bindgen_ty_1 { cstr: topic_c.as_ptr() });
+        vu(
+            V::RD_KAFKA_VTYPE_TOPIC,
+            rd::rd_kafka_vu_s__bindgen_ty_1 {
+                cstr: topic_c.as_ptr(),
+            },
+        );
         vu(
             V::RD_KAFKA_VTYPE_KEY,
             rd::rd_kafka_vu_s__bindgen_ty_1 {
@@ -93,7 +97,10 @@ fn produce_with_raw_headers(
                 },
             },
         );
-        vu(V::RD_KAFKA_VTYPE_HEADERS, rd::rd_kafka_vu_s__bindgen_ty_1 { headers: hdrs });
+        vu(
+            V::RD_KAFKA_VTYPE_HEADERS,
+            rd::rd_kafka_vu_s__bindgen_ty_1 { headers: hdrs },
+        );
         let err = rd::rd_kafka_produceva(p.client().native_ptr(), vus.as_ptr(), vus.len());
         assert!(err.is_null(), "produceva failed");
     }
@@ -114,13 +121,23 @@ fn produce_big(topic: &str, records: &[(Vec<u8>, Vec<u8>)]) {
 fn encoded(txs: &[Transaction]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let c = Codec::new().unwrap();
     txs.iter()
-        .map(|t| (t.customer_id.clone().into_bytes(), c.encode_transaction(t).unwrap()))
+        .map(|t| {
+            (
+                t.customer_id.clone().into_bytes(),
+                c.encode_transaction(t).unwrap(),
+            )
+        })
         .collect()
 }
 
 fn reasons(dead: &[Rec]) -> Vec<String> {
     dead.iter()
-        .map(|d| d.headers.get("riskstream.reason").cloned().unwrap_or_default())
+        .map(|d| {
+            d.headers
+                .get("riskstream.reason")
+                .cloned()
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -179,7 +196,12 @@ async fn absurd_amounts_are_dead_lettered_and_no_score_is_ever_nan() {
     // The customer's features saw only the good records.
     let offline = offline_scores(&txs[4..]);
     for (_, s) in &out {
-        assert_eq!(Some(&s.score), offline.get(&s.transaction_id), "{}", s.transaction_id);
+        assert_eq!(
+            Some(&s.score),
+            offline.get(&s.transaction_id),
+            "{}",
+            s.transaction_id
+        );
     }
     let (_, metrics) = http_get(&w.log_text(), "/metrics");
     assert!(
@@ -217,7 +239,12 @@ async fn far_future_and_ancient_event_times_are_dead_lettered_and_move_no_clock(
     // score exactly as offline, where those records never existed.
     let offline = offline_scores(&good);
     for (_, s) in &out {
-        assert_eq!(Some(&s.score), offline.get(&s.transaction_id), "{}", s.transaction_id);
+        assert_eq!(
+            Some(&s.score),
+            offline.get(&s.transaction_id),
+            "{}",
+            s.transaction_id
+        );
     }
     stop_within_drain(&mut w);
 }
@@ -256,8 +283,11 @@ async fn non_utf8_and_huge_headers_are_carried_as_bytes_never_a_panic() {
     let huge = vec![b'h'; 100_000];
     // A bad record (not Avro) whose headers are hostile, and a good record
     // with the same headers.
-    let hostile: Vec<(&[u8], &[u8])> =
-        vec![(b"\xff\xfekey", b"\x00\xff value"), (b"big", &huge), (b"ok", b"1")];
+    let hostile: Vec<(&[u8], &[u8])> = vec![
+        (b"\xff\xfekey", b"\x00\xff value"),
+        (b"big", &huge),
+        (b"ok", b"1"),
+    ];
     produce_with_raw_headers(&t.input, b"c1", b"not avro at all", &hostile);
     let enc = encoded(&good[30..31]);
     produce_with_raw_headers(&t.input, &enc[0].0, &enc[0].1, &hostile);
@@ -268,9 +298,15 @@ async fn non_utf8_and_huge_headers_are_carried_as_bytes_never_a_panic() {
     let dead = read_topic(&t.dlq, 1, Duration::from_secs(20));
     assert_eq!(reasons(&dead), ["not_single_object"]);
     let h = &dead[0].headers;
-    assert_eq!(h["\u{fffd}\u{fffd}key"], "\u{0}\u{fffd} value", "lossy key, value bytes: {h:?}");
+    assert_eq!(
+        h["\u{fffd}\u{fffd}key"], "\u{0}\u{fffd} value",
+        "lossy key, value bytes: {h:?}"
+    );
     assert_eq!(h["ok"], "1");
-    assert!(!h.contains_key("big"), "the 100 kB header is beyond the budget");
+    assert!(
+        !h.contains_key("big"),
+        "the 100 kB header is beyond the budget"
+    );
     assert_eq!(h["riskstream.headers_dropped"], "true");
     assert!(!w.log_text().contains("panicked"));
     stop_within_drain(&mut w);
@@ -294,7 +330,12 @@ async fn outputs_too_large_for_the_producer_are_dead_lettered_not_retried_foreve
     let out = scored(&t.output, good.len(), Duration::from_secs(60));
     assert_eq!(out.len(), good.len(), "log:\n{}", w.log_text());
     let dead = read_topic(&t.dlq, 1, Duration::from_secs(20));
-    assert_eq!(reasons(&dead), ["output_too_large"], "log:\n{}", w.log_text());
+    assert_eq!(
+        reasons(&dead),
+        ["output_too_large"],
+        "log:\n{}",
+        w.log_text()
+    );
     let d = &dead[0];
     assert!(d.payload.as_ref().is_some_and(|p| p.len() <= 1024));
     assert!(d.headers.contains_key("riskstream.truncated_from"));

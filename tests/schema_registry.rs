@@ -667,6 +667,13 @@ fn deep_and_recursive_schemas_are_refused_without_exhausting_the_stack() {
                 );
                 assert!(e.to_string().contains("recursive"), "{e}");
                 assert!(!e.is_transient());
+                // Remembered: the same answer without asking again.
+                let again = reg.schema(id).unwrap_err().to_string();
+                assert!(
+                    again.contains("recursive") && again.ends_with("(cached)"),
+                    "{again}"
+                );
+                assert_eq!(again.matches("refused").count(), 1, "{again}");
             }
             let limits = ResponseLimits::default();
             assert!(matches!(

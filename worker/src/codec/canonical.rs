@@ -96,7 +96,10 @@ fn push_json_str(out: &mut String, s: &str) {
     out.push_str(&Value::String(s.to_string()).to_string());
 }
 
-fn str_field<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Result<&'a str, CanonicalError> {
+fn str_field<'a>(
+    o: &'a serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<&'a str, CanonicalError> {
     o.get(key)
         .and_then(Value::as_str)
         .ok_or_else(|| CanonicalError::Invalid(format!("missing or non-string \"{key}\"")))
@@ -104,7 +107,10 @@ fn str_field<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Result<&'a
 
 /// The full name of a named type's definition (its `name`, qualified by its
 /// `namespace` attribute or the enclosing one).
-fn defined_name(o: &serde_json::Map<String, Value>, enclosing: &str) -> Result<String, CanonicalError> {
+fn defined_name(
+    o: &serde_json::Map<String, Value>,
+    enclosing: &str,
+) -> Result<String, CanonicalError> {
     let name = str_field(o, "name")?;
     let ns = match o.get("namespace") {
         Some(Value::String(ns)) => ns.as_str(),
@@ -150,7 +156,11 @@ fn write(
             out.push(']');
         }
         Value::Object(o) => write_object(o, ns, defined, out, depth)?,
-        other => return Err(CanonicalError::Invalid(format!("unexpected {other} as a schema"))),
+        other => {
+            return Err(CanonicalError::Invalid(format!(
+                "unexpected {other} as a schema"
+            )))
+        }
     }
     Ok(())
 }
@@ -186,18 +196,18 @@ fn write_object(
                 .ok_or_else(|| CanonicalError::Invalid(format!("record {name} without fields")))?;
             let inner_ns = namespace_of(&name).to_string();
             for (i, f) in fields.iter().enumerate() {
-                let f = f
-                    .as_object()
-                    .ok_or_else(|| CanonicalError::Invalid(format!("a field of {name} is not an object")))?;
+                let f = f.as_object().ok_or_else(|| {
+                    CanonicalError::Invalid(format!("a field of {name} is not an object"))
+                })?;
                 if i > 0 {
                     out.push(',');
                 }
                 out.push_str("{\"name\":");
                 push_json_str(out, str_field(f, "name")?);
                 out.push_str(",\"type\":");
-                let ft = f
-                    .get("type")
-                    .ok_or_else(|| CanonicalError::Invalid(format!("a field of {name} has no type")))?;
+                let ft = f.get("type").ok_or_else(|| {
+                    CanonicalError::Invalid(format!("a field of {name} has no type"))
+                })?;
                 write(ft, &inner_ns, defined, out, depth + 1)?;
                 out.push('}');
             }
@@ -217,9 +227,9 @@ fn write_object(
                 if i > 0 {
                     out.push(',');
                 }
-                let s = s
-                    .as_str()
-                    .ok_or_else(|| CanonicalError::Invalid(format!("a symbol of {name} is not a string")))?;
+                let s = s.as_str().ok_or_else(|| {
+                    CanonicalError::Invalid(format!("a symbol of {name} is not a string"))
+                })?;
                 push_json_str(out, s);
             }
             out.push_str("]}");
@@ -255,7 +265,13 @@ fn write_object(
             out.push('}');
         }
         // `{"type": "SomeNamedType"}`: a reference.
-        other => write(&Value::String(other.to_string()), ns, defined, out, depth + 1)?,
+        other => write(
+            &Value::String(other.to_string()),
+            ns,
+            defined,
+            out,
+            depth + 1,
+        )?,
     }
     Ok(())
 }
@@ -344,6 +360,9 @@ mod tests {
         // serde_json's own recursion limit (128) or ours: an error either way.
         assert!(canonical_form(&deep).is_err());
         let medium = format!("{}\"int\"{}", "[".repeat(100), "]".repeat(100));
-        assert!(matches!(canonical_form(&medium), Err(CanonicalError::TooDeep(_))));
+        assert!(matches!(
+            canonical_form(&medium),
+            Err(CanonicalError::TooDeep(_))
+        ));
     }
 }

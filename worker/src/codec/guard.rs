@@ -78,13 +78,14 @@ pub fn default_max_items(datum_len: usize) -> usize {
     datum_len.saturating_mul(8).saturating_add(64)
 }
 
-/// 48 bytes of `Value` tree per datum byte plus 32 KiB. Real records stay
-/// far below (a drift report's variables take 20 to 35 per byte); what is
+/// 40 bytes of `Value` tree per datum byte plus 32 KiB. Real records stay
+/// well below (a drift report's variables take about 20 per byte); what is
 /// refused is a long run of items that cost a whole `Value` for one byte or
-/// none, like thousands of empty strings. It keeps the decoder, and a
-/// conversion of its result to JSON, within 64 bytes per input byte.
+/// none, like thousands of empty strings, small ints or booleans in a row.
+/// It keeps the decoder, and a conversion of its result to JSON (which can
+/// take another third for records), within 64 bytes per input byte.
 pub fn default_max_decoded_bytes(datum_len: usize) -> usize {
-    datum_len.saturating_mul(48).saturating_add(32 * 1024)
+    datum_len.saturating_mul(40).saturating_add(32 * 1024)
 }
 
 /// A `Value` (an array slot, a boxed union branch).

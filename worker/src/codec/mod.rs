@@ -332,7 +332,8 @@ impl Codec {
     /// logged once per schema.
     fn note_legacy(&self, fp: u64, schema: &KnownSchema) {
         if let Some(m) = &self.metrics {
-            m.legacy_fingerprint.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            m.legacy_fingerprint
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let first = self
             .legacy_logged

@@ -306,7 +306,7 @@ impl SchemaRegistry {
         let reply = match self.execute(Method::GET, url, None) {
             Ok(r) => r,
             Err(e @ RegistryError::TooLarge { .. }) => {
-                self.remember(id, Negative::Refused(e.to_string()));
+                self.remember(id, Negative::Refused(refusal(&e)));
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -332,7 +332,7 @@ impl SchemaRegistry {
         let s = match parsed {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                self.remember(id, Negative::Refused(e.to_string()));
+                self.remember(id, Negative::Refused(refusal(&e)));
                 return Err(e);
             }
         };
@@ -501,7 +501,10 @@ impl SchemaRegistry {
     }
 
     fn status_error(&self, reply: &Reply) -> RegistryError {
-        let (error_code, message) = parse_error_body(&reply.body);
+        let (error_code, mut message) = parse_error_body(&reply.body);
+        if message.trim().is_empty() {
+            message = reply.status.canonical_reason().unwrap_or("").to_string();
+        }
         let message = match error_code {
             Some(c) => format!("error code {c}: {message}"),
             None => message,
@@ -512,6 +515,14 @@ impl SchemaRegistry {
             error_code,
             message,
         }
+    }
+}
+
+/// What a refused lookup is remembered as.
+fn refusal(e: &RegistryError) -> String {
+    match e {
+        RegistryError::SchemaRefused { detail, .. } => detail.clone(),
+        other => other.to_string(),
     }
 }
 

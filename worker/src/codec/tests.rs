@@ -265,14 +265,20 @@ fn canonical_forms_and_fingerprints_equal_fastavros() {
     assert_eq!(schemas.len(), 5);
     for s in schemas {
         let file = s["file"].as_str().unwrap();
-        let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let text =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         assert_eq!(
             canonical::canonical_form(&text).unwrap(),
             s["canonical"].as_str().unwrap(),
             "{file}"
         );
         let k = KnownSchema::parse(&text, file).unwrap();
-        let le: String = k.fingerprint.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let le: String = k
+            .fingerprint
+            .to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(le, s["fingerprint"].as_str().unwrap(), "{file}");
     }
     // The example: fastavro's Transaction fingerprint.
@@ -357,17 +363,30 @@ fn records_with_the_legacy_fingerprint_still_decode_and_are_counted() {
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
     c.attach_metrics(metrics.clone());
     let k = c.transaction_schema().clone();
-    assert_ne!(k.legacy_fingerprint, k.fingerprint, "timestamp-millis made them differ");
+    assert_ne!(
+        k.legacy_fingerprint, k.fingerprint,
+        "timestamp-millis made them differ"
+    );
     // riskstream 0.1 wrote 1277ba16157f9bb2 (the example).
-    let legacy_hex: String = k.legacy_fingerprint.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let legacy_hex: String = k
+        .legacy_fingerprint
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(legacy_hex, "1277ba16157f9bb2");
     let mut bytes = c.encode_transaction(&tx()).unwrap();
     bytes[2..10].copy_from_slice(&k.legacy_fingerprint.to_le_bytes());
     for _ in 0..3 {
-        assert_eq!(c.decode_transaction(Some(b"596"), Some(&bytes)).unwrap(), tx());
+        assert_eq!(
+            c.decode_transaction(Some(b"596"), Some(&bytes)).unwrap(),
+            tx()
+        );
     }
     assert_eq!(
-        metrics.legacy_fingerprint.load(std::sync::atomic::Ordering::Relaxed),
+        metrics
+            .legacy_fingerprint
+            .load(std::sync::atomic::Ordering::Relaxed),
         3
     );
     // Outputs carry the specification's fingerprint only.

@@ -229,10 +229,22 @@ pub struct RunConfig {
 /// identity): a pass-through option may not change them.
 pub const GUARDED_KAFKA_KEYS: &[(&str, &str)] = &[
     ("enable.idempotence", "the producer is always idempotent"),
-    ("acks", "outputs are always acknowledged by all in-sync replicas"),
-    ("enable.auto.offset.store", "offsets are stored only for delivered records"),
-    ("enable.auto.commit", "stored offsets are committed by librdkafka's auto-commit"),
-    ("partition.assignment.strategy", "the assignor is part of the rebalance protocol riskstream implements"),
+    (
+        "acks",
+        "outputs are always acknowledged by all in-sync replicas",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are stored only for delivered records",
+    ),
+    (
+        "enable.auto.commit",
+        "stored offsets are committed by librdkafka's auto-commit",
+    ),
+    (
+        "partition.assignment.strategy",
+        "the assignor is part of the rebalance protocol riskstream implements",
+    ),
     ("group.id", "use --group"),
     ("bootstrap.servers", "use --brokers"),
     ("metadata.broker.list", "use --brokers"),
@@ -325,7 +337,9 @@ impl RunConfig {
                 .or(file.schema_registry_url),
             schema_registry_ca: args.schema_registry_ca.clone().or(file.schema_registry_ca),
             drain_timeout: Duration::from_millis(
-                args.drain_timeout_ms.or(file.drain_timeout_ms).unwrap_or(30_000),
+                args.drain_timeout_ms
+                    .or(file.drain_timeout_ms)
+                    .unwrap_or(30_000),
             ),
             dlq_max_payload_bytes: args
                 .dlq_max_payload_bytes
@@ -336,11 +350,19 @@ impl RunConfig {
                     .or(file.labels_load_timeout_ms)
                     .unwrap_or(120_000),
             ),
-            stall_timeout: match args.stall_timeout_ms.or(file.stall_timeout_ms).unwrap_or(120_000) {
+            stall_timeout: match args
+                .stall_timeout_ms
+                .or(file.stall_timeout_ms)
+                .unwrap_or(120_000)
+            {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
             },
-            input: crate::source::guard::InputLimits::resolve(&file.input, &args.input, &mut errors),
+            input: crate::source::guard::InputLimits::resolve(
+                &file.input,
+                &args.input,
+                &mut errors,
+            ),
             serving: ServingConfig {
                 challenger: args.challenger.clone().or(file.challenger),
                 ab_share: args.ab_share.or(file.ab_share).unwrap_or(0.0),
@@ -503,7 +525,11 @@ mod tests {
     #[test]
     fn kafka_options_layer_file_then_environment_then_flags() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        writeln!(f, "[kafka]\n\"client.rack\" = \"file\"\n\"client.id\" = \"file\"").unwrap();
+        writeln!(
+            f,
+            "[kafka]\n\"client.rack\" = \"file\"\n\"client.id\" = \"file\""
+        )
+        .unwrap();
         // A key no other test reads (tests share the environment).
         std::env::set_var("RISKSTREAM_KAFKA_CLIENT_RACK", "env");
         let args = RunArgs {
@@ -532,26 +558,39 @@ mod tests {
             };
             let err = RunConfig::resolve(&args).unwrap_err().to_string();
             assert!(err.contains(k), "{err}");
-            assert!(!err.contains("secret-value"), "values are never echoed: {err}");
+            assert!(
+                !err.contains("secret-value"),
+                "values are never echoed: {err}"
+            );
         }
         let args = RunArgs {
             kafka: vec!["sasl.password".into()],
             ..Default::default()
         };
         let err = RunConfig::resolve(&args).unwrap_err().to_string();
-        assert!(err.contains("sasl.password") && err.contains("KEY=VALUE"), "{err}");
+        assert!(
+            err.contains("sasl.password") && err.contains("KEY=VALUE"),
+            "{err}"
+        );
     }
 
     #[test]
     fn input_bounds_come_from_the_input_table_and_flags() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        writeln!(f, "[input]\nmax_amount = 500.0\nresync_after = 7\nbogus = 1").unwrap();
+        writeln!(
+            f,
+            "[input]\nmax_amount = 500.0\nresync_after = 7\nbogus = 1"
+        )
+        .unwrap();
         let args = RunArgs {
             config: Some(f.path().to_path_buf()),
             ..Default::default()
         };
         let err = RunConfig::resolve(&args).unwrap_err().to_string();
-        assert!(err.contains("bogus"), "unknown keys refused in [input]: {err}");
+        assert!(
+            err.contains("bogus"),
+            "unknown keys refused in [input]: {err}"
+        );
         let mut f = tempfile::NamedTempFile::new().unwrap();
         writeln!(f, "[input]\nmax_amount = 500.0\nresync_after = 7").unwrap();
         let mut args = RunArgs {

@@ -259,12 +259,27 @@ pub const DEAD_LETTER_REASONS: &[&str] = &[
 
 /// Counter series of [`Metrics::event`] with their help text.
 pub const EVENT_SERIES: &[(&str, &str)] = &[
-    ("state_cap_hits", "Per-key state entries dropped because a cap bit (reason: which cap)."),
-    ("delivery_retries", "Deliveries re-sent after a transient error (reason: librdkafka error code)."),
-    ("delivery_abandoned", "Records given up at shutdown after the drain time (reason: output or dead_letter)."),
+    (
+        "state_cap_hits",
+        "Per-key state entries dropped because a cap bit (reason: which cap).",
+    ),
+    (
+        "delivery_retries",
+        "Deliveries re-sent after a transient error (reason: librdkafka error code).",
+    ),
+    (
+        "delivery_abandoned",
+        "Records given up at shutdown after the drain time (reason: output or dead_letter).",
+    ),
     ("labels_skipped", "Label records skipped (reason: why)."),
-    ("event_clock_resyncs", "Partition event-time clocks moved after a run of far-ahead records."),
-    ("watcher_errors", "Registry watcher failures (reason: panic or error)."),
+    (
+        "event_clock_resyncs",
+        "Partition event-time clocks moved after a run of far-ahead records.",
+    ),
+    (
+        "watcher_errors",
+        "Registry watcher failures (reason: panic or error).",
+    ),
 ];
 
 impl Default for Metrics {
@@ -324,7 +339,10 @@ impl Metrics {
     /// Dead letters counted for `reason`.
     pub fn dead_lettered_for(&self, reason: &str) -> u64 {
         let d = self.dead_lettered.lock().unwrap_or_else(|e| e.into_inner());
-        d.iter().filter(|(r, _)| *r == reason).map(|(_, n)| *n).sum()
+        d.iter()
+            .filter(|(r, _)| *r == reason)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     pub fn dead_letter(&self, reason: &'static str) {
@@ -444,7 +462,10 @@ impl Metrics {
                 "riskstream_records_dead_lettered_total{{reason=\"{reason}\"}} {n}"
             );
         }
-        let _ = writeln!(out, "# TYPE riskstream_legacy_fingerprint_records_total counter");
+        let _ = writeln!(
+            out,
+            "# TYPE riskstream_legacy_fingerprint_records_total counter"
+        );
         let _ = writeln!(
             out,
             "riskstream_legacy_fingerprint_records_total {}",

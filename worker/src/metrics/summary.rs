@@ -99,15 +99,29 @@ mod tests {
 
     #[test]
     fn a_flood_is_one_line_per_interval_with_counts() {
-        let mut s = LogSummary::new("records sent to the dead-letter topic", Duration::from_secs(3600));
+        let mut s = LogSummary::new(
+            "records sent to the dead-letter topic",
+            Duration::from_secs(3600),
+        );
         let mut built = 0;
         for i in 0..10_000 {
-            s.note(if i % 2 == 0 { "malformed_avro" } else { "missing_key" }, || {
-                built += 1;
-                format!("t/0@{i}")
-            });
+            s.note(
+                if i % 2 == 0 {
+                    "malformed_avro"
+                } else {
+                    "missing_key"
+                },
+                || {
+                    built += 1;
+                    format!("t/0@{i}")
+                },
+            );
         }
-        assert_eq!(s.lines(), 1, "the first event at once, then nothing within the interval");
+        assert_eq!(
+            s.lines(),
+            1,
+            "the first event at once, then nothing within the interval"
+        );
         assert_eq!(built, 3, "one example per reason and line");
         assert_eq!(
             s.counts,

@@ -23,7 +23,9 @@ pub struct PipelineHealth {
 impl Default for PipelineHealth {
     fn default() -> Self {
         Self {
-            ready: Mutex::new(Err("not ready: starting (model, group join, label history)".into())),
+            ready: Mutex::new(Err(
+                "not ready: starting (model, group join, label history)".into(),
+            )),
             live: Mutex::new(Ok("ok".into())),
         }
     }
@@ -107,7 +109,10 @@ mod tests {
         let mut w = StallWatch::new(Some(Duration::ZERO));
         assert!(w.check(&m, 0).is_ok(), "nothing waiting: never stuck");
         let e = w.check(&m, 5).unwrap_err();
-        assert!(e.contains("no record delivered") && e.contains("5 records"), "{e}");
+        assert!(
+            e.contains("no record delivered") && e.contains("5 records"),
+            "{e}"
+        );
         m.delivered.fetch_add(1, Ordering::AcqRel);
         assert!(w.check(&m, 5).is_ok(), "progress clears it");
         let mut off = StallWatch::new(None);

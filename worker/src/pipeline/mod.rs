@@ -289,8 +289,13 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             .map_err(|e| PipelineError::Panic(e.to_string()))?
     };
     {
-        let (ready, health, consumer) = (handles.ready.clone(), handles.health.clone(), consumer.clone());
-        let (progress, tracker, metrics) = (progress.clone(), tracker.clone(), handles.metrics.clone());
+        let (ready, health, consumer) = (
+            handles.ready.clone(),
+            handles.health.clone(),
+            consumer.clone(),
+        );
+        let (progress, tracker, metrics) =
+            (progress.clone(), tracker.clone(), handles.metrics.clone());
         let stop = stop.clone();
         let mut stall = health::StallWatch::new(cfg.stall_timeout);
         tokio::spawn(async move {
@@ -310,9 +315,9 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
                     Err("not ready: reading the label history".to_string())
                 };
                 let verdict = match verdict {
-                    Ok(_) if ctx.rebuilding(&consumer) => {
-                        Err("not ready: rebuilding customer state of assigned partitions".to_string())
-                    }
+                    Ok(_) if ctx.rebuilding(&consumer) => Err(
+                        "not ready: rebuilding customer state of assigned partitions".to_string(),
+                    ),
                     v => v,
                 };
                 ready.store(verdict.is_ok(), Ordering::Release);

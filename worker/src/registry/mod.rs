@@ -34,11 +34,8 @@ const MAX_ALIASES_BYTES: u64 = 1 << 20;
 /// A model name, version or alias must be one plain path component, so
 /// nothing in `aliases.json` or a reference can point outside the registry.
 pub fn check_component(what: &str, s: &str) -> Result<(), RegistryError> {
-    let plain = !s.is_empty()
-        && s != "."
-        && s != ".."
-        && !s.contains(['/', '\\', '\0'])
-        && s.len() <= 255;
+    let plain =
+        !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0']) && s.len() <= 255;
     if plain {
         Ok(())
     } else {

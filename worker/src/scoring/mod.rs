@@ -360,7 +360,9 @@ pub fn run_scoring_loop(
         } else {
             (newest - wm) / 1000
         };
-        metrics.labels_behind_seconds.store(behind, Ordering::Relaxed);
+        metrics
+            .labels_behind_seconds
+            .store(behind, Ordering::Relaxed);
         if behind > 0 && last_behind_warn.elapsed() >= Duration::from_secs(60) {
             last_behind_warn = Instant::now();
             tracing::warn!(
@@ -551,7 +553,12 @@ pub fn score_batch(
         };
         // A missing or non-finite score is never written: dead-lettered.
         let Some(score) = score.filter(|x| x.is_finite()) else {
-            dead.push(non_finite(codec, i, &scorer.location.name, &scorer.location.version));
+            dead.push(non_finite(
+                codec,
+                i,
+                &scorer.location.name,
+                &scorer.location.version,
+            ));
             continue;
         };
         let v = verdict(score, scorer, scored_at);

@@ -324,7 +324,12 @@ impl ProducerContext for SinkContext {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .note(code.map_or("unknown", error_name), || {
-                        format!("{} for input partition {} offset {}: {e}", msg.topic(), origin.partition, origin.offset)
+                        format!(
+                            "{} for input partition {} offset {}: {e}",
+                            msg.topic(),
+                            origin.partition,
+                            origin.offset
+                        )
                     });
                 self.failed
                     .lock()
@@ -496,9 +501,11 @@ impl Sink {
                 SinkItem::Dead(_) => 1,
             };
         }
-        let failed = std::mem::take(&mut *self.ctx().failed.lock().unwrap_or_else(|e| e.into_inner()));
+        let failed =
+            std::mem::take(&mut *self.ctx().failed.lock().unwrap_or_else(|e| e.into_inner()));
         let in_flight = self.ctx().in_flight();
-        self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         let total = queued + failed.len() as u64 + in_flight as u64;
         let m = &self.ctx().metrics;
         m.event("delivery_abandoned", "output", total);
@@ -531,10 +538,11 @@ impl Sink {
                         dead_letter: false,
                         attempts: 0,
                     };
-                    let rec = BaseRecord::with_opaque_to(&self.settings.output_topic, Box::new(origin))
-                        .key(r.key.as_bytes())
-                        .payload(&r.payload)
-                        .timestamp(r.event_time);
+                    let rec =
+                        BaseRecord::with_opaque_to(&self.settings.output_topic, Box::new(origin))
+                            .key(r.key.as_bytes())
+                            .payload(&r.payload)
+                            .timestamp(r.event_time);
                     match self.send(rec).await? {
                         Ok(()) => {}
                         Err(NotSent::Abandoned) => return Ok(false),
@@ -588,7 +596,10 @@ impl Sink {
         let mut extra: Vec<(&str, &str)> = vec![
             ("riskstream.reason", d.reason),
             ("riskstream.error", d.detail.as_str()),
-            ("riskstream.source.topic", self.settings.input_topic.as_str()),
+            (
+                "riskstream.source.topic",
+                self.settings.input_topic.as_str(),
+            ),
             ("riskstream.source.partition", partition.as_str()),
             ("riskstream.source.offset", offset.as_str()),
         ];
@@ -601,7 +612,10 @@ impl Sink {
         for (k, v) in extra {
             // The error text is ours, but may quote input: bounded too.
             let v = &v.as_bytes()[..v.len().min(4096)];
-            headers = headers.insert(Header { key: k, value: Some(v) });
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
         }
         let origin = Origin::dead_letter(d.partition, d.offset);
         let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
@@ -740,9 +754,15 @@ impl Sink {
                         headers: Vec::new(),
                         headers_dropped: true,
                         reason: dead_reason(&f.msg),
-                        detail: format!("dead letter refused by the topic: {}", f.code.map_or("unknown", error_name)),
+                        detail: format!(
+                            "dead letter refused by the topic: {}",
+                            f.code.map_or("unknown", error_name)
+                        ),
                     };
-                    if d.payload.as_ref().is_some_and(|p| p.len() > DLQ_SMALL_PAYLOAD) {
+                    if d.payload
+                        .as_ref()
+                        .is_some_and(|p| p.len() > DLQ_SMALL_PAYLOAD)
+                    {
                         if !self.send_dead(&d, DLQ_SMALL_PAYLOAD).await? {
                             return Ok(false);
                         }
@@ -777,11 +797,16 @@ impl Sink {
             return Ok(true);
         }
         // The broker or topic may be recovering: 100 ms, doubling to 5 s.
-        let pause = Duration::from_millis(100 << backoff_attempts.min(6)).min(Duration::from_secs(5));
+        let pause =
+            Duration::from_millis(100 << backoff_attempts.min(6)).min(Duration::from_secs(5));
         let until = Instant::now() + pause;
         while Instant::now() < until {
             if self.drain_expired() {
-                self.ctx().failed.lock().unwrap_or_else(|e| e.into_inner()).extend(resend);
+                self.ctx()
+                    .failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(resend);
                 return Ok(false);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -810,7 +835,12 @@ impl Sink {
                 Ok(()) => {}
                 Err(NotSent::Abandoned) => return Ok(false),
                 Err(NotSent::Record(code)) => {
-                    let d = output_refused(&origin, msg.key().unwrap_or_default(), msg.payload().unwrap_or_default(), code);
+                    let d = output_refused(
+                        &origin,
+                        msg.key().unwrap_or_default(),
+                        msg.payload().unwrap_or_default(),
+                        code,
+                    );
                     if !self.send_dead(&d, self.settings.dlq_max_payload).await? {
                         return Ok(false);
                     }
@@ -839,7 +869,12 @@ fn dead_reason(msg: &OwnedMessage) -> &'static str {
 }
 
 /// The dead letter of a scored record the producer or topic refused.
-fn output_refused(origin: &Origin, key: &[u8], payload: &[u8], code: RDKafkaErrorCode) -> DeadLetter {
+fn output_refused(
+    origin: &Origin,
+    key: &[u8],
+    payload: &[u8],
+    code: RDKafkaErrorCode,
+) -> DeadLetter {
     let reason = match classify(code) {
         Class::Record(r) => r,
         _ => "delivery_rejected",

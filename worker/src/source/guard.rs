@@ -144,7 +144,10 @@ struct Clock {
 pub enum Resync {
     No,
     /// The partition's clock jumped forward after a run of far-ahead records.
-    Jumped { partition: i32, by_ms: i64 },
+    Jumped {
+        partition: i32,
+        by_ms: i64,
+    },
 }
 
 /// The guard itself: limits plus one clock per input partition.
@@ -191,7 +194,8 @@ impl InputGuard {
             return Err(too_long("currency", tx.currency.len(), l.max_id_bytes));
         }
         // The codec already refused non-finite and negative amounts.
-        if !(tx.amount <= l.max_amount) {
+        // NaN never gets here (the codec refused it), so `>` is the whole test.
+        if tx.amount > l.max_amount || tx.amount.is_nan() {
             return Err(DecodeError::InvalidAmount(format!(
                 "{} is above the maximum {} (max_amount)",
                 tx.amount, l.max_amount
@@ -228,7 +232,9 @@ impl InputGuard {
         clock.ahead_run += 1;
         if clock.ahead_run >= resync_after {
             let by_ms = clock.ahead_min - clock.latest;
-            clock.latest = clock.ahead_min.max(t.min(clock.ahead_min.saturating_add(ahead)));
+            clock.latest = clock
+                .ahead_min
+                .max(t.min(clock.ahead_min.saturating_add(ahead)));
             clock.ahead_run = 0;
             return Ok(Resync::Jumped { partition, by_ms });
         }
@@ -301,7 +307,11 @@ mod tests {
         assert!(g.check(0, &tx(T0, 1.0), T0).is_ok());
         assert!(g.check(0, &tx(year_3000, 1.0), T0).is_err());
         assert!(g.check(0, &tx(T0 + DAY, 1.0), T0).is_ok());
-        assert_eq!(g.clocks[&0].latest, T0 + DAY, "the refused record moved nothing");
+        assert_eq!(
+            g.clocks[&0].latest,
+            T0 + DAY,
+            "the refused record moved nothing"
+        );
         // Another partition has its own clock.
         assert!(g.check(1, &tx(T0 + 100 * DAY, 1.0), T0).is_ok());
     }

@@ -457,7 +457,10 @@ pub fn decode_waiting<T>(
             other => {
                 if let Some(t0) = since {
                     metrics.registry_waiting.fetch_sub(1, Ordering::Relaxed);
-                    tracing::info!(waited_ms = t0.elapsed().as_millis() as u64, "schema registry reachable again; input resumes");
+                    tracing::info!(
+                        waited_ms = t0.elapsed().as_millis() as u64,
+                        "schema registry reachable again; input resumes"
+                    );
                 }
                 return Some(other);
             }
@@ -533,11 +536,8 @@ impl Source {
                 // not registered, so its offset is not committed.
                 break;
             };
-            let decoded = decoded.and_then(|tx| {
-                self.guard
-                    .check(partition, &tx, wall_ms)
-                    .map(|r| (tx, r))
-            });
+            let decoded =
+                decoded.and_then(|tx| self.guard.check(partition, &tx, wall_ms).map(|r| (tx, r)));
             if let Ok((_, guard::Resync::Jumped { partition, by_ms })) = &decoded {
                 self.metrics.event("event_clock_resyncs", "ahead_run", 1);
                 tracing::warn!(partition, jumped_ms = by_ms, "partition event-time clock moved forward after a run of far-ahead records (a gap in the stream?)");
@@ -575,7 +575,9 @@ impl Source {
                         topic = %self.topic, partition, offset, reason = e.reason(), error = %e,
                         "record sent to the dead-letter topic"
                     );
-                    dead.note(e.reason(), || format!("{}/{partition}@{offset}", self.topic));
+                    dead.note(e.reason(), || {
+                        format!("{}/{partition}@{offset}", self.topic)
+                    });
                     let (headers, headers_dropped) = raw_headers(&m, DEAD_LETTER_HEADER_BYTES);
                     let dl = DeadLetter {
                         partition,
@@ -635,7 +637,9 @@ fn check_label(l: &FraudLabel) -> Result<(), crate::codec::DecodeError> {
             l.event_time
         )));
     }
-    let future = guard::InputLimits::default().event_time_max_future.as_millis() as i64;
+    let future = guard::InputLimits::default()
+        .event_time_max_future
+        .as_millis() as i64;
     if l.event_time > crate::scoring::now_ms().saturating_add(future) {
         return Err(crate::codec::DecodeError::EventTimeOutOfRange(format!(
             "{} is more than {future} ms ahead of the wall clock",
