@@ -86,7 +86,13 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         tracing::info!(dir = %dir.display(), schemas = n, "extra writer schemas registered");
     }
     if let Some(url) = &cfg.schema_registry_url {
-        codec.connect_registry(url)?;
+        codec.connect_registry_with(
+            url,
+            crate::codec::registry::RegistryOptions {
+                ca_file: cfg.schema_registry_ca.clone(),
+                ..Default::default()
+            },
+        )?;
         let id = codec.register_output(Written::Scored, &cfg.output_topic)?;
         if let Some(t) = &cfg.serving.shadow_topic {
             codec.register_output(Written::Scored, t)?;
