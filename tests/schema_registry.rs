@@ -1068,10 +1068,14 @@ async fn a_registry_outage_holds_the_records_instead_of_dead_lettering_them() {
     t.create(1).await;
     let mut writer = Codec::new().unwrap();
     writer.connect_registry(&url).unwrap();
-    writer.register_output(Written::Transaction, &t.input).unwrap();
+    writer
+        .register_output(Written::Transaction, &t.input)
+        .unwrap();
     let mut w = Worker::start(&t, &["--schema-registry-url", &url]);
     assert!(
-        wait_for(Duration::from_secs(30), || w.log_text().contains("Confluent framing")),
+        wait_for(Duration::from_secs(30), || w
+            .log_text()
+            .contains("Confluent framing")),
         "{}",
         w.log_text()
     );
@@ -1080,20 +1084,41 @@ async fn a_registry_outage_holds_the_records_instead_of_dead_lettering_them() {
     let txs = sample(200);
     let recs: Vec<_> = txs
         .iter()
-        .map(|tx| (Some(tx.customer_id.as_bytes().to_vec()), writer.encode_transaction(tx).unwrap()))
+        .map(|tx| {
+            (
+                Some(tx.customer_id.as_bytes().to_vec()),
+                writer.encode_transaction(tx).unwrap(),
+            )
+        })
         .collect();
     produce_raw(&t.input, &recs).await;
     assert!(
-        wait_for(Duration::from_secs(20), || w.log_text().contains("schema registry unavailable")),
+        wait_for(Duration::from_secs(20), || w
+            .log_text()
+            .contains("schema registry unavailable")),
         "{}",
         w.log_text()
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(read_topic(&t.output, 1, Duration::from_secs(1)).len(), 0, "nothing scored");
-    assert_eq!(read_topic(&t.dlq, 1, Duration::from_secs(1)).len(), 0, "nothing dead-lettered");
-    assert!(committed(&t.group, &t.input, 1).iter().all(|o| *o <= 0), "nothing committed");
+    assert_eq!(
+        read_topic(&t.output, 1, Duration::from_secs(1)).len(),
+        0,
+        "nothing scored"
+    );
+    assert_eq!(
+        read_topic(&t.dlq, 1, Duration::from_secs(1)).len(),
+        0,
+        "nothing dead-lettered"
+    );
+    assert!(
+        committed(&t.group, &t.input, 1).iter().all(|o| *o <= 0),
+        "nothing committed"
+    );
     let (_, metrics) = http_get(&w.log_text(), "/metrics");
-    assert!(metrics.contains("riskstream_schema_registry_waiting 1"), "{metrics}");
+    assert!(
+        metrics.contains("riskstream_schema_registry_waiting 1"),
+        "{metrics}"
+    );
     // Back up: every record is scored, none was lost.
     state.lock().unwrap().fail_with = None;
     let out = read_topic(&t.output, txs.len(), Duration::from_secs(60));
