@@ -429,9 +429,11 @@ pub fn decode_waiting<T>(
     stop: &AtomicBool,
     mut decode: impl FnMut() -> Result<T, crate::codec::DecodeError>,
 ) -> Option<Result<T, crate::codec::DecodeError>> {
+    // No clock is read unless the registry is down: this runs per record,
+    // and a clock read is a few percent of the hot path on a VM.
     let mut backoff = Duration::from_millis(100);
     let mut since: Option<Instant> = None;
-    let mut last_warn = Instant::now();
+    let mut last_warn: Option<Instant> = None;
     loop {
         match decode() {
             Err(e @ crate::codec::DecodeError::RegistryUnavailable { .. }) => {
@@ -440,8 +442,9 @@ pub fn decode_waiting<T>(
                     tracing::warn!(error = %e, "schema registry unavailable: input waits (nothing is dead-lettered or committed meanwhile)");
                     Instant::now()
                 });
-                if last_warn.elapsed() >= Duration::from_secs(30) {
-                    last_warn = Instant::now();
+                let last = *last_warn.get_or_insert(t0);
+                if last.elapsed() >= Duration::from_secs(30) {
+                    last_warn = Some(Instant::now());
                     tracing::warn!(error = %e, waited_s = t0.elapsed().as_secs(), "schema registry still unavailable; input waits");
                 }
                 let until = Instant::now() + backoff;
