@@ -30,6 +30,20 @@ async fn mock_with_topics(
     mock
 }
 
+/// A mock cluster holding `n` input records whose produce requests all
+/// fail with `err` (longer than any scenario here runs).
+async fn mock_failing_produce(
+    t: &Topics,
+    n: usize,
+    err: RDKafkaRespErr,
+) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let mock = mock_with_topics(1, t).await;
+    let input: Vec<_> = rows(100, n).iter().map(|r| r.transaction()).collect();
+    produce_transactions(&t.input, &input).await;
+    mock.request_errors(RDKafkaApiKey::Produce, &vec![err; 100_000]);
+    mock
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn protocol_faults_have_decided_outcomes() {
     topic_authorization_failure_stops_the_worker_saying_what_to_fix().await;
@@ -40,13 +54,12 @@ async fn protocol_faults_have_decided_outcomes() {
 
 async fn topic_authorization_failure_stops_the_worker_saying_what_to_fix() {
     let t = Topics::new("acl");
-    let mock = mock_with_topics(1, &t).await;
-    let input: Vec<_> = rows(100, 50).iter().map(|r| r.transaction()).collect();
-    produce_transactions(&t.input, &input).await;
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000],
-    );
+    let _mock = mock_failing_produce(
+        &t,
+        50,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+    )
+    .await;
     let mut w = Worker::start(&t, &[]);
     let code = w.wait(Duration::from_secs(60));
     let log = w.log_text();
@@ -64,14 +77,13 @@ async fn topic_authorization_failure_stops_the_worker_saying_what_to_fix() {
 
 async fn sigterm_finishes_within_the_drain_time_when_nothing_can_be_delivered() {
     let t = Topics::new("drain");
-    let mock = mock_with_topics(1, &t).await;
-    let input: Vec<_> = rows(100, 200).iter().map(|r| r.transaction()).collect();
-    produce_transactions(&t.input, &input).await;
     // Retriable errors, for ever: deliveries time out and are re-sent.
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
-    );
+    let _mock = mock_failing_produce(
+        &t,
+        200,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+    )
+    .await;
     let mut w = Worker::start(
         &t,
         &[
@@ -108,13 +120,9 @@ async fn sigterm_finishes_within_the_drain_time_when_nothing_can_be_delivered() 
 
 async fn a_stuck_pipeline_fails_healthz() {
     let t = Topics::new("stall");
-    let mock = mock_with_topics(1, &t).await;
-    let input: Vec<_> = rows(100, 100).iter().map(|r| r.transaction()).collect();
-    produce_transactions(&t.input, &input).await;
-    mock.request_errors(
-        RDKafkaApiKey::Produce,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
-    );
+    let n = 100;
+    let mock =
+        mock_failing_produce(&t, n, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS).await;
     let mut w = Worker::start(
         &t,
         &[
@@ -146,8 +154,8 @@ async fn a_stuck_pipeline_fails_healthz() {
     assert!(last.1.contains("no record delivered"), "{last:?}");
     // Once the broker accepts writes again, the pipeline recovers.
     mock.clear_request_errors(RDKafkaApiKey::Produce);
-    let out = scored(&t.output, input.len(), Duration::from_secs(60));
-    assert!(out.len() >= input.len());
+    let out = scored(&t.output, n, Duration::from_secs(60));
+    assert!(out.len() >= n);
     assert!(
         wait_for(Duration::from_secs(20), || http_get(
             &w.log_text(),

@@ -251,23 +251,9 @@ async fn far_future_and_ancient_event_times_are_dead_lettered_and_move_no_clock(
 
 /// The shipped champion's offline scores of `txs` (no labels).
 fn offline_scores(txs: &[Transaction]) -> std::collections::HashMap<String, f32> {
-    use riskstream::features::{FeatureEngine, TxRef};
     let loc = riskstream::registry::resolve(&repo().join("models"), "fraud-mlp@champion").unwrap();
     let mut scorer = riskstream::model::Scorer::load_cpu(&loc).unwrap();
-    let mut engine = FeatureEngine::new();
-    let feats: Vec<_> = txs
-        .iter()
-        .map(|t| {
-            engine.observe_transaction(TxRef {
-                transaction_id: &t.transaction_id,
-                event_time: t.event_time,
-                customer_id: &t.customer_id,
-                terminal_id: &t.terminal_id,
-                amount: t.amount,
-            })
-        })
-        .collect();
-    let scores = scorer.score_all(&feats).unwrap();
+    let scores = scorer.score_all(&offline_features(txs)).unwrap();
     txs.iter()
         .map(|t| t.transaction_id.clone())
         .zip(scores)

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use riskstream::codec::{ScoredTransaction, Transaction};
-use riskstream::features::{FeatureEngine, TxRef};
 use riskstream::model::{choose_device, Scorer};
 use riskstream::scoring::serving::ab_fraction;
 
@@ -53,19 +52,7 @@ fn promote(models: &Path, version: &str) {
 /// transaction id → score of each version, offline (no labels: terminal
 /// features are empty online and offline alike).
 fn offline(input: &[Transaction]) -> HashMap<String, HashMap<String, f32>> {
-    let mut engine = FeatureEngine::new();
-    let feats: Vec<_> = input
-        .iter()
-        .map(|t| {
-            engine.observe_transaction(TxRef {
-                transaction_id: &t.transaction_id,
-                event_time: t.event_time,
-                customer_id: &t.customer_id,
-                terminal_id: &t.terminal_id,
-                amount: t.amount,
-            })
-        })
-        .collect();
+    let feats = offline_features(input);
     let mut out: HashMap<String, HashMap<String, f32>> = HashMap::new();
     for v in ["1", "2"] {
         let loc = riskstream::registry::resolve(&repo().join("models"), &format!("fraud-mlp/{v}"))

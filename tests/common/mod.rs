@@ -412,3 +412,21 @@ pub fn end_offsets(topic: &str, records: usize, partitions: usize) -> Vec<i64> {
     }
     end
 }
+
+/// Offline features of `txs` in order (the one feature engine, no labels:
+/// terminal features are empty online and offline alike).
+pub fn offline_features(txs: &[Transaction]) -> Vec<riskstream::features::FeatureVector> {
+    use riskstream::features::{FeatureEngine, TxRef};
+    let mut engine = FeatureEngine::new();
+    txs.iter()
+        .map(|t| {
+            engine.observe_transaction(TxRef {
+                transaction_id: &t.transaction_id,
+                event_time: t.event_time,
+                customer_id: &t.customer_id,
+                terminal_id: &t.terminal_id,
+                amount: t.amount,
+            })
+        })
+        .collect()
+}

@@ -220,9 +220,10 @@ impl SinkContext {
         }
     }
 
-    /// Settles a record without output (a dead letter that could not be
-    /// written either, or a record abandoned): its offset may move on.
-    fn settle_without_output(&self, origin: &Origin) {
+    /// Marks a record's input offset done and stores the contiguous done
+    /// prefix for commit: after its output was delivered, or without output
+    /// (a dead letter the DLQ refused even small).
+    fn settle(&self, origin: &Origin) {
         if let Some(o) = self.tracker.complete(origin.partition, origin.offset) {
             if let Err(e) = self
                 .consumer
@@ -280,14 +281,7 @@ impl SinkContext {
                 self.merge(&mut l);
             }
         }
-        if let Some(o) = self.tracker.complete(origin.partition, origin.offset) {
-            if let Err(e) = self
-                .consumer
-                .store_offset(&self.input_topic, origin.partition, o)
-            {
-                tracing::debug!(partition = origin.partition, offset = o, error = %e, "offset not stored (partition no longer assigned)");
-            }
-        }
+        self.settle(origin);
         if self.max_records.is_some_and(|m| handled >= m) {
             self.stop.store(true, Ordering::Release);
         }
@@ -662,7 +656,7 @@ impl Sink {
             dlq = %self.settings.dlq_topic,
             "the dead-letter topic refused this record even truncated; it is skipped (riskstream_delivery_abandoned_total{{reason=\"dead_letter\"}})"
         );
-        ctx.settle_without_output(origin);
+        ctx.settle(origin);
     }
 
     /// Hands a record to librdkafka; waits while the queue is full or
