@@ -34,6 +34,7 @@ pub mod dataset;
 pub mod drift;
 pub mod features;
 pub mod kafka;
+pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

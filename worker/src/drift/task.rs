@@ -267,7 +267,7 @@ pub fn report_fields(
         ("active", strings(&r.active)),
         (
             "emitted_at",
-            Value::TimestampMillis(crate::scoring::now_ms()),
+            Value::TimestampMillis(crate::message::now_ms()),
         ),
     ]
 }

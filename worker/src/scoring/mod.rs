@@ -204,11 +204,7 @@ pub fn features_of(engine: &mut FeatureEngine, batch: &[Incoming]) -> Vec<Featur
         .collect()
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::message::now_ms;
 
 /// The scoring thread body. Returns when the input channel closes (after
 /// scoring what it held) or on a model error.

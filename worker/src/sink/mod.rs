@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::config::RunConfig;
 use crate::kafka::client_config;
 use crate::metrics::{LocalHistogram, Metrics};
-use crate::scoring::now_ms;
+use crate::message::now_ms;
 use crate::source::{DeadLetter, InputConsumer, OffsetTracker, SinkItem};
 
 #[derive(Debug, thiserror::Error)]

@@ -496,10 +496,10 @@ impl Source {
         let consumer = self.consumer.clone();
         // The guard's wall clock, read once per chunk rather than per record
         // (its bound is a day; a clock read is ~5 % of the hot path).
-        let mut wall_ms = crate::scoring::now_ms();
+        let mut wall_ms = crate::message::now_ms();
         while !self.stop.load(Ordering::Acquire) {
             if chunk.is_empty() {
-                wall_ms = crate::scoring::now_ms();
+                wall_ms = crate::message::now_ms();
             }
             dead.maybe_flush();
             errors.maybe_flush();
@@ -643,7 +643,7 @@ fn check_label(l: &FraudLabel) -> Result<(), crate::codec::DecodeError> {
     let future = guard::InputLimits::default()
         .event_time_max_future
         .as_millis() as i64;
-    if l.event_time > crate::scoring::now_ms().saturating_add(future) {
+    if l.event_time > crate::message::now_ms().saturating_add(future) {
         return Err(crate::codec::DecodeError::EventTimeOutOfRange(format!(
             "{} is more than {future} ms ahead of the wall clock",
             l.event_time

@@ -35,7 +35,7 @@ impl ProducerContext for LatencyContext {
             self.latency.observe(consumed_at.elapsed().as_secs_f64());
             if let Some(t) = produced_at {
                 self.end_to_end
-                    .observe((crate::scoring::now_ms() - t) as f64 / 1000.0);
+                    .observe((crate::message::now_ms() - t) as f64 / 1000.0);
             }
         }
     }

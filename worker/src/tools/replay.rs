@@ -200,7 +200,7 @@ fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
         let tx = row.transaction();
         let payload = codec.encode_transaction(&tx)?;
         let ts = if args.timestamp_now {
-            crate::scoring::now_ms()
+            crate::message::now_ms()
         } else {
             t
         };

@@ -435,7 +435,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
 
 /// UTC timestamp `YYYY-MM-DDTHH:MM:SSZ` without a date crate.
 pub fn chrono_like_now() -> String {
-    let s = crate::scoring::now_ms() / 1000;
+    let s = crate::message::now_ms() / 1000;
     let days = s.div_euclid(86_400);
     let rem = s.rem_euclid(86_400);
     let date =
