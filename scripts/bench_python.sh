@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 6: CPU per scored record of the Rust worker against the same job
 # written the way many teams would in Python (confluent-kafka, fastavro,
-# numpy: scripts/python_worker/worker.py), on one pre-loaded topic.
+# numpy: benches/peers/python/worker.py), on one pre-loaded topic.
 #
 #   - BENCH_RECORDS (default 100000) transactions and their labels are
 #     pre-loaded once (handbook, from 2018-07-01);
@@ -33,7 +33,7 @@ PARTITIONS="${BENCH_PARTITIONS:-4}"
 RUNS="${BENCH_RUNS:-1}"
 BROKERS="${RISKSTREAM_BROKERS:-127.0.0.1:9092}"
 CSV=../shared/data/handbook/transactions.csv.gz
-REQ=scripts/python_worker/requirements.txt
+REQ=benches/peers/python/requirements.txt
 command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || true; }
 command -v /usr/bin/time >/dev/null || { echo "bench_python: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 
@@ -106,7 +106,7 @@ run_rust() {
 }
 run_python() {
   /usr/bin/time -f "%U %S %M" -o "$LOGS/py.$1.time" \
-    "$PY" scripts/python_worker/worker.py --brokers "$BROKERS" --group "$T.g2.$1" --input-topic "$T.in" \
+    "$PY" benches/peers/python/worker.py --brokers "$BROKERS" --group "$T.g2.$1" --input-topic "$T.in" \
     --output-topic "$T.pyout.$1" --labels-topic "$T.labels" --model-json "$LOGS/model.json" \
     --max-records "$N" > "$LOGS/py.$1.out" 2> "$LOGS/py.$1.log" || { tail -20 "$LOGS/py.$1.log" >&2; exit 1; }
   rate=$(grep -o "records_per_second=[0-9.e+-]*" "$LOGS/py.$1.out" | tail -1 | cut -d= -f2)

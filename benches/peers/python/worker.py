@@ -93,7 +93,7 @@ FEATURE_NAMES = [
     "CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY",
 ]
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 
