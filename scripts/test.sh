@@ -13,6 +13,9 @@ scripts/deps.sh
 # interoperability tests check against (a venv in the cache).
 RISKSTREAM_PYTHON="$(scripts/pyenv.sh)"
 export RISKSTREAM_PYTHON
+# promtool, the reference for the Prometheus exposition format.
+RISKSTREAM_PROMTOOL="$(scripts/promtool.sh)"
+export RISKSTREAM_PROMTOOL
 
 started=0
 if ! scripts/broker.sh status >/dev/null 2>&1; then

@@ -95,6 +95,9 @@ async fn clean_run_scores_every_transaction_exactly_once_in_customer_order() {
         metrics.contains("riskstream_model_info{model=\"fraud-mlp\""),
         "{metrics}"
     );
+    // A live worker's exposition passes Prometheus' own checker.
+    let problems = common::promtool_check(&metrics);
+    assert!(problems.is_empty(), "promtool check metrics:\n{problems}");
     assert!(http_get(&log, "/nope").0.contains("404"));
     // `riskstream tail` prints the records as JSON with the schema's names.
     let lines = tail_json(&t.output, 3);

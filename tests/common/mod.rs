@@ -430,3 +430,37 @@ pub fn offline_features(txs: &[Transaction]) -> Vec<riskstream::features::Featur
         })
         .collect()
 }
+
+/// Runs `promtool check metrics` (Prometheus' own checker) on an
+/// exposition; returns its complaints (empty when it passes). promtool
+/// comes from RISKSTREAM_PROMTOOL (set by scripts/test.sh), else PATH.
+pub fn promtool_check(exposition: &str) -> String {
+    use std::io::Write;
+    let bin = std::env::var("RISKSTREAM_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = std::process::Command::new(&bin)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {bin} (scripts/promtool.sh installs it): {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        String::new()
+    } else if text.trim().is_empty() {
+        format!("promtool exited with {}", out.status)
+    } else {
+        text
+    }
+}

@@ -28,6 +28,7 @@
 //!                                                   [scoring thread] ──try_send (drop when full)──► [drift thread] ──► riskstream.drift, gauges, WARN alerts
 //! ```
 
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod dataset;
@@ -37,6 +38,7 @@ pub mod kafka;
 pub mod message;
 pub mod metrics;
 pub mod model;
+pub mod outcome;
 pub mod pipeline;
 pub mod registry;
 pub mod scoring;

@@ -8,3 +8,155 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::Codec;
+use crate::metrics::Metrics;
+
+use crate::codec::Transaction;
+use crate::features::FeatureVector;
+
+/// Records the source (and the label reader) gather before handing them on.
+pub const CHUNK: usize = 256;
+
+/// A decoded transaction on its way to scoring.
+#[derive(Debug)]
+pub struct Incoming {
+    pub partition: i32,
+    pub offset: i64,
+    pub tx: Transaction,
+    pub consumed_at: Instant,
+    /// The record's Kafka timestamp (ms), for end-to-end latency.
+    pub produced_at: Option<i64>,
+}
+
+/// What the scoring stage receives from the source.
+#[derive(Debug)]
+pub enum Work {
+    /// Score this record and produce its output.
+    Score(Incoming),
+    /// Add this earlier record to customer state without output (state
+    /// rebuild after a partition was assigned), from this partition.
+    Replay(i32, Transaction),
+    /// Several of the above, in order: the source hands over what one
+    /// poll burst returned at once (one channel operation and at most one
+    /// wake-up instead of one per record).
+    Many(Vec<Work>),
+    /// The source has nothing more buffered (the fetched burst is used up):
+    /// a batch being gathered should be scored now rather than wait out
+    /// its linger for records that are not there yet.
+    Drained,
+}
+
+/// A record that failed decoding, validation or scoring, on its way to the DLQ.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Input headers beyond the source's header budget were left out.
+    pub headers_dropped: bool,
+    /// Stable reason code (dead-letter header, metric label).
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// One encoded output record and where its input came from.
+#[derive(Debug)]
+pub struct ScoredRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub consumed_at: Instant,
+    pub event_time: i64,
+    /// The input record's Kafka timestamp (ms).
+    pub produced_at: Option<i64>,
+}
+
+/// A challenger's score of a record, for the shadow topic.
+#[derive(Debug)]
+pub struct ShadowRecord {
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub event_time: i64,
+    pub flagged: bool,
+}
+
+/// A scored micro-batch.
+#[derive(Debug, Default)]
+pub struct ScoredBatch {
+    pub records: Vec<ScoredRecord>,
+    /// Shadow scores (best effort: they do not hold back input offsets).
+    pub shadow: Vec<ShadowRecord>,
+    /// Records the model gave no finite score: dead-lettered
+    /// (`non_finite_score`), never written with a NaN.
+    pub dead: Vec<DeadLetter>,
+}
+
+/// What the sink receives (from scoring, and dead letters from the source).
+#[derive(Debug)]
+pub enum SinkItem {
+    Scored(ScoredBatch),
+    Dead(DeadLetter),
+}
+
+impl SinkItem {
+    /// Input records this item settles.
+    pub fn records(&self) -> u64 {
+        match self {
+            SinkItem::Scored(b) => (b.records.len() + b.dead.len()) as u64,
+            SinkItem::Dead(_) => 1,
+        }
+    }
+}
+
+/// One scored batch as the drift sidecar sees it (champion decisions).
+#[derive(Debug, Default)]
+pub struct DriftBatch {
+    pub features: Vec<FeatureVector>,
+    pub scores: Vec<f32>,
+    pub flagged: Vec<bool>,
+    pub event_times: Vec<i64>,
+}
+
+/// How far the label stream has been read: written by the label reader,
+/// read by scoring (how long to wait for labels) and readiness.
+#[derive(Debug)]
+pub struct LabelProgress {
+    /// Every label partition is at its end.
+    pub caught_up: AtomicBool,
+    /// Min over partitions (not at end) of the newest `reported_at` seen.
+    pub watermark: AtomicI64,
+    /// At least one pass over the labels topic reached the end (readiness).
+    pub initial_load_done: AtomicBool,
+    /// Scoring stopped waiting for the label history (labels_load_timeout).
+    pub load_timed_out: AtomicBool,
+}
+
+impl Default for LabelProgress {
+    fn default() -> Self {
+        Self {
+            caught_up: AtomicBool::new(false),
+            watermark: AtomicI64::new(i64::MIN),
+            initial_load_done: AtomicBool::new(false),
+            load_timed_out: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What every stage of one pipeline shares: the codec, the metrics and the
+/// shutdown token (cancelled once: stop taking input, finish what is held).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub codec: Arc<Codec>,
+    pub metrics: Arc<Metrics>,
+    pub cancel: CancellationToken,
+}

@@ -72,6 +72,22 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Whose fault it is: the record's, except a registry that cannot be
+    /// asked (an outage is not the record's fault).
+    pub fn domain(&self) -> crate::outcome::Domain {
+        match self {
+            DecodeError::RegistryUnavailable { .. } => {
+                crate::outcome::Domain::External { transient: true }
+            }
+            _ => crate::outcome::Domain::Input,
+        }
+    }
+
+    /// What happens to the record ([`crate::outcome::decide`]).
+    pub fn outcome(&self) -> crate::outcome::Outcome {
+        crate::outcome::decide(self.domain())
+    }
+
     /// Short, stable reason code (dead-letter header `riskstream.reason`, metric label).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -332,8 +348,7 @@ impl Codec {
     /// logged once per schema.
     fn note_legacy(&self, fp: u64, schema: &KnownSchema) {
         if let Some(m) = &self.metrics {
-            m.legacy_fingerprint
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            m.legacy_fingerprint.increment(1);
         }
         let first = self
             .legacy_logged

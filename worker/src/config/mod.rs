@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::scoring::ScoringConfig;
+use crate::sink::SinkConfig;
+use crate::source::{LabelConfig, SourceConfig};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -260,6 +264,81 @@ pub struct ServingConfig {
     pub registry_poll: Option<Duration>,
 }
 
+/// First of flag/env, file, default.
+fn pick(a: &Option<String>, f: &Option<String>, d: &str) -> String {
+    a.clone()
+        .or_else(|| f.clone())
+        .unwrap_or_else(|| d.to_string())
+}
+
+/// Milliseconds from flag/env, file or default.
+fn ms(a: Option<u64>, f: Option<u64>, d: u64) -> Duration {
+    Duration::from_millis(a.or(f).unwrap_or(d))
+}
+
+/// Milliseconds where 0 means "never" (None).
+fn ms_or_never(a: Option<u64>, f: Option<u64>, d: u64) -> Option<Duration> {
+    match a.or(f).unwrap_or(d) {
+        0 => None,
+        n => Some(Duration::from_millis(n)),
+    }
+}
+
+/// librdkafka options: file < environment < flags.
+fn layer_kafka(
+    args: &RunArgs,
+    file: &FileConfig,
+    errors: &mut Vec<String>,
+) -> BTreeMap<String, String> {
+    let mut kafka = file.kafka.clone();
+    // Secrets may come from the environment: RISKSTREAM_KAFKA_SASL_PASSWORD → sasl.password.
+    for (k, v) in std::env::vars() {
+        if let Some(rest) = k.strip_prefix("RISKSTREAM_KAFKA_") {
+            kafka.insert(rest.to_ascii_lowercase().replace('_', "."), v);
+        }
+    }
+    for kv in &args.kafka {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                kafka.insert(k.trim().to_string(), v.to_string());
+            }
+            // Never echo the value: it may be a secret.
+            _ => errors.push(format!(
+                "--kafka {:?}: expected KEY=VALUE",
+                kv.split('=').next().unwrap_or_default()
+            )),
+        }
+    }
+    kafka
+}
+
+fn serving(args: &RunArgs, file: &FileConfig) -> ServingConfig {
+    ServingConfig {
+        challenger: args.challenger.clone().or_else(|| file.challenger.clone()),
+        ab_share: args.ab_share.or(file.ab_share).unwrap_or(0.0),
+        shadow_topic: args
+            .shadow_topic
+            .clone()
+            .or_else(|| file.shadow_topic.clone()),
+        registry_poll: ms_or_never(args.registry_poll_ms, file.registry_poll_ms, 2000),
+    }
+}
+
+/// The HTTP endpoint's address; None when "off".
+fn metrics_addr(
+    args: &RunArgs,
+    file: &FileConfig,
+    errors: &mut Vec<String>,
+) -> Option<std::net::SocketAddr> {
+    match pick(&args.metrics_addr, &file.metrics_addr, "0.0.0.0:9100").as_str() {
+        "off" | "" => None,
+        a => a
+            .parse()
+            .map_err(|_| errors.push(format!("metrics_addr: {a:?} is not HOST:PORT")))
+            .ok(),
+    }
+}
+
 impl RunConfig {
     /// Layers defaults < file < env/flags and validates everything at once.
     pub fn resolve(args: &RunArgs) -> Result<Self, ConfigError> {
@@ -268,116 +347,111 @@ impl RunConfig {
             None => FileConfig::default(),
         };
         let mut errors = Vec::new();
-        // librdkafka options: file < environment < flags.
-        let mut kafka = file.kafka.clone();
-        // Secrets may come from the environment: RISKSTREAM_KAFKA_SASL_PASSWORD → sasl.password.
-        for (k, v) in std::env::vars() {
-            if let Some(rest) = k.strip_prefix("RISKSTREAM_KAFKA_") {
-                kafka.insert(rest.to_ascii_lowercase().replace('_', "."), v);
-            }
+        let cfg = Self::layer(args, &file, &mut errors);
+        cfg.check(&mut errors);
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(errors))
         }
-        for kv in &args.kafka {
-            match kv.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => {
-                    kafka.insert(k.trim().to_string(), v.to_string());
-                }
-                // Never echo the value: it may be a secret.
-                _ => errors.push(format!(
-                    "--kafka {:?}: expected KEY=VALUE",
-                    kv.split('=').next().unwrap_or_default()
-                )),
-            }
-        }
-        let pick = |a: &Option<String>, f: &Option<String>, d: &str| {
-            a.clone()
-                .or_else(|| f.clone())
-                .unwrap_or_else(|| d.to_string())
-        };
-        let cfg = RunConfig {
-            brokers: pick(&args.brokers, &file.brokers, "127.0.0.1:9092"),
-            group: pick(&args.group, &file.group, "riskstream"),
-            input_topic: pick(&args.input_topic, &file.input_topic, "transactions"),
-            output_topic: pick(
-                &args.output_topic,
-                &file.output_topic,
-                "transactions.scored",
-            ),
-            labels_topic: pick(
-                &args.labels_topic,
-                &file.labels_topic,
-                "transactions.labels",
-            ),
-            dlq_topic: pick(&args.dlq_topic, &file.dlq_topic, "transactions.dlq"),
-            model: pick(&args.model, &file.model, "fraud-mlp@champion"),
-            models_dir: args
+    }
+
+    fn layer(args: &RunArgs, file: &FileConfig, errors: &mut Vec<String>) -> Self {
+        let scoring = ScoringConfig::default();
+        let (a, f) = (args, file);
+        RunConfig {
+            brokers: pick(&a.brokers, &f.brokers, "127.0.0.1:9092"),
+            group: pick(&a.group, &f.group, "riskstream"),
+            input_topic: pick(&a.input_topic, &f.input_topic, "transactions"),
+            output_topic: pick(&a.output_topic, &f.output_topic, "transactions.scored"),
+            labels_topic: pick(&a.labels_topic, &f.labels_topic, "transactions.labels"),
+            dlq_topic: pick(&a.dlq_topic, &f.dlq_topic, "transactions.dlq"),
+            model: pick(&a.model, &f.model, "fraud-mlp@champion"),
+            models_dir: a
                 .models_dir
                 .clone()
-                .or(file.models_dir)
+                .or_else(|| f.models_dir.clone())
                 .unwrap_or_else(|| PathBuf::from("models")),
-            device: args.device.or(file.device).unwrap_or_default(),
-            batch_max: args.batch_max.or(file.batch_max).unwrap_or(512),
-            linger: Duration::from_millis(args.linger_ms.or(file.linger_ms).unwrap_or(5)),
-            queue_records: args.queue_records.or(file.queue_records).unwrap_or(8192),
-            labels_wait: Duration::from_millis(
-                args.labels_wait_ms.or(file.labels_wait_ms).unwrap_or(2000),
+            device: a.device.or(f.device).unwrap_or_default(),
+            batch_max: a.batch_max.or(f.batch_max).unwrap_or(scoring.batch_max),
+            linger: ms(a.linger_ms, f.linger_ms, scoring.linger.as_millis() as u64),
+            queue_records: a.queue_records.or(f.queue_records).unwrap_or(8192),
+            labels_wait: ms(
+                a.labels_wait_ms,
+                f.labels_wait_ms,
+                scoring.labels_wait.as_millis() as u64,
             ),
-            session_timeout_ms: args
+            session_timeout_ms: a
                 .session_timeout_ms
-                .or(file.session_timeout_ms)
-                .unwrap_or(6000),
-            topic_partitions: args.topic_partitions.or(file.topic_partitions).unwrap_or(4),
-            schema_dir: args.schema_dir.clone().or(file.schema_dir),
-            max_records: args.max_records.or(file.max_records),
-            metrics_addr: None,
-            kafka,
-            drift: args.drift.resolve(&file.drift, &mut errors),
-            schema_registry_url: args
+                .or(f.session_timeout_ms)
+                .unwrap_or(SourceConfig::DEFAULT_SESSION_TIMEOUT_MS),
+            topic_partitions: a.topic_partitions.or(f.topic_partitions).unwrap_or(4),
+            schema_dir: a.schema_dir.clone().or_else(|| f.schema_dir.clone()),
+            max_records: a.max_records.or(f.max_records),
+            metrics_addr: metrics_addr(a, f, errors),
+            kafka: layer_kafka(a, f, errors),
+            drift: a.drift.resolve(&f.drift, errors),
+            schema_registry_url: a
                 .schema_registry_url
                 .clone()
-                .or(file.schema_registry_url),
-            schema_registry_ca: args.schema_registry_ca.clone().or(file.schema_registry_ca),
-            drain_timeout: Duration::from_millis(
-                args.drain_timeout_ms
-                    .or(file.drain_timeout_ms)
-                    .unwrap_or(30_000),
+                .or_else(|| f.schema_registry_url.clone()),
+            schema_registry_ca: a
+                .schema_registry_ca
+                .clone()
+                .or_else(|| f.schema_registry_ca.clone()),
+            drain_timeout: ms(
+                a.drain_timeout_ms,
+                f.drain_timeout_ms,
+                SinkConfig::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64,
             ),
-            dlq_max_payload_bytes: args
+            dlq_max_payload_bytes: a
                 .dlq_max_payload_bytes
-                .or(file.dlq_max_payload_bytes)
+                .or(f.dlq_max_payload_bytes)
                 .unwrap_or(crate::sink::DEFAULT_DLQ_MAX_PAYLOAD),
-            labels_load_timeout: Duration::from_millis(
-                args.labels_load_timeout_ms
-                    .or(file.labels_load_timeout_ms)
-                    .unwrap_or(120_000),
+            labels_load_timeout: ms(
+                a.labels_load_timeout_ms,
+                f.labels_load_timeout_ms,
+                scoring.labels_load_timeout.as_millis() as u64,
             ),
-            stall_timeout: match args
-                .stall_timeout_ms
-                .or(file.stall_timeout_ms)
-                .unwrap_or(120_000)
-            {
-                0 => None,
-                ms => Some(Duration::from_millis(ms)),
-            },
-            input: crate::source::guard::InputLimits::resolve(
-                &file.input,
-                &args.input,
-                &mut errors,
-            ),
-            serving: ServingConfig {
-                challenger: args.challenger.clone().or(file.challenger),
-                ab_share: args.ab_share.or(file.ab_share).unwrap_or(0.0),
-                shadow_topic: args.shadow_topic.clone().or(file.shadow_topic),
-                registry_poll: match args
-                    .registry_poll_ms
-                    .or(file.registry_poll_ms)
-                    .unwrap_or(2000)
-                {
-                    0 => None,
-                    ms => Some(Duration::from_millis(ms)),
-                },
-            },
-        };
-        let sv = &cfg.serving;
+            stall_timeout: ms_or_never(a.stall_timeout_ms, f.stall_timeout_ms, 120_000),
+            input: crate::source::guard::InputLimits::resolve(&f.input, &a.input, errors),
+            serving: serving(a, f),
+        }
+    }
+
+    /// Every cross-field check, the stages' own included.
+    fn check(&self, errors: &mut Vec<String>) {
+        self.check_serving(errors);
+        self.check_topics(errors);
+        self.scoring().check(errors);
+        self.source().check(errors);
+        self.sink().check(errors);
+        if self.brokers.trim().is_empty() {
+            errors.push("brokers: must not be empty".into());
+        }
+        if self.group.trim().is_empty() {
+            errors.push("group: must not be empty".into());
+        }
+        if self.queue_records < self.batch_max {
+            errors.push(format!(
+                "queue_records ({}) must be at least batch_max ({})",
+                self.queue_records, self.batch_max
+            ));
+        }
+        if self.topic_partitions < 1 {
+            errors.push("topic_partitions: must be at least 1".into());
+        }
+        for (k, why) in GUARDED_KAFKA_KEYS {
+            if self.kafka.contains_key(*k) {
+                errors.push(format!(
+                    "kafka option {k}: set by riskstream itself and not overridable ({why})"
+                ));
+            }
+        }
+    }
+
+    fn check_serving(&self, errors: &mut Vec<String>) {
+        let sv = &self.serving;
         if !(0.0..=1.0).contains(&sv.ab_share) {
             errors.push(format!("ab_share: {} is not within 0..1", sv.ab_share));
         }
@@ -386,37 +460,27 @@ impl RunConfig {
                 "ab_share and shadow_topic need a challenger (--challenger NAME@challenger)".into(),
             );
         }
-        if sv.shadow_topic.as_deref().is_some_and(|t| {
-            t.is_empty()
-                || [
-                    &cfg.input_topic,
-                    &cfg.output_topic,
-                    &cfg.labels_topic,
-                    &cfg.dlq_topic,
-                ]
-                .contains(&&t.to_string())
-        }) {
+        let own = [
+            &self.input_topic,
+            &self.output_topic,
+            &self.labels_topic,
+            &self.dlq_topic,
+        ];
+        if sv
+            .shadow_topic
+            .as_ref()
+            .is_some_and(|t| t.is_empty() || own.contains(&t))
+        {
             errors.push("shadow_topic: must be a topic of its own".into());
         }
-        let mut cfg = cfg;
-        match pick(&args.metrics_addr, &file.metrics_addr, "0.0.0.0:9100").as_str() {
-            "off" | "" => {}
-            a => match a.parse() {
-                Ok(addr) => cfg.metrics_addr = Some(addr),
-                Err(_) => errors.push(format!("metrics_addr: {a:?} is not HOST:PORT")),
-            },
-        }
-        if cfg.brokers.trim().is_empty() {
-            errors.push("brokers: must not be empty".into());
-        }
-        if cfg.group.trim().is_empty() {
-            errors.push("group: must not be empty".into());
-        }
+    }
+
+    fn check_topics(&self, errors: &mut Vec<String>) {
         let topics = [
-            ("input_topic", &cfg.input_topic),
-            ("output_topic", &cfg.output_topic),
-            ("labels_topic", &cfg.labels_topic),
-            ("dlq_topic", &cfg.dlq_topic),
+            ("input_topic", &self.input_topic),
+            ("output_topic", &self.output_topic),
+            ("labels_topic", &self.labels_topic),
+            ("dlq_topic", &self.dlq_topic),
         ];
         for (name, t) in topics {
             if t.is_empty() {
@@ -424,47 +488,60 @@ impl RunConfig {
             }
         }
         for (name, t) in &topics[1..] {
-            if *t == &cfg.input_topic {
+            if *t == &self.input_topic {
                 errors.push(format!(
                     "{name} and input_topic are both {t:?}: the worker would consume its own output"
                 ));
             }
         }
-        if cfg.batch_max == 0 || cfg.batch_max > 65_536 {
-            errors.push(format!("batch_max: {} not in 1..=65536", cfg.batch_max));
+    }
+
+    /// The source stage's section.
+    pub fn source(&self) -> SourceConfig {
+        SourceConfig {
+            brokers: self.brokers.clone(),
+            kafka: self.kafka.clone(),
+            group: self.group.clone(),
+            input_topic: self.input_topic.clone(),
+            session_timeout_ms: self.session_timeout_ms,
+            revoke_drain: self.drain_timeout.min(SourceConfig::MAX_REVOKE_DRAIN),
+            input: self.input.clone(),
         }
-        if cfg.queue_records < cfg.batch_max {
-            errors.push(format!(
-                "queue_records ({}) must be at least batch_max ({})",
-                cfg.queue_records, cfg.batch_max
-            ));
+    }
+
+    /// The label reader's section.
+    pub fn labels(&self) -> LabelConfig {
+        LabelConfig {
+            brokers: self.brokers.clone(),
+            kafka: self.kafka.clone(),
+            group: self.group.clone(),
+            labels_topic: self.labels_topic.clone(),
         }
-        if cfg.topic_partitions < 1 {
-            errors.push("topic_partitions: must be at least 1".into());
+    }
+
+    /// The scoring stage's section.
+    pub fn scoring(&self) -> ScoringConfig {
+        ScoringConfig {
+            batch_max: self.batch_max,
+            linger: self.linger,
+            labels_wait: self.labels_wait,
+            labels_load_timeout: self.labels_load_timeout,
         }
-        if !(1000..=300_000).contains(&cfg.session_timeout_ms) {
-            errors.push(format!(
-                "session_timeout_ms: {} not in 1000..=300000",
-                cfg.session_timeout_ms
-            ));
-        }
-        for (k, why) in GUARDED_KAFKA_KEYS {
-            if cfg.kafka.contains_key(*k) {
-                errors.push(format!(
-                    "kafka option {k}: set by riskstream itself and not overridable ({why})"
-                ));
-            }
-        }
-        if cfg.drain_timeout < Duration::from_secs(1) {
-            errors.push("drain_timeout_ms: must be at least 1000".into());
-        }
-        if cfg.dlq_max_payload_bytes < 1024 {
-            errors.push("dlq_max_payload_bytes: must be at least 1024".into());
-        }
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigError::Invalid(errors))
+    }
+
+    /// The sink stage's section.
+    pub fn sink(&self) -> SinkConfig {
+        SinkConfig {
+            brokers: self.brokers.clone(),
+            kafka: self.kafka.clone(),
+            output_topic: self.output_topic.clone(),
+            dlq_topic: self.dlq_topic.clone(),
+            input_topic: self.input_topic.clone(),
+            shadow_topic: self.serving.shadow_topic.clone(),
+            max_in_flight: self.queue_records,
+            drain_timeout: self.drain_timeout,
+            dlq_max_payload: self.dlq_max_payload_bytes,
+            max_records: self.max_records,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod monitor;
 pub mod offline;
 pub mod plots;
 pub mod reference;
+pub mod sidecar;
 pub mod stats;
 pub mod task;
 

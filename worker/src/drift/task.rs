@@ -4,7 +4,6 @@
 //! gauges, logs raised/cleared alerts at WARN and goes to the drift topic
 //! as a `DriftReport` (Avro, single-object encoding, keyed by instance).
 
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,17 +13,8 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 use super::monitor::{DriftMonitor, WindowReport};
 use crate::codec::Codec;
-use crate::features::FeatureVector;
+pub use crate::message::DriftBatch;
 use crate::metrics::{DriftGauge, Metrics};
-
-/// One scored batch as the sidecar sees it.
-#[derive(Debug, Default)]
-pub struct DriftBatch {
-    pub features: Vec<FeatureVector>,
-    pub scores: Vec<f32>,
-    pub flagged: Vec<bool>,
-    pub event_times: Vec<i64>,
-}
 
 /// What the sidecar receives.
 #[derive(Debug)]
@@ -52,7 +42,7 @@ impl DriftSender {
         match self.tx.try_send(DriftMsg::Batch(batch)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.drift_dropped.fetch_add(n, Ordering::Relaxed);
+                self.metrics.drift_dropped.add(n);
             }
         }
     }
@@ -147,8 +137,8 @@ fn run(
 
 /// Gauges, logs and the drift topic for one window.
 pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
-    metrics.drift_windows.fetch_add(1, Ordering::Relaxed);
-    let gauges = r
+    metrics.drift_windows.add(1);
+    let gauges: Vec<DriftGauge> = r
         .vars
         .iter()
         .map(|v| DriftGauge {
@@ -169,9 +159,7 @@ pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
             alerting: v.alerting,
         })
         .collect();
-    if let Ok(mut g) = metrics.drift.lock() {
-        *g = gauges;
-    }
+    metrics.set_drift(&gauges);
     for name in &r.raised {
         let v = r.vars.iter().find(|v| &v.name == name);
         tracing::warn!(
@@ -190,7 +178,7 @@ pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
         "drift window closed"
     );
     let Some(p) = &out.producer else { return };
-    let dropped = metrics.drift_dropped.load(Ordering::Relaxed);
+    let dropped = metrics.drift_dropped.get();
     match out.codec.encode_drift(report_fields(r, out, dropped)) {
         Ok(payload) => {
             let rec = BaseRecord::to(&out.topic)

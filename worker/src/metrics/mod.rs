@@ -1,158 +1,97 @@
-//! Metrics: the worker's counters and latency histograms, updated once per
-//! batch (never per record on a lock) and read by the demo summary and the
-//! Prometheus text renderer.
+//! Metrics: the worker's series on the `metrics` crate, exposed in the
+//! Prometheus text format by `metrics-exporter-prometheus`.
+//!
+//! Each pipeline owns its own recorder (no process-global one: tests and
+//! the demo run several workers in one process), and [`Metrics`] holds the
+//! handles, registered once at start-up: the hot path increments a handle
+//! (an atomic add behind the crate's `CounterFn`), never looks a series up.
+//! Every series is described (`# HELP`), and series with a known set of
+//! label values (dead-letter reasons, fault reasons, the serving models'
+//! versions) exist from start-up at 0, so an alert needs no first
+//! occurrence. The few values the worker itself reads back (delivered
+//! count, stall watch, demo summary) are [`Tally`]s: a counter plus a
+//! readable atomic.
 
 pub mod http;
 pub mod summary;
 pub use summary::LogSummary;
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-/// Log-spaced histogram over seconds: bucket i holds values below
-/// `BASE * 2^(i/4)`; 96 buckets span 10 µs … ~140 s.
+use metrics::{Counter, Gauge, Histogram, Key, Label, Recorder, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// Latency buckets (seconds): 2^(k/2) × 10 µs, 10 µs … ~2 min.
+fn latency_buckets() -> Vec<f64> {
+    (0..48)
+        .map(|k| 1e-5 * 2f64.powf(f64::from(k) / 2.0))
+        .collect()
+}
+
+/// Batch-size buckets: 1, 2, 4 … 65,536 records.
+fn batch_buckets() -> Vec<f64> {
+    (0..17).map(|k| f64::from(1u32 << k)).collect()
+}
+
+/// A counter the worker also reads back (progress, summaries).
 #[derive(Debug)]
-pub struct Histogram {
-    buckets: [AtomicU64; NB],
-    count: AtomicU64,
-    /// Sum in microseconds (in millionths of a unit for unit-less histograms).
-    sum_us: AtomicU64,
-    /// Upper bound of bucket 0.
-    base: f64,
+pub struct Tally {
+    counter: Counter,
+    value: AtomicU64,
 }
 
-const BASE: f64 = 1e-5;
-const NB: usize = 96;
-
-impl Default for Histogram {
-    fn default() -> Self {
+impl Tally {
+    fn new(counter: Counter) -> Self {
         Self {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-            base: BASE,
+            counter,
+            value: AtomicU64::new(0),
         }
+    }
+
+    /// Adds `n`; returns the new total.
+    #[inline]
+    pub fn add(&self, n: u64) -> u64 {
+        self.counter.increment(n);
+        self.value.fetch_add(n, std::sync::atomic::Ordering::AcqRel) + n
+    }
+
+    pub fn get(&self) -> u64 {
+        self.value.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
-impl Histogram {
-    /// A histogram whose first bucket ends at `base` (e.g. 1 for batch sizes).
-    pub fn with_base(base: f64) -> Self {
+/// A gauge the worker also reads back (readiness, stall watch).
+#[derive(Debug)]
+pub struct Level {
+    gauge: Gauge,
+    value: AtomicI64,
+}
+
+impl Level {
+    fn new(gauge: Gauge, initial: i64) -> Self {
+        gauge.set(initial as f64);
         Self {
-            base,
-            ..Self::default()
+            gauge,
+            value: AtomicI64::new(initial),
         }
     }
-    fn bucket_of(base: f64, v: f64) -> usize {
-        if v <= base {
-            return 0;
-        }
-        (((v / base).log2() * 4.0).ceil() as usize).min(NB - 1)
-    }
-    fn bucket(v: f64) -> usize {
-        Self::bucket_of(BASE, v)
-    }
-    fn upper(&self, i: usize) -> f64 {
-        self.base * 2f64.powf(i as f64 / 4.0)
-    }
-    pub fn observe(&self, seconds: f64) {
-        let v = if seconds.is_finite() {
-            seconds.max(0.0)
-        } else {
-            0.0
-        };
-        self.buckets[Self::bucket_of(self.base, v)].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add((v * 1e6) as u64, Relaxed);
-    }
-    /// Adds many observations gathered locally (one atomic per bucket touched).
-    pub fn merge(&self, local: &LocalHistogram) {
-        for (i, n) in local.buckets.iter().enumerate() {
-            if *n > 0 {
-                self.buckets[i].fetch_add(*n, Relaxed);
-            }
-        }
-        self.count.fetch_add(local.count, Relaxed);
-        self.sum_us.fetch_add(local.sum_us, Relaxed);
-    }
-    pub fn count(&self) -> u64 {
-        self.count.load(Relaxed)
-    }
-    /// Upper bucket bound of quantile q (0..1); None when empty.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.count();
-        if total == 0 {
-            return None;
-        }
-        let target = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut acc = 0;
-        for (i, b) in self.buckets.iter().enumerate() {
-            acc += b.load(Relaxed);
-            if acc >= target {
-                return Some(self.upper(i));
-            }
-        }
-        Some(self.upper(NB - 1))
-    }
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut acc = 0;
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in self.buckets.iter().enumerate().step_by(4) {
-            acc += b.load(Relaxed);
-            for j in 1..4 {
-                if i + j < NB {
-                    acc += self.buckets[i + j].load(Relaxed);
-                }
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{:.6}\"}} {acc}",
-                self.upper(i + 3)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count()
-        );
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
-    }
-}
 
-/// Observations accumulated on one thread, merged once per batch.
-#[derive(Debug, Clone)]
-pub struct LocalHistogram {
-    buckets: [u64; NB],
-    count: u64,
-    sum_us: u64,
-}
-
-impl Default for LocalHistogram {
-    fn default() -> Self {
-        Self {
-            buckets: [0; NB],
-            count: 0,
-            sum_us: 0,
+    pub fn set(&self, v: i64) {
+        if self.value.swap(v, Relaxed) != v {
+            self.gauge.set(v as f64);
         }
     }
-}
 
-impl LocalHistogram {
-    pub fn observe(&mut self, seconds: f64) {
-        let v = if seconds.is_finite() {
-            seconds.max(0.0)
-        } else {
-            0.0
-        };
-        self.buckets[Histogram::bucket(v)] += 1;
-        self.count += 1;
-        self.sum_us += (v * 1e6) as u64;
+    pub fn add(&self, d: i64) {
+        let v = self.value.fetch_add(d, Relaxed) + d;
+        self.gauge.set(v as f64);
+    }
+
+    pub fn get(&self) -> i64 {
+        self.value.load(Relaxed)
     }
 }
 
@@ -165,17 +104,6 @@ pub struct ModelInfo {
     pub role: &'static str,
 }
 
-/// Per-version counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct VersionCounts {
-    pub model: String,
-    pub version: String,
-    pub scored: u64,
-    pub flagged: u64,
-    pub shadow_scored: u64,
-    pub shadow_flagged: u64,
-}
-
 /// The latest drift statistics of one variable (gauges).
 #[derive(Debug, Clone, Default)]
 pub struct DriftGauge {
@@ -184,59 +112,15 @@ pub struct DriftGauge {
     pub alerting: bool,
 }
 
-/// Everything the worker counts.
+/// Per-version counters: decided, flagged, shadow-scored, shadow-flagged.
 #[derive(Debug)]
-pub struct Metrics {
-    pub consumed: AtomicU64,
-    pub delivered: AtomicU64,
-    pub labels: AtomicU64,
-    /// Records replayed into state (rebuild after an assignment).
-    pub replayed: AtomicU64,
-    pub batches: AtomicU64,
-    pub batch_size: Histogram,
-    pub inference_seconds: Histogram,
-    pub processing_seconds: Histogram,
-    /// Consume → its batch is scored (queueing, batching, label wait), per batch (oldest record).
-    pub scoring_wait_seconds: Histogram,
-    /// Output handed to the producer → acknowledged by the broker.
-    pub delivery_seconds: Histogram,
-    pub event_lag_seconds: Histogram,
-    /// Input record's Kafka timestamp → its output acknowledged: end-to-end
-    /// latency where producers stamp records with the time they send them
-    /// (CreateTime, librdkafka's default), up to clock skew between hosts.
-    pub end_to_end_seconds: Histogram,
-    /// Dead-lettered records by reason code.
-    pub dead_lettered: Mutex<Vec<(&'static str, u64)>>,
-    /// What is serving: model, version, device, role (champion/challenger).
-    pub model_info: Mutex<Vec<ModelInfo>>,
-    /// Records decided, flagged and shadow-scored, by model version.
-    pub by_version: Mutex<Vec<VersionCounts>>,
-    /// Model versions switched to / refused by the registry watcher.
-    pub model_swaps: AtomicU64,
-    pub model_refused: AtomicU64,
-    /// Input topic and (partition, lag) from librdkafka statistics. On Tansu
-    /// the high watermark, and so this lag, is unreliable.
-    pub consumer_lag: Mutex<(String, Vec<(i32, i64)>)>,
-    /// When the first record was consumed / its output delivered.
-    pub first_consumed: std::sync::OnceLock<std::time::Instant>,
-    pub first_delivered: std::sync::OnceLock<std::time::Instant>,
-    /// When half of `max_records` were delivered (benchmarks: the second
-    /// half runs at the broker's pace, after any backlog fetched during start-up).
-    pub half_delivered: std::sync::OnceLock<std::time::Instant>,
-    /// Drift: the last window's statistics, windows closed, records not sampled.
-    pub drift: Mutex<Vec<DriftGauge>>,
-    pub drift_windows: AtomicU64,
-    pub drift_dropped: AtomicU64,
-    /// Records decoded through a pre-specification (legacy) fingerprint.
-    pub legacy_fingerprint: AtomicU64,
-    /// Hostile-input and fault counters: (series, reason, count), rendered
-    /// as `riskstream_<series>_total{reason="…"}` (see [`Metrics::event`]).
-    pub events: Mutex<Vec<(&'static str, &'static str, u64)>>,
-    /// Input partitions whose records wait on the schema registry (outage).
-    pub registry_waiting: AtomicU64,
-    /// Seconds the label stream is behind (newest label event time vs the
-    /// newest scored event time), -1 before the first batch.
-    pub labels_behind_seconds: std::sync::atomic::AtomicI64,
+struct VersionCounters {
+    model: String,
+    version: String,
+    scored: Tally,
+    flagged: Tally,
+    shadow_scored: Counter,
+    shadow_flagged: Counter,
 }
 
 /// Every dead-letter reason the worker can give: present in `/metrics` at 0
@@ -257,101 +141,318 @@ pub const DEAD_LETTER_REASONS: &[&str] = &[
     "delivery_rejected",
 ];
 
-/// Counter series of [`Metrics::event`] with their help text.
-pub const EVENT_SERIES: &[(&str, &str)] = &[
+/// Counter series of [`Metrics::event`]: name, help, the reasons known up front.
+pub const EVENT_SERIES: &[(&str, &str, &[&str])] = &[
     (
         "state_cap_hits",
         "Per-key state entries dropped because a cap bit (reason: which cap).",
+        &["customer_history", "terminal_labels"],
     ),
     (
         "delivery_retries",
         "Deliveries re-sent after a transient error (reason: librdkafka error code).",
+        &[
+            "message_timed_out",
+            "transport",
+            "all_brokers_down",
+            "request_timed_out",
+        ],
     ),
     (
         "delivery_abandoned",
         "Records given up at shutdown after the drain time (reason: output or dead_letter).",
+        &["output", "dead_letter"],
     ),
-    ("labels_skipped", "Label records skipped (reason: why)."),
+    (
+        "labels_skipped",
+        "Label records skipped (reason: why).",
+        &[
+            "malformed_avro",
+            "invalid_field",
+            "event_time_out_of_range",
+            "unknown_fingerprint",
+            "unknown_schema_id",
+        ],
+    ),
     (
         "event_clock_resyncs",
         "Partition event-time clocks moved after a run of far-ahead records.",
+        &["ahead_run"],
     ),
     (
         "watcher_errors",
         "Registry watcher failures (reason: panic or error).",
+        &["panic", "error"],
     ),
 ];
 
+/// Histogram series: name, help, unit.
+const HISTOGRAMS: &[(&str, &str, Unit)] = &[
+    ("riskstream_batch_size", "Records per scored micro-batch.", Unit::Count),
+    ("riskstream_inference_seconds", "Model time per micro-batch (every serving model).", Unit::Seconds),
+    ("riskstream_processing_seconds", "Consumed → output acknowledged, per record.", Unit::Seconds),
+    ("riskstream_scoring_wait_seconds", "Consumed → its batch scored (queueing, batching, label wait), per batch (oldest record).", Unit::Seconds),
+    ("riskstream_delivery_seconds", "Output handed to the producer → acknowledged by the broker, per record.", Unit::Seconds),
+    ("riskstream_event_lag_seconds", "Record event time → output acknowledged, per record.", Unit::Seconds),
+    ("riskstream_end_to_end_seconds", "Input record's Kafka timestamp → output acknowledged, per record (up to clock skew between hosts).", Unit::Seconds),
+];
+
+/// Counters and gauges without labels: name, help.
+const COUNTERS: &[(&str, &str)] = &[
+    ("riskstream_records_consumed_total", "Input records consumed (scored or dead-lettered; replayed history excluded)."),
+    ("riskstream_records_delivered_total", "Outputs and dead letters acknowledged by the broker."),
+    ("riskstream_labels_consumed_total", "Label records handed to the feature engine."),
+    ("riskstream_records_replayed_total", "Input records replayed into customer state without output (state rebuild after an assignment)."),
+    ("riskstream_batches_total", "Micro-batches scored."),
+    ("riskstream_model_swaps_total", "Model versions switched to by the registry watcher."),
+    ("riskstream_model_refused_total", "Model versions the registry watcher refused (incompatible or failed its checks)."),
+    ("riskstream_legacy_fingerprint_records_total", "Records decoded through a pre-specification (riskstream 0.1) schema fingerprint."),
+    ("riskstream_drift_windows_total", "Drift windows closed and judged."),
+    ("riskstream_drift_samples_dropped_total", "Scored batches the drift sidecar did not sample (its queue was full)."),
+    ("riskstream_records_dead_lettered_total", "Records sent to the dead-letter topic (reason: stable code)."),
+    ("riskstream_records_scored_total", "Records decided by a model version (shadow scores excluded)."),
+    ("riskstream_fraud_flagged_total", "Records flagged as fraud by a model version (shadow excluded)."),
+    ("riskstream_shadow_scored_total", "Records scored by the challenger in shadow mode."),
+    ("riskstream_shadow_flagged_total", "Records the shadow challenger would have flagged."),
+];
+
+const GAUGES: &[(&str, &str)] = &[
+    ("riskstream_schema_registry_waiting", "Input partitions whose records wait on the schema registry (outage)."),
+    ("riskstream_labels_behind_seconds", "How far the label stream is behind the records being scored, s (-1 before the first batch)."),
+    ("riskstream_consumer_lag", "Records behind the high watermark per input partition (librdkafka statistics)."),
+    ("riskstream_model_info", "The serving models: 1 for each model, version, device and role serving now, 0 once replaced."),
+    ("riskstream_drift", "The last drift window's statistic per monitored variable."),
+    ("riskstream_drift_alert", "1 while a drift alert is raised for the variable."),
+];
+
+/// Everything the worker counts.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub consumed: Counter,
+    pub delivered: Tally,
+    pub labels: Counter,
+    pub replayed: Counter,
+    pub batches: Counter,
+    pub model_swaps: Counter,
+    pub model_refused: Counter,
+    pub legacy_fingerprint: Counter,
+    pub drift_windows: Tally,
+    pub drift_dropped: Tally,
+    pub batch_size: Histogram,
+    pub inference_seconds: Histogram,
+    pub processing_seconds: Histogram,
+    pub scoring_wait_seconds: Histogram,
+    pub delivery_seconds: Histogram,
+    pub event_lag_seconds: Histogram,
+    pub end_to_end_seconds: Histogram,
+    /// Input partitions whose records wait on the schema registry (outage).
+    pub registry_waiting: Level,
+    /// Seconds the label stream is behind, -1 before the first batch.
+    pub labels_behind_seconds: Level,
+    dead_lettered: Vec<(&'static str, Tally)>,
+    events: Mutex<Vec<(&'static str, &'static str, Counter)>>,
+    versions: Mutex<Vec<VersionCounters>>,
+    model_info: Mutex<Vec<(ModelInfo, Gauge)>>,
+    lag: Mutex<Vec<(String, i32, Gauge)>>,
+    drift: Mutex<Vec<(String, &'static str, Gauge)>>,
+    drift_alerting: Mutex<Vec<String>>,
+    /// When the first record was consumed / its output delivered.
+    pub first_consumed: std::sync::OnceLock<std::time::Instant>,
+    pub first_delivered: std::sync::OnceLock<std::time::Instant>,
+    /// When half of `max_records` were delivered (benchmarks: the second
+    /// half runs at the broker's pace, after any backlog fetched during start-up).
+    pub half_delivered: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("delivered", &self.delivered.get())
+            .finish_non_exhaustive()
+    }
+}
+
+const META: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
+
 impl Default for Metrics {
     fn default() -> Self {
-        Self {
-            consumed: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            labels: AtomicU64::new(0),
-            replayed: AtomicU64::new(0),
-            batches: AtomicU64::new(0),
-            batch_size: Histogram::with_base(1.0),
-            inference_seconds: Histogram::default(),
-            processing_seconds: Histogram::default(),
-            scoring_wait_seconds: Histogram::default(),
-            delivery_seconds: Histogram::default(),
-            event_lag_seconds: Histogram::default(),
-            end_to_end_seconds: Histogram::default(),
-            dead_lettered: Mutex::new(DEAD_LETTER_REASONS.iter().map(|r| (*r, 0)).collect()),
-            model_info: Mutex::new(Vec::new()),
-            by_version: Mutex::new(Vec::new()),
-            model_swaps: AtomicU64::new(0),
-            model_refused: AtomicU64::new(0),
-            consumer_lag: Mutex::new((String::new(), Vec::new())),
-            first_consumed: std::sync::OnceLock::new(),
-            first_delivered: std::sync::OnceLock::new(),
-            half_delivered: std::sync::OnceLock::new(),
-            drift: Mutex::new(Vec::new()),
-            drift_windows: AtomicU64::new(0),
-            drift_dropped: AtomicU64::new(0),
-            legacy_fingerprint: AtomicU64::new(0),
-            events: Mutex::new(Vec::new()),
-            registry_waiting: AtomicU64::new(0),
-            labels_behind_seconds: std::sync::atomic::AtomicI64::new(-1),
-        }
+        Self::new()
     }
 }
 
 impl Metrics {
-    /// Adds `n` to the counter `series` (one of [`EVENT_SERIES`]) for `reason`.
-    pub fn event(&self, series: &'static str, reason: &'static str, n: u64) {
-        let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        match e.iter_mut().find(|(s, r, _)| *s == series && *r == reason) {
-            Some((_, _, c)) => *c += n,
-            None => e.push((series, reason, n)),
+    /// A recorder of its own, every series described, the known ones at 0.
+    pub fn new() -> Self {
+        let mut builder = PrometheusBuilder::new();
+        for (name, _, unit) in HISTOGRAMS {
+            let buckets = if *unit == Unit::Count {
+                batch_buckets()
+            } else {
+                latency_buckets()
+            };
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full((*name).to_string()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+        }
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        for (name, help) in COUNTERS {
+            recorder.describe_counter((*name).into(), None, (*help).into());
+        }
+        for (name, help, _) in EVENT_SERIES {
+            recorder.describe_counter(
+                format!("riskstream_{name}_total").into(),
+                None,
+                (*help).into(),
+            );
+        }
+        for (name, help) in GAUGES {
+            recorder.describe_gauge((*name).into(), None, (*help).into());
+        }
+        for (name, help, unit) in HISTOGRAMS {
+            recorder.describe_histogram((*name).into(), Some(*unit), (*help).into());
+        }
+        let c = |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &META);
+        let h =
+            |name: &'static str| recorder.register_histogram(&Key::from_static_name(name), &META);
+        let g = |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &META);
+        let dead_lettered = DEAD_LETTER_REASONS
+            .iter()
+            .map(|r| {
+                let key = Key::from_parts(
+                    "riskstream_records_dead_lettered_total",
+                    vec![Label::new("reason", *r)],
+                );
+                (*r, Tally::new(recorder.register_counter(&key, &META)))
+            })
+            .collect();
+        let mut events = Vec::new();
+        for (series, _, reasons) in EVENT_SERIES {
+            for r in *reasons {
+                events.push((*series, *r, event_counter(&recorder, series, r)));
+            }
+        }
+        Self {
+            consumed: c("riskstream_records_consumed_total"),
+            delivered: Tally::new(c("riskstream_records_delivered_total")),
+            labels: c("riskstream_labels_consumed_total"),
+            replayed: c("riskstream_records_replayed_total"),
+            batches: c("riskstream_batches_total"),
+            model_swaps: c("riskstream_model_swaps_total"),
+            model_refused: c("riskstream_model_refused_total"),
+            legacy_fingerprint: c("riskstream_legacy_fingerprint_records_total"),
+            drift_windows: Tally::new(c("riskstream_drift_windows_total")),
+            drift_dropped: Tally::new(c("riskstream_drift_samples_dropped_total")),
+            batch_size: h("riskstream_batch_size"),
+            inference_seconds: h("riskstream_inference_seconds"),
+            processing_seconds: h("riskstream_processing_seconds"),
+            scoring_wait_seconds: h("riskstream_scoring_wait_seconds"),
+            delivery_seconds: h("riskstream_delivery_seconds"),
+            event_lag_seconds: h("riskstream_event_lag_seconds"),
+            end_to_end_seconds: h("riskstream_end_to_end_seconds"),
+            registry_waiting: Level::new(g("riskstream_schema_registry_waiting"), 0),
+            labels_behind_seconds: Level::new(g("riskstream_labels_behind_seconds"), -1),
+            dead_lettered,
+            events: Mutex::new(events),
+            versions: Mutex::new(Vec::new()),
+            model_info: Mutex::new(Vec::new()),
+            lag: Mutex::new(Vec::new()),
+            drift: Mutex::new(Vec::new()),
+            drift_alerting: Mutex::new(Vec::new()),
+            first_consumed: std::sync::OnceLock::new(),
+            first_delivered: std::sync::OnceLock::new(),
+            half_delivered: std::sync::OnceLock::new(),
+            recorder,
+            handle,
         }
     }
 
-    /// The count of `series` for `reason` (0 if never counted).
-    pub fn event_count(&self, series: &str, reason: &str) -> u64 {
-        let e = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        e.iter()
-            .filter(|(s, r, _)| *s == series && *r == reason)
-            .map(|(_, _, c)| *c)
-            .sum()
+    /// Prometheus text exposition (also moves recorded latencies into the
+    /// histograms).
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Moves recorded latencies into the histograms: call now and then when
+    /// nobody scrapes, so they do not pile up.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Adds `n` to the counter `series` (one of [`EVENT_SERIES`]) for `reason`.
+    pub fn event(&self, series: &'static str, reason: &'static str, n: u64) {
+        let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        match e.iter().find(|(s, r, _)| *s == series && *r == reason) {
+            Some((_, _, c)) => c.increment(n),
+            None => {
+                let c = event_counter(&self.recorder, series, reason);
+                c.increment(n);
+                e.push((series, reason, c));
+            }
+        }
+    }
+
+    /// Counts one dead letter for `reason`.
+    pub fn dead_letter(&self, reason: &'static str) {
+        match self.dead_lettered.iter().find(|(r, _)| *r == reason) {
+            Some((_, t)) => {
+                t.add(1);
+            }
+            // Every reason the worker gives is listed; an unlisted one
+            // still counts, under `delivery_rejected`.
+            None => self.dead_letter("delivery_rejected"),
+        }
     }
 
     /// Dead letters counted for `reason`.
     pub fn dead_lettered_for(&self, reason: &str) -> u64 {
-        let d = self.dead_lettered.lock().unwrap_or_else(|e| e.into_inner());
-        d.iter()
+        self.dead_lettered
+            .iter()
             .filter(|(r, _)| *r == reason)
-            .map(|(_, n)| *n)
+            .map(|(_, t)| t.get())
             .sum()
     }
 
-    pub fn dead_letter(&self, reason: &'static str) {
-        let mut d = self.dead_lettered.lock().unwrap_or_else(|e| e.into_inner());
-        match d.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, n)) => *n += 1,
-            None => d.push((reason, 1)),
-        }
+    pub fn dead_lettered_total(&self) -> u64 {
+        self.dead_lettered.iter().map(|(_, t)| t.get()).sum()
     }
+
+    /// Registers a serving version's counters (at 0) before it scores.
+    pub fn register_version(&self, model: &str, version: &str) {
+        let mut v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        self.version_index(&mut v, model, version);
+    }
+
+    fn version_index(&self, v: &mut Vec<VersionCounters>, model: &str, version: &str) -> usize {
+        if let Some(i) = v
+            .iter()
+            .position(|c| c.model == model && c.version == version)
+        {
+            return i;
+        }
+        let key = |name: &'static str| {
+            Key::from_parts(
+                name,
+                vec![
+                    Label::new("model", model.to_string()),
+                    Label::new("version", version.to_string()),
+                ],
+            )
+        };
+        let c = |name| self.recorder.register_counter(&key(name), &META);
+        v.push(VersionCounters {
+            model: model.to_string(),
+            version: version.to_string(),
+            scored: Tally::new(c("riskstream_records_scored_total")),
+            flagged: Tally::new(c("riskstream_fraud_flagged_total")),
+            shadow_scored: c("riskstream_shadow_scored_total"),
+            shadow_flagged: c("riskstream_shadow_flagged_total"),
+        });
+        v.len() - 1
+    }
+
     /// Adds one batch's counts for a version (one lock per batch).
     pub fn count_version(
         &self,
@@ -364,223 +465,184 @@ impl Metrics {
         if scored == 0 {
             return;
         }
-        let mut v = self.by_version.lock().unwrap_or_else(|e| e.into_inner());
-        let i = match v
-            .iter()
-            .position(|c| c.model == model && c.version == version)
-        {
-            Some(i) => i,
-            None => {
-                v.push(VersionCounts {
-                    model: model.to_string(),
-                    version: version.to_string(),
-                    ..Default::default()
-                });
-                v.len() - 1
-            }
-        };
+        let mut v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        let i = self.version_index(&mut v, model, version);
+        let c = &v[i];
         if shadow {
-            v[i].shadow_scored += scored;
-            v[i].shadow_flagged += flagged;
+            c.shadow_scored.increment(scored);
+            c.shadow_flagged.increment(flagged);
         } else {
-            v[i].scored += scored;
-            v[i].flagged += flagged;
+            c.scored.add(scored);
+            c.flagged.add(flagged);
         }
     }
 
     /// Records decided and flagged, over every version (shadow excluded).
     pub fn scored_and_flagged(&self) -> (u64, u64) {
-        let v = self.by_version.lock().unwrap_or_else(|e| e.into_inner());
-        v.iter()
-            .fold((0, 0), |(s, f), c| (s + c.scored, f + c.flagged))
+        let v = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter().fold((0, 0), |(s, f), c| {
+            (s + c.scored.get(), f + c.flagged.get())
+        })
     }
 
-    pub fn dead_lettered_total(&self) -> u64 {
-        self.dead_lettered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# TYPE riskstream_records_consumed_total counter");
-        let _ = writeln!(
-            out,
-            "riskstream_records_consumed_total {}",
-            self.consumed.load(Relaxed)
-        );
-        let versions = self
-            .by_version
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for (name, pick) in [
-            (
-                "riskstream_records_scored_total",
-                (|c: &VersionCounts| c.scored) as fn(&VersionCounts) -> u64,
-            ),
-            ("riskstream_fraud_flagged_total", |c| c.flagged),
-            ("riskstream_shadow_scored_total", |c| c.shadow_scored),
-            ("riskstream_shadow_flagged_total", |c| c.shadow_flagged),
-        ] {
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for c in &versions {
-                let _ = writeln!(
-                    out,
-                    "{name}{{model=\"{}\",version=\"{}\"}} {}",
-                    c.model,
-                    c.version,
-                    pick(c)
-                );
+    /// `riskstream_model_info`: 1 for what serves now, 0 for what it replaced.
+    pub fn set_model_info(&self, serving: &[ModelInfo]) {
+        let mut m = self.model_info.lock().unwrap_or_else(|e| e.into_inner());
+        for (info, g) in m.iter() {
+            if !serving.contains(info) {
+                g.set(0.0);
             }
         }
-        let _ = writeln!(out, "# TYPE riskstream_model_swaps_total counter");
-        let _ = writeln!(
-            out,
-            "riskstream_model_swaps_total {}",
-            self.model_swaps.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE riskstream_model_refused_total counter");
-        let _ = writeln!(
-            out,
-            "riskstream_model_refused_total {}",
-            self.model_refused.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE riskstream_records_dead_lettered_total counter");
-        for (reason, n) in self
-            .dead_lettered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "riskstream_records_dead_lettered_total{{reason=\"{reason}\"}} {n}"
+        for info in serving {
+            if let Some((_, g)) = m.iter().find(|(i, _)| i == info) {
+                g.set(1.0);
+                continue;
+            }
+            let key = Key::from_parts(
+                "riskstream_model_info",
+                vec![
+                    Label::new("model", info.model.clone()),
+                    Label::new("version", info.version.clone()),
+                    Label::new("device", info.device.clone()),
+                    Label::new("role", info.role),
+                ],
             );
+            let g = self.recorder.register_gauge(&key, &META);
+            g.set(1.0);
+            m.push((info.clone(), g));
         }
-        let _ = writeln!(
-            out,
-            "# TYPE riskstream_legacy_fingerprint_records_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "riskstream_legacy_fingerprint_records_total {}",
-            self.legacy_fingerprint.load(Relaxed)
-        );
-        {
-            let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-            for (series, help) in EVENT_SERIES {
-                let _ = writeln!(out, "# HELP riskstream_{series}_total {help}");
-                let _ = writeln!(out, "# TYPE riskstream_{series}_total counter");
-                for (_, reason, n) in events.iter().filter(|(s, _, _)| s == series) {
-                    let _ = writeln!(out, "riskstream_{series}_total{{reason=\"{reason}\"}} {n}");
+        drop(m);
+        for info in serving {
+            self.register_version(&info.model, &info.version);
+        }
+    }
+
+    /// Per-partition consumer lag of `topic` (librdkafka statistics).
+    pub fn set_consumer_lag(&self, topic: &str, lag: &[(i32, i64)]) {
+        let mut l = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        for (p, n) in lag {
+            match l.iter().find(|(t, q, _)| t == topic && q == p) {
+                Some((_, _, g)) => g.set(*n as f64),
+                None => {
+                    let key = Key::from_parts(
+                        "riskstream_consumer_lag",
+                        vec![
+                            Label::new("topic", topic.to_string()),
+                            Label::new("partition", p.to_string()),
+                        ],
+                    );
+                    let g = self.recorder.register_gauge(&key, &META);
+                    g.set(*n as f64);
+                    l.push((topic.to_string(), *p, g));
                 }
             }
         }
-        let _ = writeln!(out, "# TYPE riskstream_schema_registry_waiting gauge");
-        let _ = writeln!(
-            out,
-            "riskstream_schema_registry_waiting {}",
-            self.registry_waiting.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE riskstream_labels_behind_seconds gauge");
-        let _ = writeln!(
-            out,
-            "riskstream_labels_behind_seconds {}",
-            self.labels_behind_seconds.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE riskstream_records_replayed_total counter");
-        let _ = writeln!(
-            out,
-            "riskstream_records_replayed_total {}",
-            self.replayed.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE riskstream_labels_consumed_total counter");
-        let _ = writeln!(
-            out,
-            "riskstream_labels_consumed_total {}",
-            self.labels.load(Relaxed)
-        );
-        for (name, h) in [
-            ("riskstream_batch_size", &self.batch_size),
-            ("riskstream_inference_seconds", &self.inference_seconds),
-            ("riskstream_processing_seconds", &self.processing_seconds),
-            (
-                "riskstream_scoring_wait_seconds",
-                &self.scoring_wait_seconds,
-            ),
-            ("riskstream_delivery_seconds", &self.delivery_seconds),
-            ("riskstream_event_lag_seconds", &self.event_lag_seconds),
-            ("riskstream_end_to_end_seconds", &self.end_to_end_seconds),
-        ] {
-            let _ = writeln!(out, "# TYPE {name} histogram");
-            h.render(&mut out, name, "");
-        }
-        let _ = writeln!(out, "# TYPE riskstream_consumer_lag gauge");
-        if let Ok(l) = self.consumer_lag.lock() {
-            for (p, lag) in &l.1 {
-                let _ = writeln!(
-                    out,
-                    "riskstream_consumer_lag{{topic=\"{}\",partition=\"{p}\"}} {lag}",
-                    l.0
-                );
-            }
-        }
-        let _ = writeln!(out, "# TYPE riskstream_model_info gauge");
-        for m in self
-            .model_info
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "riskstream_model_info{{model=\"{}\",version=\"{}\",device=\"{}\",role=\"{}\"}} 1",
-                m.model, m.version, m.device, m.role
-            );
-        }
-        self.render_drift(&mut out);
-        out
     }
 
-    fn render_drift(&self, out: &mut String) {
-        let _ = writeln!(out, "# TYPE riskstream_drift_windows_total counter");
-        let _ = writeln!(
-            out,
-            "riskstream_drift_windows_total {}",
-            self.drift_windows.load(Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE riskstream_drift_samples_dropped_total counter");
-        let _ = writeln!(
-            out,
-            "riskstream_drift_samples_dropped_total {}",
-            self.drift_dropped.load(Relaxed)
-        );
-        let Ok(g) = self.drift.lock() else { return };
-        let _ = writeln!(out, "# TYPE riskstream_drift gauge");
-        for v in g.iter() {
-            for (stat, x) in &v.values {
-                let _ = writeln!(
-                    out,
-                    "riskstream_drift{{feature=\"{}\",statistic=\"{stat}\"}} {x}",
-                    v.variable
-                );
+    /// The last drift window's statistics and alert state per variable.
+    pub fn set_drift(&self, gauges: &[DriftGauge]) {
+        *self
+            .drift_alerting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = gauges
+            .iter()
+            .filter(|g| g.alerting)
+            .map(|g| g.variable.clone())
+            .collect();
+        let mut d = self.drift.lock().unwrap_or_else(|e| e.into_inner());
+        for v in gauges {
+            let values = v
+                .values
+                .iter()
+                .copied()
+                .chain(std::iter::once(("alert", f64::from(u8::from(v.alerting)))));
+            for (stat, x) in values {
+                if let Some((_, _, g)) = d.iter().find(|(n, s, _)| *n == v.variable && *s == stat) {
+                    g.set(x);
+                    continue;
+                }
+                let key = if stat == "alert" {
+                    Key::from_parts(
+                        "riskstream_drift_alert",
+                        vec![Label::new("feature", v.variable.clone())],
+                    )
+                } else {
+                    Key::from_parts(
+                        "riskstream_drift",
+                        vec![
+                            Label::new("feature", v.variable.clone()),
+                            Label::new("statistic", stat),
+                        ],
+                    )
+                };
+                let g = self.recorder.register_gauge(&key, &META);
+                g.set(x);
+                d.push((v.variable.clone(), stat, g));
             }
         }
-        let _ = writeln!(out, "# TYPE riskstream_drift_alert gauge");
-        for v in g.iter() {
-            let _ = writeln!(
-                out,
-                "riskstream_drift_alert{{feature=\"{}\"}} {}",
-                v.variable,
-                u8::from(v.alerting)
-            );
-        }
     }
+
+    /// Variables with a drift alert raised in the last window.
+    pub fn drift_alerts(&self) -> Vec<String> {
+        self.drift_alerting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Quantile `q` of histogram `name`, interpolated within its bucket
+    /// (as Prometheus' `histogram_quantile`); None when empty.
+    pub fn quantile(&self, name: &str, q: f64) -> Option<f64> {
+        quantile_of(&self.render(), name, q)
+    }
+}
+
+fn event_counter(recorder: &PrometheusRecorder, series: &str, reason: &'static str) -> Counter {
+    let key = Key::from_parts(
+        format!("riskstream_{series}_total"),
+        vec![Label::new("reason", reason)],
+    );
+    recorder.register_counter(&key, &META)
+}
+
+/// Quantile `q` of the unlabelled histogram `name` in a Prometheus text
+/// exposition, interpolated linearly within the bucket (lower bound of the
+/// first bucket: 0).
+pub fn quantile_of(text: &str, name: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, n) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, n.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let target = total * q.clamp(0.0, 1.0);
+    let (mut lo, mut below) = (0.0, 0.0);
+    for (le, n) in &buckets {
+        if *n >= target && *n > below {
+            if le.is_infinite() {
+                return Some(lo);
+            }
+            return Some(lo + (le - lo) * (target - below) / (n - below));
+        }
+        if !le.is_infinite() {
+            lo = *le;
+        }
+        below = *n;
+    }
+    Some(lo)
 }
 
 #[cfg(test)]
@@ -589,36 +651,102 @@ mod tests {
 
     #[test]
     fn quantiles_bound_the_observations() {
-        let h = Histogram::default();
+        let m = Metrics::new();
         for i in 1..=1000 {
-            h.observe(i as f64 / 1000.0);
+            m.processing_seconds.record(f64::from(i) / 1000.0);
         }
-        let p50 = h.quantile(0.5).unwrap();
-        let p99 = h.quantile(0.99).unwrap();
-        assert!((0.5..0.6).contains(&p50), "{p50}");
-        assert!((0.99..1.2).contains(&p99), "{p99}");
-        assert_eq!(h.count(), 1000);
+        let p50 = m.quantile("riskstream_processing_seconds", 0.5).unwrap();
+        let p99 = m.quantile("riskstream_processing_seconds", 0.99).unwrap();
+        assert!((0.45..0.56).contains(&p50), "{p50}");
+        assert!((0.93..1.2).contains(&p99), "{p99}");
+        assert!(m.quantile("riskstream_delivery_seconds", 0.5).is_none());
     }
 
     #[test]
-    fn renders_prometheus_text() {
-        let m = Metrics::default();
+    fn renders_described_series_with_known_labels_at_zero() {
+        let m = Metrics::new();
         m.dead_letter("malformed_avro");
         m.dead_letter("malformed_avro");
-        m.batch_size.observe(3.0);
-        *m.consumer_lag.lock().unwrap() = ("tx".into(), vec![(0, 5), (1, 0)]);
+        m.batch_size.record(3.0);
+        m.set_consumer_lag("tx", &[(0, 5), (1, 0)]);
         let t = m.render();
-        assert!(t.contains("riskstream_consumer_lag{topic=\"tx\",partition=\"0\"} 5"));
+        assert!(
+            t.contains("riskstream_consumer_lag{topic=\"tx\",partition=\"0\"} 5"),
+            "{t}"
+        );
         assert!(t.contains("riskstream_records_dead_lettered_total{reason=\"malformed_avro\"} 2"));
-        assert!(t.contains("riskstream_batch_size_count{} 1"));
+        assert!(t.contains("riskstream_records_dead_lettered_total{reason=\"invalid_amount\"} 0"));
+        assert!(t.contains("riskstream_state_cap_hits_total{reason=\"terminal_labels\"} 0"));
+        assert!(t.contains("riskstream_batch_size_count 1"), "{t}");
+        assert!(t.contains("# HELP riskstream_records_consumed_total "));
         assert_eq!(m.dead_lettered_total(), 2);
-        *m.drift.lock().unwrap() = vec![DriftGauge {
+        m.set_drift(&[DriftGauge {
             variable: "TX_AMOUNT".into(),
             values: vec![("psi", 0.25)],
             alerting: true,
-        }];
+        }]);
         let t = m.render();
         assert!(t.contains("riskstream_drift{feature=\"TX_AMOUNT\",statistic=\"psi\"} 0.25"));
         assert!(t.contains("riskstream_drift_alert{feature=\"TX_AMOUNT\"} 1"));
+    }
+
+    #[test]
+    fn every_series_has_help_and_type() {
+        let m = Metrics::new();
+        m.processing_seconds.record(0.01);
+        m.set_model_info(&[ModelInfo {
+            model: "m".into(),
+            version: "1".into(),
+            device: "cpu \"flex\"\n".into(),
+            role: "champion",
+        }]);
+        let t = m.render();
+        let mut names: Vec<&str> = t
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(|n| {
+                n.trim_end_matches("_bucket")
+                    .trim_end_matches("_sum")
+                    .trim_end_matches("_count")
+            })
+            .collect();
+        names.dedup();
+        for n in names {
+            assert!(t.contains(&format!("# HELP {n} ")), "{n} has no HELP:\n{t}");
+            assert!(t.contains(&format!("# TYPE {n} ")), "{n} has no TYPE:\n{t}");
+        }
+        // Label values are escaped.
+        assert!(t.contains(r#"device="cpu \"flex\"\n""#), "{t}");
+    }
+
+    #[test]
+    fn a_replaced_model_reads_zero() {
+        let m = Metrics::new();
+        let info = |v: &str| ModelInfo {
+            model: "m".into(),
+            version: v.into(),
+            device: "cpu".into(),
+            role: "champion",
+        };
+        m.set_model_info(&[info("1")]);
+        m.set_model_info(&[info("2")]);
+        let t = m.render();
+        assert!(
+            t.contains(
+                r#"riskstream_model_info{model="m",version="1",device="cpu",role="champion"} 0"#
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                r#"riskstream_model_info{model="m",version="2",device="cpu",role="champion"} 1"#
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(r#"riskstream_records_scored_total{model="m",version="2"} 0"#),
+            "{t}"
+        );
     }
 }

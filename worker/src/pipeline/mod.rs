@@ -1,30 +1,37 @@
-//! Pipeline: wires source → scoring → sink for `riskstream run` and owns
-//! start-up (model, device, topics) and shutdown (drain, final commit).
+//! Pipeline: wires source → scoring → sink (and the label reader, the
+//! drift sidecar, the registry watcher) for `riskstream run`; owns start-up
+//! (model, device, topics) and shutdown (drain, final commit).
 //!
-//! Threads: the input consumer and the label reader poll on their own
-//! threads; the scoring thread owns the model; the sink is an async task that hands scored
-//! records to the producer, whose delivery callback settles offsets.
-//! Queues between them are bounded in records. Shutdown: `stop` ends
-//! polling; each stage finishes what it holds and closes its output; the
-//! sink settles every delivery; then offsets are committed synchronously.
+//! Each stage is a struct built from its own config section with a `run`
+//! that owns its loop; this module only builds and connects them. The
+//! polling stages run as blocking tasks on a [`TaskTracker`]; the sink is
+//! an async task whose producer's delivery callback settles offsets.
+//! Queues between them are bounded in records. Shutdown is one
+//! [`CancellationToken`]: the source stops polling, each stage finishes
+//! what it holds and closes its output, the sink settles every delivery
+//! (bounded by the drain time), then offsets are committed synchronously.
+//! The label reader has a token of its own, cancelled after scoring drained.
 
 pub mod health;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::codec::{Codec, Written};
+use crate::codec::{Codec, FraudLabel, Written};
 use crate::config::RunConfig;
+use crate::drift::sidecar::DriftSidecar;
+use crate::message::{LabelProgress, Shared, SinkItem, Work, CHUNK};
 use crate::metrics::Metrics;
-use crate::model::Scorer;
 use crate::scoring::serving::{load_checked, spawn_watcher, WatchConfig};
-use crate::scoring::{run_scoring_loop, BatchPolicy};
-use crate::scoring::{ModelSet, Role};
-use crate::sink::{producer, Sink, SinkContext};
-use crate::source::{input_consumer, run_label_loop, LabelProgress, OffsetTracker, Source};
+use crate::scoring::{ModelSet, ModelUpdate, Role, Scoring, ScoringIo};
+use crate::sink::{producer, OutputProducer, Sink, SinkContext};
+use crate::source::{input_consumer, InputConsumer, LabelReader, OffsetTracker, Source};
+use health::Readiness;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -42,20 +49,32 @@ pub enum PipelineError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Scoring(#[from] crate::scoring::ScoringError),
-    #[error("cannot serve HTTP on {0}: {1} (set --metrics-addr, or \"off\")")]
-    Http(String, String),
-    #[error("a pipeline thread panicked: {0}")]
-    Panic(String),
+    #[error("cannot serve HTTP on {addr}: {source} (set --metrics-addr, or \"off\")")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the {what} thread: {source}")]
+    Spawn {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {stage} stage panicked or was aborted: {source}")]
+    StageFailed {
+        stage: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 /// Shared handles a caller can observe while the worker runs.
 #[derive(Debug, Clone, Default)]
 pub struct Handles {
     pub metrics: Arc<Metrics>,
-    /// Set to ask the worker to drain and stop.
-    pub stop: Arc<AtomicBool>,
-    /// Model loaded and warmed, group joined.
-    pub ready: Arc<AtomicBool>,
+    /// Cancel to ask the worker to drain and stop.
+    pub cancel: CancellationToken,
     /// What /healthz and /readyz answer, with reasons.
     pub health: health::Health,
 }
@@ -76,37 +95,56 @@ pub struct RunReport {
     pub steady_records_per_second: Option<f64>,
 }
 
-/// Runs the worker until `handles.stop` is set (or `max_records` handled).
+/// Runs the worker until `handles.cancel` is cancelled (or `max_records`
+/// handled).
 pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
+    let codec = Arc::new(open_codec(&cfg, &handles.metrics)?);
+    let models = load_models(&cfg, &handles.metrics)?;
+    serve_http(&cfg, &handles).await?;
+    ensure_topics(&cfg).await?;
+    let shared = Shared {
+        codec,
+        metrics: handles.metrics.clone(),
+        cancel: handles.cancel.clone(),
+    };
+    let running = Running::start(&cfg, &handles, shared, models)?;
+    running.finish(&cfg, &handles, started).await
+}
+
+/// The codec: extra writer schemas, and the schema registry when configured.
+fn open_codec(cfg: &RunConfig, metrics: &Arc<Metrics>) -> Result<Codec, PipelineError> {
     let mut codec = Codec::new()?;
-    codec.attach_metrics(handles.metrics.clone());
+    codec.attach_metrics(metrics.clone());
     if let Some(dir) = &cfg.schema_dir {
         let n = codec.add_writer_schema_dir(dir)?;
         tracing::info!(dir = %dir.display(), schemas = n, "extra writer schemas registered");
     }
-    if let Some(url) = &cfg.schema_registry_url {
-        codec.connect_registry_with(
-            url,
-            crate::codec::registry::RegistryOptions {
-                ca_file: cfg.schema_registry_ca.clone(),
-                ..Default::default()
-            },
-        )?;
-        let id = codec.register_output(Written::Scored, &cfg.output_topic)?;
-        if let Some(t) = &cfg.serving.shadow_topic {
-            codec.register_output(Written::Scored, t)?;
-        }
-        if let Some(t) = &cfg.drift.topic {
-            codec.register_output(Written::Drift, t)?;
-        }
-        tracing::info!(
-            registry = codec.registry_url().unwrap_or_default(),
-            scored_schema_id = id,
-            "Confluent framing: input decoded by schema id, outputs framed 0x00 + id"
-        );
+    let Some(url) = &cfg.schema_registry_url else {
+        return Ok(codec);
+    };
+    let options = crate::codec::registry::RegistryOptions {
+        ca_file: cfg.schema_registry_ca.clone(),
+        ..Default::default()
+    };
+    codec.connect_registry_with(url, options)?;
+    let id = codec.register_output(Written::Scored, &cfg.output_topic)?;
+    if let Some(t) = &cfg.serving.shadow_topic {
+        codec.register_output(Written::Scored, t)?;
     }
-    let codec = Arc::new(codec);
+    if let Some(t) = &cfg.drift.topic {
+        codec.register_output(Written::Drift, t)?;
+    }
+    tracing::info!(
+        registry = codec.registry_url().unwrap_or_default(),
+        scored_schema_id = id,
+        "Confluent framing: input decoded by schema id, outputs framed 0x00 + id"
+    );
+    Ok(codec)
+}
+
+/// The champion and the challenger, loaded, checked and warmed.
+fn load_models(cfg: &RunConfig, metrics: &Metrics) -> Result<ModelSet, PipelineError> {
     let location = crate::registry::resolve(&cfg.models_dir, &cfg.model)?;
     let scorer = load_checked(&location, cfg.device, cfg.batch_max)?;
     tracing::info!(
@@ -133,243 +171,219 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
         ab_share: cfg.serving.ab_share,
         shadow: cfg.serving.shadow_topic.is_some(),
     };
-    crate::scoring::publish_model_info(&models, &handles.metrics);
-    if let Some(addr) = cfg.metrics_addr {
-        let bound = crate::metrics::http::serve(
-            addr,
-            handles.metrics.clone(),
-            handles.health.clone(),
-            crate::metrics::http::HttpConfig::default(),
-        )
-        .await
-        .map_err(|e| PipelineError::Http(addr.to_string(), e.to_string()))?;
-        tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
-    }
+    crate::scoring::publish_model_info(&models, metrics);
+    Ok(models)
+}
+
+async fn serve_http(cfg: &RunConfig, handles: &Handles) -> Result<(), PipelineError> {
+    let Some(addr) = cfg.metrics_addr else {
+        return Ok(());
+    };
+    let bound = crate::metrics::http::serve(
+        addr,
+        handles.metrics.clone(),
+        handles.health.clone(),
+        crate::metrics::http::HttpConfig::default(),
+    )
+    .await
+    .map_err(|source| PipelineError::Http { addr, source })?;
+    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(())
+}
+
+async fn ensure_topics(cfg: &RunConfig) -> Result<(), PipelineError> {
     let mut topics = vec![cfg.output_topic.as_str(), cfg.dlq_topic.as_str()];
-    if let Some(t) = &cfg.drift.topic {
-        topics.push(t);
-    }
-    if let Some(t) = &cfg.serving.shadow_topic {
-        topics.push(t);
-    }
+    topics.extend(cfg.drift.topic.as_deref());
+    topics.extend(cfg.serving.shadow_topic.as_deref());
     crate::kafka::ensure_topics(&cfg.brokers, &cfg.kafka, &topics, cfg.topic_partitions).await?;
-    let (drift_sender, drift_thread) =
-        match start_drift(&cfg, &models.champion, &codec, &handles.metrics) {
-            Some((s, t)) => (Some(s), Some(t)),
-            None => (None, None),
-        };
-    tracing::info!(
-        brokers = %cfg.brokers, group = %cfg.group, input = %cfg.input_topic, output = %cfg.output_topic,
-        labels = %cfg.labels_topic, dlq = %cfg.dlq_topic, kafka_options = ?cfg.kafka_keys(),
-        "starting worker"
-    );
+    Ok(())
+}
 
-    let tracker = Arc::new(OffsetTracker::new());
-    // Counted in chunks of up to `CHUNK` records.
-    let (to_scoring, scoring_rx) =
-        std::sync::mpsc::sync_channel(cfg.queue_records.div_ceil(crate::source::CHUNK).max(2));
-    let consumer = input_consumer(&cfg, tracker.clone(), handles.metrics.clone())?;
-    let producer = producer(
-        &cfg,
-        SinkContext::new(
-            &cfg,
-            consumer.clone(),
-            tracker.clone(),
-            handles.metrics.clone(),
-            handles.stop.clone(),
-        ),
-    )?;
-    // Warm the producer while the label history loads: topic metadata and
-    // the idempotent producer id, so the first scored record does not wait
-    // for them (≈0.5 s on the local broker).
-    {
-        let p = producer.clone();
-        let topic = cfg.output_topic.clone();
-        std::thread::Builder::new()
-            .name("producer-warm".into())
-            .spawn(move || {
-                use rdkafka::producer::Producer as _;
-                let _ = p
-                    .client()
-                    .fetch_metadata(Some(&topic), std::time::Duration::from_secs(5));
-                let _ = p.flush(std::time::Duration::from_secs(5));
-            })
-            .map_err(|e| PipelineError::Panic(e.to_string()))?;
-    }
-    let (labels_tx, labels_rx) =
-        std::sync::mpsc::sync_channel(cfg.queue_records.div_ceil(crate::source::CHUNK).max(2));
-    let (sink_tx, sink_rx) =
-        tokio::sync::mpsc::channel(cfg.queue_records.div_ceil(cfg.batch_max).max(2));
-    let progress = Arc::new(LabelProgress::default());
-    let stop = handles.stop.clone();
-    // The label reader has its own flag: it stops after scoring has drained.
-    let labels_stop = Arc::new(AtomicBool::new(false));
+/// The started stages, until shutdown.
+struct Running {
+    consumer: Arc<InputConsumer>,
+    offsets: Arc<OffsetTracker>,
+    producer: OutputProducer,
+    sink_rx: tokio::sync::mpsc::Receiver<SinkItem>,
+    tasks: TaskTracker,
+    source: JoinHandle<Result<(), crate::source::SourceError>>,
+    scoring: JoinHandle<Result<(), crate::scoring::ScoringError>>,
+    labels: JoinHandle<Result<(), crate::source::SourceError>>,
+    drift: Option<std::thread::JoinHandle<()>>,
+    /// The label reader stops only after scoring has drained.
+    labels_cancel: CancellationToken,
+}
 
-    let label_thread = {
-        let (cfg, codec, metrics, progress, stop) = (
-            cfg.clone(),
-            codec.clone(),
-            handles.metrics.clone(),
-            progress.clone(),
-            labels_stop.clone(),
-        );
-        std::thread::Builder::new()
-            .name("labels".into())
-            .spawn(move || run_label_loop(cfg, codec, metrics, labels_tx, progress, stop))
-            .map_err(|e| PipelineError::Panic(e.to_string()))?
-    };
-    let input_thread = {
-        let source = Source {
-            consumer: consumer.clone(),
-            codec: codec.clone(),
-            tracker: tracker.clone(),
-            metrics: handles.metrics.clone(),
+/// The channels between the stages, bounded in records.
+struct Channels {
+    to_scoring: std::sync::mpsc::SyncSender<Work>,
+    scoring_rx: std::sync::mpsc::Receiver<Work>,
+    labels_tx: std::sync::mpsc::SyncSender<Vec<FraudLabel>>,
+    labels_rx: std::sync::mpsc::Receiver<Vec<FraudLabel>>,
+    sink_tx: tokio::sync::mpsc::Sender<SinkItem>,
+    sink_rx: tokio::sync::mpsc::Receiver<SinkItem>,
+}
+
+impl Channels {
+    fn new(cfg: &RunConfig) -> Self {
+        // Counted in chunks of up to `CHUNK` records.
+        let chunks = cfg.queue_records.div_ceil(CHUNK).max(2);
+        let (to_scoring, scoring_rx) = std::sync::mpsc::sync_channel(chunks);
+        let (labels_tx, labels_rx) = std::sync::mpsc::sync_channel(chunks);
+        let (sink_tx, sink_rx) =
+            tokio::sync::mpsc::channel(cfg.queue_records.div_ceil(cfg.batch_max).max(2));
+        Self {
             to_scoring,
-            to_sink: sink_tx.clone(),
-            stop: stop.clone(),
-            topic: cfg.input_topic.clone(),
-            guard: crate::source::guard::InputGuard::new(cfg.input.clone()),
-            log_interval: crate::metrics::summary::DEFAULT_INTERVAL,
-        };
-        std::thread::Builder::new()
-            .name("source".into())
-            .spawn(move || source.run())
-            .map_err(|e| PipelineError::Panic(e.to_string()))?
-    };
-    // The registry watcher loads moved aliases beside the serving models.
-    let (updates_tx, updates_rx) = std::sync::mpsc::sync_channel(1);
-    if let Some(poll) = cfg.serving.registry_poll {
-        let mut refs = vec![(Role::Champion, cfg.model.clone())];
-        let mut serving = std::collections::HashMap::from([(
-            Role::Champion,
-            models.champion.location.version.clone(),
-        )]);
-        if let (Some(r), Some(c)) = (&cfg.serving.challenger, &models.challenger) {
-            refs.push((Role::Challenger, r.clone()));
-            serving.insert(Role::Challenger, c.location.version.clone());
+            scoring_rx,
+            labels_tx,
+            labels_rx,
+            sink_tx,
+            sink_rx,
         }
-        let watch = WatchConfig {
-            models_dir: cfg.models_dir.clone(),
-            refs,
-            serving,
-            device: cfg.device,
-            batch_max: cfg.batch_max,
-            poll,
-            drift: drift_sender.as_ref().map(|_| cfg.drift.settings.clone()),
-        };
-        spawn_watcher(watch, updates_tx, handles.metrics.clone(), stop.clone())
-            .map_err(|e| PipelineError::Panic(e.to_string()))?;
     }
-    let assigned = consumer.context().assigned.clone();
-    let scoring_thread = {
-        let policy = BatchPolicy {
-            batch_max: cfg.batch_max,
-            linger: cfg.linger,
-            labels_wait: cfg.labels_wait,
-            labels_load_timeout: cfg.labels_load_timeout,
-        };
-        let (codec, metrics, progress, stop) = (
-            codec.clone(),
-            handles.metrics.clone(),
-            progress.clone(),
-            stop.clone(),
+}
+
+impl Running {
+    /// Builds every stage and starts it.
+    fn start(
+        cfg: &RunConfig,
+        handles: &Handles,
+        shared: Shared,
+        models: ModelSet,
+    ) -> Result<Self, PipelineError> {
+        let client = crate::kafka::client_config(&cfg.brokers, &cfg.kafka);
+        let drift = DriftSidecar::start(&cfg.drift, &models.champion, &shared, client);
+        tracing::info!(
+            brokers = %cfg.brokers, group = %cfg.group, input = %cfg.input_topic, output = %cfg.output_topic,
+            labels = %cfg.labels_topic, dlq = %cfg.dlq_topic, kafka_options = ?cfg.kafka_keys(),
+            "starting worker"
         );
-        std::thread::Builder::new()
-            .name("scoring".into())
-            .spawn(move || {
-                run_scoring_loop(
-                    models,
-                    updates_rx,
-                    codec,
-                    metrics,
-                    policy,
-                    scoring_rx,
-                    labels_rx,
-                    progress,
-                    sink_tx,
-                    stop,
-                    drift_sender,
-                    assigned,
-                )
-            })
-            .map_err(|e| PipelineError::Panic(e.to_string()))?
-    };
-    {
-        let (ready, health, consumer) = (
-            handles.ready.clone(),
-            handles.health.clone(),
+        let offsets = Arc::new(OffsetTracker::new());
+        let source_cfg = cfg.source();
+        let consumer = input_consumer(&source_cfg, offsets.clone(), handles.metrics.clone())?;
+        let sink_cfg = cfg.sink();
+        let ctx = SinkContext::new(
+            &sink_cfg,
             consumer.clone(),
+            offsets.clone(),
+            handles.metrics.clone(),
+            handles.cancel.clone(),
         );
-        let (progress, tracker, metrics) =
-            (progress.clone(), tracker.clone(), handles.metrics.clone());
-        let stop = stop.clone();
-        let mut stall = health::StallWatch::new(cfg.stall_timeout);
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Acquire) {
-                let ctx = consumer.context();
-                let verdict = if !ctx.joined.load(Ordering::Acquire) {
-                    Err("not ready: joining the consumer group".to_string())
-                } else if progress.initial_load_done.load(Ordering::Acquire) {
-                    Ok("ready".to_string())
-                } else if progress.load_timed_out.load(Ordering::Acquire) {
-                    Ok(format!(
-                        "ready (labels: the label history did not load within labels_load_timeout; \
-                         terminal features use what was read; {} s behind)",
-                        metrics.labels_behind_seconds.load(Ordering::Relaxed)
-                    ))
-                } else {
-                    Err("not ready: reading the label history".to_string())
-                };
-                let verdict = match verdict {
-                    Ok(_) if ctx.rebuilding(&consumer) => Err(
-                        "not ready: rebuilding customer state of assigned partitions".to_string(),
-                    ),
-                    v => v,
-                };
-                ready.store(verdict.is_ok(), Ordering::Release);
-                health.set_ready(verdict);
-                let waiting = tracker.total_in_flight()
-                    + metrics.registry_waiting.load(Ordering::Relaxed) as usize;
-                health.set_live(stall.check(&metrics, waiting));
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            ready.store(false, Ordering::Release);
-            health.set_ready(Err("not ready: shutting down".into()));
-        });
+        let producer = producer(&sink_cfg, ctx)?;
+        let tasks = TaskTracker::new();
+        warm_producer(&tasks, &producer, &cfg.output_topic);
+        let ch = Channels::new(cfg);
+        let progress = Arc::new(LabelProgress::default());
+        let labels_cancel = CancellationToken::new();
+        let labels = {
+            let shared = Shared {
+                cancel: labels_cancel.clone(),
+                ..shared.clone()
+            };
+            let reader = LabelReader::new(cfg.labels(), shared, ch.labels_tx, progress.clone());
+            tasks.spawn_blocking(move || reader.run())
+        };
+        let source = {
+            let channels = (ch.to_scoring, ch.sink_tx.clone());
+            let interval = crate::metrics::summary::DEFAULT_INTERVAL;
+            let s = Source::new(
+                consumer.clone(),
+                shared.clone(),
+                offsets.clone(),
+                channels,
+                &source_cfg,
+                interval,
+            );
+            tasks.spawn_blocking(move || s.run())
+        };
+        let updates = start_watcher(cfg, &models, drift.is_some(), &shared)?;
+        let io = ScoringIo {
+            input: ch.scoring_rx,
+            labels: ch.labels_rx,
+            updates,
+            to_sink: ch.sink_tx,
+            drift: drift.as_ref().map(|d| d.sender.clone()),
+        };
+        let assigned = consumer.context().assigned.clone();
+        let scoring = Scoring::new(
+            cfg.scoring(),
+            models,
+            io,
+            &shared,
+            progress.clone(),
+            assigned,
+        );
+        let scoring = tasks.spawn_blocking(move || scoring.run());
+        let watch = Watch {
+            consumer: consumer.clone(),
+            progress,
+            offsets: offsets.clone(),
+            stall: health::StallWatch::new(cfg.stall_timeout),
+        };
+        tasks.spawn(watch.run(handles.clone()));
+        Ok(Self {
+            consumer,
+            offsets,
+            producer,
+            sink_rx: ch.sink_rx,
+            tasks,
+            source,
+            scoring,
+            labels,
+            drift: drift.map(|d| d.thread),
+            labels_cancel,
+        })
     }
 
-    // Stops the worker by itself once `max_records` records were delivered.
-    let sink_result = Sink::new(&cfg, producer.clone()).run(sink_rx).await;
-    let sink_done = Instant::now();
-    // The sink only returns early on a fatal error or when the drain time
-    // ran out: stop the rest too, and let a revoke during close wait for
-    // nothing (no delivery can settle any more).
-    stop.store(true, Ordering::Release);
-    labels_stop.store(true, Ordering::Release);
-    tracker.close();
-    let input_res = input_thread
-        .join()
-        .map_err(|_| PipelineError::Panic("source".into()))?
-        .map_err(PipelineError::from);
-    let scoring_res = scoring_thread
-        .join()
-        .map_err(|_| PipelineError::Panic("scoring".into()))?
-        .map_err(PipelineError::from);
-    let label_res = label_thread
-        .join()
-        .map_err(|_| PipelineError::Panic("labels".into()))?
-        .map_err(PipelineError::from);
-    // The scoring thread dropped its sender: the sidecar reports its last
-    // window and flushes.
-    if let Some(t) = drift_thread {
-        t.join().map_err(|_| PipelineError::Panic("drift".into()))?;
+    /// Runs the sink until the stages drained, joins them, commits.
+    async fn finish(
+        self,
+        cfg: &RunConfig,
+        handles: &Handles,
+        started: Instant,
+    ) -> Result<RunReport, PipelineError> {
+        // Stops the worker by itself once `max_records` records were delivered.
+        let sink_result = Sink::new(cfg.sink(), self.producer.clone())
+            .run(self.sink_rx)
+            .await;
+        let sink_done = Instant::now();
+        // The sink only returns early on a fatal error or when the drain time
+        // ran out: stop the rest too, and let a revoke during close wait for
+        // nothing (no delivery can settle any more).
+        handles.cancel.cancel();
+        self.labels_cancel.cancel();
+        self.offsets.close();
+        let joined = |stage| move |source| PipelineError::StageFailed { stage, source };
+        let input_res = self.source.await.map_err(joined("source"))?;
+        let scoring_res = self.scoring.await.map_err(joined("scoring"))?;
+        let label_res = self.labels.await.map_err(joined("labels"))?;
+        // The scoring stage dropped its sender: the sidecar reports its last
+        // window and flushes.
+        if let Some(t) = self.drift {
+            let joined_drift = tokio::task::spawn_blocking(move || t.join().is_ok()).await;
+            if !matches!(joined_drift, Ok(true)) {
+                tracing::error!("the drift sidecar panicked; its last window was not reported");
+            }
+        }
+        self.tasks.close();
+        let handled = sink_result?;
+        input_res?;
+        scoring_res?;
+        label_res?;
+        commit_final(&self.consumer, handled, self.offsets.total_in_flight());
+        self.consumer.unsubscribe();
+        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::debug!("background tasks still running at exit");
+        }
+        Ok(report(&handles.metrics, cfg, started, sink_done, handled))
     }
-    let handled = sink_result?;
-    input_res?;
-    scoring_res?;
-    label_res?;
-    // Everything consumed was delivered: commit the stored offsets now.
-    let in_flight = tracker.total_in_flight();
+}
+
+/// Everything consumed was delivered: commit the stored offsets now.
+fn commit_final(consumer: &InputConsumer, handled: u64, in_flight: usize) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) => tracing::info!(handled, in_flight, "final offsets committed"),
         // Auto-commit already committed everything stored.
@@ -380,80 +394,135 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             tracing::warn!(error = %e, "final commit failed; the next owner may re-score the last records")
         }
     }
-    consumer.unsubscribe();
-    drop(consumer);
-    let m = &handles.metrics;
-    Ok(RunReport {
+}
+
+fn report(
+    metrics: &Metrics,
+    cfg: &RunConfig,
+    started: Instant,
+    sink_done: Instant,
+    handled: u64,
+) -> RunReport {
+    let first = metrics.first_delivered.get();
+    RunReport {
         handled,
         seconds: started.elapsed().as_secs_f64(),
-        active_seconds: m
-            .first_delivered
-            .get()
-            .map_or(0.0, |t| sink_done.duration_since(*t).as_secs_f64()),
-        first_output_seconds: m
-            .first_delivered
-            .get()
-            .map(|t| t.duration_since(started).as_secs_f64()),
-        steady_records_per_second: m.half_delivered.get().and_then(|t| {
+        active_seconds: first.map_or(0.0, |t| sink_done.duration_since(*t).as_secs_f64()),
+        first_output_seconds: first.map(|t| t.duration_since(started).as_secs_f64()),
+        steady_records_per_second: metrics.half_delivered.get().and_then(|t| {
             let half = cfg.max_records? / 2;
             let secs = sink_done.duration_since(*t).as_secs_f64();
             (secs > 0.0).then(|| handled.saturating_sub(half) as f64 / secs)
         }),
-    })
+    }
 }
 
-/// Starts the drift sidecar unless it is off or the model has no reference
-/// (then it says why and the worker scores without it).
-fn start_drift(
+/// Warms the producer while the label history loads: topic metadata and
+/// the idempotent producer id, so the first scored record does not wait
+/// for them (≈0.5 s on the local broker).
+fn warm_producer(tasks: &TaskTracker, producer: &OutputProducer, topic: &str) {
+    let (p, topic) = (producer.clone(), topic.to_string());
+    tasks.spawn_blocking(move || {
+        use rdkafka::producer::Producer as _;
+        let _ = p
+            .client()
+            .fetch_metadata(Some(&topic), Duration::from_secs(5));
+        let _ = p.flush(Duration::from_secs(5));
+    });
+}
+
+/// Starts the registry watcher (it loads moved aliases beside the serving
+/// models); the scoring stage's end of its channel.
+fn start_watcher(
     cfg: &RunConfig,
-    scorer: &Scorer,
-    codec: &Arc<Codec>,
-    metrics: &Arc<Metrics>,
-) -> Option<(crate::drift::task::DriftSender, std::thread::JoinHandle<()>)> {
-    use crate::drift::{task, DriftMonitor, Reference};
-    let topic = cfg.drift.topic.clone()?;
-    let reference = match Reference::read(&scorer.location.dir) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "drift monitoring off: the model has no usable reference");
-            return None;
-        }
+    models: &ModelSet,
+    drift: bool,
+    shared: &Shared,
+) -> Result<std::sync::mpsc::Receiver<ModelUpdate>, PipelineError> {
+    let (updates_tx, updates_rx) = std::sync::mpsc::sync_channel(1);
+    let Some(poll) = cfg.serving.registry_poll else {
+        return Ok(updates_rx);
     };
-    let monitor =
-        match DriftMonitor::new(&reference, &scorer.card.inputs, cfg.drift.settings.clone()) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "drift monitoring off");
-                return None;
+    let mut refs = vec![(Role::Champion, cfg.model.clone())];
+    let mut serving = std::collections::HashMap::from([(
+        Role::Champion,
+        models.champion.location.version.clone(),
+    )]);
+    if let (Some(r), Some(c)) = (&cfg.serving.challenger, &models.challenger) {
+        refs.push((Role::Challenger, r.clone()));
+        serving.insert(Role::Challenger, c.location.version.clone());
+    }
+    let watch = WatchConfig {
+        models_dir: cfg.models_dir.clone(),
+        refs,
+        serving,
+        device: cfg.device,
+        batch_max: cfg.batch_max,
+        poll,
+        drift: drift.then(|| cfg.drift.settings.clone()),
+    };
+    spawn_watcher(
+        watch,
+        updates_tx,
+        shared.metrics.clone(),
+        shared.cancel.clone(),
+    )
+    .map_err(|source| PipelineError::Spawn {
+        what: "registry watcher",
+        source,
+    })?;
+    Ok(updates_rx)
+}
+
+/// Recomputes readiness and liveness every 100 ms until shutdown, and
+/// keeps the latency histograms drained when nobody scrapes.
+struct Watch {
+    consumer: Arc<InputConsumer>,
+    progress: Arc<LabelProgress>,
+    offsets: Arc<OffsetTracker>,
+    stall: health::StallWatch,
+}
+
+impl Watch {
+    async fn run(mut self, handles: Handles) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                () = handles.cancel.cancelled() => break,
+                _ = tick.tick() => {}
             }
+            handles.health.set_ready(&self.readiness(&handles.metrics));
+            let waiting = self.offsets.total_in_flight()
+                + usize::try_from(handles.metrics.registry_waiting.get()).unwrap_or(0);
+            handles
+                .health
+                .set_live(self.stall.check(&handles.metrics, waiting));
+            n += 1;
+            if n.is_multiple_of(10) {
+                handles.metrics.upkeep();
+            }
+        }
+        handles.health.set_ready(&Readiness::ShuttingDown);
+    }
+
+    fn readiness(&self, metrics: &Metrics) -> Readiness {
+        use std::sync::atomic::Ordering::Acquire;
+        let ctx = self.consumer.context();
+        let r = if !ctx.joined.load(Acquire) {
+            Readiness::JoiningGroup
+        } else if self.progress.initial_load_done.load(Acquire) {
+            Readiness::Ready
+        } else if self.progress.load_timed_out.load(Acquire) {
+            Readiness::ReadyLabelsBehind {
+                behind_s: metrics.labels_behind_seconds.get(),
+            }
+        } else {
+            Readiness::LoadingLabels
         };
-    let producer = match crate::kafka::client_config(&cfg.brokers, &cfg.kafka)
-        .set("linger.ms", "100")
-        .create()
-    {
-        Ok(p) => Some(p),
-        Err(e) => {
-            tracing::warn!(error = %e, "drift reports will not be published (gauges and logs only)");
-            None
+        if r.is_ready() && ctx.rebuilding(&self.consumer) {
+            return Readiness::RebuildingState;
         }
-    };
-    let instance = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| format!("pid-{}", std::process::id()));
-    let out = task::DriftOutput {
-        producer,
-        topic,
-        codec: codec.clone(),
-        model_name: scorer.location.name.clone(),
-        model_version: scorer.location.version.clone(),
-        instance,
-    };
-    match task::spawn(monitor, out, metrics.clone(), cfg.drift.channel_batches) {
-        Ok(x) => Some(x),
-        Err(e) => {
-            tracing::warn!(error = %e, "drift monitoring off: cannot start its thread");
-            None
-        }
+        r
     }
 }

@@ -7,74 +7,33 @@
 //! features, scores the batch in one call and hands the encoded records to
 //! the sink.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Codec, FraudLabel, Verdict};
-use crate::drift::task::{DriftBatch, DriftSender};
+use crate::drift::task::DriftSender;
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
+use crate::message::{
+    now_ms, DeadLetter, DriftBatch, Incoming, LabelProgress, ScoredBatch, ScoredRecord,
+    ShadowRecord, SinkItem, Work,
+};
 use crate::metrics::Metrics;
 use crate::model::ModelError;
-use crate::source::{DeadLetter, Incoming, LabelProgress, SinkItem, Work};
 
+pub mod batcher;
 pub mod serving;
+pub use batcher::{Batcher, Gathered, Inbox, SystemClock};
 pub use serving::{ModelSet, ModelUpdate, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoringError {
     #[error(transparent)]
     Model(#[from] ModelError),
-}
-
-/// One encoded output record and where its input came from.
-#[derive(Debug)]
-pub struct ScoredRecord {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: String,
-    pub payload: Vec<u8>,
-    pub consumed_at: Instant,
-    pub event_time: i64,
-    /// The input record's Kafka timestamp (ms).
-    pub produced_at: Option<i64>,
-}
-
-/// A challenger's score of a record, for the shadow topic.
-#[derive(Debug)]
-pub struct ShadowRecord {
-    pub key: String,
-    pub payload: Vec<u8>,
-    pub event_time: i64,
-    pub flagged: bool,
-}
-
-/// A scored micro-batch.
-#[derive(Debug, Default)]
-pub struct ScoredBatch {
-    pub records: Vec<ScoredRecord>,
-    /// Shadow scores (best effort: they do not hold back input offsets).
-    pub shadow: Vec<ShadowRecord>,
-    /// Records the model gave no finite score: dead-lettered
-    /// (`non_finite_score`), never written with a NaN.
-    pub dead: Vec<DeadLetter>,
-}
-
-/// Settings of the scoring loop.
-#[derive(Debug, Clone)]
-pub struct BatchPolicy {
-    pub batch_max: usize,
-    /// Longest the first record of a batch waits for more; the batch is
-    /// scored earlier when full or when the source reports it has nothing
-    /// more buffered ([`Work::Drained`]).
-    pub linger: Duration,
-    pub labels_wait: Duration,
-    /// Longest scoring waits for the label history at start; then it
-    /// scores with what it has (readiness and a WARN say so).
-    pub labels_load_timeout: Duration,
 }
 
 /// The latest event time seen on each assigned input partition. Their
@@ -139,38 +98,6 @@ impl PartitionClocks {
     }
 }
 
-/// The scoring thread's end of the source channel: unpacks `Work::Many`.
-struct Inbox {
-    rx: Receiver<Work>,
-    pending: std::collections::VecDeque<Work>,
-}
-
-impl Inbox {
-    fn unpack(&mut self, w: Work) -> Work {
-        match w {
-            Work::Many(items) => {
-                self.pending.extend(items);
-                self.pending.pop_front().unwrap_or(Work::Many(Vec::new()))
-            }
-            w => w,
-        }
-    }
-
-    fn recv_timeout(&mut self, d: Duration) -> Result<Work, RecvTimeoutError> {
-        match self.pending.pop_front() {
-            Some(w) => Ok(w),
-            None => self.rx.recv_timeout(d).map(|w| self.unpack(w)),
-        }
-    }
-
-    fn try_recv(&mut self) -> Result<Work, std::sync::mpsc::TryRecvError> {
-        match self.pending.pop_front() {
-            Some(w) => Ok(w),
-            None => self.rx.try_recv().map(|w| self.unpack(w)),
-        }
-    }
-}
-
 /// Applies a chunk of labels, in order.
 pub fn apply_labels(engine: &mut FeatureEngine, labels: &[FraudLabel]) {
     for l in labels {
@@ -204,192 +131,270 @@ pub fn features_of(engine: &mut FeatureEngine, batch: &[Incoming]) -> Vec<Featur
         .collect()
 }
 
-pub use crate::message::now_ms;
+/// The scoring stage's settings (built by `config`, checked by [`ScoringConfig::check`]).
+#[derive(Debug, Clone)]
+pub struct ScoringConfig {
+    pub batch_max: usize,
+    /// Longest the first record of a batch waits for more; the batch is
+    /// scored earlier when full or when the source reports it has nothing
+    /// more buffered ([`Work::Drained`]).
+    pub linger: Duration,
+    pub labels_wait: Duration,
+    /// Longest scoring waits for the label history at start; then it
+    /// scores with what it has (readiness and a WARN say so).
+    pub labels_load_timeout: Duration,
+}
 
-/// The scoring thread body. Returns when the input channel closes (after
-/// scoring what it held) or on a model error.
-#[allow(clippy::too_many_arguments)]
-pub fn run_scoring_loop(
-    mut models: ModelSet,
+impl ScoringConfig {
+    pub const DEFAULT_BATCH_MAX: usize = 512;
+    pub const DEFAULT_LINGER: Duration = Duration::from_millis(5);
+    pub const DEFAULT_LABELS_WAIT: Duration = Duration::from_millis(2000);
+    pub const DEFAULT_LABELS_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
+    pub const MAX_BATCH: usize = 65_536;
+
+    /// Cross-field checks; problems are appended to `errors`.
+    pub fn check(&self, errors: &mut Vec<String>) {
+        if self.batch_max == 0 || self.batch_max > Self::MAX_BATCH {
+            errors.push(format!(
+                "batch_max: {} not in 1..={}",
+                self.batch_max,
+                Self::MAX_BATCH
+            ));
+        }
+    }
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            batch_max: Self::DEFAULT_BATCH_MAX,
+            linger: Self::DEFAULT_LINGER,
+            labels_wait: Self::DEFAULT_LABELS_WAIT,
+            labels_load_timeout: Self::DEFAULT_LABELS_LOAD_TIMEOUT,
+        }
+    }
+}
+
+/// The scoring stage's channels.
+pub struct ScoringIo {
+    pub input: Receiver<Work>,
+    pub labels: Receiver<Vec<FraudLabel>>,
+    /// Checked, warmed models from the registry watcher.
+    pub updates: Receiver<ModelUpdate>,
+    pub to_sink: mpsc::Sender<SinkItem>,
+    /// The drift sidecar, when it runs.
+    pub drift: Option<DriftSender>,
+}
+
+/// The scoring stage: owns the feature engine and the models.
+pub struct Scoring {
+    cfg: ScoringConfig,
+    models: ModelSet,
+    inbox: Inbox,
+    labels: Receiver<Vec<FraudLabel>>,
     updates: Receiver<ModelUpdate>,
+    to_sink: mpsc::Sender<SinkItem>,
+    drift: Option<DriftSender>,
     codec: Arc<Codec>,
     metrics: Arc<Metrics>,
-    policy: BatchPolicy,
-    input: Receiver<Work>,
-    labels: Receiver<Vec<FraudLabel>>,
     progress: Arc<LabelProgress>,
-    to_sink: mpsc::Sender<SinkItem>,
-    stop: Arc<AtomicBool>,
-    drift: Option<DriftSender>,
-    assigned: Arc<std::sync::Mutex<Vec<i32>>>,
-) -> Result<(), ScoringError> {
-    let mut inbox = Inbox {
-        rx: input,
-        pending: std::collections::VecDeque::new(),
-    };
-    let mut engine = FeatureEngine::new();
-    let mut batch: Vec<Incoming> = Vec::with_capacity(policy.batch_max);
-    let mut open = true;
-    // Terminal features need the label history: read it all before scoring.
-    let t0 = Instant::now();
-    while !progress.initial_load_done.load(Ordering::Acquire) && !stop.load(Ordering::Acquire) {
-        if t0.elapsed() >= policy.labels_load_timeout {
-            progress.load_timed_out.store(true, Ordering::Release);
-            tracing::warn!(
-                timeout_s = policy.labels_load_timeout.as_secs_f64(),
-                labels = engine.state_size().3,
-                "label history not loaded within labels_load_timeout (topic without leader, unreadable or never at its end?); \
-                 scoring starts, terminal features use the labels read so far (riskstream_labels_behind_seconds)"
-            );
-            break;
-        }
-        match labels.recv_timeout(Duration::from_millis(10)) {
-            Ok(l) => apply_labels(&mut engine, &l),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    while let Ok(l) = labels.try_recv() {
-        apply_labels(&mut engine, &l);
-    }
-    tracing::info!(
-        labels = engine.state_size().3,
-        ms = t0.elapsed().as_millis() as u64,
-        "label history loaded"
-    );
-    let mut clocks = PartitionClocks {
-        assigned,
-        ..Default::default()
-    };
-    let mut replayed = 0u64;
-    let mut last_behind_warn = Instant::now();
-    let mut replay = |engine: &mut FeatureEngine,
-                      clocks: &mut PartitionClocks,
-                      partition: i32,
-                      tx: &crate::codec::Transaction| {
-        clocks.saw(partition, tx.event_time);
-        replayed += 1;
-        if replayed.is_multiple_of(256) {
-            if let Some(wm) = clocks.watermark() {
-                engine.set_clock_limit(wm);
+    cancel: CancellationToken,
+    state: State,
+    last_behind_warn: Instant,
+}
+
+/// Feature state and the clocks that bound its eviction.
+struct State {
+    engine: FeatureEngine,
+    clocks: PartitionClocks,
+    replayed: u64,
+}
+
+impl State {
+    /// A record before the committed offset: customer state only.
+    fn replay(&mut self, partition: i32, tx: &crate::codec::Transaction) {
+        self.clocks.saw(partition, tx.event_time);
+        self.replayed += 1;
+        if self.replayed.is_multiple_of(256) {
+            if let Some(wm) = self.clocks.watermark() {
+                self.engine.set_clock_limit(wm);
             }
         }
-        engine.replay_transaction(TxRef {
+        self.engine.replay_transaction(TxRef {
             transaction_id: &tx.transaction_id,
             event_time: tx.event_time,
             customer_id: &tx.customer_id,
             terminal_id: &tx.terminal_id,
             amount: tx.amount,
-        })
-    };
-    while open {
-        // First record of the batch: wait, checking labels now and then.
-        match inbox.recv_timeout(Duration::from_millis(50)) {
-            Ok(Work::Score(i)) => batch.push(i),
-            Ok(Work::Replay(p, tx)) => {
-                replay(&mut engine, &mut clocks, p, &tx);
-                continue;
-            }
-            // Only an empty `Many` can get here: nothing to do.
-            Ok(Work::Many(_) | Work::Drained) => continue,
-            Err(RecvTimeoutError::Timeout) => {
-                while let Ok(l) = labels.try_recv() {
-                    apply_labels(&mut engine, &l);
-                }
-                continue;
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
+        });
+    }
+
+    /// Eviction follows the slowest partition, not the fastest.
+    fn advance_eviction_clock(&mut self, batch: &[Incoming]) {
+        for i in batch {
+            self.clocks.saw(i.partition, i.tx.event_time);
         }
-        let deadline = batch[0].consumed_at + policy.linger;
-        while batch.len() < policy.batch_max {
-            let now = Instant::now();
-            let wait = deadline.saturating_duration_since(now);
-            let got = if wait.is_zero() {
-                inbox.try_recv().map_err(|e| match e {
-                    std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
-                    std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                })
-            } else {
-                inbox.recv_timeout(wait)
-            };
-            match got {
-                Ok(Work::Score(i)) => batch.push(i),
-                Ok(Work::Replay(p, tx)) => replay(&mut engine, &mut clocks, p, &tx),
-                Ok(Work::Many(_)) => {}
-                // The source has nothing more: score what we have now.
-                Ok(Work::Drained) if inbox.pending.is_empty() => break,
-                Ok(Work::Drained) => {}
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
+        if let Some(wm) = self.clocks.watermark() {
+            self.engine.set_clock_limit(wm);
         }
-        // Terminal features need every label reported up to the batch's time.
-        let newest = batch.iter().map(|i| i.tx.event_time).max().unwrap_or(0);
-        let wait_until = Instant::now() + policy.labels_wait;
+    }
+}
+
+impl Scoring {
+    /// `assigned` is the input consumer's assignment (eviction watermark).
+    pub fn new(
+        cfg: ScoringConfig,
+        models: ModelSet,
+        io: ScoringIo,
+        shared: &crate::message::Shared,
+        progress: Arc<LabelProgress>,
+        assigned: Arc<std::sync::Mutex<Vec<i32>>>,
+    ) -> Self {
+        Self {
+            state: State {
+                engine: FeatureEngine::new(),
+                clocks: PartitionClocks {
+                    assigned,
+                    ..Default::default()
+                },
+                replayed: 0,
+            },
+            inbox: Inbox::new(io.input),
+            labels: io.labels,
+            updates: io.updates,
+            to_sink: io.to_sink,
+            drift: io.drift,
+            codec: shared.codec.clone(),
+            metrics: shared.metrics.clone(),
+            cancel: shared.cancel.clone(),
+            progress,
+            models,
+            cfg,
+            last_behind_warn: Instant::now(),
+        }
+    }
+
+    /// The stage body. Returns when the input channel closes (after
+    /// scoring what it held), when the sink has gone, or on a model error.
+    pub fn run(mut self) -> Result<(), ScoringError> {
+        self.load_label_history();
+        let batcher = Batcher::new(self.cfg.batch_max, self.cfg.linger);
+        let mut batch: Vec<Incoming> = Vec::with_capacity(self.cfg.batch_max);
         loop {
-            let caught_up = progress.caught_up.load(Ordering::Acquire);
-            let wm = progress.watermark.load(Ordering::Acquire);
-            while let Ok(l) = labels.try_recv() {
-                apply_labels(&mut engine, &l);
+            let state = &mut self.state;
+            let gathered =
+                batcher.gather(&mut self.inbox, &SystemClock, &mut batch, &mut |p, tx| {
+                    state.replay(p, &tx);
+                });
+            let open = match gathered {
+                Gathered::Idle => {
+                    self.apply_pending_labels();
+                    continue;
+                }
+                Gathered::Closed => break,
+                Gathered::Batch { open } => open,
+            };
+            self.wait_for_labels(&batch);
+            self.state.advance_eviction_clock(&batch);
+            // Model changes land between batches.
+            while let Ok(u) = self.updates.try_recv() {
+                switch_model(&mut self.models, u, &self.metrics, self.drift.as_ref());
             }
-            if caught_up
-                || wm >= newest
-                || Instant::now() >= wait_until
-                || stop.load(Ordering::Acquire)
-            {
+            let out = score_batch(
+                &mut self.models,
+                &self.codec,
+                &self.metrics,
+                &mut self.state.engine,
+                &mut batch,
+                self.drift.as_ref(),
+            )?;
+            if self.to_sink.blocking_send(SinkItem::Scored(out)).is_err() || !open {
                 break;
             }
-            match labels.recv_timeout(Duration::from_millis(2)) {
-                Ok(l) => apply_labels(&mut engine, &l),
+        }
+        Ok(())
+    }
+
+    fn apply_pending_labels(&mut self) {
+        while let Ok(l) = self.labels.try_recv() {
+            apply_labels(&mut self.state.engine, &l);
+        }
+    }
+
+    /// Terminal features need the label history: read it before scoring,
+    /// at most `labels_load_timeout`.
+    fn load_label_history(&mut self) {
+        let t0 = Instant::now();
+        while !self.progress.initial_load_done.load(Ordering::Acquire)
+            && !self.cancel.is_cancelled()
+        {
+            if t0.elapsed() >= self.cfg.labels_load_timeout {
+                self.progress.load_timed_out.store(true, Ordering::Release);
+                tracing::warn!(
+                    timeout_s = self.cfg.labels_load_timeout.as_secs_f64(),
+                    labels = self.state.engine.state_size().3,
+                    "label history not loaded within labels_load_timeout (topic without leader, unreadable or never at its end?); \
+                     scoring starts, terminal features use the labels read so far (riskstream_labels_behind_seconds)"
+                );
+                break;
+            }
+            match self.labels.recv_timeout(Duration::from_millis(10)) {
+                Ok(l) => apply_labels(&mut self.state.engine, &l),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let wm = progress.watermark.load(Ordering::Acquire);
-        let behind = if progress.caught_up.load(Ordering::Acquire) || wm >= newest {
+        self.apply_pending_labels();
+        tracing::info!(
+            labels = self.state.engine.state_size().3,
+            ms = t0.elapsed().as_millis() as u64,
+            "label history loaded"
+        );
+    }
+
+    /// Terminal features need every label reported up to the batch's time:
+    /// waits (at most `labels_wait`) for the label stream to get there.
+    fn wait_for_labels(&mut self, batch: &[Incoming]) {
+        let newest = batch.iter().map(|i| i.tx.event_time).max().unwrap_or(0);
+        let wait_until = Instant::now() + self.cfg.labels_wait;
+        loop {
+            let caught_up = self.progress.caught_up.load(Ordering::Acquire);
+            let wm = self.progress.watermark.load(Ordering::Acquire);
+            self.apply_pending_labels();
+            if caught_up
+                || wm >= newest
+                || Instant::now() >= wait_until
+                || self.cancel.is_cancelled()
+            {
+                break;
+            }
+            match self.labels.recv_timeout(Duration::from_millis(2)) {
+                Ok(l) => apply_labels(&mut self.state.engine, &l),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.report_labels_behind(newest);
+    }
+
+    fn report_labels_behind(&mut self, newest: i64) {
+        let wm = self.progress.watermark.load(Ordering::Acquire);
+        let behind = if self.progress.caught_up.load(Ordering::Acquire) || wm >= newest {
             0
         } else if wm == i64::MIN {
             -1
         } else {
             (newest - wm) / 1000
         };
-        metrics
-            .labels_behind_seconds
-            .store(behind, Ordering::Relaxed);
-        if behind > 0 && last_behind_warn.elapsed() >= Duration::from_secs(60) {
-            last_behind_warn = Instant::now();
+        self.metrics.labels_behind_seconds.set(behind);
+        if behind > 0 && self.last_behind_warn.elapsed() >= Duration::from_secs(60) {
+            self.last_behind_warn = Instant::now();
             tracing::warn!(
                 behind_s = behind,
                 "labels are behind the records being scored; terminal features miss the newest labels"
             );
         }
-        // Eviction follows the slowest partition, not the fastest.
-        for i in &batch {
-            clocks.saw(i.partition, i.tx.event_time);
-        }
-        if let Some(wm) = clocks.watermark() {
-            engine.set_clock_limit(wm);
-        }
-        // Model changes land between batches.
-        while let Ok(u) = updates.try_recv() {
-            switch_model(&mut models, u, &metrics, drift.as_ref());
-        }
-        let out = score_batch(
-            &mut models,
-            &codec,
-            &metrics,
-            &mut engine,
-            &mut batch,
-            drift.as_ref(),
-        )?;
-        if to_sink.blocking_send(SinkItem::Scored(out)).is_err() {
-            break;
-        }
     }
-    Ok(())
 }
 
 /// The dead letter of a record the model gave no finite score.
@@ -429,7 +434,7 @@ pub fn switch_model(
     let new = u.scorer.location.clone();
     let old = models.apply(u.scorer, u.role);
     let old_version = old.map(|o| o.location.version).unwrap_or_default();
-    metrics.model_swaps.fetch_add(1, Ordering::Relaxed);
+    metrics.model_swaps.increment(1);
     publish_model_info(models, metrics);
     tracing::info!(
         model = %new.name, version = %new.version, role = u.role.as_str(), previous = %old_version,
@@ -456,7 +461,7 @@ pub fn publish_model_info(models: &ModelSet, metrics: &Metrics) {
             role: Role::Challenger.as_str(),
         });
     }
-    *metrics.model_info.lock().unwrap_or_else(|e| e.into_inner()) = info;
+    metrics.set_model_info(&info);
 }
 
 /// Features → model(s) → encoded records, for one batch (drained from
@@ -473,9 +478,31 @@ pub fn score_batch(
     if let Some(oldest) = batch.iter().map(|i| i.consumed_at).min() {
         metrics
             .scoring_wait_seconds
-            .observe(oldest.elapsed().as_secs_f64());
+            .record(oldest.elapsed().as_secs_f64());
     }
     let feats = features_of(engine, batch);
+    count_cap_hits(engine, metrics);
+    let n = batch.len();
+    let to_challenger: Vec<bool> = batch
+        .iter()
+        .map(|i| models.routes_to_challenger(&i.tx.customer_id))
+        .collect();
+    let t0 = Instant::now();
+    let scores = BatchScores::compute(models, &feats, &to_challenger)?;
+    metrics.inference_seconds.record(t0.elapsed().as_secs_f64());
+    metrics.batch_size.record(n as f64);
+    metrics.batches.increment(1);
+    let mut out = Assembly::new(models, codec, n, drift.is_some());
+    let mut scores = scores.into_iters(models.shadow);
+    for ((i, f), routed) in batch.drain(..).zip(&feats).zip(&to_challenger) {
+        let (shadow_score, score) = scores.next(*routed && models.challenger.is_some());
+        out.push(i, f, *routed, score, shadow_score);
+    }
+    Ok(out.finish(metrics, drift))
+}
+
+/// Counts the feature engine's state-cap hits of the batch.
+fn count_cap_hits(engine: &mut FeatureEngine, metrics: &Metrics) {
     let (customer_cap, terminal_cap) = engine.take_cap_hits();
     if customer_cap > 0 {
         metrics.event("state_cap_hits", "customer_history", customer_cap);
@@ -483,90 +510,147 @@ pub fn score_batch(
     if terminal_cap > 0 {
         metrics.event("state_cap_hits", "terminal_labels", terminal_cap);
     }
-    let n = batch.len();
-    let to_challenger: Vec<bool> = batch
-        .iter()
-        .map(|i| models.routes_to_challenger(&i.tx.customer_id))
-        .collect();
-    let ab = to_challenger.iter().any(|c| *c);
-    let t0 = Instant::now();
-    // Champion scores: every row unless A/B sends some away.
-    let champion_scores = if ab {
-        let rows: Vec<FeatureVector> = feats
-            .iter()
-            .zip(&to_challenger)
-            .filter(|(_, c)| !**c)
-            .map(|(f, _)| *f)
-            .collect();
-        models.champion.score(&rows)?
-    } else {
-        models.champion.score(&feats)?
-    };
-    // Challenger scores: every row in shadow mode, else the routed rows.
-    let challenger_scores = match &mut models.challenger {
-        Some(ch) if models.shadow => ch.score(&feats)?,
-        Some(ch) if ab => {
-            let rows: Vec<FeatureVector> = feats
+}
+
+/// The model calls of one batch.
+struct BatchScores {
+    champion: Vec<f32>,
+    /// Every row in shadow mode, else only the rows routed to the challenger.
+    challenger: Vec<f32>,
+}
+
+impl BatchScores {
+    fn compute(
+        models: &mut ModelSet,
+        feats: &[FeatureVector],
+        to_challenger: &[bool],
+    ) -> Result<Self, ScoringError> {
+        let ab = to_challenger.iter().any(|c| *c);
+        let rows = |want: bool| -> Vec<FeatureVector> {
+            feats
                 .iter()
-                .zip(&to_challenger)
-                .filter(|(_, c)| **c)
+                .zip(to_challenger)
+                .filter(|(_, c)| **c == want)
                 .map(|(f, _)| *f)
-                .collect();
-            ch.score(&rows)?
+                .collect()
+        };
+        // Champion scores: every row unless A/B sends some away.
+        let champion = if ab {
+            models.champion.score(&rows(false))?
+        } else {
+            models.champion.score(feats)?
+        };
+        let challenger = match &mut models.challenger {
+            Some(ch) if models.shadow => ch.score(feats)?,
+            Some(ch) if ab => ch.score(&rows(true))?,
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            champion,
+            challenger,
+        })
+    }
+
+    fn into_iters(self, shadow: bool) -> ScoreIters {
+        let (shadow_it, routed_it) = if shadow {
+            (self.challenger.into_iter(), Vec::new().into_iter())
+        } else {
+            (Vec::new().into_iter(), self.challenger.into_iter())
+        };
+        ScoreIters {
+            champion: self.champion.into_iter(),
+            shadow: shadow_it,
+            routed: routed_it,
         }
-        _ => Vec::new(),
-    };
-    metrics
-        .inference_seconds
-        .observe(t0.elapsed().as_secs_f64());
-    metrics.batch_size.observe(n as f64);
-    metrics.batches.fetch_add(1, Ordering::Relaxed);
-    let scored_at = now_ms();
-    let mut records = Vec::with_capacity(n);
-    let mut shadow = Vec::with_capacity(if models.shadow { n } else { 0 });
-    // In shadow mode the challenger's scores cover every row; otherwise only
-    // the routed ones, in order.
-    let mut champion_it = champion_scores.into_iter();
-    let (mut shadow_it, mut routed_it) = if models.shadow {
-        (challenger_scores.into_iter(), Vec::new().into_iter())
-    } else {
-        (Vec::new().into_iter(), challenger_scores.into_iter())
-    };
-    let (mut champion_n, mut champion_flagged, mut challenger_n, mut challenger_flagged) =
-        (0u64, 0u64, 0u64, 0u64);
-    let mut sample = drift.map(|_| DriftBatch {
-        features: Vec::with_capacity(n),
-        scores: Vec::with_capacity(n),
-        flagged: Vec::with_capacity(n),
-        event_times: Vec::with_capacity(n),
-    });
-    let mut dead = Vec::new();
-    for ((i, f), routed) in batch.drain(..).zip(&feats).zip(&to_challenger) {
-        let shadow_score = shadow_it.next().filter(|x| x.is_finite());
-        let (scorer, score) = match (&models.challenger, *routed) {
-            (Some(ch), true) => (ch, shadow_score.or_else(|| routed_it.next())),
-            _ => (&models.champion, champion_it.next()),
+    }
+}
+
+/// Walks a batch's scores in record order.
+struct ScoreIters {
+    champion: std::vec::IntoIter<f32>,
+    shadow: std::vec::IntoIter<f32>,
+    routed: std::vec::IntoIter<f32>,
+}
+
+impl ScoreIters {
+    /// (the shadow score if finite, the deciding score) of the next record.
+    fn next(&mut self, routed: bool) -> (Option<f32>, Option<f32>) {
+        let shadow = self.shadow.next().filter(|x| x.is_finite());
+        let score = if routed {
+            shadow.or_else(|| self.routed.next())
+        } else {
+            self.champion.next()
+        };
+        (shadow, score)
+    }
+}
+
+/// Encoded records, shadow records, dead letters and counts of one batch.
+struct Assembly<'a> {
+    models: &'a ModelSet,
+    codec: &'a Codec,
+    scored_at: i64,
+    records: Vec<ScoredRecord>,
+    shadow: Vec<ShadowRecord>,
+    dead: Vec<DeadLetter>,
+    /// (decided, flagged) by the champion and by the challenger.
+    champion: (u64, u64),
+    challenger: (u64, u64),
+    sample: Option<DriftBatch>,
+}
+
+impl<'a> Assembly<'a> {
+    fn new(models: &'a ModelSet, codec: &'a Codec, n: usize, drift: bool) -> Self {
+        Self {
+            models,
+            codec,
+            scored_at: now_ms(),
+            records: Vec::with_capacity(n),
+            shadow: Vec::with_capacity(if models.shadow { n } else { 0 }),
+            dead: Vec::new(),
+            champion: (0, 0),
+            challenger: (0, 0),
+            sample: drift.then(|| DriftBatch {
+                features: Vec::with_capacity(n),
+                scores: Vec::with_capacity(n),
+                flagged: Vec::with_capacity(n),
+                event_times: Vec::with_capacity(n),
+            }),
+        }
+    }
+
+    /// One record's outcome: its scored record (and shadow record), or a
+    /// dead letter when the deciding model gave no finite score.
+    fn push(
+        &mut self,
+        i: Incoming,
+        f: &FeatureVector,
+        routed: bool,
+        score: Option<f32>,
+        shadow_score: Option<f32>,
+    ) {
+        let models = self.models;
+        let scorer = match (&models.challenger, routed) {
+            (Some(ch), true) => ch,
+            _ => &models.champion,
         };
         // A missing or non-finite score is never written: dead-lettered.
         let Some(score) = score.filter(|x| x.is_finite()) else {
-            dead.push(non_finite(
-                codec,
-                i,
-                &scorer.location.name,
-                &scorer.location.version,
-            ));
-            continue;
+            let l = &scorer.location;
+            self.dead
+                .push(non_finite(self.codec, i, &l.name, &l.version));
+            return;
         };
-        let v = verdict(score, scorer, scored_at);
+        let v = verdict(score, scorer, self.scored_at);
         let is_fraud = v.is_fraud;
-        if *routed {
-            challenger_n += 1;
-            challenger_flagged += u64::from(is_fraud);
+        if routed && models.challenger.is_some() {
+            self.challenger.0 += 1;
+            self.challenger.1 += u64::from(is_fraud);
         } else {
-            champion_n += 1;
-            champion_flagged += u64::from(is_fraud);
+            self.champion.0 += 1;
+            self.champion.1 += u64::from(is_fraud);
             // Drift compares the champion's decisions with its reference.
-            if let Some(d) = &mut sample {
+            if let Some(d) = &mut self.sample {
                 d.features.push(*f);
                 d.scores.push(v.score);
                 d.flagged.push(is_fraud);
@@ -575,17 +659,17 @@ pub fn score_batch(
         }
         // Encoded straight from the transaction: no per-record copies of
         // the model's name and version.
-        let payload = codec.encode_scored_from(&i.tx, &v);
+        let payload = self.codec.encode_scored_from(&i.tx, &v);
         if let (Some(ch), Some(x)) = (&models.challenger, shadow_score) {
-            let v = verdict(x, ch, scored_at);
-            shadow.push(ShadowRecord {
+            let v = verdict(x, ch, self.scored_at);
+            self.shadow.push(ShadowRecord {
                 key: i.tx.customer_id.clone(),
-                payload: codec.encode_scored_from(&i.tx, &v),
+                payload: self.codec.encode_scored_from(&i.tx, &v),
                 event_time: i.tx.event_time,
                 flagged: v.is_fraud,
             });
         }
-        records.push(ScoredRecord {
+        self.records.push(ScoredRecord {
             partition: i.partition,
             offset: i.offset,
             key: i.tx.customer_id,
@@ -595,28 +679,44 @@ pub fn score_batch(
             produced_at: i.produced_at,
         });
     }
-    let ch = &models.champion.location;
-    metrics.count_version(&ch.name, &ch.version, champion_n, champion_flagged, false);
-    if let Some(c) = &models.challenger {
-        let l = &c.location;
-        metrics.count_version(&l.name, &l.version, challenger_n, challenger_flagged, false);
-        let shadow_flagged = shadow.iter().filter(|r| r.flagged).count() as u64;
+
+    /// Counts per version, hands the drift sample over, returns the batch.
+    fn finish(self, metrics: &Metrics, drift: Option<&DriftSender>) -> ScoredBatch {
+        let ch = &self.models.champion.location;
         metrics.count_version(
-            &l.name,
-            &l.version,
-            shadow.len() as u64,
-            shadow_flagged,
-            true,
+            &ch.name,
+            &ch.version,
+            self.champion.0,
+            self.champion.1,
+            false,
         );
-    }
-    if let (Some(d), Some(sample)) = (drift, sample) {
-        if !sample.scores.is_empty() {
-            d.offer(sample);
+        if let Some(c) = &self.models.challenger {
+            let l = &c.location;
+            metrics.count_version(
+                &l.name,
+                &l.version,
+                self.challenger.0,
+                self.challenger.1,
+                false,
+            );
+            let shadow_flagged = self.shadow.iter().filter(|r| r.flagged).count() as u64;
+            metrics.count_version(
+                &l.name,
+                &l.version,
+                self.shadow.len() as u64,
+                shadow_flagged,
+                true,
+            );
+        }
+        if let (Some(d), Some(sample)) = (drift, self.sample) {
+            if !sample.scores.is_empty() {
+                d.offer(sample);
+            }
+        }
+        ScoredBatch {
+            records: self.records,
+            shadow: self.shadow,
+            dead: self.dead,
         }
     }
-    Ok(ScoredBatch {
-        records,
-        shadow,
-        dead,
-    })
 }

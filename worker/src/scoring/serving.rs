@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,7 +184,7 @@ pub fn spawn_watcher(
     cfg: WatchConfig,
     updates: SyncSender<ModelUpdate>,
     metrics: Arc<crate::metrics::Metrics>,
-    stop: Arc<AtomicBool>,
+    cancel: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("registry".into())
@@ -194,7 +193,7 @@ pub fn spawn_watcher(
             // logged at ERROR, and the watch starts again after a pause.
             loop {
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    watch(cfg.clone(), updates.clone(), metrics.clone(), stop.clone())
+                    watch(cfg.clone(), updates.clone(), metrics.clone(), &cancel)
                 }));
                 match run {
                     Ok(()) => return,
@@ -207,7 +206,7 @@ pub fn spawn_watcher(
                         metrics.event("watcher_errors", "panic", 1);
                         tracing::error!(panic = %what, "registry watcher panicked; restarting it (hot swap continues)");
                         std::thread::sleep(cfg.poll.max(std::time::Duration::from_secs(1)));
-                        if stop.load(Ordering::Acquire) {
+                        if cancel.is_cancelled() {
                             return;
                         }
                     }
@@ -220,7 +219,7 @@ fn watch(
     mut cfg: WatchConfig,
     updates: SyncSender<ModelUpdate>,
     metrics: Arc<crate::metrics::Metrics>,
-    stop: Arc<AtomicBool>,
+    cancel: &tokio_util::sync::CancellationToken,
 ) {
     // Refused versions are not retried until their card or weights change.
     let mut refused: HashMap<(Role, String), Option<std::time::SystemTime>> = HashMap::new();
@@ -231,7 +230,7 @@ fn watch(
             .max()
     };
     let mut last_error: Option<String> = None;
-    while !stop.load(Ordering::Acquire) {
+    while !cancel.is_cancelled() {
         std::thread::sleep(cfg.poll);
         for (role, reference) in cfg.refs.clone() {
             let loc = match crate::registry::resolve(&cfg.models_dir, &reference) {
@@ -283,7 +282,7 @@ fn watch(
                     cfg.serving.insert(role, loc.version.clone());
                 }
                 Err(e) => {
-                    metrics.model_refused.fetch_add(1, Ordering::Relaxed);
+                    metrics.model_refused.increment(1);
                     tracing::error!(
                         model = %loc.name, version = %loc.version, role = role.as_str(), error = %e,
                         "refusing {}/{}: {e}; {}/{old} keeps serving", loc.name, loc.version, loc.name

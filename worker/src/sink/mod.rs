@@ -19,7 +19,8 @@
 //! shutdown the sink settles deliveries for at most `drain_timeout`, then
 //! says what it abandoned (their offsets are not committed).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,12 +30,13 @@ use rdkafka::message::{DeliveryResult, Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::RunConfig;
 use crate::kafka::client_config;
-use crate::metrics::{LocalHistogram, Metrics};
-use crate::message::now_ms;
-use crate::source::{DeadLetter, InputConsumer, OffsetTracker, SinkItem};
+use crate::message::{now_ms, DeadLetter, SinkItem};
+use crate::metrics::Metrics;
+use crate::outcome::{decide, Domain, Outcome};
+use crate::source::{InputConsumer, OffsetTracker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -60,6 +62,22 @@ pub enum Class {
     Record(&'static str),
     /// The topic or cluster refuses us: stop, saying what to fix.
     Fatal(&'static str),
+}
+
+impl Class {
+    /// Whose fault it is.
+    pub fn domain(self) -> Domain {
+        match self {
+            Class::Transient => Domain::External { transient: true },
+            Class::Record(_) => Domain::Input,
+            Class::Fatal(_) => Domain::External { transient: false },
+        }
+    }
+
+    /// What happens to the record ([`crate::outcome::decide`]).
+    pub fn outcome(self) -> Outcome {
+        decide(self.domain())
+    }
 }
 
 /// Classifies a producer error code (send or delivery).
@@ -98,7 +116,7 @@ const DLQ_SMALL_PAYLOAD: usize = 1024;
 /// The output producer: librdkafka's polling thread runs [`SinkContext`].
 pub type OutputProducer = ThreadedProducer<SinkContext>;
 
-pub fn producer(cfg: &RunConfig, ctx: SinkContext) -> Result<OutputProducer, SinkError> {
+pub fn producer(cfg: &SinkConfig, ctx: SinkContext) -> Result<OutputProducer, SinkError> {
     let mut c = client_config(&cfg.brokers, &cfg.kafka);
     c.set("linger.ms", "2")
         .set("compression.type", "lz4")
@@ -166,29 +184,17 @@ struct Failed {
     code: Option<RDKafkaErrorCode>,
 }
 
-/// Latencies observed on the polling thread, merged into the metrics every
-/// `MERGE_EVERY` deliveries and whenever nothing is left in flight.
-#[derive(Default)]
-struct Locals {
-    lag: LocalHistogram,
-    proc: LocalHistogram,
-    delivery: LocalHistogram,
-    end_to_end: LocalHistogram,
-}
-
-const MERGE_EVERY: u64 = 256;
-
 /// Settles deliveries: offsets, metrics, the record limit, failed records.
 pub struct SinkContext {
     consumer: Arc<InputConsumer>,
     tracker: Arc<OffsetTracker>,
     metrics: Arc<Metrics>,
     input_topic: String,
-    /// Stop after this many handled records (tests, benchmarks): `stop` is set.
+    /// Stop after this many handled records (tests, benchmarks): `cancel`
+    /// is cancelled.
     max_records: Option<u64>,
-    stop: Arc<AtomicBool>,
+    cancel: CancellationToken,
     in_flight: AtomicUsize,
-    locals: Mutex<Locals>,
     /// Deliveries that failed after librdkafka's retries: handled by the sink task.
     failed: Mutex<Vec<Failed>>,
     /// Summary of delivery failures (WARN at most once per interval).
@@ -197,11 +203,11 @@ pub struct SinkContext {
 
 impl SinkContext {
     pub fn new(
-        cfg: &RunConfig,
+        cfg: &SinkConfig,
         consumer: Arc<InputConsumer>,
         tracker: Arc<OffsetTracker>,
         metrics: Arc<Metrics>,
-        stop: Arc<AtomicBool>,
+        cancel: CancellationToken,
     ) -> Self {
         Self {
             consumer,
@@ -209,9 +215,8 @@ impl SinkContext {
             metrics,
             input_topic: cfg.input_topic.clone(),
             max_records: cfg.max_records,
-            stop,
+            cancel,
             in_flight: AtomicUsize::new(0),
-            locals: Mutex::new(Locals::default()),
             failed: Mutex::new(Vec::new()),
             failures: Mutex::new(crate::metrics::LogSummary::new(
                 "deliveries failed",
@@ -234,56 +239,35 @@ impl SinkContext {
         }
     }
 
-    fn merge(&self, l: &mut Locals) {
-        self.metrics
-            .event_lag_seconds
-            .merge(&std::mem::take(&mut l.lag));
-        self.metrics
-            .processing_seconds
-            .merge(&std::mem::take(&mut l.proc));
-        self.metrics
-            .delivery_seconds
-            .merge(&std::mem::take(&mut l.delivery));
-        self.metrics
-            .end_to_end_seconds
-            .merge(&std::mem::take(&mut l.end_to_end));
-    }
-
     fn delivered(&self, origin: &Origin) {
         let now = Instant::now();
         // The worker's delivered count is this run's handled count.
-        let handled = self.metrics.delivered.fetch_add(1, Ordering::AcqRel) + 1;
+        let handled = self.metrics.delivered.add(1);
         self.metrics.first_delivered.get_or_init(|| now);
         if self.max_records.is_some_and(|m| handled == m / 2) {
             self.metrics.half_delivered.get_or_init(|| now);
         }
-        {
-            let mut l = self.locals.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(t) = origin.enqueued_at {
-                l.delivery
-                    .observe(now.saturating_duration_since(t).as_secs_f64());
+        let m = &self.metrics;
+        if let Some(t) = origin.enqueued_at {
+            m.delivery_seconds
+                .record(now.saturating_duration_since(t).as_secs_f64());
+        }
+        if let Some(c) = origin.consumed_at {
+            m.processing_seconds
+                .record(now.saturating_duration_since(c).as_secs_f64());
+        }
+        if origin.event_time.is_some() || origin.produced_at.is_some() {
+            let wall = now_ms();
+            if let Some(t) = origin.event_time {
+                m.event_lag_seconds.record((wall - t) as f64 / 1000.0);
             }
-            if let Some(c) = origin.consumed_at {
-                l.proc
-                    .observe(now.saturating_duration_since(c).as_secs_f64());
-            }
-            if origin.event_time.is_some() || origin.produced_at.is_some() {
-                let wall = now_ms();
-                if let Some(t) = origin.event_time {
-                    l.lag.observe((wall - t) as f64 / 1000.0);
-                }
-                if let Some(t) = origin.produced_at {
-                    l.end_to_end.observe((wall - t) as f64 / 1000.0);
-                }
-            }
-            // `in_flight` still counts this record: 1 means it was the last.
-            if handled.is_multiple_of(MERGE_EVERY) || self.in_flight.load(Ordering::Acquire) <= 1 {
-                self.merge(&mut l);
+            if let Some(t) = origin.produced_at {
+                m.end_to_end_seconds.record((wall - t) as f64 / 1000.0);
             }
         }
         self.settle(origin);
         if self.max_records.is_some_and(|m| handled >= m) {
-            self.stop.store(true, Ordering::Release);
+            self.cancel.cancel();
         }
     }
 
@@ -294,7 +278,7 @@ impl SinkContext {
 
     /// Scored records and dead letters delivered so far.
     pub fn handled(&self) -> u64 {
-        self.metrics.delivered.load(Ordering::Acquire)
+        self.metrics.delivered.get()
     }
 }
 
@@ -365,9 +349,12 @@ pub fn error_name(code: RDKafkaErrorCode) -> &'static str {
     }
 }
 
-/// Sink settings (from the run config).
+/// The sink stage's settings.
 #[derive(Debug, Clone)]
-pub struct SinkSettings {
+pub struct SinkConfig {
+    pub brokers: String,
+    /// librdkafka pass-through options (may hold secrets: never logged).
+    pub kafka: BTreeMap<String, String>,
     pub output_topic: String,
     pub dlq_topic: String,
     pub input_topic: String,
@@ -378,6 +365,26 @@ pub struct SinkSettings {
     pub drain_timeout: Duration,
     /// Bytes of the original payload a dead letter carries.
     pub dlq_max_payload: usize,
+    /// Stop after this many records were delivered (tests, benchmarks).
+    pub max_records: Option<u64>,
+}
+
+impl SinkConfig {
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MIN_DLQ_PAYLOAD: usize = 1024;
+
+    /// Cross-field checks; problems are appended to `errors`.
+    pub fn check(&self, errors: &mut Vec<String>) {
+        if self.drain_timeout < Duration::from_secs(1) {
+            errors.push("drain_timeout_ms: must be at least 1000".into());
+        }
+        if self.dlq_max_payload < Self::MIN_DLQ_PAYLOAD {
+            errors.push(format!(
+                "dlq_max_payload_bytes: must be at least {}",
+                Self::MIN_DLQ_PAYLOAD
+            ));
+        }
+    }
 }
 
 /// Why a record was not handed to the producer.
@@ -391,28 +398,13 @@ enum NotSent {
 /// Sink state: producer, topics, in-flight bound.
 pub struct Sink {
     producer: OutputProducer,
-    settings: SinkSettings,
+    settings: SinkConfig,
     /// When the stop request was first seen.
     stopping_since: std::sync::OnceLock<Instant>,
 }
 
 impl Sink {
-    pub fn new(cfg: &RunConfig, producer: OutputProducer) -> Self {
-        Self::with_settings(
-            SinkSettings {
-                output_topic: cfg.output_topic.clone(),
-                dlq_topic: cfg.dlq_topic.clone(),
-                input_topic: cfg.input_topic.clone(),
-                shadow_topic: cfg.serving.shadow_topic.clone(),
-                max_in_flight: cfg.queue_records,
-                drain_timeout: cfg.drain_timeout,
-                dlq_max_payload: cfg.dlq_max_payload_bytes,
-            },
-            producer,
-        )
-    }
-
-    pub fn with_settings(settings: SinkSettings, producer: OutputProducer) -> Self {
+    pub fn new(settings: SinkConfig, producer: OutputProducer) -> Self {
         Self {
             producer,
             settings,
@@ -427,7 +419,7 @@ impl Sink {
     /// Whether shutdown's drain time is used up (3/4 of `drain_timeout`
     /// since the stop request; the rest is left for the final commit).
     fn drain_expired(&self) -> bool {
-        if !self.ctx().stop.load(Ordering::Acquire) {
+        if !self.ctx().cancel.is_cancelled() {
             return false;
         }
         let since = self.stopping_since.get_or_init(Instant::now);
@@ -480,8 +472,6 @@ impl Sink {
         if let Ok(mut f) = ctx.failures.lock() {
             f.flush();
         }
-        let mut l = ctx.locals.lock().unwrap_or_else(|e| e.into_inner());
-        ctx.merge(&mut l);
         Ok(ctx.handled())
     }
 
@@ -490,10 +480,7 @@ impl Sink {
         rx.close();
         let mut queued = 0u64;
         while let Ok(item) = rx.try_recv() {
-            queued += match item {
-                SinkItem::Scored(b) => (b.records.len() + b.dead.len()) as u64,
-                SinkItem::Dead(_) => 1,
-            };
+            queued += item.records();
         }
         let failed =
             std::mem::take(&mut *self.ctx().failed.lock().unwrap_or_else(|e| e.into_inner()));
@@ -725,64 +712,19 @@ impl Sink {
             tracing::error!(error = %code, reason, "fatal producer error");
             return Err(SinkError::Fatal(KafkaError::MessageProduction(code)));
         }
-        let mut backoff_attempts = 0;
         let mut resend = Vec::new();
         for f in failed {
-            match f.code.map_or(Class::Transient, classify) {
-                Class::Fatal(fix) => {
-                    let code = f.code.unwrap_or(RDKafkaErrorCode::Fail);
-                    tracing::error!(topic = f.msg.topic(), error = %code, "{fix}");
-                    return Err(SinkError::Refused {
-                        topic: f.msg.topic().to_string(),
-                        code,
-                        fix,
-                    });
-                }
-                Class::Record(_) if f.origin.dead_letter => {
-                    // The DLQ refused a dead letter: once more, small.
-                    let d = DeadLetter {
-                        partition: f.origin.partition,
-                        offset: f.origin.offset,
-                        key: f.msg.key().map(<[u8]>::to_vec),
-                        payload: f.msg.payload().map(<[u8]>::to_vec),
-                        headers: Vec::new(),
-                        headers_dropped: true,
-                        reason: dead_reason(&f.msg),
-                        detail: format!(
-                            "dead letter refused by the topic: {}",
-                            f.code.map_or("unknown", error_name)
-                        ),
-                    };
-                    if d.payload
-                        .as_ref()
-                        .is_some_and(|p| p.len() > DLQ_SMALL_PAYLOAD)
-                    {
-                        if !self.send_dead(&d, DLQ_SMALL_PAYLOAD).await? {
-                            return Ok(false);
-                        }
-                    } else {
-                        self.lost_dead_letter(&f.origin, f.code.unwrap_or(RDKafkaErrorCode::Fail));
-                    }
-                }
-                Class::Record(_) => {
-                    let code = f.code.unwrap_or(RDKafkaErrorCode::Fail);
-                    let d = output_refused(
-                        &f.origin,
-                        f.msg.key().unwrap_or_default(),
-                        f.msg.payload().unwrap_or_default(),
-                        code,
-                    );
-                    if !self.send_dead(&d, self.settings.dlq_max_payload).await? {
+            let class = f.code.map_or(Class::Transient, classify);
+            match class.outcome() {
+                Outcome::Stop => return Err(refused(&f, class)),
+                Outcome::DeadLetter => {
+                    if !self.dead_letter_failed(&f).await? {
                         return Ok(false);
                     }
                 }
-                Class::Transient => {
-                    backoff_attempts = backoff_attempts.max(f.origin.attempts);
-                    self.ctx().metrics.event(
-                        "delivery_retries",
-                        f.code.map_or("unknown", error_name),
-                        1,
-                    );
+                Outcome::Retry => {
+                    let reason = f.code.map_or("unknown", error_name);
+                    self.ctx().metrics.event("delivery_retries", reason, 1);
                     resend.push(f);
                 }
             }
@@ -790,58 +732,113 @@ impl Sink {
         if resend.is_empty() {
             return Ok(true);
         }
-        // The broker or topic may be recovering: 100 ms, doubling to 5 s.
-        let pause =
-            Duration::from_millis(100 << backoff_attempts.min(6)).min(Duration::from_secs(5));
-        let until = Instant::now() + pause;
-        while Instant::now() < until {
-            if self.drain_expired() {
-                self.ctx()
-                    .failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(resend);
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let attempts = resend.iter().map(|f| f.origin.attempts).max().unwrap_or(0);
+        if !self.back_off(attempts).await {
+            self.ctx()
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(resend);
+            return Ok(false);
         }
         for f in resend {
-            let (mut origin, msg) = (f.origin, f.msg);
-            origin.attempts += 1;
-            if msg.topic().is_empty() {
-                return Err(SinkError::Fatal(KafkaError::Canceled));
-            }
-            let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
-                BaseRecord::with_opaque_to(msg.topic(), Box::new(origin));
-            if let Some(k) = msg.key() {
-                rec = rec.key(k);
-            }
-            if let Some(p) = msg.payload() {
-                rec = rec.payload(p);
-            }
-            if let Some(h) = msg.headers() {
-                rec = rec.headers(h.clone());
-            }
-            if let Some(t) = msg.timestamp().to_millis() {
-                rec = rec.timestamp(t);
-            }
-            match self.send(rec).await? {
-                Ok(()) => {}
-                Err(NotSent::Abandoned) => return Ok(false),
-                Err(NotSent::Record(code)) => {
-                    let d = output_refused(
-                        &origin,
-                        msg.key().unwrap_or_default(),
-                        msg.payload().unwrap_or_default(),
-                        code,
-                    );
-                    if !self.send_dead(&d, self.settings.dlq_max_payload).await? {
-                        return Ok(false);
-                    }
-                }
+            if !self.resend(f).await? {
+                return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// A delivery that failed for the record's own sake: its dead letter
+    /// (a refused dead letter: once more, small, else skipped). False once
+    /// the drain time ran out.
+    async fn dead_letter_failed(&self, f: &Failed) -> Result<bool, SinkError> {
+        let code = f.code.unwrap_or(RDKafkaErrorCode::Fail);
+        if !f.origin.dead_letter {
+            let key = f.msg.key().unwrap_or_default();
+            let d = output_refused(&f.origin, key, f.msg.payload().unwrap_or_default(), code);
+            return self.send_dead(&d, self.settings.dlq_max_payload).await;
+        }
+        let d = DeadLetter {
+            partition: f.origin.partition,
+            offset: f.origin.offset,
+            key: f.msg.key().map(<[u8]>::to_vec),
+            payload: f.msg.payload().map(<[u8]>::to_vec),
+            headers: Vec::new(),
+            headers_dropped: true,
+            reason: dead_reason(&f.msg),
+            detail: format!("dead letter refused by the topic: {}", error_name(code)),
+        };
+        if d.payload
+            .as_ref()
+            .is_some_and(|p| p.len() > DLQ_SMALL_PAYLOAD)
+        {
+            return self.send_dead(&d, DLQ_SMALL_PAYLOAD).await;
+        }
+        self.lost_dead_letter(&f.origin, code);
+        Ok(true)
+    }
+
+    /// The broker or topic may be recovering: 100 ms, doubling to 5 s.
+    /// False if the drain time ran out meanwhile.
+    async fn back_off(&self, attempts: u32) -> bool {
+        let pause = Duration::from_millis(100 << attempts.min(6)).min(Duration::from_secs(5));
+        let until = Instant::now() + pause;
+        while Instant::now() < until {
+            if self.drain_expired() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
+    /// Sends a failed record again, as it was. False once the drain time
+    /// ran out.
+    async fn resend(&self, f: Failed) -> Result<bool, SinkError> {
+        let (mut origin, msg) = (f.origin, f.msg);
+        origin.attempts += 1;
+        if msg.topic().is_empty() {
+            return Err(SinkError::Fatal(KafkaError::Canceled));
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
+            BaseRecord::with_opaque_to(msg.topic(), Box::new(origin));
+        if let Some(k) = msg.key() {
+            rec = rec.key(k);
+        }
+        if let Some(p) = msg.payload() {
+            rec = rec.payload(p);
+        }
+        if let Some(h) = msg.headers() {
+            rec = rec.headers(h.clone());
+        }
+        if let Some(t) = msg.timestamp().to_millis() {
+            rec = rec.timestamp(t);
+        }
+        match self.send(rec).await? {
+            Ok(()) => Ok(true),
+            Err(NotSent::Abandoned) => Ok(false),
+            Err(NotSent::Record(code)) => {
+                let key = msg.key().unwrap_or_default();
+                let d = output_refused(&origin, key, msg.payload().unwrap_or_default(), code);
+                self.send_dead(&d, self.settings.dlq_max_payload).await
+            }
+        }
+    }
+}
+
+/// The error that stops the worker for a delivery the topic or cluster refused.
+fn refused(f: &Failed, class: Class) -> SinkError {
+    let code = f.code.unwrap_or(RDKafkaErrorCode::Fail);
+    let fix = match class {
+        Class::Fatal(fix) => fix,
+        _ => "see the broker's error",
+    };
+    tracing::error!(topic = f.msg.topic(), error = %code, "{fix}");
+    SinkError::Refused {
+        topic: f.msg.topic().to_string(),
+        code,
+        fix,
     }
 }
 

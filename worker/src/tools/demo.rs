@@ -4,7 +4,6 @@
 //! transaction is scored (or Ctrl-C).
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::config::{RunArgs, RunConfig};
@@ -48,7 +47,7 @@ pub enum DemoError {
 
 pub async fn demo(
     args: DemoArgs,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cancel: tokio_util::sync::CancellationToken,
 ) -> Result<(), DemoError> {
     let mock;
     let brokers = match &args.brokers {
@@ -111,7 +110,7 @@ pub async fn demo(
         schema_registry_url: None,
     };
     let handles = Handles {
-        stop: stop.clone(),
+        cancel: cancel.clone(),
         ..Default::default()
     };
     let metrics = handles.metrics.clone();
@@ -142,45 +141,38 @@ pub async fn demo(
                 produced = Some(r.transactions);
             }
         }
-        let delivered = metrics.delivered.load(Ordering::Relaxed);
+        let delivered = metrics.delivered.get();
         let (scored, flagged) = metrics.scored_and_flagged();
         let dead = metrics.dead_lettered_total();
         let rate = (delivered - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), delivered);
         let q = |p| {
             metrics
-                .processing_seconds
-                .quantile(p)
+                .quantile("riskstream_processing_seconds", p)
                 .map_or("-".to_string(), |s| format!("{:.1}ms", s * 1e3))
         };
-        let alerts: Vec<String> = metrics
-            .drift
-            .lock()
-            .map(|g| {
-                g.iter()
-                    .filter(|v| v.alerting)
-                    .map(|v| v.variable.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let alerts = metrics.drift_alerts();
         eprintln!(
             "[{:>4.0}s] scored {scored:>8}  {rate:>8.0} ev/s  latency p50 {} p99 {}  flagged {}  dead-lettered {dead}  drift windows {} alerts {}",
             started.elapsed().as_secs_f64(),
             q(0.5),
             q(0.99),
             flagged,
-            metrics.drift_windows.load(Ordering::Relaxed),
+            metrics.drift_windows.get(),
             if alerts.is_empty() { "none".to_string() } else { alerts.join(",") },
         );
         let done = produced.is_some_and(|p| delivered >= p);
-        if done || stop.load(Ordering::Acquire) || worker.is_finished() {
-            stop.store(true, Ordering::Release);
+        if done || cancel.is_cancelled() || worker.is_finished() {
+            cancel.cancel();
             break;
         }
     }
     let report = worker
         .await
-        .map_err(|e| crate::pipeline::PipelineError::Panic(e.to_string()))??;
+        .map_err(|source| crate::pipeline::PipelineError::StageFailed {
+            stage: "pipeline",
+            source,
+        })??;
     eprintln!(
         "done: {} records in {:.1}s; flagged {}",
         report.handled,

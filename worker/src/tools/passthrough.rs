@@ -12,17 +12,18 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::{ClientContext, Message};
 
 use crate::kafka::client_config;
-use crate::metrics::Histogram;
+use crate::metrics::Metrics;
 
 /// When a record was consumed, and its Kafka timestamp (ms).
 type Origin = (Instant, Option<i64>);
 
 /// Records consume → broker ack latency of every record, and input
-/// Kafka timestamp → ack (end to end, where producers stamp send time).
+/// Kafka timestamp → ack (end to end, where producers stamp send time),
+/// in the worker's own series (`riskstream_processing_seconds`,
+/// `riskstream_end_to_end_seconds`), so both are bucketed alike.
 #[derive(Default)]
 pub struct LatencyContext {
-    pub latency: Histogram,
-    pub end_to_end: Histogram,
+    pub metrics: Metrics,
 }
 
 impl ClientContext for LatencyContext {}
@@ -32,10 +33,12 @@ impl ProducerContext for LatencyContext {
     fn delivery(&self, r: &DeliveryResult<'_>, origin: Self::DeliveryOpaque) {
         let (consumed_at, produced_at) = *origin;
         if r.is_ok() {
-            self.latency.observe(consumed_at.elapsed().as_secs_f64());
+            let m = &self.metrics;
+            m.processing_seconds
+                .record(consumed_at.elapsed().as_secs_f64());
             if let Some(t) = produced_at {
-                self.end_to_end
-                    .observe((crate::message::now_ms() - t) as f64 / 1000.0);
+                m.end_to_end_seconds
+                    .record((crate::message::now_ms() - t) as f64 / 1000.0);
             }
         }
     }
@@ -119,10 +122,10 @@ pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaErr
         }
     }
     producer.flush(Duration::from_secs(60))?;
-    let h = &producer.context().latency;
-    let q = |p| h.quantile(p).unwrap_or(0.0) * 1e3;
-    let e = &producer.context().end_to_end;
-    let e2e = |p| e.quantile(p).unwrap_or(0.0) * 1e3;
+    let text = producer.context().metrics.render();
+    let ms = |name: &str, p| crate::metrics::quantile_of(&text, name, p).unwrap_or(0.0) * 1e3;
+    let q = |p| ms("riskstream_processing_seconds", p);
+    let e2e = |p| ms("riskstream_end_to_end_seconds", p);
     Ok(PassthroughReport {
         records: n,
         seconds: start.map_or(0.0, |s| s.elapsed().as_secs_f64()),

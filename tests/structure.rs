@@ -1,0 +1,258 @@
+//! The shape of `worker/src`, checked: the import graph of its top-level
+//! modules has no circles, no non-test function is over 80 lines, and no
+//! `too_many_arguments` allow is left. Reads the sources; needs no broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/worker/src");
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("readable source dir") {
+        let p = e.expect("dir entry").path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The file's non-test code: `tests.rs` files are tests; elsewhere the
+/// code before the first `#[cfg(test)]` line.
+fn non_test_code(p: &Path) -> String {
+    if p.file_name().is_some_and(|n| n == "tests.rs") {
+        return String::new();
+    }
+    let text = std::fs::read_to_string(p).expect("readable source");
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim() == "#[cfg(test)]" {
+            break;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// The top-level module a file belongs to (None for lib.rs and main.rs).
+fn module_of(p: &Path) -> Option<String> {
+    let rel = p.strip_prefix(SRC).ok()?;
+    let first = rel.components().next()?.as_os_str().to_str()?;
+    let m = first.trim_end_matches(".rs");
+    (m != "lib" && m != "main").then(|| m.to_string())
+}
+
+/// A line without its `//` comment and with string and char literals blanked.
+fn code_only(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    let mut in_str = false;
+    while let Some(c) = chars.next() {
+        if in_str {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    in_str = false;
+                    out.push('"');
+                }
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_str = true;
+                out.push('"');
+            }
+            '/' if chars.peek() == Some(&'/') => break,
+            // A char literal such as '{' or '\'' (lifetimes have no closing quote).
+            '\'' => {
+                let rest: String = chars.clone().take(3).collect();
+                let close = if rest.starts_with('\\') { 2 } else { 1 };
+                if rest.chars().nth(close) == Some('\'') {
+                    for _ in 0..=close {
+                        chars.next();
+                    }
+                    out.push_str("' '");
+                } else {
+                    out.push('\'');
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// (module, uses) over every non-test file.
+fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(Path::new(SRC), &mut files);
+    let modules: BTreeSet<String> = files.iter().filter_map(|p| module_of(p)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for p in &files {
+        let Some(m) = module_of(p) else { continue };
+        let code = non_test_code(p);
+        let uses = graph.entry(m.clone()).or_default();
+        for line in code.lines().map(code_only) {
+            for (i, _) in line.match_indices("crate::") {
+                let ident: String = line[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if ident != m && modules.contains(&ident) {
+                    uses.insert(ident);
+                }
+            }
+        }
+    }
+    graph
+}
+
+/// A circle in the graph, if any (as the path that closes it).
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        g: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            let mut c = path[i..].to_vec();
+            c.push(n.to_string());
+            return Some(c);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for next in g.get(n).into_iter().flatten() {
+            if let Some(c) = visit(next, g, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for n in graph.keys() {
+        if let Some(c) = visit(n, graph, &mut Vec::new(), &mut done) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[test]
+fn the_module_graph_has_no_circles() {
+    let g = import_graph();
+    assert!(g.len() >= 10, "modules found: {:?}", g.keys());
+    // The floor imports no stage.
+    for stage in ["source", "scoring", "sink", "pipeline", "drift", "config"] {
+        assert!(!g["message"].contains(stage), "message imports {stage}");
+        assert!(!g["metrics"].contains(stage), "metrics imports {stage}");
+    }
+    if let Some(c) = find_cycle(&g) {
+        panic!("import circle: {}\n{g:#?}", c.join(" → "));
+    }
+}
+
+#[test]
+fn the_cycle_finder_finds_a_planted_circle() {
+    let mut g = import_graph();
+    g.entry("message".into())
+        .or_default()
+        .insert("pipeline".into());
+    assert!(find_cycle(&g).is_some());
+}
+
+/// (file, line, name, length) of every non-test function.
+fn functions() -> Vec<(PathBuf, usize, String, usize)> {
+    let mut files = Vec::new();
+    rust_files(Path::new(SRC), &mut files);
+    let mut out = Vec::new();
+    for p in files {
+        let lines: Vec<String> = non_test_code(&p).lines().map(code_only).collect();
+        for (i, l) in lines.iter().enumerate() {
+            let t = l.trim_start();
+            let Some(pos) = t.find("fn ") else { continue };
+            let head = &t[..pos];
+            let is_fn = head.split_whitespace().all(|w| {
+                [
+                    "pub",
+                    "pub(crate)",
+                    "pub(super)",
+                    "async",
+                    "const",
+                    "unsafe",
+                ]
+                .contains(&w)
+            });
+            if !is_fn {
+                continue;
+            }
+            let name: String = t[pos + 3..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let mut depth = 0i32;
+            let mut opened = false;
+            for (j, l2) in lines.iter().enumerate().skip(i) {
+                if !opened && l2.contains(';') && !l2.contains('{') {
+                    break;
+                }
+                for c in l2.chars() {
+                    match c {
+                        '{' => {
+                            depth += 1;
+                            opened = true;
+                        }
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                }
+                if opened && depth <= 0 {
+                    out.push((p.clone(), i + 1, name.clone(), j - i + 1));
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_over_80_lines() {
+    let fns = functions();
+    assert!(fns.len() > 300, "functions found: {}", fns.len());
+    let long: Vec<String> = fns
+        .iter()
+        .filter(|f| f.3 > 80)
+        .map(|(p, l, n, len)| format!("{}:{l} {n} ({len} lines)", p.display()))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "functions over 80 lines:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn no_too_many_arguments_allow_is_left() {
+    let mut files = Vec::new();
+    rust_files(Path::new(SRC), &mut files);
+    for p in files {
+        let text = std::fs::read_to_string(&p).expect("readable source");
+        assert!(
+            !text.contains("clippy::too_many_arguments"),
+            "{} allows too_many_arguments",
+            p.display()
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! The drift sidecar stage of `riskstream run`: built from the drift
+//! settings and the champion's reference; off (with a WARN saying why)
+//! when drift is disabled or the model has no usable reference.
+
+use std::sync::Arc;
+
+use super::task::{self, DriftOutput, DriftSender};
+use super::{DriftConfig, DriftMonitor, Reference};
+use crate::message::Shared;
+use crate::model::Scorer;
+
+/// The running sidecar: its sender (for the scoring stage) and its thread.
+pub struct DriftSidecar {
+    pub sender: DriftSender,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+impl DriftSidecar {
+    /// Starts the sidecar for `champion`, publishing with a producer on
+    /// `brokers`/`kafka`; None when it is off (logged).
+    pub fn start(
+        cfg: &DriftConfig,
+        champion: &Scorer,
+        shared: &Shared,
+        client: rdkafka::ClientConfig,
+    ) -> Option<Self> {
+        let topic = cfg.topic.clone()?;
+        let reference = Reference::read(&champion.location.dir)
+            .map_err(|e| tracing::warn!(error = %e, "drift monitoring off: the model has no usable reference"))
+            .ok()?;
+        let monitor = DriftMonitor::new(&reference, &champion.card.inputs, cfg.settings.clone())
+            .map_err(|e| tracing::warn!(error = %e, "drift monitoring off"))
+            .ok()?;
+        let producer = client
+            .clone()
+            .set("linger.ms", "100")
+            .create()
+            .map_err(|e| tracing::warn!(error = %e, "drift reports will not be published (gauges and logs only)"))
+            .ok();
+        let out = DriftOutput {
+            producer,
+            topic,
+            codec: Arc::clone(&shared.codec),
+            model_name: champion.location.name.clone(),
+            model_version: champion.location.version.clone(),
+            instance: instance_name(),
+        };
+        task::spawn(monitor, out, shared.metrics.clone(), cfg.channel_batches)
+            .map_err(
+                |e| tracing::warn!(error = %e, "drift monitoring off: cannot start its thread"),
+            )
+            .ok()
+            .map(|(sender, thread)| Self { sender, thread })
+    }
+}
+
+/// This instance's name in drift reports: the pod's host name, else the pid.
+pub fn instance_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+}
