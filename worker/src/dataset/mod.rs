@@ -227,13 +227,17 @@ pub fn read_rows(
 /// Day 0 of the data set as a calendar date.
 const DAY_ZERO: Date = time::macros::date!(2018 - 04 - 01);
 
-/// `YYYY-MM-DD`, the date format of the CLI and the reports.
+/// `YYYY-MM-DD`, the date format of the reports.
 const ISO_DATE: &[time::format_description::BorrowedFormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]");
 
+/// Dates read from the CLI: `YYYY-MM-DD`, month and day also unpadded.
+const DATE_INPUT: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month padding:none]-[day padding:none]");
+
 /// Day index (0 = 2018-04-01) of a `YYYY-MM-DD` date.
 pub fn day_index(date: &str) -> Result<i64, DatasetError> {
-    let parsed = Date::parse(date, ISO_DATE).map_err(|source| DatasetError::Date {
+    let parsed = Date::parse(date, DATE_INPUT).map_err(|source| DatasetError::Date {
         date: date.to_string(),
         source,
     })?;
@@ -273,6 +277,12 @@ mod tests {
         assert_eq!(date_of_day(129), "2018-08-08");
         assert!(day_index("2018-13-01").is_err());
         assert!(day_index("yesterday").is_err());
+    }
+
+    #[test]
+    fn dates_come_from_the_calendar() {
+        assert!(day_index("2018-02-30").is_err());
+        assert_eq!(day_index("2018-4-1").unwrap(), 0);
         assert_eq!(day_index("2018-03-31").unwrap(), -1);
         assert_eq!(date_of_day(-1), "2018-03-31");
         assert_eq!(

@@ -657,3 +657,20 @@ pub fn rebuild_reference(
     write_reference(&loc.dir, &data.features, &scores, scorer.card.threshold)?;
     Ok(loc.dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_at_is_rfc3339_utc_to_the_second() {
+        let t = utc_now_rfc3339();
+        let b = t.as_bytes();
+        assert_eq!(b.len(), 20, "{t}");
+        assert_eq!(
+            (b[4], b[7], b[10], b[13], b[16], b[19]),
+            (b'-', b'-', b'T', b':', b':', b'Z')
+        );
+        assert!(t.starts_with("20"), "{t}");
+    }
+}
