@@ -35,10 +35,12 @@ const PRIMITIVES: [&str; 8] = [
 /// The Parsing Canonical Form of a schema given as JSON text.
 pub fn canonical_form(schema_json: &str) -> Result<String, CanonicalError> {
     let v: Value = serde_json::from_str(schema_json).map_err(CanonicalError::Json)?;
-    let mut out = String::with_capacity(schema_json.len());
-    let mut defined = HashSet::new();
-    write(&v, "", &mut defined, &mut out, 0)?;
-    Ok(out)
+    let mut w = CanonicalWriter {
+        defined: HashSet::new(),
+        out: String::with_capacity(schema_json.len()),
+    };
+    w.write(&v, "", 0)?;
+    Ok(w.out)
 }
 
 /// CRC-64-AVRO of the canonical form: the fingerprint in single-object
@@ -120,160 +122,190 @@ fn defined_name(
     Ok(full_name(name, ns))
 }
 
-fn write(
-    v: &Value,
-    ns: &str,
-    defined: &mut HashSet<String>,
-    out: &mut String,
-    depth: usize,
-) -> Result<(), CanonicalError> {
-    if depth > MAX_DEPTH {
-        return Err(CanonicalError::TooDeep(MAX_DEPTH));
-    }
-    match v {
-        // [PRIMITIVES] and references to named types by [FULLNAMES].
-        Value::String(s) if PRIMITIVES.contains(&s.as_str()) => push_json_str(out, s),
-        Value::String(s) => {
-            let qualified = full_name(s, ns);
-            // A short name that is not defined in this namespace but is in
-            // the null namespace refers to that one.
-            let name = if !defined.contains(&qualified) && defined.contains(s.as_str()) {
-                s.clone()
-            } else {
-                qualified
-            };
-            push_json_str(out, &name);
-        }
-        // A union.
-        Value::Array(branches) => {
-            out.push('[');
-            for (i, b) in branches.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write(b, ns, defined, out, depth + 1)?;
-            }
-            out.push(']');
-        }
-        Value::Object(o) => write_object(o, ns, defined, out, depth)?,
-        other => {
-            return Err(CanonicalError::Invalid(format!(
-                "unexpected {other} as a schema"
-            )))
-        }
-    }
-    Ok(())
+/// The canonical form being written, with the full names of the named types
+/// defined so far (a short reference resolves against them).
+struct CanonicalWriter {
+    defined: HashSet<String>,
+    out: String,
 }
 
-fn write_object(
-    o: &serde_json::Map<String, Value>,
-    ns: &str,
-    defined: &mut HashSet<String>,
-    out: &mut String,
-    depth: usize,
-) -> Result<(), CanonicalError> {
-    let ty = match o.get("type") {
-        Some(Value::String(t)) => t.as_str(),
-        // `{"type": {...}}` or `{"type": [...]}`: the inner schema.
-        Some(inner @ (Value::Object(_) | Value::Array(_))) => {
-            return write(inner, ns, defined, out, depth + 1)
+impl CanonicalWriter {
+    fn write(&mut self, v: &Value, ns: &str, depth: usize) -> Result<(), CanonicalError> {
+        if depth > MAX_DEPTH {
+            return Err(CanonicalError::TooDeep(MAX_DEPTH));
         }
-        _ => return Err(CanonicalError::Invalid("object without a \"type\"".into())),
-    };
-    match ty {
-        // [STRIP]: a primitive with attributes (logicalType among them) is
-        // the primitive.
-        t if PRIMITIVES.contains(&t) => push_json_str(out, t),
-        "record" | "error" => {
-            let name = defined_name(o, ns)?;
-            defined.insert(name.clone());
-            out.push_str("{\"name\":");
-            push_json_str(out, &name);
-            out.push_str(",\"type\":\"record\",\"fields\":[");
-            let fields = o
-                .get("fields")
-                .and_then(Value::as_array)
-                .ok_or_else(|| CanonicalError::Invalid(format!("record {name} without fields")))?;
-            let inner_ns = namespace_of(&name).to_string();
-            for (i, f) in fields.iter().enumerate() {
-                let f = f.as_object().ok_or_else(|| {
-                    CanonicalError::Invalid(format!("a field of {name} is not an object"))
-                })?;
-                if i > 0 {
-                    out.push(',');
+        match v {
+            // [PRIMITIVES] and references to named types by [FULLNAMES].
+            Value::String(s) if PRIMITIVES.contains(&s.as_str()) => push_json_str(&mut self.out, s),
+            Value::String(s) => self.write_reference(s, ns),
+            // A union.
+            Value::Array(branches) => {
+                self.out.push('[');
+                for (i, b) in branches.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    self.write(b, ns, depth + 1)?;
                 }
-                out.push_str("{\"name\":");
-                push_json_str(out, str_field(f, "name")?);
-                out.push_str(",\"type\":");
-                let ft = f.get("type").ok_or_else(|| {
-                    CanonicalError::Invalid(format!("a field of {name} has no type"))
-                })?;
-                write(ft, &inner_ns, defined, out, depth + 1)?;
-                out.push('}');
+                self.out.push(']');
             }
-            out.push_str("]}");
-        }
-        "enum" => {
-            let name = defined_name(o, ns)?;
-            defined.insert(name.clone());
-            out.push_str("{\"name\":");
-            push_json_str(out, &name);
-            out.push_str(",\"type\":\"enum\",\"symbols\":[");
-            let symbols = o
-                .get("symbols")
-                .and_then(Value::as_array)
-                .ok_or_else(|| CanonicalError::Invalid(format!("enum {name} without symbols")))?;
-            for (i, s) in symbols.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                let s = s.as_str().ok_or_else(|| {
-                    CanonicalError::Invalid(format!("a symbol of {name} is not a string"))
-                })?;
-                push_json_str(out, s);
+            Value::Object(o) => self.write_object(o, ns, depth)?,
+            other => {
+                return Err(CanonicalError::Invalid(format!(
+                    "unexpected {other} as a schema"
+                )))
             }
-            out.push_str("]}");
         }
-        "fixed" => {
-            let name = defined_name(o, ns)?;
-            defined.insert(name.clone());
-            // [INTEGERS]: no quotes, no leading zeros.
-            let size = match o.get("size") {
-                Some(Value::Number(n)) => n.as_u64(),
-                Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
-                _ => None,
-            }
-            .ok_or_else(|| CanonicalError::Invalid(format!("fixed {name} without a size")))?;
-            out.push_str("{\"name\":");
-            push_json_str(out, &name);
-            out.push_str(&format!(",\"type\":\"fixed\",\"size\":{size}}}"));
-        }
-        "array" => {
-            out.push_str("{\"type\":\"array\",\"items\":");
-            let items = o
-                .get("items")
-                .ok_or_else(|| CanonicalError::Invalid("array without items".into()))?;
-            write(items, ns, defined, out, depth + 1)?;
-            out.push('}');
-        }
-        "map" => {
-            out.push_str("{\"type\":\"map\",\"values\":");
-            let values = o
-                .get("values")
-                .ok_or_else(|| CanonicalError::Invalid("map without values".into()))?;
-            write(values, ns, defined, out, depth + 1)?;
-            out.push('}');
-        }
-        // `{"type": "SomeNamedType"}`: a reference.
-        other => write(
-            &Value::String(other.to_string()),
-            ns,
-            defined,
-            out,
-            depth + 1,
-        )?,
+        Ok(())
     }
-    Ok(())
+
+    /// A reference to a named type, by its full name.
+    fn write_reference(&mut self, s: &str, ns: &str) {
+        let qualified = full_name(s, ns);
+        // A short name that is not defined in this namespace but is in
+        // the null namespace refers to that one.
+        let name = if !self.defined.contains(&qualified) && self.defined.contains(s) {
+            s.to_string()
+        } else {
+            qualified
+        };
+        push_json_str(&mut self.out, &name);
+    }
+
+    fn write_object(
+        &mut self,
+        o: &serde_json::Map<String, Value>,
+        ns: &str,
+        depth: usize,
+    ) -> Result<(), CanonicalError> {
+        let ty = match o.get("type") {
+            Some(Value::String(t)) => t.as_str(),
+            // `{"type": {...}}` or `{"type": [...]}`: the inner schema.
+            Some(inner @ (Value::Object(_) | Value::Array(_))) => {
+                return self.write(inner, ns, depth + 1)
+            }
+            _ => return Err(CanonicalError::Invalid("object without a \"type\"".into())),
+        };
+        match ty {
+            // [STRIP]: a primitive with attributes (logicalType among them) is
+            // the primitive.
+            t if PRIMITIVES.contains(&t) => push_json_str(&mut self.out, t),
+            "record" | "error" => self.write_record(o, ns, depth)?,
+            "enum" => self.write_enum(o, ns)?,
+            "fixed" => self.write_fixed(o, ns)?,
+            "array" => {
+                self.out.push_str("{\"type\":\"array\",\"items\":");
+                let items = o
+                    .get("items")
+                    .ok_or_else(|| CanonicalError::Invalid("array without items".into()))?;
+                self.write(items, ns, depth + 1)?;
+                self.out.push('}');
+            }
+            "map" => {
+                self.out.push_str("{\"type\":\"map\",\"values\":");
+                let values = o
+                    .get("values")
+                    .ok_or_else(|| CanonicalError::Invalid("map without values".into()))?;
+                self.write(values, ns, depth + 1)?;
+                self.out.push('}');
+            }
+            // `{"type": "SomeNamedType"}`: a reference.
+            other => self.write(&Value::String(other.to_string()), ns, depth + 1)?,
+        }
+        Ok(())
+    }
+
+    /// Records the definition of a named type; returns its full name.
+    fn define(
+        &mut self,
+        o: &serde_json::Map<String, Value>,
+        ns: &str,
+    ) -> Result<String, CanonicalError> {
+        let name = defined_name(o, ns)?;
+        self.defined.insert(name.clone());
+        Ok(name)
+    }
+
+    fn write_record(
+        &mut self,
+        o: &serde_json::Map<String, Value>,
+        ns: &str,
+        depth: usize,
+    ) -> Result<(), CanonicalError> {
+        let name = self.define(o, ns)?;
+        self.out.push_str("{\"name\":");
+        push_json_str(&mut self.out, &name);
+        self.out.push_str(",\"type\":\"record\",\"fields\":[");
+        let fields = o
+            .get("fields")
+            .and_then(Value::as_array)
+            .ok_or_else(|| CanonicalError::Invalid(format!("record {name} without fields")))?;
+        let inner_ns = namespace_of(&name).to_string();
+        for (i, f) in fields.iter().enumerate() {
+            let f = f.as_object().ok_or_else(|| {
+                CanonicalError::Invalid(format!("a field of {name} is not an object"))
+            })?;
+            if i > 0 {
+                self.out.push(',');
+            }
+            self.out.push_str("{\"name\":");
+            push_json_str(&mut self.out, str_field(f, "name")?);
+            self.out.push_str(",\"type\":");
+            let ft = f
+                .get("type")
+                .ok_or_else(|| CanonicalError::Invalid(format!("a field of {name} has no type")))?;
+            self.write(ft, &inner_ns, depth + 1)?;
+            self.out.push('}');
+        }
+        self.out.push_str("]}");
+        Ok(())
+    }
+
+    fn write_enum(
+        &mut self,
+        o: &serde_json::Map<String, Value>,
+        ns: &str,
+    ) -> Result<(), CanonicalError> {
+        let name = self.define(o, ns)?;
+        self.out.push_str("{\"name\":");
+        push_json_str(&mut self.out, &name);
+        self.out.push_str(",\"type\":\"enum\",\"symbols\":[");
+        let symbols = o
+            .get("symbols")
+            .and_then(Value::as_array)
+            .ok_or_else(|| CanonicalError::Invalid(format!("enum {name} without symbols")))?;
+        for (i, s) in symbols.iter().enumerate() {
+            if i > 0 {
+                self.out.push(',');
+            }
+            let s = s.as_str().ok_or_else(|| {
+                CanonicalError::Invalid(format!("a symbol of {name} is not a string"))
+            })?;
+            push_json_str(&mut self.out, s);
+        }
+        self.out.push_str("]}");
+        Ok(())
+    }
+
+    fn write_fixed(
+        &mut self,
+        o: &serde_json::Map<String, Value>,
+        ns: &str,
+    ) -> Result<(), CanonicalError> {
+        let name = self.define(o, ns)?;
+        // [INTEGERS]: no quotes, no leading zeros.
+        let size = match o.get("size") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| CanonicalError::Invalid(format!("fixed {name} without a size")))?;
+        self.out.push_str("{\"name\":");
+        push_json_str(&mut self.out, &name);
+        self.out
+            .push_str(&format!(",\"type\":\"fixed\",\"size\":{size}}}"));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@
 
 use std::mem::size_of;
 
-use apache_avro::schema::{Name, ResolvedSchema};
+use apache_avro::schema::{EnumSchema, Name, RecordSchema, ResolvedSchema, UnionSchema};
 use apache_avro::types::Value;
 use apache_avro::Schema;
 
@@ -393,20 +393,7 @@ impl<'s> Walker<'s, '_> {
     ) -> Result<(), GuardError> {
         match schema {
             Schema::Null => Ok(()),
-            Schema::Boolean => {
-                let pos = self.pos;
-                match self.datum.get(pos) {
-                    None => Err(GuardError::Truncated {
-                        pos,
-                        what: "boolean",
-                    }),
-                    Some(0 | 1) => {
-                        self.pos += 1;
-                        Ok(())
-                    }
-                    Some(&byte) => Err(GuardError::InvalidBoolean { pos, byte }),
-                }
-            }
+            Schema::Boolean => self.boolean(),
             Schema::Int | Schema::Date | Schema::TimeMillis => self.int("int").map(drop),
             Schema::Long
             | Schema::TimeMicros
@@ -419,23 +406,11 @@ impl<'s> Walker<'s, '_> {
             Schema::Float => self.skip(4, "float"),
             Schema::Double => self.skip(8, "double"),
             Schema::Duration => self.skip(12, "duration"),
-            Schema::String => {
-                let n = self.sized("string length")?;
-                self.spend(n)
-            }
-            Schema::Bytes => {
-                let n = self.sized("bytes length")?;
-                self.spend(n)
-            }
+            Schema::String => self.length_prefixed("string length", 1),
+            Schema::Bytes => self.length_prefixed("bytes length", 1),
             // The bytes, then a big integer read from them.
-            Schema::BigDecimal => {
-                let n = self.sized("big-decimal length")?;
-                self.spend(n.saturating_mul(2))
-            }
-            Schema::Uuid => {
-                let n = self.sized("uuid length")?;
-                self.spend(n)
-            }
+            Schema::BigDecimal => self.length_prefixed("big-decimal length", 2),
+            Schema::Uuid => self.length_prefixed("uuid length", 1),
             Schema::Fixed(f) => {
                 self.skip(f.size, "fixed")?;
                 self.spend(f.size as u64)
@@ -446,46 +421,9 @@ impl<'s> Walker<'s, '_> {
                 self.value(&d.inner, ns, depth)?;
                 self.spend((self.pos - start) as u64)
             }
-            Schema::Enum(e) => {
-                let pos = self.pos;
-                let index = self.int("enum index")?;
-                match usize::try_from(index).ok().and_then(|i| e.symbols.get(i)) {
-                    // The symbol is cloned.
-                    Some(symbol) => self.spend(symbol.len() as u64),
-                    _ => Err(GuardError::EnumIndex {
-                        pos,
-                        index: i64::from(index),
-                        symbols: e.symbols.len(),
-                    }),
-                }
-            }
-            Schema::Union(u) => {
-                let pos = self.pos;
-                let index = self.long("union branch")?;
-                let variants = u.variants();
-                match usize::try_from(index).ok().and_then(|i| variants.get(i)) {
-                    Some(branch) => {
-                        // The branch's value is boxed.
-                        self.spend(VALUE)?;
-                        self.value(branch, ns, depth)
-                    }
-                    None => Err(GuardError::UnionIndex {
-                        pos,
-                        index,
-                        variants: variants.len(),
-                    }),
-                }
-            }
-            Schema::Record(r) => {
-                let depth = self.enter(depth)?;
-                let ns = qualify(r.name.namespace.as_deref(), ns);
-                for field in &r.fields {
-                    // A (name, value) slot, the name cloned.
-                    self.spend(ENTRY + field.name.len() as u64)?;
-                    self.value(&field.schema, ns, depth)?;
-                }
-                Ok(())
-            }
+            Schema::Enum(e) => self.enum_symbol(e),
+            Schema::Union(u) => self.union_branch(u, ns, depth),
+            Schema::Record(r) => self.record(r, ns, depth),
             Schema::Array(a) => {
                 let depth = self.enter(depth)?;
                 self.blocks(Block::Array, &a.items, ns, depth)
@@ -494,17 +432,104 @@ impl<'s> Walker<'s, '_> {
                 let depth = self.enter(depth)?;
                 self.blocks(Block::Map, &m.types, ns, depth)
             }
-            Schema::Ref { name } => {
-                let (target, ns) = self.resolve(name, ns)?;
-                // Named types are records, enums and fixed; a reference to a
-                // reference (hand-built schema) still counts as nesting.
-                let depth = match target {
-                    Schema::Ref { .. } => self.enter(depth)?,
-                    _ => depth,
-                };
-                self.value(target, ns, depth)
-            }
+            Schema::Ref { name } => self.reference(name, ns, depth),
         }
+    }
+
+    /// A boolean: one byte, 0 or 1.
+    fn boolean(&mut self) -> Result<(), GuardError> {
+        let pos = self.pos;
+        match self.datum.get(pos) {
+            None => Err(GuardError::Truncated {
+                pos,
+                what: "boolean",
+            }),
+            Some(0 | 1) => {
+                self.pos += 1;
+                Ok(())
+            }
+            Some(&byte) => Err(GuardError::InvalidBoolean { pos, byte }),
+        }
+    }
+
+    /// A length and that many bytes (string, bytes, uuid, big decimal); the
+    /// decoded tree holds `copies` times the bytes.
+    fn length_prefixed(&mut self, what: &'static str, copies: u64) -> Result<(), GuardError> {
+        let n = self.sized(what)?;
+        self.spend(n.saturating_mul(copies))
+    }
+
+    /// An enum index, in range of the symbols.
+    fn enum_symbol(&mut self, e: &'s EnumSchema) -> Result<(), GuardError> {
+        let pos = self.pos;
+        let index = self.int("enum index")?;
+        match usize::try_from(index).ok().and_then(|i| e.symbols.get(i)) {
+            // The symbol is cloned.
+            Some(symbol) => self.spend(symbol.len() as u64),
+            _ => Err(GuardError::EnumIndex {
+                pos,
+                index: i64::from(index),
+                symbols: e.symbols.len(),
+            }),
+        }
+    }
+
+    /// A union branch index, in range, then the branch's value.
+    fn union_branch(
+        &mut self,
+        u: &'s UnionSchema,
+        ns: Option<&'s str>,
+        depth: usize,
+    ) -> Result<(), GuardError> {
+        let pos = self.pos;
+        let index = self.long("union branch")?;
+        let variants = u.variants();
+        match usize::try_from(index).ok().and_then(|i| variants.get(i)) {
+            Some(branch) => {
+                // The branch's value is boxed.
+                self.spend(VALUE)?;
+                self.value(branch, ns, depth)
+            }
+            None => Err(GuardError::UnionIndex {
+                pos,
+                index,
+                variants: variants.len(),
+            }),
+        }
+    }
+
+    /// The fields of a record, one nesting level deeper, in its namespace.
+    fn record(
+        &mut self,
+        r: &'s RecordSchema,
+        ns: Option<&'s str>,
+        depth: usize,
+    ) -> Result<(), GuardError> {
+        let depth = self.enter(depth)?;
+        let ns = qualify(r.name.namespace.as_deref(), ns);
+        for field in &r.fields {
+            // A (name, value) slot, the name cloned.
+            self.spend(ENTRY + field.name.len() as u64)?;
+            self.value(&field.schema, ns, depth)?;
+        }
+        Ok(())
+    }
+
+    /// A value of the named type a `Ref` points at.
+    fn reference(
+        &mut self,
+        name: &'s Name,
+        ns: Option<&'s str>,
+        depth: usize,
+    ) -> Result<(), GuardError> {
+        let (target, ns) = self.resolve(name, ns)?;
+        // Named types are records, enums and fixed; a reference to a
+        // reference (hand-built schema) still counts as nesting.
+        let depth = match target {
+            Schema::Ref { .. } => self.enter(depth)?,
+            _ => depth,
+        };
+        self.value(target, ns, depth)
     }
 
     /// The blocks of an array or map: `count items...`, or `-count size

@@ -30,19 +30,7 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// Where scoring runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// A hardware wgpu adapter if one exists and it scores a full batch
-    /// faster than the CPU (measured at start-up), else the CPU.
-    #[default]
-    Auto,
-    /// burn's `flex` CPU backend.
-    Cpu,
-    /// burn's wgpu backend (needs the `wgpu` cargo feature).
-    Wgpu,
-}
+pub use crate::model::DeviceChoice;
 
 /// The config file: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]

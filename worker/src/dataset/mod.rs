@@ -1,17 +1,22 @@
 //! Dataset: reading the handbook's transaction CSV (plain or gzip) into
-//! typed rows, and turning rows into wire records (transactions and labels).
+//! typed rows, turning rows into wire records (transactions and labels),
+//! and computing their features offline ([`featurise`]). [`topic`] reads a
+//! topic back as JSON records (what a stream run leaves behind).
 //!
 //! Event time in epoch ms is `1522540800000 + 1000 * TX_TIME_SECONDS`
 //! (2018-04-01 00:00:00 UTC plus the offset); see the data README.
+
+pub mod topic;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 use serde::Deserialize;
+use time::Date;
 
 use crate::codec::{FraudLabel, Transaction};
-use crate::features::{LabelRef, TxRef, DAY_MS, DELAY_DAYS};
+use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef, DAY_MS, DELAY_DAYS};
 
 /// 2018-04-01 00:00:00 UTC in epoch ms: time zero of the data set.
 pub const EPOCH_2018_04_01_MS: i64 = 1_522_540_800_000;
@@ -24,14 +29,19 @@ pub enum DatasetError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}, line {line}: {detail}")]
-    Row {
+    #[error("{path}, line {line}: {source}")]
+    BadRow {
         path: String,
         line: u64,
-        detail: String,
+        #[source]
+        source: csv::Error,
     },
-    #[error("bad date {0:?}: expected YYYY-MM-DD")]
-    Date(String),
+    #[error("bad date {date:?}: expected YYYY-MM-DD")]
+    Date {
+        date: String,
+        #[source]
+        source: time::error::Parse,
+    },
 }
 
 /// One row of `transactions.csv(.gz)`.
@@ -143,10 +153,10 @@ pub fn for_each_row<E: From<DatasetError>>(
     let mut rdr = csv::Reader::from_reader(open(path)?);
     let mut n = 0;
     for rec in rdr.deserialize::<HandbookRow>() {
-        let row = rec.map_err(|e| DatasetError::Row {
+        let row = rec.map_err(|source| DatasetError::BadRow {
             path: path.display().to_string(),
-            line: e.position().map_or(0, |p| p.line()),
-            detail: e.to_string(),
+            line: source.position().map_or(0, |p| p.line()),
+            source,
         })?;
         n += 1;
         if !f(row)? {
@@ -154,6 +164,48 @@ pub fn for_each_row<E: From<DatasetError>>(
         }
     }
     Ok(n)
+}
+
+/// Rows with their features, computed by one pass of the engine in
+/// transaction order (labels fed as the stream would: the engine only
+/// reads labels older than the delay).
+pub struct Featurised {
+    pub rows: Vec<HandbookRow>,
+    pub features: Vec<FeatureVector>,
+}
+
+/// Computes features for every row of the CSV up to `last_day`, keeping
+/// the rows with `keep(day)`.
+pub fn featurise(
+    csv: &Path,
+    last_day: i64,
+    keep: impl Fn(i64) -> bool,
+) -> Result<Featurised, DatasetError> {
+    let mut engine = FeatureEngine::new();
+    let mut out = Featurised {
+        rows: Vec::new(),
+        features: Vec::new(),
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message("computing features");
+    for_each_row::<DatasetError>(csv, |r| {
+        if r.time_days > last_day {
+            return Ok(false);
+        }
+        let ids = RowIds::of(&r);
+        let f = engine.observe_transaction(ids.tx_ref(&r));
+        engine.observe_label(ids.label_ref(&r));
+        if keep(r.time_days) {
+            out.rows.push(r);
+            out.features.push(f);
+        }
+        if out.rows.len().is_multiple_of(100_000) {
+            bar.tick();
+        }
+        Ok(true)
+    })?;
+    bar.finish_and_clear();
+    Ok(out)
 }
 
 /// Reads all rows whose day index lies in `[from_day, to_day]` (inclusive).
@@ -172,48 +224,45 @@ pub fn read_rows(
     Ok(out)
 }
 
+/// Day 0 of the data set as a calendar date.
+const DAY_ZERO: Date = time::macros::date!(2018 - 04 - 01);
+
+/// `YYYY-MM-DD`, the date format of the reports.
+const ISO_DATE: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+
+/// Dates read from the CLI: `YYYY-MM-DD`, month and day also unpadded.
+const DATE_INPUT: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month padding:none]-[day padding:none]");
+
 /// Day index (0 = 2018-04-01) of a `YYYY-MM-DD` date.
 pub fn day_index(date: &str) -> Result<i64, DatasetError> {
-    let bad = || DatasetError::Date(date.to_string());
-    let mut it = date.split('-');
-    let y: i64 = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let m: i64 = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    let d: i64 = it.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return Err(bad());
-    }
-    Ok(days_from_civil(y, m, d) - days_from_civil(2018, 4, 1))
+    let parsed = Date::parse(date, DATE_INPUT).map_err(|source| DatasetError::Date {
+        date: date.to_string(),
+        source,
+    })?;
+    Ok((parsed - DAY_ZERO).whole_days())
 }
 
 /// `YYYY-MM-DD` of a day index.
 pub fn date_of_day(day: i64) -> String {
-    let z = days_from_civil(2018, 4, 1) + day;
-    let (y, m, d) = civil_from_days(z);
-    format!("{y:04}-{m:02}-{d:02}")
+    // Within ±2^31 days `Duration::days` cannot overflow; further out no
+    // calendar date exists.
+    i32::try_from(day)
+        .ok()
+        .and_then(|d| DAY_ZERO.checked_add(time::Duration::days(d.into())))
+        .map_or_else(|| format!("day {day}"), format_date)
 }
 
-/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// `YYYY-MM-DD` (UTC) of an epoch-ms timestamp.
+pub fn date_of_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .map_or_else(|_| format!("{ms} ms"), |t| format_date(t.date()))
 }
 
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
+fn format_date(d: Date) -> String {
+    d.format(ISO_DATE)
+        .unwrap_or_else(|_| format!("{}-{}-{}", d.year(), u8::from(d.month()), d.day()))
 }
 
 #[cfg(test)]
@@ -228,5 +277,18 @@ mod tests {
         assert_eq!(date_of_day(129), "2018-08-08");
         assert!(day_index("2018-13-01").is_err());
         assert!(day_index("yesterday").is_err());
+    }
+
+    #[test]
+    fn dates_come_from_the_calendar() {
+        assert!(day_index("2018-02-30").is_err());
+        assert_eq!(day_index("2018-4-1").unwrap(), 0);
+        assert_eq!(day_index("2018-03-31").unwrap(), -1);
+        assert_eq!(date_of_day(-1), "2018-03-31");
+        assert_eq!(
+            date_of_ms(EPOCH_2018_04_01_MS + 1000 * 86_399),
+            "2018-04-01"
+        );
+        assert_eq!(date_of_ms(-1), "1969-12-31");
     }
 }

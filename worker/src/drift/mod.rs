@@ -26,12 +26,44 @@ pub use reference::{Reference, VarReference, REFERENCE_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriftError {
-    #[error("drift reference {path}: {detail}")]
-    Reference { path: String, detail: String },
+    #[error("drift reference {path}: {source}")]
+    ReadReference {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("drift reference {path}: {source}")]
+    ParseReference {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("drift reference {path}: {source}")]
+    SerialiseReference {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("drift reference {path}: {source}")]
+    WriteReference {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("drift: {0}")]
     Invalid(String),
-    #[error("drift: cannot write {path}: {detail}")]
-    Write { path: String, detail: String },
+    #[error("drift: cannot write {path}: {source}")]
+    WriteOutput {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("drift: cannot write {path}: {source}")]
+    WritePlot {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// `[drift]` in the config file: every key optional, unknown keys rejected.

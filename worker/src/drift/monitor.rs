@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use super::reference::{Reference, VarReference};
+use super::reference::{Atom, Reference, VarReference};
 use super::stats::{bin_of, chi2_binary, ks_pvalue, ks_statistic, mean_std, psi, wasserstein};
 use super::DriftError;
 use crate::features::{FeatureVector, FEATURE_NAMES};
@@ -336,45 +336,22 @@ pub fn window_stats(
             atom,
             ..
         } => {
-            let mut counts = vec![0u64; bin_counts.len()];
-            for x in values.iter() {
-                if let Some(c) = counts.get_mut(bin_of(bin_edges, *x)) {
-                    *c += 1;
-                }
-            }
-            let p = psi(bin_counts, &counts);
-            let (mut ks, mut ks_p, mut w) = (None, None, None);
-            if !sketch.is_empty() && !values.is_empty() {
-                values.sort_by(f64::total_cmp);
-                let d = ks_statistic(sketch, values);
-                let pv = ks_pvalue(d, reference.n() as usize, values.len());
-                ks = Some(d);
-                ks_p = Some(pv);
-                let raw = wasserstein(sketch, values);
-                let wn = if *rstd > 0.0 { raw / rstd } else { raw };
-                w = Some(wn);
-                if pv < s.ks_pvalue && d > s.ks_min_statistic {
-                    over.push("ks");
-                }
-                if s.wasserstein_threshold > 0.0 && wn > s.wasserstein_threshold {
-                    over.push("wasserstein");
-                }
-            }
+            let p = psi(
+                bin_counts,
+                &bin_counts_of(bin_edges, bin_counts.len(), values),
+            );
+            let dist = DistanceTests::of(sketch, reference.n(), *rstd, values, s, &mut over);
             if p > s.psi_threshold {
                 over.push("psi");
             }
             // Zero-inflated: test the share off the atom like a binary variable.
-            let (mut chi2, mut chi2_p) = (None, None);
-            if let Some(a) = atom {
-                let off = values.iter().filter(|x| **x != a.value).count() as u64;
-                let (x2, pv) = chi2_binary(off, values.len() as u64, 1.0 - a.share);
-                chi2 = Some(x2);
-                chi2_p = Some(pv);
-                let share = off as f64 / values.len().max(1) as f64;
-                if pv < s.chi2_pvalue && share_moved(share, 1.0 - a.share, s.share_min_change) {
-                    over.push("chi2");
+            let (chi2, chi2_p) = match atom {
+                Some(a) => {
+                    let (x2, pv) = atom_share_test(a, values, s, &mut over);
+                    (Some(x2), Some(pv))
                 }
-            }
+                None => (None, None),
+            };
             VarStats {
                 name: name.to_string(),
                 kind: "continuous",
@@ -382,9 +359,9 @@ pub fn window_stats(
                 std,
                 reference_mean: *rmean,
                 psi: p,
-                ks_statistic: ks,
-                ks_pvalue: ks_p,
-                wasserstein: w,
+                ks_statistic: dist.ks,
+                ks_pvalue: dist.ks_pvalue,
+                wasserstein: dist.wasserstein,
                 chi2,
                 chi2_pvalue: chi2_p,
                 judged: true,
@@ -393,18 +370,7 @@ pub fn window_stats(
             }
         }
         VarReference::Binary { n, share_of_ones } => {
-            let ones = values.iter().filter(|x| **x > 0.5).count() as u64;
-            let m = values.len() as u64;
-            let r1 = (share_of_ones * *n as f64).round() as u64;
-            let p = psi(&[n.saturating_sub(r1), r1], &[m - ones, ones]);
-            let (x2, pv) = chi2_binary(ones, m, *share_of_ones);
-            let share = ones as f64 / m.max(1) as f64;
-            if pv < s.chi2_pvalue && share_moved(share, *share_of_ones, s.share_min_change) {
-                over.push("chi2");
-            }
-            if p > s.psi_threshold {
-                over.push("psi");
-            }
+            let (p, x2, pv) = binary_tests(*n, *share_of_ones, values, s, &mut over);
             VarStats {
                 name: name.to_string(),
                 kind: "binary",
@@ -423,6 +389,106 @@ pub fn window_stats(
             }
         }
     }
+}
+
+/// How many of `values` fall in each of the reference's bins.
+fn bin_counts_of(bin_edges: &[f64], n_bins: usize, values: &[f64]) -> Vec<u64> {
+    let mut counts = vec![0u64; n_bins];
+    for x in values {
+        if let Some(c) = counts.get_mut(bin_of(bin_edges, *x)) {
+            *c += 1;
+        }
+    }
+    counts
+}
+
+/// KS and Wasserstein of a continuous window against the reference sketch
+/// (none when either side is empty).
+struct DistanceTests {
+    ks: Option<f64>,
+    ks_pvalue: Option<f64>,
+    /// Divided by the reference standard deviation (when positive).
+    wasserstein: Option<f64>,
+}
+
+impl DistanceTests {
+    /// Sorts `values`; pushes "ks" and "wasserstein" to `over` when drifted.
+    fn of(
+        sketch: &[f64],
+        n_reference: u64,
+        reference_std: f64,
+        values: &mut [f64],
+        s: &DriftSettings,
+        over: &mut Vec<&'static str>,
+    ) -> Self {
+        if sketch.is_empty() || values.is_empty() {
+            return Self {
+                ks: None,
+                ks_pvalue: None,
+                wasserstein: None,
+            };
+        }
+        values.sort_by(f64::total_cmp);
+        let d = ks_statistic(sketch, values);
+        let pv = ks_pvalue(d, n_reference as usize, values.len());
+        let raw = wasserstein(sketch, values);
+        let wn = if reference_std > 0.0 {
+            raw / reference_std
+        } else {
+            raw
+        };
+        if pv < s.ks_pvalue && d > s.ks_min_statistic {
+            over.push("ks");
+        }
+        if s.wasserstein_threshold > 0.0 && wn > s.wasserstein_threshold {
+            over.push("wasserstein");
+        }
+        Self {
+            ks: Some(d),
+            ks_pvalue: Some(pv),
+            wasserstein: Some(wn),
+        }
+    }
+}
+
+/// χ² of the share of values off the atom; pushes "chi2" when it moved.
+fn atom_share_test(
+    a: &Atom,
+    values: &[f64],
+    s: &DriftSettings,
+    over: &mut Vec<&'static str>,
+) -> (f64, f64) {
+    let off = values.iter().filter(|x| **x != a.value).count() as u64;
+    let (x2, pv) = chi2_binary(off, values.len() as u64, 1.0 - a.share);
+    let share = off as f64 / values.len().max(1) as f64;
+    if pv < s.chi2_pvalue && share_moved(share, 1.0 - a.share, s.share_min_change) {
+        over.push("chi2");
+    }
+    (x2, pv)
+}
+
+/// PSI, χ² and its p-value of a binary window; pushes "chi2" and "psi" to
+/// `over` when drifted.
+fn binary_tests(
+    n: u64,
+    share_of_ones: f64,
+    values: &[f64],
+    s: &DriftSettings,
+    over: &mut Vec<&'static str>,
+) -> (f64, f64, f64) {
+    let ones = values.iter().filter(|x| **x > 0.5).count() as u64;
+    let m = values.len() as u64;
+    let r1 = (share_of_ones * n as f64).round() as u64;
+    let p = psi(&[n.saturating_sub(r1), r1], &[m - ones, ones]);
+    let (x2, pv) = chi2_binary(ones, m, share_of_ones);
+    let share = ones as f64 / m.max(1) as f64;
+    if pv < s.chi2_pvalue && share_moved(share, share_of_ones, s.share_min_change) {
+        over.push("chi2");
+    }
+    if p > s.psi_threshold {
+        over.push("psi");
+    }
+    (p, x2, pv)
 }
 
 /// Whether `share` moved from `reference` by more than the factor `1 + c`

@@ -4,14 +4,14 @@
 //! `report.json` and PNG plots of the drifted variables.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::monitor::{window_stats, DriftMonitor, VarStats, WindowReport};
 use super::reference::Reference;
 use super::{DriftArgs, DriftError, DriftFileConfig};
-use crate::dataset::{date_of_day, day_index};
+use crate::dataset::{date_of_ms, day_index, Featurised};
 use crate::features::FEATURE_NAMES;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -74,6 +74,48 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
     let loc = crate::registry::resolve(&args.models_dir, &args.model)?;
     let mut scorer = crate::model::Scorer::load_cpu(&loc)?;
     let reference = Reference::read(&loc.dir)?;
+    let (from, to) = period_days(args)?;
+    let watched: Vec<String> = if args.all_features {
+        FEATURE_NAMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        scorer.card.inputs.clone()
+    };
+    let mut monitor = DriftMonitor::new(&reference, &watched, cfg.settings.clone())?;
+    let data = crate::dataset::featurise(&args.csv, to, |d| d >= from)?;
+    if data.rows.is_empty() {
+        return Err(
+            DriftError::Invalid(format!("no rows between {} and {}", args.from, args.to)).into(),
+        );
+    }
+    let mut scored = ScoredPeriod::run(&data, &mut scorer, &mut monitor, &watched)?;
+    let names: Vec<String> = monitor.names().iter().map(|s| s.to_string()).collect();
+    let mut period = Vec::new();
+    for (name, col) in names.iter().zip(scored.columns.iter_mut()) {
+        let r = reference.of(name);
+        period.push(window_stats(name, &r, col, &cfg.settings));
+    }
+    let alerts = alert_events(&scored.windows);
+    std::fs::create_dir_all(&args.out).map_err(|source| DriftError::WriteOutput {
+        path: args.out.display().to_string(),
+        source,
+    })?;
+    let plots = write_plots(args, &reference, &period, &alerts, &scored.columns)?;
+    let report = OfflineReport {
+        model: format!("{}/{}", loc.name, loc.version),
+        from: args.from.clone(),
+        to: args.to.clone(),
+        records: data.rows.len() as u64,
+        windows: scored.windows,
+        period,
+        alerts,
+        plots,
+    };
+    write_report_json(&args.out.join("report.json"), &report)?;
+    Ok(report)
+}
+
+/// The day indices of `--from` and `--to`, in order.
+fn period_days(args: &DriftCmdArgs) -> Result<(i64, i64), Box<dyn std::error::Error>> {
     let from = day_index(&args.from)?;
     let to = day_index(&args.to)?;
     if to < from {
@@ -83,52 +125,59 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
         ))
         .into());
     }
-    let watched: Vec<String> = if args.all_features {
-        FEATURE_NAMES.iter().map(|s| s.to_string()).collect()
-    } else {
-        scorer.card.inputs.clone()
-    };
-    let mut monitor = DriftMonitor::new(&reference, &watched, cfg.settings.clone())?;
-    let data = crate::train::featurise(&args.csv, to, |d| d >= from)?;
-    if data.rows.is_empty() {
-        return Err(
-            DriftError::Invalid(format!("no rows between {} and {}", args.from, args.to)).into(),
-        );
-    }
-    let bar = indicatif::ProgressBar::new(data.rows.len() as u64);
-    let threshold = scorer.card.threshold;
-    let mut windows = Vec::new();
-    let mut columns: Vec<Vec<f64>> = vec![Vec::with_capacity(data.rows.len()); watched.len() + 2];
-    let idx: Vec<usize> = watched
-        .iter()
-        .filter_map(|w| FEATURE_NAMES.iter().position(|n| n == w))
-        .collect();
-    for (rows, feats) in data.rows.chunks(4096).zip(data.features.chunks(4096)) {
-        let scores = scorer.score(feats)?;
-        for ((r, f), s) in rows.iter().zip(feats).zip(scores) {
-            let flagged = s >= threshold;
-            for (c, &j) in columns.iter_mut().zip(&idx) {
-                c.push(f[j]);
+    Ok((from, to))
+}
+
+/// The period scored and pushed through the monitor: its closed windows,
+/// and the period's values per monitored variable (the watched features,
+/// then the score and the flag), in the monitor's order.
+struct ScoredPeriod {
+    windows: Vec<WindowReport>,
+    columns: Vec<Vec<f64>>,
+}
+
+impl ScoredPeriod {
+    fn run(
+        data: &Featurised,
+        scorer: &mut crate::model::Scorer,
+        monitor: &mut DriftMonitor,
+        watched: &[String],
+    ) -> Result<Self, crate::model::ModelError> {
+        let bar = indicatif::ProgressBar::new(data.rows.len() as u64);
+        let threshold = scorer.card.threshold;
+        let mut windows = Vec::new();
+        let mut columns: Vec<Vec<f64>> =
+            vec![Vec::with_capacity(data.rows.len()); watched.len() + 2];
+        let idx: Vec<usize> = watched
+            .iter()
+            .filter_map(|w| FEATURE_NAMES.iter().position(|n| n == w))
+            .collect();
+        for (rows, feats) in data.rows.chunks(4096).zip(data.features.chunks(4096)) {
+            let scores = scorer.score(feats)?;
+            for ((r, f), s) in rows.iter().zip(feats).zip(scores) {
+                let flagged = s >= threshold;
+                for (c, &j) in columns.iter_mut().zip(&idx) {
+                    c.push(f[j]);
+                }
+                columns[watched.len()].push(f64::from(s));
+                columns[watched.len() + 1].push(f64::from(u8::from(flagged)));
+                if let Some(w) = monitor.push(f, s, flagged, r.event_time()) {
+                    windows.push(w);
+                }
             }
-            columns[watched.len()].push(f64::from(s));
-            columns[watched.len() + 1].push(f64::from(u8::from(flagged)));
-            if let Some(w) = monitor.push(f, s, flagged, r.event_time()) {
-                windows.push(w);
-            }
+            bar.inc(rows.len() as u64);
         }
-        bar.inc(rows.len() as u64);
+        bar.finish_and_clear();
+        if let Some(w) = monitor.close() {
+            windows.push(w);
+        }
+        Ok(Self { windows, columns })
     }
-    bar.finish_and_clear();
-    if let Some(w) = monitor.close() {
-        windows.push(w);
-    }
-    let names: Vec<String> = monitor.names().iter().map(|s| s.to_string()).collect();
-    let mut period = Vec::new();
-    for (name, col) in names.iter().zip(columns.iter_mut()) {
-        let r = reference.of(name);
-        period.push(window_stats(name, &r, col, &cfg.settings));
-    }
-    let alerts: Vec<AlertEvent> = windows
+}
+
+/// Every alert raised or cleared, window by window.
+fn alert_events(windows: &[WindowReport]) -> Vec<AlertEvent> {
+    windows
         .iter()
         .flat_map(|w| {
             let raised = w.raised.iter().map(move |v| AlertEvent {
@@ -145,12 +194,18 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
             });
             raised.chain(cleared)
         })
-        .collect();
-    std::fs::create_dir_all(&args.out).map_err(|e| DriftError::Write {
-        path: args.out.display().to_string(),
-        detail: e.to_string(),
-    })?;
-    // Plots for every variable that alerted or is over a threshold over the period.
+        .collect()
+}
+
+/// Plots for every variable that alerted or is over a threshold over the
+/// period, in `args.out`; returns their file names.
+fn write_plots(
+    args: &DriftCmdArgs,
+    reference: &Reference,
+    period: &[VarStats],
+    alerts: &[AlertEvent],
+    columns: &[Vec<f64>],
+) -> Result<Vec<String>, DriftError> {
     let mut plots = Vec::new();
     for (k, st) in period.iter().enumerate() {
         let alerted = alerts.iter().any(|a| a.variable == st.name);
@@ -167,30 +222,26 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
             &columns[k],
             &caption,
         )
-        .map_err(|e| DriftError::Write {
+        .map_err(|source| DriftError::WritePlot {
             path: file.clone(),
-            detail: e.to_string(),
+            source,
         })?;
         plots.push(file);
     }
-    let report = OfflineReport {
-        model: format!("{}/{}", loc.name, loc.version),
-        from: args.from.clone(),
-        to: args.to.clone(),
-        records: data.rows.len() as u64,
-        windows,
-        period,
-        alerts,
-        plots,
-    };
-    let path = args.out.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n").map_err(|e| {
-        DriftError::Write {
+    Ok(plots)
+}
+
+fn write_report_json(
+    path: &Path,
+    report: &OfflineReport,
+) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::write(path, serde_json::to_string_pretty(report)? + "\n").map_err(|source| {
+        DriftError::WriteOutput {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source,
         }
     })?;
-    Ok(report)
+    Ok(())
 }
 
 fn fmt_opt(v: Option<f64>, prec: usize) -> String {
@@ -206,8 +257,6 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 /// The report as text: windows, alerts and the period table (Markdown).
 pub fn render(report: &OfflineReport) -> String {
     let mut out = String::new();
-    let day =
-        |ms: i64| date_of_day(ms.div_euclid(86_400_000) + day_index("1970-01-01").unwrap_or(0));
     let _ = writeln!(
         out,
         "Drift of {} from {} to {}: {} records, {} windows",
@@ -228,8 +277,8 @@ pub fn render(report: &OfflineReport) -> String {
             out,
             "  window {:>3} {} … {} {:>6} records, flagged {:.4}{}{}{}",
             w.index,
-            day(w.start_event_time),
-            day(w.end_event_time),
+            date_of_ms(w.start_event_time),
+            date_of_ms(w.end_event_time),
             w.records,
             w.flagged_rate,
             if w.judged {

@@ -175,25 +175,26 @@ impl Reference {
 
     pub fn read(dir: &Path) -> Result<Self, DriftError> {
         let path = dir.join(REFERENCE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| DriftError::Reference {
+        let text = std::fs::read_to_string(&path).map_err(|source| DriftError::ReadReference {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source,
         })?;
-        serde_json::from_str(&text).map_err(|e| DriftError::Reference {
+        serde_json::from_str(&text).map_err(|source| DriftError::ParseReference {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source,
         })
     }
 
     pub fn write(&self, dir: &Path) -> Result<(), DriftError> {
         let path = dir.join(REFERENCE_FILE);
-        let text = serde_json::to_string(self).map_err(|e| DriftError::Reference {
+        let text =
+            serde_json::to_string(self).map_err(|source| DriftError::SerialiseReference {
+                path: path.display().to_string(),
+                source,
+            })?;
+        std::fs::write(&path, text + "\n").map_err(|source| DriftError::WriteReference {
             path: path.display().to_string(),
-            detail: e.to_string(),
-        })?;
-        std::fs::write(&path, text + "\n").map_err(|e| DriftError::Reference {
-            path: path.display().to_string(),
-            detail: e.to_string(),
+            source,
         })
     }
 }

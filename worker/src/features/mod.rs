@@ -159,8 +159,141 @@ fn entry<'a, T>(map: &'a mut HashMap<String, VecDeque<T>>, key: &str) -> &'a mut
     map.entry_ref(key).or_default()
 }
 
+/// Evicts what no window can reach any more from a customer's history and
+/// returns the position of `tx` in it: where it already is (replay), or
+/// after every transaction not later than it (inserted, `high` unset).
+/// Counts entries dropped by the cap in `cap_hits`.
+#[inline]
+fn place_in_history(
+    hist: &mut VecDeque<CustomerTx>,
+    tx: &TxRef<'_>,
+    id: u64,
+    cap_hits: &mut u64,
+) -> usize {
+    while hist
+        .front()
+        .is_some_and(|h| h.time <= tx.event_time - CUSTOMER_HORIZON_MS)
+    {
+        hist.pop_front();
+    }
+    if let Some(p) = hist.iter().rposition(|h| h.id == id) {
+        return p;
+    }
+    while hist.len() >= MAX_CUSTOMER_HISTORY {
+        hist.pop_front();
+        *cap_hits += 1;
+    }
+    let p = hist.partition_point(|h| h.time <= tx.event_time);
+    hist.insert(
+        p,
+        CustomerTx {
+            time: tx.event_time,
+            amount: tx.amount,
+            id,
+            high: false,
+        },
+    );
+    p
+}
+
+/// The accumulators of one pass over a customer's history up to the current
+/// transaction: every window at once (each accumulator sees its values in
+/// the same order as a pass per window would: results are bit-identical).
+struct CustomerScan {
+    /// Count and amount sum per window of [`WINDOWS`], current included.
+    wn: [u32; 3],
+    wsum: [f64; 3],
+    /// Earlier transactions of the last 30 days (current excluded): count,
+    /// sum, sum of squares and max of their amounts.
+    n: u32,
+    sum: f64,
+    sq: f64,
+    max: f64,
+    /// Earlier high-amount transactions of the last 14 days.
+    high: u32,
+    /// Start of the 14-day window (exclusive).
+    from_14: i64,
+}
+
+impl CustomerScan {
+    #[inline]
+    fn of(hist: &VecDeque<CustomerTx>, pos: usize, t: i64) -> Self {
+        let from = WINDOWS.map(|days| t - days * DAY_MS);
+        let from_30 = t - CUSTOMER_HORIZON_MS;
+        let mut s = Self {
+            wn: [0; 3],
+            wsum: [0.0; 3],
+            n: 0,
+            sum: 0.0,
+            sq: 0.0,
+            max: 0.0,
+            high: 0,
+            from_14: t - 14 * DAY_MS,
+        };
+        for (i, h) in hist.range(..=pos).enumerate() {
+            for (w, &start) in from.iter().enumerate() {
+                if h.time > start {
+                    s.wn[w] += 1;
+                    s.wsum[w] += h.amount;
+                }
+            }
+            if i != pos && h.time > from_30 {
+                s.n += 1;
+                s.sum += h.amount;
+                s.sq += h.amount * h.amount;
+                s.max = s.max.max(h.amount);
+            }
+            // The current transaction's own flag is counted by the caller.
+            if i != pos && h.high && h.time > s.from_14 {
+                s.high += 1;
+            }
+        }
+        s
+    }
+
+    /// Features 3..=8: count and mean amount per customer window.
+    #[inline]
+    fn write_windows(&self, f: &mut FeatureVector) {
+        for w in 0..WINDOWS.len() {
+            f[3 + 2 * w] = f64::from(self.wn[w]);
+            f[4 + 2 * w] = if self.wn[w] == 0 {
+                0.0
+            } else {
+                self.wsum[w] / f64::from(self.wn[w])
+            };
+        }
+    }
+
+    /// Features 15..=17: the amount against the earlier 30-day mean, as a
+    /// z-score, and against the earlier 30-day max.
+    #[inline]
+    fn write_amount_profile(&self, amount: f64, f: &mut FeatureVector) {
+        if self.n > 0 {
+            let n = f64::from(self.n);
+            let mean = self.sum / n;
+            f[15] = if mean > 0.0 { amount / mean } else { 1.0 };
+            let var = (self.sq / n - mean * mean).max(0.0);
+            f[16] = if self.n >= 2 && var > 1e-12 {
+                ((amount - mean) / var.sqrt()).clamp(-50.0, 50.0)
+            } else {
+                0.0
+            };
+            f[17] = if self.max > 0.0 {
+                amount / self.max
+            } else {
+                1.0
+            };
+        } else {
+            f[15] = 1.0;
+            f[16] = 0.0;
+            f[17] = 1.0;
+        }
+    }
+}
+
 /// 1 on Saturday and Sunday (UTC).
 pub fn is_weekend(ms: i64) -> bool {
+    // Measured hot path: plain integer arithmetic on epoch ms, not calendar logic.
     // 1970-01-01 was a Thursday: (days + 3) % 7 gives Monday = 0.
     let dow = (ms.div_euclid(DAY_MS) + 3).rem_euclid(7);
     dow >= 5
@@ -168,6 +301,7 @@ pub fn is_weekend(ms: i64) -> bool {
 
 /// 1 when the UTC hour is 0..=6.
 pub fn is_night(ms: i64) -> bool {
+    // Measured hot path: plain integer arithmetic on epoch ms, not calendar logic.
     ms.rem_euclid(DAY_MS) / 3_600_000 <= 6
 }
 
@@ -181,94 +315,20 @@ impl FeatureEngine {
         self.tick(tx.event_time);
         let id = id_hash(tx.transaction_id);
         let hist = entry(&mut self.customers, tx.customer_id);
-        // Drop what no window can reach any more.
-        while hist
-            .front()
-            .is_some_and(|h| h.time <= tx.event_time - CUSTOMER_HORIZON_MS)
-        {
-            hist.pop_front();
-        }
-        // The position of this transaction in the history: where it already is
-        // (replay), or after every transaction not later than it.
-        let pos = match hist.iter().rposition(|h| h.id == id) {
-            Some(p) => p,
-            None => {
-                while hist.len() >= MAX_CUSTOMER_HISTORY {
-                    hist.pop_front();
-                    self.cap_hits.0 += 1;
-                }
-                let p = hist.partition_point(|h| h.time <= tx.event_time);
-                hist.insert(
-                    p,
-                    CustomerTx {
-                        time: tx.event_time,
-                        amount: tx.amount,
-                        id,
-                        high: false,
-                    },
-                );
-                p
-            }
-        };
+        let pos = place_in_history(hist, &tx, id, &mut self.cap_hits.0);
         let mut f = [0.0; N_FEATURES];
         f[0] = tx.amount;
         f[1] = f64::from(u8::from(is_weekend(tx.event_time)));
         f[2] = f64::from(u8::from(is_night(tx.event_time)));
-        // One pass over the history up to this transaction computes every
-        // window (each accumulator sees its values in the same order as a
-        // pass per window would: results are bit-identical).
-        let from = WINDOWS.map(|days| tx.event_time - days * DAY_MS);
-        let from_30 = tx.event_time - CUSTOMER_HORIZON_MS;
-        let from_14 = tx.event_time - 14 * DAY_MS;
-        let (mut wn, mut wsum) = ([0u32; 3], [0.0f64; 3]);
-        let (mut n, mut sum, mut sq, mut max) = (0u32, 0.0f64, 0.0f64, 0.0f64);
-        let mut high = 0u32;
-        for (i, h) in hist.range(..=pos).enumerate() {
-            for w in 0..WINDOWS.len() {
-                if h.time > from[w] {
-                    wn[w] += 1;
-                    wsum[w] += h.amount;
-                }
-            }
-            if i != pos && h.time > from_30 {
-                n += 1;
-                sum += h.amount;
-                sq += h.amount * h.amount;
-                max = max.max(h.amount);
-            }
-            // This transaction's own flag is set below, before it counts.
-            if i != pos && h.high && h.time > from_14 {
-                high += 1;
-            }
-        }
-        for w in 0..WINDOWS.len() {
-            f[3 + 2 * w] = f64::from(wn[w]);
-            f[4 + 2 * w] = if wn[w] == 0 {
-                0.0
-            } else {
-                wsum[w] / f64::from(wn[w])
-            };
-        }
-        if n > 0 {
-            let mean = sum / f64::from(n);
-            f[15] = if mean > 0.0 { tx.amount / mean } else { 1.0 };
-            let var = (sq / f64::from(n) - mean * mean).max(0.0);
-            f[16] = if n >= 2 && var > 1e-12 {
-                ((tx.amount - mean) / var.sqrt()).clamp(-50.0, 50.0)
-            } else {
-                0.0
-            };
-            f[17] = if max > 0.0 { tx.amount / max } else { 1.0 };
-        } else {
-            f[15] = 1.0;
-            f[16] = 0.0;
-            f[17] = 1.0;
-        }
+        let mut scan = CustomerScan::of(hist, pos, tx.event_time);
+        scan.write_windows(&mut f);
+        scan.write_amount_profile(tx.amount, &mut f);
+        // This transaction's own high-amount flag, set now that f[15] is known.
         hist[pos].high = f[15] > HIGH_AMOUNT_RATIO;
-        if hist[pos].high && hist[pos].time > from_14 {
-            high += 1;
+        if hist[pos].high && hist[pos].time > scan.from_14 {
+            scan.high += 1;
         }
-        f[18] = f64::from(high);
+        f[18] = f64::from(scan.high);
         self.terminal_features(tx.terminal_id, tx.event_time, &mut f);
         f
     }

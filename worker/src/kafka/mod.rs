@@ -18,14 +18,26 @@ pub enum KafkaSetupError {
         #[source]
         source: KafkaError,
     },
-    #[error("cannot create topic {topic} on {brokers}: {detail}")]
-    CreateTopic {
+    #[error("cannot create topic {topic} on {brokers}: {source}")]
+    CreateTopics {
         topic: String,
         brokers: String,
-        detail: String,
+        /// Boxed: it would double the size of every `Result` this error is in.
+        #[source]
+        source: Box<KafkaError>,
     },
-    #[error("cannot reach the Kafka cluster at {brokers} ({detail}); is the broker running? (scripts/broker.sh start)")]
-    Unreachable { brokers: String, detail: String },
+    #[error("cannot create topic {topic} on {brokers}: {code}")]
+    TopicRefused {
+        topic: String,
+        brokers: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("cannot reach the Kafka cluster at {brokers} ({source}); is the broker running? (scripts/broker.sh start)")]
+    Unreachable {
+        brokers: String,
+        #[source]
+        source: KafkaError,
+    },
 }
 
 /// `fetch.wait.max.ms` of the input and label consumers (and passthrough's).
@@ -65,9 +77,9 @@ pub async fn ensure_topics(
     let md = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| KafkaSetupError::Unreachable {
+        .map_err(|source| KafkaSetupError::Unreachable {
             brokers: brokers.to_string(),
-            detail: e.to_string(),
+            source,
         })?;
     let missing: Vec<&str> = topics
         .iter()
@@ -86,23 +98,22 @@ pub async fn ensure_topics(
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results =
-        admin
-            .create_topics(new.iter(), &opts)
-            .await
-            .map_err(|e| KafkaSetupError::CreateTopic {
-                topic: missing.join(","),
-                brokers: brokers.to_string(),
-                detail: e.to_string(),
-            })?;
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .map_err(|source| KafkaSetupError::CreateTopics {
+            topic: missing.join(","),
+            brokers: brokers.to_string(),
+            source: Box::new(source),
+        })?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
-                return Err(KafkaSetupError::CreateTopic {
+                return Err(KafkaSetupError::TopicRefused {
                     topic,
                     brokers: brokers.to_string(),
-                    detail: code.to_string(),
+                    code,
                 })
             }
         }

@@ -14,8 +14,21 @@ use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::config::DeviceChoice;
 use crate::features::{FeatureVector, FEATURE_NAMES, N_FEATURES};
+
+/// Where scoring runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A hardware wgpu adapter if one exists and it scores a full batch
+    /// faster than the CPU (measured at start-up), else the CPU.
+    #[default]
+    Auto,
+    /// burn's `flex` CPU backend.
+    Cpu,
+    /// burn's wgpu backend (needs the `wgpu` cargo feature).
+    Wgpu,
+}
 
 /// Positions in the engine's feature vector of the named inputs.
 pub fn input_indices(inputs: &[String]) -> Result<Vec<usize>, String> {
@@ -40,29 +53,79 @@ pub const MAX_CARD_BYTES: u64 = 1 << 20;
 pub const MAX_LAYER_WIDTH: usize = 16_384;
 pub const MAX_LAYERS: usize = 16;
 
+/// Why a file was refused before it was read.
+#[derive(Debug, thiserror::Error)]
+pub enum SizeError {
+    #[error("{0}")]
+    Stat(#[source] std::io::Error),
+    #[error("{len} bytes, more than the {max} accepted")]
+    TooLarge { len: u64, max: u64 },
+}
+
 /// Refuses a file larger than `max` bytes before reading it.
-fn check_size(path: &Path, max: u64) -> Result<(), String> {
-    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+fn check_size(path: &Path, max: u64) -> Result<(), SizeError> {
+    let len = std::fs::metadata(path).map_err(SizeError::Stat)?.len();
     if len > max {
-        return Err(format!("{len} bytes, more than the {max} accepted"));
+        return Err(SizeError::TooLarge { len, max });
     }
     Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    #[error("cannot read model card {path}: {source}")]
+    CardSize {
+        path: String,
+        #[source]
+        source: SizeError,
+    },
+    /// The network the card describes is beyond the accepted limits.
     #[error("cannot read model card {path}: {detail}")]
-    Card { path: String, detail: String },
+    CardShape { path: String, detail: String },
+    #[error("cannot read model card {path}: {source}")]
+    ReadCard {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read model card {path}: {source}")]
+    ParseCard {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("model card {path} does not fit this worker: {detail}")]
     Incompatible { path: String, detail: String },
-    #[error("cannot load weights {path}: {detail}")]
-    Weights { path: String, detail: String },
-    #[error("cannot write model to {path}: {detail}")]
-    Write { path: String, detail: String },
+    #[error("cannot load weights {path}: {source}")]
+    WeightsSize {
+        path: String,
+        #[source]
+        source: SizeError,
+    },
+    #[error("cannot load weights {path}: {source}")]
+    LoadWeights {
+        path: String,
+        #[source]
+        source: burn::store::RecordError,
+    },
+    #[error("cannot write model to {path}: {source}")]
+    SerialiseCard {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write model to {path}: {source}")]
+    WriteCard {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("device {0:?} is not available: {1}")]
     Device(DeviceChoice, String),
     #[error("inference failed: {0}")]
-    Inference(String),
+    Inference(#[source] burn::tensor::TensorReadError),
+    #[error("cannot read the weights of a layer: {0}")]
+    ReadWeights(#[source] burn::tensor::DataError),
 }
 
 /// Hyper-parameters that define the network's shape.
@@ -111,7 +174,6 @@ pub struct DenseLayer {
 impl Mlp {
     /// The weights as plain numbers (for export to other runtimes).
     pub fn dense_layers(&self) -> Result<Vec<DenseLayer>, ModelError> {
-        let err = |e: String| ModelError::Inference(e);
         self.layers
             .iter()
             .map(|l| {
@@ -120,13 +182,13 @@ impl Mlp {
                 let weight = w
                     .into_data()
                     .try_to_vec::<f32>()
-                    .map_err(|e| err(format!("{e:?}")))?;
+                    .map_err(ModelError::ReadWeights)?;
                 let bias = match &l.bias {
                     Some(b) => b
                         .val()
                         .into_data()
                         .try_to_vec::<f32>()
-                        .map_err(|e| err(format!("{e:?}")))?,
+                        .map_err(ModelError::ReadWeights)?,
                     None => vec![0.0; d_out],
                 };
                 Ok(DenseLayer {
@@ -189,22 +251,31 @@ pub struct ModelCard {
 impl ModelCard {
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
         let path = dir.join(CARD_FILE);
-        let err = |detail: String| ModelError::Card {
+        check_size(&path, MAX_CARD_BYTES).map_err(|source| ModelError::CardSize {
             path: path.display().to_string(),
-            detail,
-        };
-        check_size(&path, MAX_CARD_BYTES).map_err(err)?;
-        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-        let mut card: ModelCard = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+            source,
+        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::ReadCard {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut card: ModelCard =
+            serde_json::from_str(&text).map_err(|source| ModelError::ParseCard {
+                path: path.display().to_string(),
+                source,
+            })?;
         let shape = &card.shape;
         if shape.hidden.len() > MAX_LAYERS
             || shape.d_in > MAX_LAYER_WIDTH
             || shape.hidden.iter().any(|h| *h == 0 || *h > MAX_LAYER_WIDTH)
         {
-            return Err(err(format!(
-                "shape {:?} is beyond the accepted {MAX_LAYERS} layers of at most {MAX_LAYER_WIDTH} units",
-                shape
-            )));
+            return Err(ModelError::CardShape {
+                path: path.display().to_string(),
+                detail: format!(
+                    "shape {:?} is beyond the accepted {MAX_LAYERS} layers of at most {MAX_LAYER_WIDTH} units",
+                    shape
+                ),
+            });
         }
         card.check(&path)?;
         card.input_index =
@@ -244,13 +315,14 @@ impl ModelCard {
 
     pub fn write(&self, dir: &Path) -> Result<(), ModelError> {
         let path = dir.join(CARD_FILE);
-        let text = serde_json::to_string_pretty(self).map_err(|e| ModelError::Write {
+        let text =
+            serde_json::to_string_pretty(self).map_err(|source| ModelError::SerialiseCard {
+                path: path.display().to_string(),
+                source,
+            })?;
+        std::fs::write(&path, text + "\n").map_err(|source| ModelError::WriteCard {
             path: path.display().to_string(),
-            detail: e.to_string(),
-        })?;
-        std::fs::write(&path, text + "\n").map_err(|e| ModelError::Write {
-            path: path.display().to_string(),
-            detail: e.to_string(),
+            source,
         })
     }
 
@@ -363,17 +435,19 @@ impl Scorer {
             .windows(2)
             .map(|w| (w[0] as u64 + 1) * w[1] as u64)
             .sum();
-        check_size(&weights, 8 * 4 * params + (1 << 20)).map_err(|detail| ModelError::Weights {
-            path: weights.display().to_string(),
-            detail,
+        check_size(&weights, 8 * 4 * params + (1 << 20)).map_err(|source| {
+            ModelError::WeightsSize {
+                path: weights.display().to_string(),
+                source,
+            }
         })?;
         let mlp = card
             .shape
             .init(&device.device)
             .try_load_file(&weights)
-            .map_err(|e| ModelError::Weights {
+            .map_err(|source| ModelError::LoadWeights {
                 path: weights.display().to_string(),
-                detail: format!("{e:?}"),
+                source,
             })?;
         Ok(Self {
             card,
@@ -459,9 +533,7 @@ impl Scorer {
         );
         self.scratch = scratch;
         let p = sigmoid(self.mlp.forward(x));
-        let mut out = p
-            .try_into_vec_as::<f32>()
-            .map_err(|e| ModelError::Inference(format!("{e:?}")))?;
+        let mut out = p.try_into_vec_as::<f32>().map_err(ModelError::Inference)?;
         out.truncate(n);
         Ok(out)
     }

@@ -13,10 +13,32 @@ use std::path::{Path, PathBuf};
 pub enum RegistryError {
     #[error("model {reference:?}: {detail}")]
     NotFound { reference: String, detail: String },
-    #[error("cannot read {path}: {detail}")]
-    Read { path: String, detail: String },
-    #[error("cannot write {path}: {detail}")]
-    Write { path: String, detail: String },
+    #[error("cannot read {path}: {size} bytes, more than {MAX_ALIASES_BYTES} accepted")]
+    AliasesTooLarge { path: String, size: u64 },
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    ParseAliases {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    SerialiseAliases {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A resolved model: where it lives and what it is called.
@@ -52,21 +74,21 @@ pub fn read_aliases(root: &Path, name: &str) -> Result<BTreeMap<String, String>,
     let path = root.join(name).join(ALIASES_FILE);
     if let Ok(m) = std::fs::metadata(&path) {
         if m.len() > MAX_ALIASES_BYTES {
-            return Err(RegistryError::Read {
+            return Err(RegistryError::AliasesTooLarge {
                 path: path.display().to_string(),
-                detail: format!("{} bytes, more than {MAX_ALIASES_BYTES} accepted", m.len()),
+                size: m.len(),
             });
         }
     }
     match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| RegistryError::Read {
+        Ok(text) => serde_json::from_str(&text).map_err(|source| RegistryError::ParseAliases {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source,
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(RegistryError::Read {
+        Err(source) => Err(RegistryError::ReadFile {
             path: path.display().to_string(),
-            detail: e.to_string(),
+            source,
         }),
     }
 }
@@ -86,13 +108,15 @@ pub fn set_alias(root: &Path, name: &str, alias: &str, version: &str) -> Result<
     aliases.insert(alias.to_string(), version.to_string());
     let path = root.join(name).join(ALIASES_FILE);
     let tmp = path.with_extension("json.tmp");
-    let werr = |e: std::io::Error| RegistryError::Write {
+    let werr = |source: std::io::Error| RegistryError::WriteFile {
         path: path.display().to_string(),
-        detail: e.to_string(),
+        source,
     };
-    let text = serde_json::to_string_pretty(&aliases).map_err(|e| RegistryError::Write {
-        path: path.display().to_string(),
-        detail: e.to_string(),
+    let text = serde_json::to_string_pretty(&aliases).map_err(|source| {
+        RegistryError::SerialiseAliases {
+            path: path.display().to_string(),
+            source,
+        }
     })?;
     std::fs::write(&tmp, text + "\n").map_err(werr)?;
     std::fs::rename(&tmp, &path).map_err(werr)?;
@@ -102,9 +126,9 @@ pub fn set_alias(root: &Path, name: &str, alias: &str, version: &str) -> Result<
 /// Versions of a model, in numeric order where they are numbers.
 pub fn versions(root: &Path, name: &str) -> Result<Vec<String>, RegistryError> {
     let dir = root.join(name);
-    let rd = std::fs::read_dir(&dir).map_err(|e| RegistryError::Read {
+    let rd = std::fs::read_dir(&dir).map_err(|source| RegistryError::ReadFile {
         path: dir.display().to_string(),
-        detail: e.to_string(),
+        source,
     })?;
     let mut v: Vec<String> = rd
         .filter_map(Result::ok)

@@ -71,6 +71,7 @@ pub enum ReplayError {
     Produce(#[from] KafkaError),
     #[error("{0} records could not be delivered")]
     Undelivered(u64),
+    /// The text of the task's `JoinError` (tools/demo.rs builds this too).
     #[error("replay task failed: {0}")]
     Task(String),
 }
@@ -137,6 +138,50 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
 }
 
 fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
+    let codec = replay_codec(args)?;
+    let from = args.from.as_deref().map(day_index).transpose()?;
+    let to = args.to.as_deref().map(day_index).transpose()?;
+    let producer = replay_producer(args)?;
+    let bar = progress_bar(args.quiet);
+    let mut replay = Replay {
+        args,
+        producer: &producer,
+        codec: &codec,
+        started: Instant::now(),
+        report: ReplayReport::default(),
+        pending_labels: VecDeque::new(),
+    };
+    for_each_row::<ReplayError>(&args.csv, |row| {
+        if from.is_some_and(|d| row.time_days < d) || to.is_some_and(|d| row.time_days > d) {
+            return Ok(true);
+        }
+        if args.limit.is_some_and(|l| replay.report.transactions >= l) {
+            return Ok(false);
+        }
+        replay.send_row(row)?;
+        if replay.report.transactions.is_multiple_of(1024) {
+            bar.set_position(replay.report.transactions);
+        }
+        replay.pace();
+        Ok(true)
+    })?;
+    replay.send_remaining_labels()?;
+    let mut report = replay.report;
+    let started = replay.started;
+    bar.set_position(report.transactions);
+    bar.set_message("flushing");
+    producer.flush(Duration::from_secs(60))?;
+    bar.finish_with_message("done");
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(ReplayError::Undelivered(failed));
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The codec, registering the written schemas when a registry is given.
+fn replay_codec(args: &ReplayArgs) -> Result<Codec, ReplayError> {
     let mut codec = Codec::new()?;
     if let Some(url) = &args.schema_registry_url {
         codec.connect_registry(url)?;
@@ -145,8 +190,11 @@ fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
             codec.register_output(crate::codec::Written::Label, &args.labels_topic)?;
         }
     }
-    let from = args.from.as_deref().map(day_index).transpose()?;
-    let to = args.to.as_deref().map(day_index).transpose()?;
+    Ok(codec)
+}
+
+/// An idempotent producer, connected to the input topic's leaders.
+fn replay_producer(args: &ReplayArgs) -> Result<ThreadedProducer<Counting>, ReplayError> {
     let mut cfg = client_config(&args.brokers, &BTreeMap::new());
     cfg.set("linger.ms", "5")
         .set("enable.idempotence", "true")
@@ -162,80 +210,98 @@ fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
     {
         tracing::warn!(topic = %args.topic, error = %e, "no metadata yet; sending anyway");
     }
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} replay {pos} transactions [{elapsed_precise}] {per_sec} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        b
-    };
-    let started = Instant::now();
-    let mut report = ReplayReport::default();
-    let mut pending_labels: VecDeque<HandbookRow> = VecDeque::new();
-    let labels = !args.labels_topic.is_empty();
-    for_each_row::<ReplayError>(&args.csv, |row| {
-        if from.is_some_and(|d| row.time_days < d) || to.is_some_and(|d| row.time_days > d) {
-            return Ok(true);
-        }
-        if args.limit.is_some_and(|l| report.transactions >= l) {
-            return Ok(false);
-        }
+    Ok(producer)
+}
+
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new_spinner();
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} replay {pos} transactions [{elapsed_precise}] {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    b
+}
+
+/// A replay under way: what was sent, and the labels not yet due.
+struct Replay<'a> {
+    args: &'a ReplayArgs,
+    producer: &'a ThreadedProducer<Counting>,
+    codec: &'a Codec,
+    started: Instant,
+    report: ReplayReport,
+    /// Sent transactions whose labels are reported later (event time order).
+    pending_labels: VecDeque<HandbookRow>,
+}
+
+impl Replay<'_> {
+    fn labels(&self) -> bool {
+        !self.args.labels_topic.is_empty()
+    }
+
+    /// Sends the labels due by `row`'s event time, then `row`'s transaction.
+    fn send_row(&mut self, row: HandbookRow) -> Result<(), ReplayError> {
         let t = row.event_time();
-        if labels {
-            while pending_labels
+        if self.labels() {
+            while self
+                .pending_labels
                 .front()
                 .is_some_and(|r| r.label().reported_at <= t)
             {
-                if let Some(r) = pending_labels.pop_front() {
-                    send_label(&producer, &codec, &args.labels_topic, &r)?;
-                    report.labels += 1;
+                if let Some(r) = self.pending_labels.pop_front() {
+                    self.send_label(&r)?;
                 }
             }
         }
         let tx = row.transaction();
-        let payload = codec.encode_transaction(&tx)?;
-        let ts = if args.timestamp_now {
+        let payload = self.codec.encode_transaction(&tx)?;
+        let ts = if self.args.timestamp_now {
             crate::message::now_ms()
         } else {
             t
         };
-        send(&producer, &args.topic, &tx.customer_id, &payload, ts)?;
-        report.transactions += 1;
-        if labels {
-            pending_labels.push_back(row);
+        send(
+            self.producer,
+            &self.args.topic,
+            &tx.customer_id,
+            &payload,
+            ts,
+        )?;
+        self.report.transactions += 1;
+        if self.labels() {
+            self.pending_labels.push_back(row);
         }
-        if report.transactions % 1024 == 0 {
-            bar.set_position(report.transactions);
+        Ok(())
+    }
+
+    /// The stream ended: the remaining labels are reported a week later.
+    fn send_remaining_labels(&mut self) -> Result<(), ReplayError> {
+        while let Some(r) = self.pending_labels.pop_front() {
+            self.send_label(&r)?;
         }
-        if let Some(rate) = args.rate {
-            let due = Duration::from_secs_f64(report.transactions as f64 / rate);
-            let el = started.elapsed();
+        Ok(())
+    }
+
+    fn send_label(&mut self, r: &HandbookRow) -> Result<(), ReplayError> {
+        send_label(self.producer, self.codec, &self.args.labels_topic, r)?;
+        self.report.labels += 1;
+        Ok(())
+    }
+
+    /// With `--rate`: sleeps until the next transaction is due.
+    fn pace(&self) {
+        if let Some(rate) = self.args.rate {
+            let due = Duration::from_secs_f64(self.report.transactions as f64 / rate);
+            let el = self.started.elapsed();
             if due > el {
                 std::thread::sleep(due - el);
             }
         }
-        Ok(true)
-    })?;
-    // The stream ended: the remaining labels are reported a week later.
-    for r in pending_labels.drain(..) {
-        send_label(&producer, &codec, &args.labels_topic, &r)?;
-        report.labels += 1;
     }
-    bar.set_position(report.transactions);
-    bar.set_message("flushing");
-    producer.flush(Duration::from_secs(60))?;
-    bar.finish_with_message("done");
-    let failed = producer.context().failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        return Err(ReplayError::Undelivered(failed));
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 fn send_label(

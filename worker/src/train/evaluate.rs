@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 
 use super::metrics::{average_precision, roc_auc};
-use super::{fit, fit_standardisation, predict, standardise_with, Featurised, Hyper, TrainError};
-use crate::dataset::{date_of_day, day_index, HandbookRow};
+use super::{fit, fit_standardisation, predict, standardise_with, Hyper, TrainError};
+use crate::dataset::{date_of_day, day_index, featurise, Featurised, HandbookRow};
 use crate::model::MlpShape;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -162,11 +162,11 @@ pub struct EvaluateStreamArgs {
 /// Metrics of a finished stream run: scored records joined with their labels
 /// (duplicates from at-least-once delivery count once).
 pub fn evaluate_stream(args: &EvaluateStreamArgs) -> Result<FoldMetrics, TrainError> {
-    use crate::tools::tail::{tail_with, TailArgs};
+    use crate::dataset::topic::{read_topic, TopicRead};
     let read = |topic: &str| -> Result<Vec<serde_json::Value>, TrainError> {
         let mut out = Vec::new();
-        tail_with(
-            &TailArgs {
+        read_topic(
+            &TopicRead {
                 topic: topic.to_string(),
                 brokers: args.brokers.clone(),
                 from_beginning: true,
@@ -179,7 +179,10 @@ pub fn evaluate_stream(args: &EvaluateStreamArgs) -> Result<FoldMetrics, TrainEr
                 Ok(())
             },
         )
-        .map_err(|e| TrainError::Invalid(format!("reading {topic}: {e}")))?;
+        .map_err(|source| TrainError::ReadTopic {
+            topic: topic.to_string(),
+            source,
+        })?;
         Ok(out)
     };
     let labels: std::collections::HashMap<String, bool> = read(&args.labels_topic)?
@@ -283,13 +286,7 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 
 /// `riskstream evaluate`: prints the table and writes the report.
 pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
-    let starts = match &args.train_start {
-        Some(d) => {
-            let d = day_index(d)?;
-            (0..args.folds.max(1) as i64).map(|k| d - 7 * k).collect()
-        }
-        None => split_starts(&args.split)?,
-    };
+    let starts = fold_starts(args)?;
     let mut fixed = match &args.model_ref {
         Some(r) => {
             let loc = crate::registry::resolve(&args.models_dir, r)?;
@@ -299,7 +296,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
     };
     let last = starts.iter().max().copied().unwrap_or(0) + 20;
     let first = starts.iter().min().copied().unwrap_or(0);
-    let data = super::featurise(&args.csv, last, |d| d >= first && d <= last)?;
+    let data = featurise(&args.csv, last, |d| d >= first && d <= last)?;
     let (inputs, shape, hyper) = args.model.resolve(false)?;
     let device = Device::flex();
     let bar = indicatif::ProgressBar::new(starts.len() as u64);
@@ -319,15 +316,13 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let kind = if let Some(sc) = &fixed {
-        format!(
+    let kind = match &fixed {
+        Some(sc) => format!(
             "model {}/{} as trained",
             sc.location.name, sc.location.version
-        )
-    } else if shape.hidden.is_empty() {
-        "logistic regression (burn, linear)".to_string()
-    } else {
-        format!("MLP {:?} (burn)", shape.hidden)
+        ),
+        None if shape.hidden.is_empty() => "logistic regression (burn, linear)".to_string(),
+        None => format!("MLP {:?} (burn)", shape.hidden),
     };
     let mut md = String::new();
     let _ = writeln!(
@@ -335,12 +330,36 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
         "# riskstream evaluate — {kind}, split `{}`\n",
         args.split
     );
+    write_fold_table(&mut md, &folds);
+    let _ = writeln!(
+        md,
+        "\nHyper-parameters: {}; inputs {} ({}); epochs {}, batch {}, lr {}, pos_weight {}, dropout {}, seed {}.",
+        kind, args.model.inputs, inputs.len(), hyper.epochs, hyper.batch_size, hyper.lr, hyper.pos_weight, shape.dropout, hyper.seed
+    );
+    write_report(&args.report, &md, &curves)?;
+    Ok(md)
+}
+
+/// Training-week starts of the folds: `--train-start` and the `--folds`
+/// weeks before it, or the named `--split`.
+fn fold_starts(args: &EvaluateArgs) -> Result<Vec<i64>, TrainError> {
+    match &args.train_start {
+        Some(d) => {
+            let d = day_index(d)?;
+            Ok((0..args.folds.max(1) as i64).map(|k| d - 7 * k).collect())
+        }
+        None => split_starts(&args.split),
+    }
+}
+
+/// The Markdown table of the folds, with their mean ± std.
+fn write_fold_table(md: &mut String, folds: &[(i64, FoldMetrics)]) {
     let _ = writeln!(
         md,
         "| train start | test week | test tx | frauds | AUC ROC | Avg precision | CP@100 |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
-    for (s, m) in &folds {
+    for (s, m) in folds {
         let _ = writeln!(
             md,
             "| {} | {} … {} | {} | {} | {:.4} | {:.4} | {:.4} |",
@@ -354,36 +373,22 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<String, TrainError> {
             m.card_precision_100
         );
     }
-    let (a, sa) = mean_std(&folds.iter().map(|f| f.1.auc_roc).collect::<Vec<_>>());
-    let (p, sp) = mean_std(
-        &folds
-            .iter()
-            .map(|f| f.1.average_precision)
-            .collect::<Vec<_>>(),
-    );
-    let (c, sc) = mean_std(
-        &folds
-            .iter()
-            .map(|f| f.1.card_precision_100)
-            .collect::<Vec<_>>(),
-    );
+    let of = |metric: fn(&FoldMetrics) -> f64| {
+        mean_std(&folds.iter().map(|f| metric(&f.1)).collect::<Vec<_>>())
+    };
+    let (a, sa) = of(|m| m.auc_roc);
+    let (p, sp) = of(|m| m.average_precision);
+    let (c, sc) = of(|m| m.card_precision_100);
     let _ = writeln!(
         md,
         "| **mean ± std** | | | | **{a:.3} ± {sa:.3}** | **{p:.3} ± {sp:.3}** | **{c:.3} ± {sc:.3}** |"
     );
-    let _ = writeln!(
-        md,
-        "\nHyper-parameters: {}; inputs {} ({}); epochs {}, batch {}, lr {}, pos_weight {}, dropout {}, seed {}.",
-        kind, args.model.inputs, inputs.len(), hyper.epochs, hyper.batch_size, hyper.lr, hyper.pos_weight, shape.dropout, hyper.seed
-    );
-    write_report(&args.report, &md, &curves)?;
-    Ok(md)
 }
 
 fn write_report(dir: &Path, md: &str, curves: &[(Vec<f32>, Vec<bool>)]) -> Result<(), TrainError> {
-    let werr = |e: std::io::Error| TrainError::Write {
+    let werr = |source: std::io::Error| TrainError::WriteReport {
         path: dir.display().to_string(),
-        detail: e.to_string(),
+        source,
     };
     std::fs::create_dir_all(dir).map_err(werr)?;
     let mut text = md.to_string();

@@ -15,8 +15,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::dataset::{day_index, for_each_row, HandbookRow, RowIds};
-use crate::features::{FeatureEngine, FeatureVector, FEATURE_NAMES, N_FEATURES};
+use crate::dataset::day_index;
+/// Offline features moved to [`crate::dataset`]; re-exported for callers of `train::featurise`.
+pub use crate::dataset::{featurise, Featurised};
+use crate::features::{FeatureVector, FEATURE_NAMES, N_FEATURES};
 use crate::model::{Mlp, MlpShape, ModelCard, CARD_FILE, WEIGHTS_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +31,50 @@ pub enum TrainError {
     Registry(#[from] crate::registry::RegistryError),
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot write {path}: {detail}")]
-    Write { path: String, detail: String },
+    #[error("cannot write {path}: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteWeights {
+        path: String,
+        #[source]
+        source: burn::store::RecordError,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteReference {
+        path: String,
+        #[source]
+        source: crate::drift::DriftError,
+    },
+    #[error("cannot write {path}: {source}")]
+    WriteCsv {
+        path: String,
+        #[source]
+        source: csv::Error,
+    },
+    #[error("{path}: {source}")]
+    OpenCsv {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    ReadCsv(#[source] csv::Error),
+    #[error("cannot write {path}: {source}")]
+    WriteReport {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {topic}: {source}")]
+    ReadTopic {
+        topic: String,
+        #[source]
+        source: crate::dataset::topic::TopicError,
+    },
 }
 
 /// The network and how it is trained; shared by `train` and `evaluate`.
@@ -109,48 +153,6 @@ pub struct TrainArgs {
     /// Point the `champion` alias at the new version.
     #[arg(long)]
     pub promote: bool,
-}
-
-/// Rows with their features, computed by one pass of the engine in
-/// transaction order (labels fed as the stream would: the engine only
-/// reads labels older than the delay).
-pub struct Featurised {
-    pub rows: Vec<HandbookRow>,
-    pub features: Vec<FeatureVector>,
-}
-
-/// Computes features for every row of the CSV up to `last_day`, keeping
-/// the rows with `keep(day)`.
-pub fn featurise(
-    csv: &Path,
-    last_day: i64,
-    keep: impl Fn(i64) -> bool,
-) -> Result<Featurised, crate::dataset::DatasetError> {
-    let mut engine = FeatureEngine::new();
-    let mut out = Featurised {
-        rows: Vec::new(),
-        features: Vec::new(),
-    };
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_message("computing features");
-    for_each_row::<crate::dataset::DatasetError>(csv, |r| {
-        if r.time_days > last_day {
-            return Ok(false);
-        }
-        let ids = RowIds::of(&r);
-        let f = engine.observe_transaction(ids.tx_ref(&r));
-        engine.observe_label(ids.label_ref(&r));
-        if keep(r.time_days) {
-            out.rows.push(r);
-            out.features.push(f);
-        }
-        if out.rows.len().is_multiple_of(100_000) {
-            bar.tick();
-        }
-        Ok(true)
-    })?;
-    bar.finish_and_clear();
-    Ok(out)
 }
 
 /// Standardisation of the columns `idx`, fitted on `rows`.
@@ -320,46 +322,110 @@ pub fn git_revision() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The day ranges of one training run (inclusive day indices).
+#[derive(Debug, Clone, Copy)]
+struct Periods {
+    from: i64,
+    to: i64,
+    valid_from: i64,
+    valid_to: i64,
+}
+
+impl Periods {
+    /// Protocol mode (`--train-start`: validation is the week before), or
+    /// `--from`/`--to` with validation after the label delay.
+    fn of(args: &TrainArgs) -> Result<Self, TrainError> {
+        let p = match &args.train_start {
+            Some(d) => {
+                let from = day_index(d)?;
+                let to = from + args.train_days.max(1) - 1;
+                Self {
+                    from,
+                    to,
+                    valid_from: from - 7,
+                    valid_to: from - 1,
+                }
+            }
+            None => {
+                let from = day_index(&args.from)?;
+                let to = day_index(&args.to)?;
+                Self {
+                    from,
+                    to,
+                    valid_from: to + 8,
+                    valid_to: to + 7 + args.valid_days,
+                }
+            }
+        };
+        if p.to < p.from {
+            return Err(TrainError::Invalid(format!(
+                "--to {} is before --from {}",
+                args.to, args.from
+            )));
+        }
+        Ok(p)
+    }
+
+    fn is_training(&self, day: i64) -> bool {
+        (self.from..=self.to).contains(&day)
+    }
+
+    fn is_validation(&self, day: i64) -> bool {
+        (self.valid_from..=self.valid_to).contains(&day)
+    }
+}
+
+/// Feature vectors and labels of the training and validation periods.
+struct Split {
+    train_x: Vec<FeatureVector>,
+    train_y: Vec<f32>,
+    valid_x: Vec<FeatureVector>,
+    valid_y: Vec<bool>,
+}
+
+impl Split {
+    fn of(data: &Featurised, periods: &Periods) -> Result<Self, TrainError> {
+        let mut s = Self {
+            train_x: Vec::new(),
+            train_y: Vec::new(),
+            valid_x: Vec::new(),
+            valid_y: Vec::new(),
+        };
+        for (r, f) in data.rows.iter().zip(&data.features) {
+            if periods.is_training(r.time_days) {
+                s.train_x.push(*f);
+                s.train_y.push(f32::from(r.fraud));
+            } else {
+                s.valid_x.push(*f);
+                s.valid_y.push(r.fraud == 1);
+            }
+        }
+        if s.train_x.is_empty() || s.valid_x.is_empty() {
+            return Err(TrainError::Invalid(
+                "training or validation period holds no transactions".into(),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// Validation metrics of a trained model and the threshold chosen on them.
+struct Validation {
+    auc: Option<f64>,
+    ap: Option<f64>,
+    threshold: f32,
+    f1: f64,
+}
+
 /// `riskstream train`: returns the directory of the new version.
 pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
-    let (from, to, v_from, v_to) = match &args.train_start {
-        Some(d) => {
-            let from = day_index(d)?;
-            let to = from + args.train_days.max(1) - 1;
-            (from, to, from - 7, from - 1)
-        }
-        None => {
-            let from = day_index(&args.from)?;
-            let to = day_index(&args.to)?;
-            (from, to, to + 8, to + 7 + args.valid_days)
-        }
-    };
-    if to < from {
-        return Err(TrainError::Invalid(format!(
-            "--to {} is before --from {}",
-            args.to, args.from
-        )));
-    }
+    let periods = Periods::of(args)?;
     let (idx, shape, hyper) = args.model.resolve(true)?;
-    let data = featurise(&args.csv, v_to.max(to), |d| {
-        (from..=to).contains(&d) || (v_from..=v_to).contains(&d)
+    let data = featurise(&args.csv, periods.valid_to.max(periods.to), |d| {
+        periods.is_training(d) || periods.is_validation(d)
     })?;
-    let (mut tr_f, mut tr_y, mut va_f, mut va_y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (r, f) in data.rows.iter().zip(&data.features) {
-        if (from..=to).contains(&r.time_days) {
-            tr_f.push(*f);
-            tr_y.push(f32::from(r.fraud));
-        } else {
-            va_f.push(*f);
-            va_y.push(r.fraud == 1);
-        }
-    }
-    if tr_f.is_empty() || va_f.is_empty() {
-        return Err(TrainError::Invalid(
-            "training or validation period holds no transactions".into(),
-        ));
-    }
-    let (mean, std) = fit_standardisation(&tr_f, &idx);
+    let split = Split::of(&data, &periods)?;
+    let (mean, std) = fit_standardisation(&split.train_x, &idx);
     let version = crate::registry::next_version(&args.models_dir, &args.name);
     let mut card = ModelCard {
         name: args.name.clone(),
@@ -374,49 +440,33 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
         training: serde_json::Value::Null,
         metrics: serde_json::Value::Null,
         git_revision: git_revision(),
-        created_at: chrono_like_now(),
+        created_at: utc_now_rfc3339(),
     };
     let device = Device::flex();
-    let x = standardise(&card, &tr_f);
-    let model = fit(&shape, &x, &tr_y, &hyper, &device);
-    let vx = standardise(&card, &va_f);
-    let vs = predict(&model, &vx, idx.len(), &device);
-    let auc = metrics::roc_auc(&vs, &va_y);
-    let ap = metrics::average_precision(&vs, &va_y);
-    let (threshold, f1) = metrics::best_f1_threshold(&vs, &va_y);
+    let x = standardise(&card, &split.train_x);
+    let model = fit(&shape, &x, &split.train_y, &hyper, &device);
+    let vs = predict(
+        &model,
+        &standardise(&card, &split.valid_x),
+        idx.len(),
+        &device,
+    );
+    let (threshold, f1) = metrics::best_f1_threshold(&vs, &split.valid_y);
+    let v = Validation {
+        auc: metrics::roc_auc(&vs, &split.valid_y),
+        ap: metrics::average_precision(&vs, &split.valid_y),
+        threshold,
+        f1,
+    };
     card.threshold = threshold;
-    card.training = serde_json::json!({
-        "csv": args.csv.display().to_string(),
-        "from": crate::dataset::date_of_day(from), "to": crate::dataset::date_of_day(to),
-        "rows": tr_y.len(), "frauds": tr_y.iter().filter(|y| **y > 0.5).count(),
-        "validation": {"from": crate::dataset::date_of_day(v_from), "to": crate::dataset::date_of_day(v_to), "rows": va_y.len()},
-        "epochs": hyper.epochs, "batch_size": hyper.batch_size, "lr": hyper.lr,
-        "pos_weight": hyper.pos_weight, "dropout": shape.dropout, "seed": hyper.seed,
-        "optimizer": "adam", "backend": "burn flex (CPU)",
-    });
+    card.training = training_record(args, &periods, &split, &shape, &hyper);
     card.metrics = serde_json::json!({
-        "validation": {"auc_roc": auc, "average_precision": ap, "f1_at_threshold": f1}
+        "validation": {"auc_roc": v.auc, "average_precision": v.ap, "f1_at_threshold": v.f1}
     });
     let dir = args.models_dir.join(&args.name).join(&version);
-    std::fs::create_dir_all(&dir).map_err(|e| TrainError::Write {
-        path: dir.display().to_string(),
-        detail: e.to_string(),
-    })?;
-    model
-        .clone()
-        .save_file(dir.join(WEIGHTS_FILE))
-        .map_err(|e| TrainError::Write {
-            path: dir.join(WEIGHTS_FILE).display().to_string(),
-            detail: format!("{e:?}"),
-        })?;
-    card.write(&dir)?;
+    write_version(&dir, &model, &card)?;
     let train_scores = predict(&model, &x, idx.len(), &device);
-    crate::drift::Reference::build(&tr_f, &train_scores, threshold)
-        .write(&dir)
-        .map_err(|e| TrainError::Write {
-            path: dir.display().to_string(),
-            detail: e.to_string(),
-        })?;
+    write_reference(&dir, &split.train_x, &train_scores, threshold)?;
     let aliases = crate::registry::read_aliases(&args.models_dir, &args.name)?;
     if args.promote || !aliases.contains_key("champion") {
         crate::registry::set_alias(&args.models_dir, &args.name, "champion", &version)?;
@@ -425,27 +475,77 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
         "wrote {} ({}): validation AUC {:.4} AP {:.4}, threshold {:.4} (F1 {:.3})",
         dir.display(),
         CARD_FILE,
-        auc.unwrap_or(f64::NAN),
-        ap.unwrap_or(f64::NAN),
-        threshold,
-        f1
+        v.auc.unwrap_or(f64::NAN),
+        v.ap.unwrap_or(f64::NAN),
+        v.threshold,
+        v.f1
     );
     Ok(dir)
 }
 
-/// UTC timestamp `YYYY-MM-DDTHH:MM:SSZ` without a date crate.
-pub fn chrono_like_now() -> String {
-    let s = crate::message::now_ms() / 1000;
-    let days = s.div_euclid(86_400);
-    let rem = s.rem_euclid(86_400);
-    let date =
-        crate::dataset::date_of_day(days + crate::dataset::day_index("1970-01-01").unwrap_or(0));
-    format!(
-        "{date}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+/// The card's `training` section: data, periods and settings of the run.
+fn training_record(
+    args: &TrainArgs,
+    p: &Periods,
+    split: &Split,
+    shape: &MlpShape,
+    hyper: &Hyper,
+) -> serde_json::Value {
+    use crate::dataset::date_of_day;
+    serde_json::json!({
+        "csv": args.csv.display().to_string(),
+        "from": date_of_day(p.from), "to": date_of_day(p.to),
+        "rows": split.train_y.len(), "frauds": split.train_y.iter().filter(|y| **y > 0.5).count(),
+        "validation": {"from": date_of_day(p.valid_from), "to": date_of_day(p.valid_to), "rows": split.valid_y.len()},
+        "epochs": hyper.epochs, "batch_size": hyper.batch_size, "lr": hyper.lr,
+        "pos_weight": hyper.pos_weight, "dropout": shape.dropout, "seed": hyper.seed,
+        "optimizer": "adam", "backend": "burn flex (CPU)",
+    })
+}
+
+/// Writes the weights and the card of a new version into `dir`.
+fn write_version(dir: &Path, model: &Mlp, card: &ModelCard) -> Result<(), TrainError> {
+    std::fs::create_dir_all(dir).map_err(|source| TrainError::CreateDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    model
+        .clone()
+        .save_file(dir.join(WEIGHTS_FILE))
+        .map_err(|source| TrainError::WriteWeights {
+            path: dir.join(WEIGHTS_FILE).display().to_string(),
+            source,
+        })?;
+    card.write(dir)?;
+    Ok(())
+}
+
+/// Writes the drift reference of the training period into `dir`.
+fn write_reference(
+    dir: &Path,
+    features: &[FeatureVector],
+    scores: &[f32],
+    threshold: f32,
+) -> Result<(), TrainError> {
+    crate::drift::Reference::build(features, scores, threshold)
+        .write(dir)
+        .map_err(|source| TrainError::WriteReference {
+            path: dir.display().to_string(),
+            source,
+        })
+}
+
+/// The wall clock as an RFC 3339 UTC timestamp to the second
+/// (`YYYY-MM-DDTHH:MM:SSZ`), for model cards.
+pub fn utc_now_rfc3339() -> String {
+    let secs = crate::message::now_ms().div_euclid(1000);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{secs}"))
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -480,14 +580,16 @@ pub fn score_csv(args: &ScoreArgs) -> Result<u64, TrainError> {
         .transpose()?
         .unwrap_or(i64::MAX);
     let data = featurise(&args.csv, to, |d| from.is_none_or(|f| d >= f))?;
-    let werr = |e: String| TrainError::Write {
+    let werr = |source: csv::Error| TrainError::WriteCsv {
         path: args.out.display().to_string(),
-        detail: e,
+        source,
     };
-    let mut w = csv::Writer::from_path(&args.out).map_err(|e| werr(e.to_string()))?;
+    let mut w = csv::Writer::from_path(&args.out).map_err(werr)?;
     // Every input row with its own columns, plus score and is_fraud.
-    let file = std::fs::File::open(&args.csv)
-        .map_err(|e| TrainError::Invalid(format!("{}: {e}", args.csv.display())))?;
+    let file = std::fs::File::open(&args.csv).map_err(|source| TrainError::OpenCsv {
+        path: args.csv.display().to_string(),
+        source,
+    })?;
     let reader: Box<dyn std::io::Read> = if args.csv.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
             file,
@@ -498,12 +600,12 @@ pub fn score_csv(args: &ScoreArgs) -> Result<u64, TrainError> {
     let mut raw = csv::Reader::from_reader(reader);
     let mut header: Vec<String> = raw
         .headers()
-        .map_err(|e| TrainError::Invalid(e.to_string()))?
+        .map_err(TrainError::ReadCsv)?
         .iter()
         .map(str::to_string)
         .collect();
     header.extend(["score".to_string(), "is_fraud".to_string()]);
-    w.write_record(&header).map_err(|e| werr(e.to_string()))?;
+    w.write_record(&header).map_err(werr)?;
     let mut raw_rows = raw.records();
     let bar = indicatif::ProgressBar::new(data.rows.len() as u64);
     let mut n = 0;
@@ -517,20 +619,20 @@ pub fn score_csv(args: &ScoreArgs) -> Result<u64, TrainError> {
                         break rec
                     }
                     Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(TrainError::Invalid(e.to_string())),
+                    Some(Err(e)) => return Err(TrainError::ReadCsv(e)),
                     None => return Err(TrainError::Invalid("input ended early".into())),
                 }
             };
             let mut out: Vec<String> = rec.iter().map(str::to_string).collect();
             out.push(format!("{s}"));
             out.push(u8::from(s >= scorer.card.threshold).to_string());
-            w.write_record(&out).map_err(|e| werr(e.to_string()))?;
+            w.write_record(&out).map_err(werr)?;
             n += 1;
         }
         bar.inc(rows.len() as u64);
     }
     bar.finish_and_clear();
-    w.flush().map_err(|e| werr(e.to_string()))?;
+    w.flush().map_err(|e| werr(e.into()))?;
     Ok(n)
 }
 
@@ -552,12 +654,23 @@ pub fn rebuild_reference(
     let (from, to) = (day_index(&period("from")?)?, day_index(&period("to")?)?);
     let data = featurise(csv, to, |d| d >= from)?;
     let scores = scorer.score_all(&data.features)?;
-    let threshold = scorer.card.threshold;
-    crate::drift::Reference::build(&data.features, &scores, threshold)
-        .write(&loc.dir)
-        .map_err(|e| TrainError::Write {
-            path: loc.dir.display().to_string(),
-            detail: e.to_string(),
-        })?;
+    write_reference(&loc.dir, &data.features, &scores, scorer.card.threshold)?;
     Ok(loc.dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_at_is_rfc3339_utc_to_the_second() {
+        let t = utc_now_rfc3339();
+        let b = t.as_bytes();
+        assert_eq!(b.len(), 20, "{t}");
+        assert_eq!(
+            (b[4], b[7], b[10], b[13], b[16], b[19]),
+            (b'-', b'-', b'T', b':', b':', b'Z')
+        );
+        assert!(t.starts_with("20"), "{t}");
+    }
 }

@@ -3,16 +3,10 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use plotters::style::{register_font as register_plotters_font, FontStyle};
 
 use super::metrics::threshold_sweep;
-
-const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
-
-/// Registers the embedded font as "sans-serif" (twice is harmless).
-pub fn register_font() {
-    let _ = register_plotters_font("sans-serif", FontStyle::Normal, FONT);
-}
+/// The embedded font lives with the drift plots (below train in the layering).
+pub use crate::drift::plots::register_font;
 
 /// (x, y) points of the ROC curve (FPR, TPR).
 pub fn roc_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {
