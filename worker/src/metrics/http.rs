@@ -316,7 +316,6 @@ impl AcceptBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering::Relaxed;
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -463,7 +462,9 @@ mod tests {
         let r = c.get("GET", "/metrics").await;
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some(PROMETHEUS_CONTENT_TYPE));
-        assert!(r.body().contains("# TYPE riskstream_records_consumed_total counter"));
+        assert!(r
+            .body()
+            .contains("# TYPE riskstream_records_consumed_total counter"));
         assert!(r.body().contains("riskstream_records_consumed_total 42\n"));
 
         // HEAD: same status and length, no body (the next reply parses cleanly).

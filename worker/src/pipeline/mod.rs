@@ -206,9 +206,9 @@ struct Running {
     producer: OutputProducer,
     sink_rx: tokio::sync::mpsc::Receiver<SinkItem>,
     tasks: TaskTracker,
-    source: JoinHandle<Result<(), crate::source::SourceError>>,
+    source: SourceTask,
     scoring: JoinHandle<Result<(), crate::scoring::ScoringError>>,
-    labels: JoinHandle<Result<(), crate::source::SourceError>>,
+    labels: SourceTask,
     drift: Option<std::thread::JoinHandle<()>>,
     /// The label reader stops only after scoring has drained.
     labels_cancel: CancellationToken,
@@ -275,27 +275,14 @@ impl Running {
         let ch = Channels::new(cfg);
         let progress = Arc::new(LabelProgress::default());
         let labels_cancel = CancellationToken::new();
-        let labels = {
-            let shared = Shared {
-                cancel: labels_cancel.clone(),
-                ..shared.clone()
-            };
-            let reader = LabelReader::new(cfg.labels(), shared, ch.labels_tx, progress.clone());
-            tasks.spawn_blocking(move || reader.run())
-        };
-        let source = {
-            let channels = (ch.to_scoring, ch.sink_tx.clone());
-            let interval = crate::metrics::summary::DEFAULT_INTERVAL;
-            let s = Source::new(
-                consumer.clone(),
-                shared.clone(),
-                offsets.clone(),
-                channels,
-                &source_cfg,
-                interval,
-            );
-            tasks.spawn_blocking(move || s.run())
-        };
+        let (labels, source) = spawn_inputs(
+            cfg,
+            &tasks,
+            &shared,
+            (consumer.clone(), offsets.clone()),
+            (ch.labels_tx, ch.to_scoring, ch.sink_tx.clone()),
+            (&progress, &labels_cancel),
+        );
         let updates = start_watcher(cfg, &models, drift.is_some(), &shared)?;
         let io = ScoringIo {
             input: ch.scoring_rx,
@@ -380,6 +367,42 @@ impl Running {
         }
         Ok(report(&handles.metrics, cfg, started, sink_done, handled))
     }
+}
+
+type SourceTask = JoinHandle<Result<(), crate::source::SourceError>>;
+
+/// Starts the label reader (on its own token) and the source.
+fn spawn_inputs(
+    cfg: &RunConfig,
+    tasks: &TaskTracker,
+    shared: &Shared,
+    input: (Arc<InputConsumer>, Arc<OffsetTracker>),
+    channels: (
+        std::sync::mpsc::SyncSender<Vec<FraudLabel>>,
+        std::sync::mpsc::SyncSender<Work>,
+        tokio::sync::mpsc::Sender<SinkItem>,
+    ),
+    labels: (&Arc<LabelProgress>, &CancellationToken),
+) -> (SourceTask, SourceTask) {
+    let (labels_tx, to_scoring, to_sink) = channels;
+    let (progress, labels_cancel) = labels;
+    let reader_shared = Shared {
+        cancel: labels_cancel.clone(),
+        ..shared.clone()
+    };
+    let reader = LabelReader::new(cfg.labels(), reader_shared, labels_tx, progress.clone());
+    let labels = tasks.spawn_blocking(move || reader.run());
+    let interval = crate::metrics::summary::DEFAULT_INTERVAL;
+    let (consumer, offsets) = input;
+    let source = Source::new(
+        consumer,
+        shared.clone(),
+        offsets,
+        (to_scoring, to_sink),
+        &cfg.source(),
+        interval,
+    );
+    (labels, tasks.spawn_blocking(move || source.run()))
 }
 
 /// Everything consumed was delivered: commit the stored offsets now.

@@ -15,9 +15,9 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::DeviceChoice;
 use crate::drift::{DriftMonitor, DriftSettings, Reference};
 use crate::features::{FeatureVector, N_FEATURES};
+use crate::model::DeviceChoice;
 use crate::model::{choose_device, ModelError, Scorer};
 use crate::registry::ModelLocation;
 

@@ -71,9 +71,9 @@ pub enum ReplayError {
     Produce(#[from] KafkaError),
     #[error("{0} records could not be delivered")]
     Undelivered(u64),
-    /// The text of the task's `JoinError` (tools/demo.rs builds this too).
+    /// The replay task panicked or was cancelled.
     #[error("replay task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Counts failed deliveries.
@@ -133,7 +133,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
     let args = args.clone();
     match tokio::task::spawn_blocking(move || replay_blocking(&args)).await {
         Ok(r) => r,
-        Err(e) => Err(ReplayError::Task(e.to_string())),
+        Err(e) => Err(ReplayError::Task(e)),
     }
 }
 
