@@ -18,7 +18,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn timed_out_deliveries_are_re_sent_and_offsets_wait_for_them() {
+async fn timed_out_deliveries_are_re_sent_and_a_clean_stop_commits_everything() {
     let mock = MockCluster::new(1).expect("mock cluster");
     // Only this test runs in this binary: the helpers now talk to the mock.
     std::env::set_var("RISKSTREAM_TEST_BROKERS", mock.bootstrap_servers());

@@ -163,6 +163,32 @@ fn the_module_graph_has_no_circles() {
     }
 }
 
+/// The module order `lib.rs` documents, floor first.
+fn documented_order() -> Vec<String> {
+    let lib = std::fs::read_to_string(format!("{SRC}/lib.rs")).expect("lib.rs");
+    lib.lines()
+        .filter_map(|l| l.strip_prefix("//! - [`"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn each_module_imports_only_modules_below_it_in_the_documented_order() {
+    let g = import_graph();
+    let order = documented_order();
+    let mut missing: Vec<&String> = g.keys().filter(|m| !order.contains(m)).collect();
+    missing.sort();
+    assert!(missing.is_empty(), "modules not in lib.rs's list: {missing:?}");
+    for (m, uses) in &g {
+        let at = order.iter().position(|o| o == m).unwrap_or(0);
+        for u in uses {
+            let there = order.iter().position(|o| o == u).unwrap_or(usize::MAX);
+            assert!(there < at, "{m} imports {u}, which lib.rs lists after it");
+        }
+    }
+}
+
 #[test]
 fn the_cycle_finder_finds_a_planted_circle() {
     let mut g = import_graph();

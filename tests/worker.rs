@@ -291,7 +291,25 @@ async fn two_instances_in_one_group_share_partitions_and_score_everything() {
     for tx in &input {
         assert!(c.contains_key(&tx.transaction_id));
     }
-    assert!(assigned(&a.log_text()) && assigned(&b.log_text()));
+    // Both instances scored a share: the partitions were really shared.
+    let (sa, sb) = (scored_by(&a.log_text()), scored_by(&b.log_text()));
+    assert!(
+        sa > 0 && sb > 0,
+        "scored by a: {sa}, by b: {sb}\na:\n{}\nb:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    assert!(sa + sb >= input.len() as u64, "a {sa} + b {sb} < {}", input.len());
+}
+
+/// Records an instance decided, from its /metrics.
+fn scored_by(log: &str) -> u64 {
+    let (_, metrics) = http_get(log, "/metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("riskstream_records_scored_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Whether the worker's log shows a non-empty assignment.

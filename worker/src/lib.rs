@@ -1,31 +1,34 @@
 //! riskstream: a streaming fraud-scoring worker. Kafka in → features →
 //! burn model → Kafka out, at least once, scaled by starting more instances.
 //!
-//! # Modules (by pipeline stage)
-//! - [`config`]   — settings, layered defaults < file < env < flags.
-//! - [`codec`]    — Avro schemas and single-object encoding; poison detection.
+//! # Modules, floor first (each imports only modules above it: `tests/structure.rs` checks)
+//! - [`outcome`]  — whose fault an error is, and what follows (one decision).
+//! - [`metrics`]  — series on the `metrics` crate, Prometheus exposition, HTTP endpoint.
 //! - [`kafka`]    — client config, pass-through options, topic creation.
-//! - [`source`]   — group consumer thread, offset low watermark, label reader.
-//! - [`features`] — the one feature engine (online and offline).
-//! - [`model`]    — the burn MLP, model card, device choice, [`model::Scorer`].
-//! - [`scoring`]  — the scoring thread: micro-batches, features, inference.
-//! - [`sink`]     — idempotent producer, dead letters, offset store on delivery.
-//! - [`pipeline`] — wiring, start-up and graceful shutdown of `run`.
 //! - [`registry`] — `models/<name>/<version>` and aliases.
-//! - [`metrics`]  — counters and histograms, Prometheus text.
-//! - [`drift`]    — reference distributions, drift statistics, the sidecar thread, `riskstream drift`.
-//! - [`dataset`]  — the handbook CSV.
+//! - [`codec`]    — Avro schemas and single-object encoding; poison detection.
+//! - [`features`] — the one feature engine (online and offline).
+//! - [`message`]  — the messages between stages, the shared handles, the clock.
+//! - [`dataset`]  — the handbook CSV, offline featurising, reading a run's topics.
+//! - [`model`]    — the burn MLP, model card, device choice, [`model::Scorer`].
+//! - [`source`]   — the `Source` stage (group consumer), the `LabelReader`, offsets.
+//! - [`drift`]    — reference distributions, statistics, the `DriftSidecar`, `riskstream drift`.
+//! - [`scoring`]  — the `Scoring` stage: the `Batcher`, features, inference, serving.
+//! - [`sink`]     — the `Sink` stage: idempotent producer, dead letters, offsets on delivery.
+//! - [`config`]   — settings, layered defaults < file < env < flags; each stage's section.
+//! - [`pipeline`] — wiring, readiness, start-up and graceful shutdown of `run`.
 //! - [`train`]    — training and evaluation with burn.
-//! - [`tools`]    — `replay`, `tail`, `demo`.
+//! - [`tools`]    — `replay`, `tail`, `demo`, `passthrough`.
+//! - [`cli`]      — the command line.
 //!
 //! # Data flow
 //! ```text
-//!  transactions ──► [source thread] ──decode──► bounded queue ──► [scoring thread] ──► bounded queue ──► [sink task] ──► transactions.scored
+//!  transactions ──► [Source] ──decode──► bounded queue ──► [Scoring] ──► bounded queue ──► [Sink] ──► transactions.scored
 //!   (group)          │  register offset            (records)       features + model       (batches)        │ idempotent producer
 //!                    └─ undecodable ───────────────────────────────────────────────────────────────────────►├──► transactions.dlq
-//!  transactions.labels ──► [label thread] ──► labels queue ──► (terminal state)                             │
+//!  transactions.labels ──► [LabelReader] ──► labels queue ──► (terminal state)                             │
 //!   (all partitions)                                                                  on delivery: offset low watermark → store → commit
-//!                                                   [scoring thread] ──try_send (drop when full)──► [drift thread] ──► riskstream.drift, gauges, WARN alerts
+//!                                                   [Scoring] ──try_send (drop when full)──► [DriftSidecar] ──► riskstream.drift, gauges, WARN alerts
 //! ```
 
 pub mod cli;
