@@ -179,7 +179,10 @@ fn each_module_imports_only_modules_below_it_in_the_documented_order() {
     let order = documented_order();
     let mut missing: Vec<&String> = g.keys().filter(|m| !order.contains(m)).collect();
     missing.sort();
-    assert!(missing.is_empty(), "modules not in lib.rs's list: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "modules not in lib.rs's list: {missing:?}"
+    );
     for (m, uses) in &g {
         let at = order.iter().position(|o| o == m).unwrap_or(0);
         for u in uses {

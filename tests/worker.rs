@@ -299,7 +299,11 @@ async fn two_instances_in_one_group_share_partitions_and_score_everything() {
         a.log_text(),
         b.log_text()
     );
-    assert!(sa + sb >= input.len() as u64, "a {sa} + b {sb} < {}", input.len());
+    assert!(
+        sa + sb >= input.len() as u64,
+        "a {sa} + b {sb} < {}",
+        input.len()
+    );
 }
 
 /// Records an instance decided, from its /metrics.
