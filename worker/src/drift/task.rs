@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 use super::monitor::{DriftMonitor, WindowReport};
 use crate::codec::Codec;
-pub use crate::message::DriftBatch;
+use crate::message::DriftBatch;
 use crate::metrics::{DriftGauge, Metrics};
 
 /// What the sidecar receives.

@@ -161,7 +161,7 @@ impl Source {
                 None if self.chunk.drained() => Next::Continue,
                 None => Next::Stop,
                 Some(Ok(m)) => self.take(&m, wall_ms),
-                Some(Err(e)) if is_fatal(&e) => return Err(SourceError::Fatal(e)),
+                Some(Err(e)) if consumer::is_fatal(&e) => return Err(SourceError::Fatal(e)),
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "consumer error (retrying)");
                     self.errors.note("consumer_error", || e.to_string());
@@ -255,11 +255,6 @@ impl Source {
         };
         self.to_sink.blocking_send(SinkItem::Dead(dl)).is_ok()
     }
-}
-
-/// Whether a consumer error ends the worker (no retry can help).
-fn is_fatal(e: &KafkaError) -> bool {
-    consumer::is_fatal(e)
 }
 
 /// Longest pause between two attempts while the schema registry is down.
