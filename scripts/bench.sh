@@ -13,7 +13,9 @@
 # 2018-07-01, pre-loaded once. Prints one Markdown table and writes it to
 # bench-results.md (or $BENCH_OUT).
 # RISKSTREAM_BIN: a prebuilt binary (nothing is built or installed then);
-# BENCH_CSV: the transactions CSV (default: the handbook's).
+# BENCH_CSV: the transactions CSV (default: the handbook's);
+# BENCH_RUN_ARGS: extra `riskstream run` flags for every worker run (e.g.
+#   --no-state, to measure the state changelog's cost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RISKSTREAM_CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
@@ -53,14 +55,14 @@ PT_RATE=$(grep -o "second half [0-9]* records/s" "$LOGS/pt.out" | tr -dc 0-9)
 read -r _ PT_U PT_S _ _ < "$LOGS/pt.time"
 
 # 2. the full worker (drift on, as deployed), then without the drift sidecar
-/usr/bin/time -f "cpu %U %S rss %M" -o "$LOGS/w.time" "$B" run --group "$T.g1" --input-topic "$T.in" --output-topic "$T.out" \
+/usr/bin/time -f "cpu %U %S rss %M" -o "$LOGS/w.time" "$B" run ${BENCH_RUN_ARGS:-} --group "$T.g1" --input-topic "$T.in" --output-topic "$T.out" \
   --labels-topic "$T.labels" --dlq-topic "$T.dlq" --metrics-addr off --device cpu --max-records "$N" 2> "$LOGS/w.log"
 W_RATE=$(field "$LOGS/w.log" steady_records_per_second | cut -d. -f1)
 [ "$W_RATE" = "?" ] && W_RATE=1000
 COLD=$(field "$LOGS/w.log" first_output_seconds)
 LABEL_MS=$(strip < "$LOGS/w.log" | grep -o "label history loaded labels=[0-9]* ms=[0-9]*" | tail -1)
 read -r _ W_U W_S _ W_RSS < "$LOGS/w.time"
-/usr/bin/time -f "cpu %U %S rss %M" -o "$LOGS/nd.time" "$B" run --group "$T.g2" --input-topic "$T.in" --output-topic "$T.out2" \
+/usr/bin/time -f "cpu %U %S rss %M" -o "$LOGS/nd.time" "$B" run ${BENCH_RUN_ARGS:-} --group "$T.g2" --input-topic "$T.in" --output-topic "$T.out2" \
   --labels-topic "$T.labels" --dlq-topic "$T.dlq" --metrics-addr off --device cpu --max-records "$N" --drift-topic off 2> "$LOGS/nd.log"
 ND_RATE=$(field "$LOGS/nd.log" steady_records_per_second | cut -d. -f1)
 read -r _ ND_U ND_S _ _ < "$LOGS/nd.time"
@@ -70,7 +72,7 @@ latency_run() { # rate n label extra-worker-args...
   local rate=$1 n=$2 label=$3; shift 3
   local topic="$T.lat$label"
   "$B" replay --csv "$CSV" --topic "$topic" --labels-topic "" --from 2018-07-01 --limit 1 --timestamp-now --quiet >&2
-  "$B" run --group "$topic.g" --input-topic "$topic" --output-topic "$topic.out" --labels-topic "$T.labels" \
+  "$B" run ${BENCH_RUN_ARGS:-} --group "$topic.g" --input-topic "$topic" --output-topic "$topic.out" --labels-topic "$T.labels" \
     --dlq-topic "$T.dlq" --metrics-addr off --device cpu --max-records $(( n + 1 )) "$@" 2> "$LOGS/lat$label.log" &
   local wpid=$!
   sleep 6

@@ -10,7 +10,8 @@
 #              BROKER_PORT (default 9092),
 #              BROKER_STORAGE: memory (default; throughput) or sqlite (fetches
 #                by record offset, correct high watermarks, survives a broker
-#                restart; 3-5x slower: state, restart and fault tests).
+#                restart, compacts; 3-5x slower: state, restart and fault tests),
+#              BROKER_MAINTENANCE: how often the SQLite engine compacts (1m).
 set -euo pipefail
 
 CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
@@ -51,7 +52,9 @@ start() {
     memory) engine="memory://tansu/" ;;
     # Relative to the broker's working directory ($RUN); kept across restarts
     # of the broker until `scripts/broker.sh stop --wipe`.
-    sqlite) engine="sqlite://tansu.db" ;;
+    # Compaction (cleanup.policy=compact) runs at each maintenance, every
+    # BROKER_MAINTENANCE (Tansu's default is 10m).
+    sqlite) engine="sqlite://tansu.db?maintenance_interval=${BROKER_MAINTENANCE:-1m}" ;;
     *) log "BROKER_STORAGE must be memory or sqlite, not $STORAGE"; exit 2 ;;
   esac
   log "starting tansu ($STORAGE storage) on 127.0.0.1:$PORT (log: $LOG)"

@@ -17,12 +17,22 @@ export RISKSTREAM_PYTHON
 RISKSTREAM_PROMTOOL="$(scripts/promtool.sh)"
 export RISKSTREAM_PROMTOOL
 
+# Two brokers from one Tansu install: the in-memory engine (throughput,
+# most tests) and the SQLite engine (fetches by record offset, survives a
+# restart, compacts: the state, restart and fault tests), wiped per run.
+export SQLITE_BROKER_PORT="${SQLITE_BROKER_PORT:-9094}"
+export RISKSTREAM_TEST_BROKERS_SQLITE="127.0.0.1:$SQLITE_BROKER_PORT"
 started=0
 if ! scripts/broker.sh status >/dev/null 2>&1; then
   scripts/broker.sh start
   started=1
 fi
-cleanup() { if [ "$started" = 1 ]; then scripts/broker.sh stop || true; fi; }
+BROKER_PORT="$SQLITE_BROKER_PORT" scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
+BROKER_PORT="$SQLITE_BROKER_PORT" BROKER_STORAGE=sqlite scripts/broker.sh start
+cleanup() {
+  BROKER_PORT="$SQLITE_BROKER_PORT" scripts/broker.sh stop || true
+  if [ "$started" = 1 ]; then scripts/broker.sh stop || true; fi
+}
 trap cleanup EXIT
 
 cargo build --release --locked --all-targets

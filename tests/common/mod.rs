@@ -14,9 +14,59 @@ use rdkafka::{Offset, TopicPartitionList};
 use riskstream::codec::{Codec, Transaction};
 use riskstream::dataset::{for_each_row, HandbookRow};
 
-/// The broker under test (started by scripts/test.sh).
+/// Set by [`use_sqlite_broker`]: this test binary talks to that broker.
+static BROKER_OVERRIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The broker under test (started by scripts/test.sh): Tansu's in-memory
+/// engine, or its SQLite engine after [`use_sqlite_broker`].
 pub fn brokers() -> String {
+    if let Some(b) = BROKER_OVERRIDE.get() {
+        return b.clone();
+    }
     std::env::var("RISKSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// Every helper of this test binary uses the SQLite-engine broker
+/// (`RISKSTREAM_TEST_BROKERS_SQLITE`, started by scripts/test.sh): it
+/// fetches by record offset, keeps records across a broker restart and
+/// compacts. Call first in each test of a binary that needs it.
+pub fn use_sqlite_broker() {
+    let b =
+        std::env::var("RISKSTREAM_TEST_BROKERS_SQLITE").unwrap_or_else(|_| "127.0.0.1:9094".into());
+    let _ = BROKER_OVERRIDE.set(b);
+}
+
+/// The value of a series without labels (or the sum over its labels) in
+/// a Prometheus exposition; 0 when absent.
+pub fn metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Offline scores (transaction id → score) of `txs` in order: the one
+/// feature engine without labels, the shipped champion model.
+pub fn offline_scores_of(txs: &[Transaction]) -> std::collections::HashMap<String, f32> {
+    use riskstream::model::{choose_device, Scorer};
+    let feats = offline_features(txs);
+    let loc = riskstream::registry::resolve(&repo().join("models"), "fraud-mlp@champion").unwrap();
+    let mut scorer = Scorer::load(
+        &loc,
+        choose_device(riskstream::config::DeviceChoice::Cpu).unwrap(),
+    )
+    .unwrap();
+    let mut out = std::collections::HashMap::new();
+    for (t, f) in txs.chunks(512).zip(feats.chunks(512)) {
+        for (t, s) in t.iter().zip(scorer.score(f).unwrap()) {
+            out.insert(t.transaction_id.clone(), s);
+        }
+    }
+    out
 }
 
 pub fn repo() -> PathBuf {

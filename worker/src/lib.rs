@@ -9,6 +9,7 @@
 //! - [`codec`]    — Avro schemas and single-object encoding; poison detection.
 //! - [`features`] — the one feature engine (online and offline).
 //! - [`message`]  — the messages between stages, the shared handles, the clock.
+//! - [`state`]    — the customer-state changelog: its records, flushes, restore.
 //! - [`dataset`]  — the handbook CSV, offline featurising, reading a run's topics.
 //! - [`model`]    — the burn MLP, model card, device choice, [`model::Scorer`].
 //! - [`source`]   — the `Source` stage (group consumer), the `LabelReader`, offsets.
@@ -47,5 +48,6 @@ pub mod registry;
 pub mod scoring;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod tools;
 pub mod train;

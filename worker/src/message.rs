@@ -19,7 +19,7 @@ use crate::codec::Codec;
 use crate::metrics::Metrics;
 
 use crate::codec::Transaction;
-use crate::features::FeatureVector;
+use crate::features::{CustomerTx, FeatureVector};
 
 /// Records the source (and the label reader) gather before handing them on.
 pub const CHUNK: usize = 256;
@@ -51,6 +51,33 @@ pub enum Work {
     /// a batch being gathered should be scored now rather than wait out
     /// its linger for records that are not there yet.
     Drained,
+    /// A change of which partitions' state this instance owns.
+    State(StateOp),
+}
+
+/// Ownership changes of customer state, in order with the records.
+#[derive(Debug)]
+pub enum StateOp {
+    /// A partition's customers as its changelog holds them: before any
+    /// record of that partition is handed over.
+    Restore {
+        partition: i32,
+        customers: Vec<(String, Vec<CustomerTx>)>,
+    },
+    /// Write every changed customer's state now (a revoke waits for it).
+    Flush,
+    /// These partitions were revoked: their customers are dropped.
+    Revoke(Vec<i32>),
+}
+
+/// Changelog records of one partition, covering input offsets up to the
+/// flush `seq` the offset tracker knows (None: nothing waits for them).
+#[derive(Debug)]
+pub struct StateFlush {
+    pub partition: i32,
+    pub seq: Option<u64>,
+    /// (customer id, state record or tombstone).
+    pub records: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// A record that failed decoding, validation or scoring, on its way to the DLQ.
@@ -106,6 +133,8 @@ pub struct ScoredBatch {
 pub enum SinkItem {
     Scored(ScoredBatch),
     Dead(DeadLetter),
+    /// Changelog records (settle no input record by themselves).
+    State(StateFlush),
 }
 
 impl SinkItem {
@@ -114,6 +143,7 @@ impl SinkItem {
         match self {
             SinkItem::Scored(b) => (b.records.len() + b.dead.len()) as u64,
             SinkItem::Dead(_) => 1,
+            SinkItem::State(_) => 0,
         }
     }
 }

@@ -35,6 +35,7 @@ pub const TRANSACTION_SCHEMA: &str = include_str!("../../../schemas/transaction.
 pub const SCORED_SCHEMA: &str = include_str!("../../../schemas/scored_transaction.avsc");
 pub const LABEL_SCHEMA: &str = include_str!("../../../schemas/fraud_label.avsc");
 pub const DRIFT_SCHEMA: &str = include_str!("../../../schemas/drift_report.avsc");
+pub const CUSTOMER_STATE_SCHEMA: &str = include_str!("../../../schemas/customer_state.avsc");
 /// Older writer schemas we still accept (schema evolution).
 pub const HISTORY_SCHEMAS: &[&str] =
     &[include_str!("../../../schemas/history/transaction.v1.avsc")];
@@ -268,6 +269,7 @@ pub struct Codec {
     scored: KnownSchema,
     label: KnownSchema,
     drift: KnownSchema,
+    customer_state: KnownSchema,
     /// Every writer schema we can decode, by fingerprint: the current ones,
     /// the history shipped with the binary, and any extra ones from config;
     /// each under its specification fingerprint and its legacy one.
@@ -290,18 +292,21 @@ impl Codec {
         let scored = KnownSchema::parse(SCORED_SCHEMA, "schemas/scored_transaction.avsc")?;
         let label = KnownSchema::parse(LABEL_SCHEMA, "schemas/fraud_label.avsc")?;
         let drift = KnownSchema::parse(DRIFT_SCHEMA, "schemas/drift_report.avsc")?;
+        let customer_state =
+            KnownSchema::parse(CUSTOMER_STATE_SCHEMA, "schemas/customer_state.avsc")?;
         let mut codec = Self {
             transaction: transaction.clone(),
             scored: scored.clone(),
             label: label.clone(),
             drift: drift.clone(),
+            customer_state: customer_state.clone(),
             writers: HashMap::new(),
             metrics: None,
             legacy_logged: Arc::default(),
             registry: None,
             confluent_ids: HashMap::new(),
         };
-        for s in [transaction, scored, label, drift] {
+        for s in [transaction, scored, label, drift, customer_state] {
             codec.insert_writer(s);
         }
         for (i, text) in HISTORY_SCHEMAS.iter().enumerate() {
@@ -435,6 +440,12 @@ impl Codec {
             }
         }
         Ok(n)
+    }
+
+    /// The state changelog's schema (its records are framed and decoded by
+    /// `state`, which owns that hot path).
+    pub fn customer_state_schema(&self) -> &KnownSchema {
+        &self.customer_state
     }
 
     pub fn transaction_schema(&self) -> &KnownSchema {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::scoring::ScoringConfig;
 use crate::sink::SinkConfig;
 use crate::source::{LabelConfig, SourceConfig};
+use crate::state::StateConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -72,6 +73,20 @@ pub struct FileConfig {
     /// `[drift]`: the drift sidecar.
     #[serde(default)]
     pub drift: crate::drift::DriftFileConfig,
+    /// `[state]`: the customer-state changelog.
+    #[serde(default)]
+    pub state: StateFileConfig,
+    pub group_instance_id: Option<String>,
+}
+
+/// `[state]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFileConfig {
+    pub enabled: Option<bool>,
+    pub topic: Option<String>,
+    pub flush_interval_ms: Option<u64>,
+    pub restore_timeout_ms: Option<u64>,
 }
 
 /// The same settings from flags and environment (clap fills env when a flag is absent).
@@ -177,6 +192,21 @@ pub struct RunArgs {
     pub kafka: Vec<String>,
     #[command(flatten)]
     pub drift: crate::drift::DriftArgs,
+    /// Static group membership (`group.instance.id`): a restarted instance
+    /// with the same id gets its partitions back without a rebalance. Unique
+    /// per instance (Kubernetes: the pod name) [default: unset].
+    #[arg(long, env = "RISKSTREAM_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+    /// Customer-state changelog topic [default: <input_topic>.state.<group>].
+    #[arg(long, env = "RISKSTREAM_STATE_TOPIC")]
+    pub state_topic: Option<String>,
+    /// No state changelog: every assignment replays the input partition's
+    /// retained history instead (state then depends on retention).
+    #[arg(long, env = "RISKSTREAM_NO_STATE")]
+    pub no_state: bool,
+    /// Changed customers are written to the changelog at most this often, ms [default: 1000].
+    #[arg(long, env = "RISKSTREAM_STATE_FLUSH_INTERVAL_MS")]
+    pub state_flush_interval_ms: Option<u64>,
 }
 
 /// The resolved settings of `riskstream run`.
@@ -215,6 +245,8 @@ pub struct RunConfig {
     /// None: /healthz never reports a stall.
     pub stall_timeout: Option<Duration>,
     pub input: crate::source::guard::InputLimits,
+    pub state: StateConfig,
+    pub group_instance_id: Option<String>,
 }
 
 /// librdkafka options that carry riskstream's delivery guarantee (or its
@@ -298,6 +330,30 @@ fn layer_kafka(
         }
     }
     kafka
+}
+
+fn state(a: &RunArgs, f: &FileConfig) -> StateConfig {
+    let input = pick(&a.input_topic, &f.input_topic, "transactions");
+    let group = pick(&a.group, &f.group, "riskstream");
+    let s = &f.state;
+    StateConfig {
+        enabled: !a.no_state && s.enabled.unwrap_or(true),
+        topic: pick(
+            &a.state_topic,
+            &s.topic,
+            &StateConfig::default_topic(&input, &group),
+        ),
+        flush_interval: ms(
+            a.state_flush_interval_ms,
+            s.flush_interval_ms,
+            StateConfig::DEFAULT_FLUSH_INTERVAL.as_millis() as u64,
+        ),
+        restore_timeout: ms(
+            None,
+            s.restore_timeout_ms,
+            StateConfig::DEFAULT_RESTORE_TIMEOUT.as_millis() as u64,
+        ),
+    }
 }
 
 fn serving(args: &RunArgs, file: &FileConfig) -> ServingConfig {
@@ -404,6 +460,12 @@ impl RunConfig {
             stall_timeout: ms_or_never(a.stall_timeout_ms, f.stall_timeout_ms, 120_000),
             input: crate::source::guard::InputLimits::resolve(&f.input, &a.input, errors),
             serving: serving(a, f),
+            state: state(a, f),
+            group_instance_id: a
+                .group_instance_id
+                .clone()
+                .or_else(|| f.group_instance_id.clone())
+                .filter(|s| !s.is_empty()),
         }
     }
 
@@ -414,6 +476,18 @@ impl RunConfig {
         self.scoring().check(errors);
         self.source().check(errors);
         self.sink().check(errors);
+        self.state.check(errors);
+        if self.state.enabled
+            && [
+                &self.input_topic,
+                &self.output_topic,
+                &self.labels_topic,
+                &self.dlq_topic,
+            ]
+            .contains(&&self.state.topic)
+        {
+            errors.push("state.topic: must be a topic of its own".into());
+        }
         if self.brokers.trim().is_empty() {
             errors.push("brokers: must not be empty".into());
         }
@@ -492,6 +566,7 @@ impl RunConfig {
             group: self.group.clone(),
             input_topic: self.input_topic.clone(),
             session_timeout_ms: self.session_timeout_ms,
+            group_instance_id: self.group_instance_id.clone(),
             revoke_drain: self.drain_timeout.min(SourceConfig::MAX_REVOKE_DRAIN),
             input: self.input.clone(),
         }
@@ -526,6 +601,7 @@ impl RunConfig {
             dlq_topic: self.dlq_topic.clone(),
             input_topic: self.input_topic.clone(),
             shadow_topic: self.serving.shadow_topic.clone(),
+            state_topic: self.state.enabled.then(|| self.state.topic.clone()),
             max_in_flight: self.queue_records,
             drain_timeout: self.drain_timeout,
             dlq_max_payload: self.dlq_max_payload_bytes,

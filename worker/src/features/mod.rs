@@ -114,13 +114,24 @@ pub struct LabelRef<'a> {
     pub is_fraud: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct CustomerTx {
-    time: i64,
-    amount: f64,
-    id: u64,
+/// One transaction in a customer's history: what the windows need of it
+/// (also the unit of the state changelog, see `state`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CustomerTx {
+    pub time: i64,
+    pub amount: f64,
+    /// The transaction id's fingerprint (redelivery detection).
+    pub id: u64,
     /// Its amount was over 3× the customer's earlier 30-day mean.
-    high: bool,
+    pub high: bool,
+}
+
+/// A customer's history and the input partition it was last seen on (the
+/// partition whose changelog holds it).
+#[derive(Debug, Default)]
+struct Customer {
+    partition: i32,
+    txs: VecDeque<CustomerTx>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -133,7 +144,7 @@ struct TerminalTx {
 /// Stateful feature computation.
 #[derive(Debug, Default)]
 pub struct FeatureEngine {
-    customers: HashMap<String, VecDeque<CustomerTx>>,
+    customers: HashMap<String, Customer>,
     terminals: HashMap<String, VecDeque<TerminalTx>>,
     /// Newest event time seen (transactions or labels).
     newest: i64,
@@ -144,6 +155,10 @@ pub struct FeatureEngine {
     /// Entries dropped because a cap bit: (customer history, terminal labels),
     /// since the last [`FeatureEngine::take_cap_hits`].
     cap_hits: (u64, u64),
+    /// Customers whose history emptied in a sweep, with their partition,
+    /// kept only while [`FeatureEngine::track_evictions`] is on (the state
+    /// changelog writes a tombstone for each).
+    evicted: Option<Vec<(i32, String)>>,
 }
 
 /// A transaction id's 64-bit fingerprint (duplicate detection within one
@@ -154,8 +169,8 @@ fn id_hash(id: &str) -> u64 {
     h.finish()
 }
 
-/// The history of `key`, created when missing; allocates the key only then.
-fn entry<'a, T>(map: &'a mut HashMap<String, VecDeque<T>>, key: &str) -> &'a mut VecDeque<T> {
+/// The value of `key`, created when missing; allocates the key only then.
+fn entry<'a, T: Default>(map: &'a mut HashMap<String, T>, key: &str) -> &'a mut T {
     map.entry_ref(key).or_default()
 }
 
@@ -312,9 +327,17 @@ impl FeatureEngine {
 
     /// Adds a transaction to its customer's history and returns its features.
     pub fn observe_transaction(&mut self, tx: TxRef<'_>) -> FeatureVector {
+        self.observe_transaction_on(0, tx)
+    }
+
+    /// [`FeatureEngine::observe_transaction`] for a record of this input
+    /// partition (online: the customer's state belongs to it).
+    pub fn observe_transaction_on(&mut self, partition: i32, tx: TxRef<'_>) -> FeatureVector {
         self.tick(tx.event_time);
         let id = id_hash(tx.transaction_id);
-        let hist = entry(&mut self.customers, tx.customer_id);
+        let customer = entry(&mut self.customers, tx.customer_id);
+        customer.partition = partition;
+        let hist = &mut customer.txs;
         let pos = place_in_history(hist, &tx, id, &mut self.cap_hits.0);
         let mut f = [0.0; N_FEATURES];
         f[0] = tx.amount;
@@ -334,8 +357,50 @@ impl FeatureEngine {
     }
 
     /// Customer-state replay without output (state rebuild after a rebalance).
-    pub fn replay_transaction(&mut self, tx: TxRef<'_>) {
-        let _ = self.observe_transaction(tx);
+    pub fn replay_transaction(&mut self, partition: i32, tx: TxRef<'_>) {
+        let _ = self.observe_transaction_on(partition, tx);
+    }
+
+    /// A customer's history, oldest first, and its partition.
+    pub fn customer_state(&self, customer: &str) -> Option<(i32, &VecDeque<CustomerTx>)> {
+        self.customers.get(customer).map(|c| (c.partition, &c.txs))
+    }
+
+    /// Replaces a customer's history with one restored from the changelog
+    /// (sorted by time, at most [`MAX_CUSTOMER_HISTORY`] kept, newest win).
+    pub fn restore_customer(&mut self, partition: i32, customer: &str, txs: &[CustomerTx]) {
+        if let Some(&last) = txs.last() {
+            self.newest = self.newest.max(last.time);
+        }
+        let c = entry(&mut self.customers, customer);
+        c.partition = partition;
+        c.txs.clear();
+        let skip = txs.len().saturating_sub(MAX_CUSTOMER_HISTORY);
+        c.txs.extend(txs[skip..].iter().copied());
+        c.txs.make_contiguous().sort_by_key(|t| t.time);
+    }
+
+    /// Forgets every customer of these partitions (revoked: another
+    /// instance owns their state now). Returns how many were dropped.
+    pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
+        let before = self.customers.len();
+        self.customers
+            .retain(|_, c| !partitions.contains(&c.partition));
+        before - self.customers.len()
+    }
+
+    /// Keeps (or stops keeping) the customers whose history emptied in a
+    /// sweep, for [`FeatureEngine::take_evicted`].
+    pub fn track_evictions(&mut self, on: bool) {
+        self.evicted = on.then(Vec::new);
+    }
+
+    /// Customers (partition, id) whose history emptied since the last call.
+    pub fn take_evicted(&mut self) -> Vec<(i32, String)> {
+        self.evicted
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     fn terminal_features(&self, terminal: &str, t: i64, f: &mut FeatureVector) {
@@ -411,11 +476,17 @@ impl FeatureEngine {
         self.since_sweep = 0;
         let clock = self.eviction_clock();
         let c_cut = clock.saturating_sub(CUSTOMER_HORIZON_MS);
-        self.customers.retain(|_, h| {
-            while h.front().is_some_and(|x| x.time <= c_cut) {
-                h.pop_front();
+        let evicted = &mut self.evicted;
+        self.customers.retain(|k, c| {
+            while c.txs.front().is_some_and(|x| x.time <= c_cut) {
+                c.txs.pop_front();
             }
-            !h.is_empty()
+            if c.txs.is_empty() {
+                if let Some(e) = evicted.as_mut() {
+                    e.push((c.partition, k.clone()));
+                }
+            }
+            !c.txs.is_empty()
         });
         let t_cut = clock.saturating_sub(TERMINAL_HORIZON_MS);
         self.terminals.retain(|_, h| {
@@ -435,7 +506,7 @@ impl FeatureEngine {
     pub fn state_size(&self) -> (usize, usize, usize, usize) {
         (
             self.customers.len(),
-            self.customers.values().map(VecDeque::len).sum(),
+            self.customers.values().map(|c| c.txs.len()).sum(),
             self.terminals.len(),
             self.terminals.values().map(VecDeque::len).sum(),
         )

@@ -32,6 +32,13 @@ pub enum KafkaSetupError {
         brokers: String,
         code: RDKafkaErrorCode,
     },
+    #[error("the state changelog {changelog} has {changelog_partitions} partitions but the input {input} has {input_partitions}: they must be co-partitioned (delete the changelog, or set --state-topic)")]
+    NotCoPartitioned {
+        changelog: String,
+        changelog_partitions: usize,
+        input: String,
+        input_partitions: usize,
+    },
     #[error("cannot reach the Kafka cluster at {brokers} ({source}); is the broker running? (scripts/broker.sh start)")]
     Unreachable {
         brokers: String,
@@ -118,6 +125,76 @@ pub async fn ensure_topics(
             }
         }
     }
+    Ok(())
+}
+
+/// Creates the state changelog when missing: compacted, with the input's
+/// partition count (`default_partitions` when the input does not exist
+/// yet, in which case it is created too, with the same count). An existing
+/// changelog must have as many partitions as the input.
+pub async fn ensure_changelog(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    input: &str,
+    changelog: &str,
+    default_partitions: i32,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(brokers, passthrough)
+        .create()
+        .map_err(|source| KafkaSetupError::Client {
+            brokers: brokers.to_string(),
+            source,
+        })?;
+    let unreachable = |source| KafkaSetupError::Unreachable {
+        brokers: brokers.to_string(),
+        source,
+    };
+    let mut n_input = partition_count(admin.inner(), input).map_err(unreachable)?;
+    if n_input == 0 {
+        ensure_topics(brokers, passthrough, &[input], default_partitions).await?;
+        n_input = partition_count(admin.inner(), input).map_err(unreachable)?;
+    }
+    let n_log = partition_count(admin.inner(), changelog).map_err(unreachable)?;
+    if n_log > 0 {
+        if n_log != n_input {
+            return Err(KafkaSetupError::NotCoPartitioned {
+                changelog: changelog.to_string(),
+                changelog_partitions: n_log,
+                input: input.to_string(),
+                input_partitions: n_input,
+            });
+        }
+        return Ok(());
+    }
+    let n = i32::try_from(n_input.max(1)).unwrap_or(default_partitions);
+    let topic =
+        NewTopic::new(changelog, n, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&topic], &opts)
+        .await
+        .map_err(|source| KafkaSetupError::CreateTopics {
+            topic: changelog.to_string(),
+            brokers: brokers.to_string(),
+            source: Box::new(source),
+        })?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::TopicRefused {
+                    topic,
+                    brokers: brokers.to_string(),
+                    code,
+                })
+            }
+        }
+    }
+    tracing::info!(
+        changelog,
+        partitions = n,
+        "created the state changelog (compacted, co-partitioned with the input)"
+    );
     Ok(())
 }
 

@@ -144,6 +144,23 @@ pub const DEAD_LETTER_REASONS: &[&str] = &[
 /// Counter series of [`Metrics::event`]: name, help, the reasons known up front.
 pub const EVENT_SERIES: &[(&str, &str, &[&str])] = &[
     (
+        "state_restores",
+        "Partition assignments by how their customer state was rebuilt (reason: changelog = read from the changelog; no_commit = nothing committed yet; replayed_* = fell back to replaying the input topic, and why).",
+        &[
+            "changelog",
+            "no_commit",
+            "replayed_no_changelog",
+            "replayed_read_failed",
+            "replayed_inexact_fetch",
+            "replayed_changelog_off",
+        ],
+    ),
+    (
+        "changelog_dropped",
+        "Changelog records the topic refused for good (reason); their customers' state is not durable until they change again.",
+        &["record_refused"],
+    ),
+    (
         "state_cap_hits",
         "Per-key state entries dropped because a cap bit (reason: which cap).",
         &["customer_history", "terminal_labels"],
@@ -204,6 +221,9 @@ const COUNTERS: &[(&str, &str)] = &[
     ("riskstream_labels_consumed_total", "Label records handed to the feature engine."),
     ("riskstream_records_replayed_total", "Input records replayed into customer state without output (state rebuild after an assignment)."),
     ("riskstream_batches_total", "Micro-batches scored."),
+    ("riskstream_changelog_records_total", "State changelog records (customer states and tombstones) handed to the producer."),
+    ("riskstream_state_restore_records_total", "State changelog records read while restoring assigned partitions."),
+    ("riskstream_state_restored_customers_total", "Customers whose state was restored from the changelog."),
     ("riskstream_model_swaps_total", "Model versions switched to by the registry watcher."),
     ("riskstream_model_refused_total", "Model versions the registry watcher refused (incompatible or failed its checks)."),
     ("riskstream_legacy_fingerprint_records_total", "Records decoded through a pre-specification (riskstream 0.1) schema fingerprint."),
@@ -234,6 +254,9 @@ pub struct Metrics {
     pub labels: Counter,
     pub replayed: Counter,
     pub batches: Counter,
+    pub changelog_records: Counter,
+    pub state_restore_records: Counter,
+    pub state_restored_customers: Counter,
     pub model_swaps: Counter,
     pub model_refused: Counter,
     pub legacy_fingerprint: Counter,
@@ -313,6 +336,9 @@ impl Metrics {
             labels: c("riskstream_labels_consumed_total"),
             replayed: c("riskstream_records_replayed_total"),
             batches: c("riskstream_batches_total"),
+            changelog_records: c("riskstream_changelog_records_total"),
+            state_restore_records: c("riskstream_state_restore_records_total"),
+            state_restored_customers: c("riskstream_state_restored_customers_total"),
             model_swaps: c("riskstream_model_swaps_total"),
             model_refused: c("riskstream_model_refused_total"),
             legacy_fingerprint: c("riskstream_legacy_fingerprint_records_total"),

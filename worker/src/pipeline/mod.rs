@@ -31,6 +31,8 @@ use crate::scoring::serving::{load_checked, spawn_watcher, WatchConfig};
 use crate::scoring::{ModelSet, ModelUpdate, Role, Scoring, ScoringIo};
 use crate::sink::{producer, OutputProducer, Sink, SinkContext};
 use crate::source::{input_consumer, InputConsumer, LabelReader, OffsetTracker, Source};
+use crate::state::restore::Restorer;
+use crate::state::Changelog;
 use health::Readiness;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub enum PipelineError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Scoring(#[from] crate::scoring::ScoringError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("cannot serve HTTP on {addr}: {source} (set --metrics-addr, or \"off\")")]
     Http {
         addr: std::net::SocketAddr,
@@ -196,7 +200,34 @@ async fn ensure_topics(cfg: &RunConfig) -> Result<(), PipelineError> {
     topics.extend(cfg.drift.topic.as_deref());
     topics.extend(cfg.serving.shadow_topic.as_deref());
     crate::kafka::ensure_topics(&cfg.brokers, &cfg.kafka, &topics, cfg.topic_partitions).await?;
+    if cfg.state.enabled {
+        // Co-partitioned with the input, compacted.
+        crate::kafka::ensure_changelog(
+            &cfg.brokers,
+            &cfg.kafka,
+            &cfg.input_topic,
+            &cfg.state.topic,
+            cfg.topic_partitions,
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// The changelog reader of the source (None: state off).
+fn restorer(cfg: &RunConfig, shared: &Shared) -> Result<Option<Restorer>, PipelineError> {
+    if !cfg.state.enabled {
+        return Ok(None);
+    }
+    let r = Restorer::new(
+        &cfg.brokers,
+        &cfg.kafka,
+        &cfg.group,
+        &cfg.state.topic,
+        shared.codec.customer_state_schema().fingerprint,
+        cfg.state.restore_timeout,
+    )?;
+    Ok(Some(r))
 }
 
 /// The started stages, until shutdown.
@@ -260,7 +291,13 @@ impl Running {
         );
         let offsets = Arc::new(OffsetTracker::new());
         let source_cfg = cfg.source();
-        let consumer = input_consumer(&source_cfg, offsets.clone(), handles.metrics.clone())?;
+        let restorer = restorer(cfg, &shared)?;
+        let consumer = input_consumer(
+            &source_cfg,
+            offsets.clone(),
+            handles.metrics.clone(),
+            restorer,
+        )?;
         let sink_cfg = cfg.sink();
         let ctx = SinkContext::new(
             &sink_cfg,
@@ -290,6 +327,13 @@ impl Running {
             updates,
             to_sink: ch.sink_tx,
             drift: drift.as_ref().map(|d| d.sender.clone()),
+            changelog: cfg.state.enabled.then(|| {
+                Changelog::new(
+                    shared.codec.customer_state_schema().header(),
+                    cfg.state.flush_interval,
+                )
+            }),
+            offsets: offsets.clone(),
         };
         let assigned = consumer.context().assigned.clone();
         let scoring = Scoring::new(

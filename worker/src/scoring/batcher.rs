@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use crate::codec::Transaction;
 use crate::message::{Incoming, Work};
 
 /// Where the batcher reads the time.
@@ -117,13 +116,14 @@ impl Batcher {
     }
 
     /// Gathers one batch into `batch` (empty on entry). Records to replay
-    /// into state (no output) go to `replay` as they come.
+    /// into state (no output) and state ownership changes go to `side` as
+    /// they come, in order with the records.
     pub fn gather(
         &self,
         inbox: &mut impl WorkSource,
         clock: &impl Clock,
         batch: &mut Vec<Incoming>,
-        replay: &mut impl FnMut(i32, Transaction),
+        side: &mut impl FnMut(Work),
     ) -> Gathered {
         // The first record: wait for it, replaying history meanwhile.
         loop {
@@ -132,7 +132,7 @@ impl Batcher {
                     batch.push(i);
                     break;
                 }
-                Ok(Work::Replay(p, tx)) => replay(p, tx),
+                Ok(w @ (Work::Replay(..) | Work::State(_))) => side(w),
                 // Only an empty `Many` can get here: nothing to do.
                 Ok(Work::Many(_) | Work::Drained) => {}
                 Err(RecvTimeoutError::Timeout) => return Gathered::Idle,
@@ -152,7 +152,7 @@ impl Batcher {
             };
             match got {
                 Ok(Work::Score(i)) => batch.push(i),
-                Ok(Work::Replay(p, tx)) => replay(p, tx),
+                Ok(w @ (Work::Replay(..) | Work::State(_))) => side(w),
                 Ok(Work::Many(_)) => {}
                 // The source has nothing more: score what we have now.
                 Ok(Work::Drained) if !inbox.has_pending() => break,
@@ -168,6 +168,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Transaction;
     use std::cell::Cell;
     use std::rc::Rc;
 
@@ -277,7 +278,7 @@ mod tests {
     fn gather(b: &Batcher, s: &mut Script, clock: &Paused) -> (Gathered, Vec<i64>, usize) {
         let mut batch = Vec::new();
         let mut replayed = 0;
-        let g = b.gather(s, clock, &mut batch, &mut |_, _| replayed += 1);
+        let g = b.gather(s, clock, &mut batch, &mut |_| replayed += 1);
         (g, batch.iter().map(|i| i.offset).collect(), replayed)
     }
 

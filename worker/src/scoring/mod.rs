@@ -20,10 +20,12 @@ use crate::drift::task::DriftSender;
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
 use crate::message::{
     now_ms, DeadLetter, DriftBatch, Incoming, LabelProgress, ScoredBatch, ScoredRecord,
-    ShadowRecord, SinkItem, Work,
+    ShadowRecord, SinkItem, StateFlush, StateOp, Work,
 };
 use crate::metrics::Metrics;
 use crate::model::ModelError;
+use crate::source::OffsetTracker;
+use crate::state::{Changelog, Draft};
 
 pub mod batcher;
 pub mod serving;
@@ -120,13 +122,16 @@ pub fn features_of(engine: &mut FeatureEngine, batch: &[Incoming]) -> Vec<Featur
     batch
         .iter()
         .map(|i| {
-            engine.observe_transaction(TxRef {
-                transaction_id: &i.tx.transaction_id,
-                event_time: i.tx.event_time,
-                customer_id: &i.tx.customer_id,
-                terminal_id: &i.tx.terminal_id,
-                amount: i.tx.amount,
-            })
+            engine.observe_transaction_on(
+                i.partition,
+                TxRef {
+                    transaction_id: &i.tx.transaction_id,
+                    event_time: i.tx.event_time,
+                    customer_id: &i.tx.customer_id,
+                    terminal_id: &i.tx.terminal_id,
+                    amount: i.tx.amount,
+                },
+            )
         })
         .collect()
 }
@@ -184,6 +189,10 @@ pub struct ScoringIo {
     pub to_sink: mpsc::Sender<SinkItem>,
     /// The drift sidecar, when it runs.
     pub drift: Option<DriftSender>,
+    /// The state changelog's writer side, when it is on.
+    pub changelog: Option<Changelog>,
+    /// Where changelog flushes are begun (commits wait for them).
+    pub offsets: Arc<OffsetTracker>,
 }
 
 /// The scoring stage: owns the feature engine and the models.
@@ -200,6 +209,7 @@ pub struct Scoring {
     progress: Arc<LabelProgress>,
     cancel: CancellationToken,
     state: State,
+    offsets: Arc<OffsetTracker>,
     last_behind_warn: Instant,
 }
 
@@ -208,25 +218,84 @@ struct State {
     engine: FeatureEngine,
     clocks: PartitionClocks,
     replayed: u64,
+    changelog: Option<Changelog>,
+    /// Changelog records drained and not yet handed to the sink, in order.
+    drafts: Vec<Draft>,
+    /// A revoke waits: flush right after the current batch.
+    flush_now: bool,
 }
 
 impl State {
+    /// A replayed record or a state ownership change, in order with the
+    /// records around it.
+    fn side(&mut self, w: Work, metrics: &Metrics) {
+        match w {
+            Work::Replay(p, tx) => self.replay(p, &tx),
+            Work::State(StateOp::Restore {
+                partition,
+                customers,
+            }) => {
+                for (key, txs) in &customers {
+                    self.engine.restore_customer(partition, key, txs);
+                }
+                metrics
+                    .state_restored_customers
+                    .increment(customers.len() as u64);
+            }
+            Work::State(StateOp::Flush) => self.flush_now = true,
+            Work::State(StateOp::Revoke(parts)) => {
+                if let Some(log) = self.changelog.as_mut() {
+                    self.drafts.extend(log.drain(&mut self.engine));
+                }
+                let dropped = self.engine.drop_partitions(&parts);
+                tracing::debug!(partitions = ?parts, customers = dropped, "state of revoked partitions dropped");
+            }
+            Work::Score(_) | Work::Many(_) | Work::Drained => {}
+        }
+    }
+
+    /// Notes the batch's customers as changed (before it is scored).
+    fn note_changed(&mut self, batch: &[Incoming]) {
+        if let Some(log) = self.changelog.as_mut() {
+            for i in batch {
+                log.note(i.partition, &i.tx.customer_id, Some(i.offset));
+            }
+        }
+    }
+
+    /// Drains the changelog when its interval passed or a revoke waits.
+    fn maybe_drain(&mut self, force: bool) {
+        let Some(log) = self.changelog.as_mut() else {
+            return;
+        };
+        if force || self.flush_now || log.due() {
+            self.flush_now = false;
+            self.drafts.extend(log.drain(&mut self.engine));
+        }
+    }
+
     /// A record before the committed offset: customer state only.
     fn replay(&mut self, partition: i32, tx: &crate::codec::Transaction) {
         self.clocks.saw(partition, tx.event_time);
         self.replayed += 1;
+        if let Some(log) = self.changelog.as_mut() {
+            log.note(partition, &tx.customer_id, None);
+        }
         if self.replayed.is_multiple_of(256) {
             if let Some(wm) = self.clocks.watermark() {
                 self.engine.set_clock_limit(wm);
             }
         }
-        self.engine.replay_transaction(TxRef {
-            transaction_id: &tx.transaction_id,
-            event_time: tx.event_time,
-            customer_id: &tx.customer_id,
-            terminal_id: &tx.terminal_id,
-            amount: tx.amount,
-        });
+        self.engine.replay_transaction(
+            partition,
+            TxRef {
+                transaction_id: &tx.transaction_id,
+                event_time: tx.event_time,
+                customer_id: &tx.customer_id,
+                terminal_id: &tx.terminal_id,
+                amount: tx.amount,
+            },
+        );
     }
 
     /// Eviction follows the slowest partition, not the fastest.
@@ -250,15 +319,21 @@ impl Scoring {
         progress: Arc<LabelProgress>,
         assigned: Arc<std::sync::Mutex<Vec<i32>>>,
     ) -> Self {
+        let mut engine = FeatureEngine::new();
+        engine.track_evictions(io.changelog.is_some());
         Self {
             state: State {
-                engine: FeatureEngine::new(),
+                engine,
                 clocks: PartitionClocks {
                     assigned,
                     ..Default::default()
                 },
                 replayed: 0,
+                changelog: io.changelog,
+                drafts: Vec::new(),
+                flush_now: false,
             },
+            offsets: io.offsets,
             inbox: Inbox::new(io.input),
             labels: io.labels,
             updates: io.updates,
@@ -281,14 +356,17 @@ impl Scoring {
         let batcher = Batcher::new(self.cfg.batch_max, self.cfg.linger);
         let mut batch: Vec<Incoming> = Vec::with_capacity(self.cfg.batch_max);
         loop {
-            let state = &mut self.state;
-            let gathered =
-                batcher.gather(&mut self.inbox, &SystemClock, &mut batch, &mut |p, tx| {
-                    state.replay(p, &tx);
-                });
+            let (state, metrics) = (&mut self.state, &self.metrics);
+            let gathered = batcher.gather(&mut self.inbox, &SystemClock, &mut batch, &mut |w| {
+                state.side(w, metrics);
+            });
             let open = match gathered {
                 Gathered::Idle => {
                     self.apply_pending_labels();
+                    self.state.maybe_drain(false);
+                    if !self.send_drafts() {
+                        break;
+                    }
                     continue;
                 }
                 Gathered::Closed => break,
@@ -296,6 +374,7 @@ impl Scoring {
             };
             self.wait_for_labels(&batch);
             self.state.advance_eviction_clock(&batch);
+            self.state.note_changed(&batch);
             // Model changes land between batches.
             while let Ok(u) = self.updates.try_recv() {
                 switch_model(&mut self.models, u, &self.metrics, self.drift.as_ref());
@@ -308,11 +387,39 @@ impl Scoring {
                 &mut batch,
                 self.drift.as_ref(),
             )?;
-            if self.to_sink.blocking_send(SinkItem::Scored(out)).is_err() || !open {
+            if self.to_sink.blocking_send(SinkItem::Scored(out)).is_err() {
+                break;
+            }
+            self.state.maybe_drain(!open);
+            if !self.send_drafts() || !open {
                 break;
             }
         }
+        // Input closed: what changed since the last flush goes out too.
+        self.state.maybe_drain(true);
+        self.send_drafts();
         Ok(())
+    }
+
+    /// Hands drained changelog records to the sink, each partition's
+    /// flush begun in the offset tracker first (in order); false when the
+    /// sink has gone.
+    fn send_drafts(&mut self) -> bool {
+        for d in std::mem::take(&mut self.state.drafts) {
+            let seq = d.covers.map(|c| self.offsets.flush_begun(d.partition, c));
+            self.metrics
+                .changelog_records
+                .increment(d.records.len() as u64);
+            let flush = StateFlush {
+                partition: d.partition,
+                seq,
+                records: d.records,
+            };
+            if self.to_sink.blocking_send(SinkItem::State(flush)).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     fn apply_pending_labels(&mut self) {

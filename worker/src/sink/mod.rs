@@ -130,10 +130,21 @@ pub fn producer(cfg: &SinkConfig, ctx: SinkContext) -> Result<OutputProducer, Si
     c.create_with_context(ctx).map_err(SinkError::Create)
 }
 
+/// A changelog flush of one partition: settled once all its records are.
+#[derive(Debug)]
+pub struct FlushAck {
+    partition: i32,
+    seq: u64,
+    remaining: AtomicUsize,
+}
+
 /// Where an output record's input came from, and timing for metrics: the
 /// delivery opaque of every record.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Origin {
+    /// A changelog record: the flush it belongs to (None for others, and
+    /// for changelog records nothing committable waits for).
+    state: Option<Arc<FlushAck>>,
     /// False for shadow records: they do not hold input offsets back.
     track: bool,
     partition: i32,
@@ -162,6 +173,7 @@ impl Origin {
             enqueued_at: None,
             dead_letter: false,
             attempts: 0,
+            state: None,
         }
     }
 
@@ -276,6 +288,22 @@ impl SinkContext {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    /// A changelog record is acknowledged (or refused for good): the last
+    /// one of its flush lets the offsets it covers be committed.
+    fn state_settled(&self, ack: &FlushAck) {
+        if ack.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if let Some(o) = self.tracker.flush_acked(ack.partition, ack.seq) {
+            if let Err(e) = self
+                .consumer
+                .store_offset(&self.input_topic, ack.partition, o)
+            {
+                tracing::debug!(partition = ack.partition, offset = o, error = %e, "offset not stored (partition no longer assigned)");
+            }
+        }
+    }
+
     /// Scored records and dead letters delivered so far.
     pub fn handled(&self) -> u64 {
         self.metrics.delivered.get()
@@ -289,6 +317,11 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
         match result {
+            Ok(_) if origin.track && origin.state.is_some() => {
+                if let Some(ack) = &origin.state {
+                    self.state_settled(ack);
+                }
+            }
             Ok(_) if origin.track => self.delivered(&origin),
             Ok(_) => {}
             // Shadow records are best effort: not re-sent.
@@ -359,6 +392,8 @@ pub struct SinkConfig {
     pub dlq_topic: String,
     pub input_topic: String,
     pub shadow_topic: Option<String>,
+    /// The state changelog (None: state off).
+    pub state_topic: Option<String>,
     pub max_in_flight: usize,
     /// Longest shutdown may take from the stop request: deliveries still
     /// unsettled after 3/4 of it are abandoned (offsets not committed).
@@ -518,12 +553,15 @@ impl Sink {
                         enqueued_at: Some(enqueued),
                         dead_letter: false,
                         attempts: 0,
+                        state: None,
                     };
-                    let rec =
-                        BaseRecord::with_opaque_to(&self.settings.output_topic, Box::new(origin))
-                            .key(r.key.as_bytes())
-                            .payload(&r.payload)
-                            .timestamp(r.event_time);
+                    let rec = BaseRecord::with_opaque_to(
+                        &self.settings.output_topic,
+                        Box::new(origin.clone()),
+                    )
+                    .key(r.key.as_bytes())
+                    .payload(&r.payload)
+                    .timestamp(r.event_time);
                     match self.send(rec).await? {
                         Ok(()) => {}
                         Err(NotSent::Abandoned) => return Ok(false),
@@ -554,6 +592,57 @@ impl Sink {
                 Ok(true)
             }
             SinkItem::Dead(d) => self.send_dead(&d, self.settings.dlq_max_payload).await,
+            SinkItem::State(f) => self.send_state(f).await,
+        }
+    }
+
+    /// Writes one partition's changelog records to the same partition of
+    /// the changelog topic. False once the drain time ran out.
+    async fn send_state(&self, f: crate::message::StateFlush) -> Result<bool, SinkError> {
+        let Some(topic) = &self.settings.state_topic else {
+            return Ok(true);
+        };
+        let ack = f.seq.map(|seq| {
+            Arc::new(FlushAck {
+                partition: f.partition,
+                seq,
+                remaining: AtomicUsize::new(f.records.len() + 1),
+            })
+        });
+        for (key, payload) in &f.records {
+            let origin = Origin {
+                track: ack.is_some(),
+                partition: f.partition,
+                state: ack.clone(),
+                ..Origin::untracked()
+            };
+            let mut rec = BaseRecord::with_opaque_to(topic, Box::new(origin))
+                .key(key.as_bytes())
+                .partition(f.partition);
+            if let Some(p) = payload {
+                rec = rec.payload(p.as_slice());
+            }
+            match self.send(rec).await? {
+                Ok(()) => {}
+                Err(NotSent::Abandoned) => return Ok(false),
+                Err(NotSent::Record(code)) => self.state_refused(ack.as_deref(), code),
+            }
+        }
+        // The flush's own share: settles it even when it had no records.
+        if let Some(a) = &ack {
+            self.ctx().state_settled(a);
+        }
+        Ok(true)
+    }
+
+    /// A changelog record refused for good (too large for the topic):
+    /// counted and logged; its flush still settles, so input goes on.
+    fn state_refused(&self, ack: Option<&FlushAck>, code: RDKafkaErrorCode) {
+        let ctx = self.ctx();
+        ctx.metrics.event("changelog_dropped", "record_refused", 1);
+        tracing::error!(error = %code, "the state changelog refused a customer's state; it is not durable until the customer changes again (riskstream_changelog_dropped_total)");
+        if let Some(a) = ack {
+            ctx.state_settled(a);
         }
     }
 
@@ -600,7 +689,8 @@ impl Sink {
         }
         let origin = Origin::dead_letter(d.partition, d.offset);
         let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
-            BaseRecord::with_opaque_to(&self.settings.dlq_topic, Box::new(origin)).headers(headers);
+            BaseRecord::with_opaque_to(&self.settings.dlq_topic, Box::new(origin.clone()))
+                .headers(headers);
         if let Some(k) = &d.key {
             rec = rec.key(&k[..k.len().min(max_payload)]);
         }
@@ -717,6 +807,10 @@ impl Sink {
             let class = f.code.map_or(Class::Transient, classify);
             match class.outcome() {
                 Outcome::Stop => return Err(refused(&f, class)),
+                Outcome::DeadLetter if f.origin.state.is_some() => {
+                    let code = f.code.unwrap_or(RDKafkaErrorCode::Fail);
+                    self.state_refused(f.origin.state.as_deref(), code);
+                }
                 Outcome::DeadLetter => {
                     if !self.dead_letter_failed(&f).await? {
                         return Ok(false);
@@ -802,7 +896,7 @@ impl Sink {
             return Err(SinkError::Fatal(KafkaError::Canceled));
         }
         let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
-            BaseRecord::with_opaque_to(msg.topic(), Box::new(origin));
+            BaseRecord::with_opaque_to(msg.topic(), Box::new(origin.clone()));
         if let Some(k) = msg.key() {
             rec = rec.key(k);
         }

@@ -1,20 +1,27 @@
-//! The input consumer: group membership, the rebalance callbacks (drain
-//! in-flight work of revoked partitions, state rebuild of assigned ones)
-//! and consumer-lag statistics.
+//! The input consumer: group membership (cooperative-sticky, optionally
+//! static), the rebalance callbacks (drain in-flight work of revoked
+//! partitions; restore the state of assigned ones from the changelog while
+//! they are paused, the other partitions scoring on) and consumer-lag
+//! statistics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::guard::InputLimits;
-use super::{OffsetTracker, SourceError};
+use super::{Chunk, OffsetTracker, SourceError};
 use crate::kafka::client_config;
+use crate::message::{StateOp, Work};
 use crate::metrics::Metrics;
+use crate::state::restore::{Restored, Restorer};
+use crate::state::StateError;
 
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
@@ -27,6 +34,9 @@ pub struct SourceConfig {
     pub group: String,
     pub input_topic: String,
     pub session_timeout_ms: u64,
+    /// Static membership (`group.instance.id`): a restarted instance with
+    /// the same id gets its partitions back without a rebalance.
+    pub group_instance_id: Option<String>,
     /// Longest a revoke waits for the revoked partitions' in-flight records.
     pub revoke_drain: Duration,
     /// Bounds on what a record may carry.
@@ -49,11 +59,122 @@ impl SourceConfig {
     }
 }
 
+/// A finished read of a partition's changelog, for the source thread.
+pub struct RestoreDone {
+    pub partition: i32,
+    generation: u64,
+    /// The group's committed offset (the next record to read), if any.
+    pub committed: Option<i64>,
+    pub result: Result<Restored, StateError>,
+}
+
+/// The changelog side of the consumer context (state on).
+pub struct StateRestore {
+    restorer: Arc<Mutex<Restorer>>,
+    /// Partitions paused while their changelog is read, with the
+    /// generation of that read (a revoke makes a late result stale).
+    restoring: Mutex<rustc_hash::FxHashMap<i32, u64>>,
+    restoring_n: AtomicUsize,
+    generation: AtomicU64,
+    done: Arc<Mutex<Vec<RestoreDone>>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl StateRestore {
+    pub fn new(restorer: Restorer) -> Self {
+        Self {
+            restorer: Arc::new(Mutex::new(restorer)),
+            restoring: Mutex::default(),
+            restoring_n: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            done: Arc::default(),
+            ready: Arc::default(),
+        }
+    }
+
+    /// Whether `partition` is being restored (its records are not handed on).
+    #[inline]
+    pub fn is_restoring(&self, partition: i32) -> bool {
+        self.restoring_n.load(Ordering::Acquire) > 0
+            && self
+                .restoring
+                .lock()
+                .is_ok_and(|r| r.contains_key(&partition))
+    }
+
+    /// Finished reads whose partition is still ours (taken once).
+    pub fn take_done(&self) -> Vec<RestoreDone> {
+        if !self.ready.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut restoring = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh: Vec<RestoreDone> = done
+            .into_iter()
+            .filter(|d| restoring.get(&d.partition) == Some(&d.generation))
+            .collect();
+        for d in &fresh {
+            restoring.remove(&d.partition);
+        }
+        self.restoring_n.store(restoring.len(), Ordering::Release);
+        fresh
+    }
+
+    /// Reads the partitions' changelogs on a thread of its own.
+    fn start(&self, parts: Vec<(i32, Option<i64>)>) {
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        {
+            let mut r = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
+            for (p, _) in &parts {
+                r.insert(*p, generation);
+            }
+            self.restoring_n.store(r.len(), Ordering::Release);
+        }
+        let (restorer, done, ready) =
+            (self.restorer.clone(), self.done.clone(), self.ready.clone());
+        let spawned = std::thread::Builder::new()
+            .name("state-restore".into())
+            .spawn(move || {
+                for (partition, committed) in parts {
+                    let result = restorer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .read(partition);
+                    done.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(RestoreDone {
+                            partition,
+                            generation,
+                            committed,
+                            result,
+                        });
+                    ready.store(true, Ordering::Release);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the state restore thread");
+        }
+    }
+
+    fn forget(&self, parts: &[i32]) {
+        let mut r = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
+        for p in parts {
+            r.remove(p);
+        }
+        self.restoring_n.store(r.len(), Ordering::Release);
+    }
+}
+
 /// Consumer context: drains in-flight work of revoked partitions before
 /// they are given up, then commits what was delivered.
 pub struct SourceContext {
     tracker: Arc<OffsetTracker>,
     topic: String,
+    /// The source's gathered records: a revoke hands over what is held
+    /// for the revoked partitions before it waits for them.
+    pub(super) handover: OnceLock<Arc<Mutex<Chunk>>>,
+    /// The changelog restore (None: state off, assignments replay history).
+    pub state: Option<StateRestore>,
     /// Where the consumer-lag gauge goes.
     metrics: Arc<Metrics>,
     /// Per assigned partition, the committed offset below which records are
@@ -88,6 +209,13 @@ impl SourceContext {
     /// Whether any assigned partition is still replaying its history
     /// (its position has not reached the committed offset yet).
     pub fn rebuilding(&self, consumer: &BaseConsumer<Self>) -> bool {
+        if self
+            .state
+            .as_ref()
+            .is_some_and(|s| s.restoring_n.load(Ordering::Acquire) > 0)
+        {
+            return true;
+        }
         let pending: Vec<(i32, i64)> = match self.replay_until.lock() {
             Ok(m) => m.iter().map(|(p, u)| (*p, *u)).collect(),
             Err(_) => return false,
@@ -104,6 +232,78 @@ impl SourceContext {
                 Some(Offset::Offset(o)) if o >= *until
             )
         })
+    }
+
+    /// Records of `partition` below `until` are replayed, not scored.
+    pub(crate) fn replay_until(&self, partition: i32, until: i64) {
+        self.replay_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition, until);
+    }
+
+    /// Hands `w` to scoring after what the source holds; false when
+    /// scoring has gone.
+    pub(super) fn hand_over(&self, w: Option<Work>) -> bool {
+        let Some(h) = self.handover.get() else {
+            return true;
+        };
+        let mut chunk = h.lock().unwrap_or_else(|e| e.into_inner());
+        match w {
+            Some(w) => chunk.control(w),
+            None => chunk.flush(),
+        }
+    }
+
+    /// The group's committed offsets of the assigned partitions.
+    fn committed_of(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+    ) -> Vec<(i32, Option<i64>)> {
+        let committed = consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read committed offsets; restoring as if nothing was committed");
+                tpl.clone()
+            });
+        committed
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|el| match el.offset() {
+                Offset::Offset(c) if c >= 0 => (el.partition(), Some(c)),
+                _ => (el.partition(), None),
+            })
+            .collect()
+    }
+
+    /// Takes the assigned partitions paused and starts reading their
+    /// changelogs; the source resumes each once its state is in.
+    fn assign_with_restore(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+        state: &StateRestore,
+    ) {
+        let parts = self.committed_of(consumer, tpl);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let res = if cooperative {
+            consumer.incremental_assign(tpl)
+        } else {
+            consumer.assign(tpl)
+        };
+        if let Err(e) = res {
+            tracing::error!(error = %e, "cannot take the assigned partitions");
+            return;
+        }
+        if let Err(e) = consumer.pause(tpl) {
+            tracing::warn!(error = %e, "cannot pause the assigned partitions during their restore");
+        }
+        tracing::info!(partitions = ?parts, cooperative, "partitions assigned; restoring their state from the changelog");
+        state.start(parts);
     }
 
     /// Offset below which a record of `partition` is replayed, not scored.
@@ -164,12 +364,29 @@ impl ConsumerContext for SourceContext {
         tpl: &mut TopicPartitionList,
     ) {
         use rdkafka::types::RDKafkaRespErr as E;
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if self.state.is_some() => {
+                let r = Rebalance::Assign(tpl);
+                self.pre_rebalance(consumer, &r);
+                if let Some(state) = &self.state {
+                    self.assign_with_restore(consumer, tpl, state);
+                }
+                self.post_rebalance(consumer, &r);
+            }
             E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.prepare_assignment(consumer, tpl);
                 let r = Rebalance::Assign(tpl);
                 self.pre_rebalance(consumer, &r);
-                if let Err(e) = consumer.assign(tpl) {
+                let res = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = res {
                     tracing::error!(error = %e, "cannot take the assigned partitions");
                 }
                 self.post_rebalance(consumer, &r);
@@ -177,11 +394,18 @@ impl ConsumerContext for SourceContext {
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let r = Rebalance::Revoke(tpl);
                 self.pre_rebalance(consumer, &r);
-                if let Err(e) = consumer.unassign() {
+                let res = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = res {
                     tracing::warn!(error = %e, "unassign failed");
                 }
                 if let Ok(mut m) = self.replay_until.lock() {
-                    m.clear();
+                    for el in tpl.elements_for_topic(&self.topic) {
+                        m.remove(&el.partition());
+                    }
                 }
                 self.post_rebalance(consumer, &r);
             }
@@ -200,9 +424,19 @@ impl ConsumerContext for SourceContext {
                 .map(|e| e.partition())
                 .collect();
             let t0 = Instant::now();
+            // What the source holds goes to scoring first, then the state
+            // of everything scored is written out (so both can settle).
+            self.hand_over(None);
+            if self.state.is_some() {
+                self.hand_over(Some(Work::State(StateOp::Flush)));
+            }
             let drained = self.tracker.wait_drained(&parts, self.revoke_drain);
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(error = %e, "commit on revoke");
+            }
+            if let Some(state) = &self.state {
+                state.forget(&parts);
+                self.hand_over(Some(Work::State(StateOp::Revoke(parts.clone()))));
             }
             self.tracker.remove(&parts);
             if let Ok(mut a) = self.assigned.lock() {
@@ -241,10 +475,12 @@ impl ConsumerContext for SourceContext {
 pub type InputConsumer = BaseConsumer<SourceContext>;
 
 /// Creates the group consumer and subscribes it to the input topic.
+/// `restorer`: the changelog reader (None: state off).
 pub fn input_consumer(
     cfg: &SourceConfig,
     tracker: Arc<OffsetTracker>,
     metrics: Arc<Metrics>,
+    restorer: Option<Restorer>,
 ) -> Result<Arc<InputConsumer>, SourceError> {
     let mut c = client_config(&cfg.brokers, &cfg.kafka);
     c.set("group.id", &cfg.group)
@@ -257,13 +493,16 @@ pub fn input_consumer(
         )
         .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS)
         .set("statistics.interval.ms", "5000");
+    if let Some(id) = &cfg.group_instance_id {
+        c.set("group.instance.id", id);
+    }
     for (k, v) in &cfg.kafka {
         c.set(k, v);
     }
     // The guarantee, after the user's options (config refuses these keys).
     c.set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set("partition.assignment.strategy", "range");
+        .set("partition.assignment.strategy", "cooperative-sticky");
     let ctx = SourceContext {
         tracker,
         topic: cfg.input_topic.clone(),
@@ -272,6 +511,8 @@ pub fn input_consumer(
         assigned: Arc::new(std::sync::Mutex::new(Vec::new())),
         joined: AtomicBool::new(false),
         revoke_drain: cfg.revoke_drain,
+        handover: OnceLock::new(),
+        state: restorer.map(StateRestore::new),
     };
     let consumer: InputConsumer = c.create_with_context(ctx).map_err(SourceError::Create)?;
     consumer

@@ -84,6 +84,50 @@ fn check_label(l: &FraudLabel) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Label topics shorter than this are read whole (no lookup needed).
+const SHORT_LABEL_TOPIC: i64 = 10_000;
+/// Read labels reported up to a day before the window's start.
+const LABEL_MARGIN_MS: i64 = crate::features::DAY_MS;
+
+/// The newest record timestamp of a partition: read from near its end
+/// (stepping back where a broker answers a fetch inside a record batch
+/// with nothing).
+fn newest_timestamp(
+    consumer: &BaseConsumer<LabelContext>,
+    topic: &str,
+    partition: i32,
+    low: i64,
+    high: i64,
+) -> Option<i64> {
+    for back in [1, 1_000, 100_000] {
+        let from = (high - back).max(low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+            .ok()?;
+        consumer.assign(&tpl).ok()?;
+        let mut newest = None;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let ts = m.timestamp().to_millis();
+                    newest = newest.max(ts);
+                    if m.offset() >= high - 1 {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                _ => {}
+            }
+        }
+        let _ = consumer.unassign();
+        if newest.is_some() || from == low {
+            return newest;
+        }
+    }
+    None
+}
+
 /// Where each label partition stands: at its end, and the newest report time.
 #[derive(Default)]
 struct Positions {
@@ -192,14 +236,69 @@ impl LabelReader {
         self.to_scoring.send(chunk).is_ok()
     }
 
-    /// Reads every partition of the labels topic from the beginning until
-    /// cancelled or scoring has gone.
+    /// Where each label partition is read from: the labels that can still
+    /// reach a terminal window, i.e. reported after (newest label time −
+    /// 37 days − a day's margin), found by the broker's timestamp index.
+    /// The beginning where the topic is short or the lookup fails.
+    fn start_offsets(&self, consumer: &BaseConsumer<LabelContext>, n_parts: usize) -> Vec<Offset> {
+        let topic = &self.cfg.labels_topic;
+        let begin = vec![Offset::Beginning; n_parts];
+        let mut newest = i64::MIN;
+        let mut total = 0i64;
+        for p in 0..n_parts as i32 {
+            let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))
+            else {
+                return begin;
+            };
+            total += high - low;
+            if high > low {
+                newest =
+                    newest.max(newest_timestamp(consumer, topic, p, low, high).unwrap_or(i64::MIN));
+            }
+        }
+        if total < SHORT_LABEL_TOPIC || newest == i64::MIN {
+            return begin;
+        }
+        let from = newest - crate::features::TERMINAL_HORIZON_MS - LABEL_MARGIN_MS;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n_parts as i32 {
+            if tpl
+                .add_partition_offset(topic, p, Offset::Offset(from))
+                .is_err()
+            {
+                return begin;
+            }
+        }
+        let found = match consumer.offsets_for_times(tpl, Duration::from_secs(10)) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "label timestamp lookup failed; reading the labels topic from its beginning");
+                return begin;
+            }
+        };
+        let starts: Vec<Offset> = (0..n_parts as i32)
+            .map(
+                |p| match found.find_partition(topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Offset::Offset(o),
+                    Some(Offset::End) => Offset::End,
+                    _ => Offset::Beginning,
+                },
+            )
+            .collect();
+        tracing::info!(from_ms = from, starts = ?starts, "reading labels inside the terminal window only");
+        starts
+    }
+
+    /// Reads every partition of the labels topic (from where labels can
+    /// still matter) until cancelled or scoring has gone.
     pub fn run(mut self) -> Result<(), SourceError> {
         let consumer = self.consumer()?;
         let n_parts = self.wait_for_topic(&consumer);
+        let starts = self.start_offsets(&consumer, n_parts);
         let mut tpl = TopicPartitionList::new();
-        for p in 0..n_parts as i32 {
-            tpl.add_partition_offset(&self.cfg.labels_topic, p, Offset::Beginning)
+        for (p, start) in starts.into_iter().enumerate() {
+            let p = p as i32;
+            tpl.add_partition_offset(&self.cfg.labels_topic, p, start)
                 .map_err(SourceError::Create)?;
             self.positions.at_end.insert(p, false);
         }

@@ -18,12 +18,13 @@ pub mod labels;
 pub mod offsets;
 
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +34,7 @@ pub use labels::{LabelConfig, LabelReader};
 pub use offsets::OffsetTracker;
 
 use crate::codec::DecodeError;
-use crate::message::{now_ms, DeadLetter, Incoming, Shared, SinkItem, Work, CHUNK};
+use crate::message::{now_ms, DeadLetter, Incoming, Shared, SinkItem, StateOp, Work, CHUNK};
 use crate::metrics::{LogSummary, Metrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,15 +62,25 @@ pub struct Source {
     to_sink: mpsc::Sender<SinkItem>,
     topic: String,
     guard: guard::InputGuard,
-    chunk: Chunk,
+    /// Shared with the consumer context (a revoke hands it over); only
+    /// this thread and the rebalance callbacks (on this thread, inside
+    /// `poll`) lock it, so it is never contended.
+    chunk: Arc<Mutex<Chunk>>,
+    /// Partitions resumed at their committed offset after a restore: the
+    /// first record fetched must be that offset (a broker answering a fetch
+    /// inside a record batch with the next batch would skip records).
+    expect_first: HashMap<i32, i64>,
     dead: LogSummary,
     errors: LogSummary,
 }
 
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
 /// Records gathered for one hand-over to scoring.
 struct Chunk {
     items: Vec<Work>,
-    to_scoring: SyncSender<Work>,
+    /// None once the source has stopped (scoring then sees the channel close).
+    to_scoring: Option<SyncSender<Work>>,
     /// Records were handed over since the last `Drained` marker.
     unmarked: bool,
 }
@@ -82,7 +93,9 @@ impl Chunk {
         }
         self.unmarked = true;
         let items = std::mem::replace(&mut self.items, Vec::with_capacity(CHUNK));
-        self.to_scoring.send(Work::Many(items)).is_ok()
+        self.to_scoring
+            .as_ref()
+            .is_some_and(|tx| tx.send(Work::Many(items)).is_ok())
     }
 
     /// Adds a record, handing the chunk over when full; false when scoring
@@ -90,6 +103,12 @@ impl Chunk {
     fn push(&mut self, w: Work) -> bool {
         self.items.push(w);
         self.items.len() < CHUNK || self.flush()
+    }
+
+    /// Hands over what is gathered, then `w`; false when scoring has gone.
+    fn control(&mut self, w: Work) -> bool {
+        self.items.push(w);
+        self.flush()
     }
 
     /// Nothing more is buffered: hand over what we have and say so.
@@ -122,6 +141,13 @@ impl Source {
         log_interval: Duration,
     ) -> Self {
         let (to_scoring, to_sink) = channels;
+        let chunk = Arc::new(Mutex::new(Chunk {
+            items: Vec::with_capacity(CHUNK),
+            to_scoring: Some(to_scoring),
+            unmarked: false,
+        }));
+        // Before the first poll: no rebalance callback can have run yet.
+        let _ = consumer.context().handover.set(chunk.clone());
         Self {
             consumer,
             shared,
@@ -129,36 +155,49 @@ impl Source {
             to_sink,
             topic: cfg.input_topic.clone(),
             guard: guard::InputGuard::new(cfg.input.clone()),
-            chunk: Chunk {
-                items: Vec::with_capacity(CHUNK),
-                to_scoring,
-                unmarked: false,
-            },
+            chunk,
+            expect_first: HashMap::default(),
             dead: LogSummary::new("records sent to the dead-letter topic", log_interval),
             errors: LogSummary::new("consumer errors (retrying)", log_interval),
         }
     }
 
-    /// The input loop: runs until cancelled (or scoring/sink have gone).
+    /// The input loop: runs until cancelled (or scoring/sink have gone,
+    /// or a fatal error); then hands over what it holds and closes the
+    /// channel to scoring.
     pub fn run(mut self) -> Result<(), SourceError> {
+        let r = self.poll_loop();
+        let mut chunk = self.chunk();
+        chunk.flush();
+        // The consumer context shares the chunk: close the channel here.
+        chunk.to_scoring = None;
+        r
+    }
+
+    fn poll_loop(&mut self) -> Result<(), SourceError> {
         let consumer = self.consumer.clone();
         // The guard's wall clock, read once per chunk rather than per record
         // (its bound is a day; a clock read is ~5 % of the hot path).
         let mut wall_ms = now_ms();
         while !self.shared.cancel.is_cancelled() {
-            if self.chunk.items.is_empty() {
+            let idle = self.chunk().items.is_empty();
+            if idle {
                 wall_ms = now_ms();
             }
             self.dead.maybe_flush();
             self.errors.maybe_flush();
             // Block only when nothing is waiting to be handed over.
-            let wait = if self.chunk.items.is_empty() {
+            let wait = if idle {
                 Duration::from_millis(100)
             } else {
                 Duration::ZERO
             };
-            let next = match consumer.poll(wait) {
-                None if self.chunk.drained() => Next::Continue,
+            let polled = consumer.poll(wait);
+            if !self.apply_restores() {
+                break;
+            }
+            let next = match polled {
+                None if self.chunk().drained() => Next::Continue,
                 None => Next::Stop,
                 Some(Ok(m)) => self.take(&m, wall_ms),
                 Some(Err(e)) if consumer::is_fatal(&e) => return Err(SourceError::Fatal(e)),
@@ -172,13 +211,114 @@ impl Source {
                 break;
             }
         }
-        self.chunk.flush();
         Ok(())
+    }
+
+    fn chunk(&self) -> MutexGuard<'_, Chunk> {
+        self.chunk.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands finished changelog reads to scoring and resumes their
+    /// partitions where the state leaves off; false when scoring has gone.
+    fn apply_restores(&mut self) -> bool {
+        let Some(state) = &self.consumer.context().state else {
+            return true;
+        };
+        for d in state.take_done() {
+            let p = d.partition;
+            let (outcome, replay) = restore_outcome(&d);
+            let (customers, records, ms) = match d.result {
+                Ok(r) => (r.customers, r.records, r.elapsed.as_millis() as u64),
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot read the state changelog");
+                    (Vec::new(), 0, 0)
+                }
+            };
+            let n = customers.len();
+            let metrics = &self.shared.metrics;
+            metrics.event("state_restores", outcome, 1);
+            metrics.state_restore_records.increment(records);
+            let op = Work::State(StateOp::Restore {
+                partition: p,
+                customers,
+            });
+            if !self.chunk().control(op) {
+                return false;
+            }
+            let start = match (replay, d.committed) {
+                (true, Some(c)) => {
+                    self.consumer.context().replay_until(p, c);
+                    tracing::warn!(partition = p, outcome, committed = c, "the state changelog does not cover the committed offset: replaying what the input topic still holds");
+                    Offset::Beginning
+                }
+                (_, Some(c)) => {
+                    self.expect_first.insert(p, c);
+                    Offset::Offset(c)
+                }
+                (_, None) => Offset::Beginning,
+            };
+            tracing::info!(
+                partition = p,
+                outcome,
+                customers = n,
+                changelog_records = records,
+                restore_ms = ms,
+                "partition state restored; resuming"
+            );
+            self.resume_at(p, start);
+        }
+        true
+    }
+
+    fn resume_at(&self, partition: i32, start: Offset) {
+        if let Err(e) = self
+            .consumer
+            .seek(&self.topic, partition, start, Duration::from_secs(10))
+        {
+            tracing::warn!(partition, error = %e, "cannot seek the restored partition");
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::warn!(partition, error = %e, "cannot resume the restored partition");
+        }
+    }
+
+    /// The first record after a restore skipped records (the broker
+    /// answered a fetch from inside a record batch with the next batch):
+    /// replay the partition's history instead, this partition only. True
+    /// when the record is to be dropped (it is fetched again).
+    fn skipped_records(&mut self, partition: i32, offset: i64) -> bool {
+        let Some(expected) = self.expect_first.remove(&partition) else {
+            return false;
+        };
+        if offset <= expected {
+            return false;
+        }
+        self.shared
+            .metrics
+            .event("state_restores", "replayed_inexact_fetch", 1);
+        tracing::warn!(partition, requested = expected, got = offset, "the broker skipped records when fetching from the committed offset (a fetch inside a record batch?): replaying this partition's history instead");
+        self.consumer.context().replay_until(partition, expected);
+        self.resume_at(partition, Offset::Beginning);
+        true
     }
 
     /// One polled record: replayed, handed to scoring or dead-lettered.
     fn take(&mut self, m: &BorrowedMessage<'_>, wall_ms: i64) -> Next {
         let (partition, offset) = (m.partition(), m.offset());
+        let ctx = self.consumer.context();
+        if ctx
+            .state
+            .as_ref()
+            .is_some_and(|s| s.is_restoring(partition))
+        {
+            // Fetched before the pause took hold: fetched again on resume.
+            return Next::Continue;
+        }
+        if !self.expect_first.is_empty() && self.skipped_records(partition, offset) {
+            return Next::Continue;
+        }
         let codec = self.shared.codec.clone();
         let Some(decoded) = decode_waiting(&self.shared.metrics, &self.shared.cancel, || {
             codec.decode_transaction(m.key(), m.payload())
@@ -205,7 +345,7 @@ impl Source {
             // History before the committed offset: state only, no output.
             if let Ok((tx, _)) = decoded {
                 metrics.replayed.increment(1);
-                if !self.chunk.push(Work::Replay(partition, tx)) {
+                if !self.chunk().push(Work::Replay(partition, tx)) {
                     return Next::Stop;
                 }
             }
@@ -213,9 +353,10 @@ impl Source {
         }
         metrics.consumed.increment(1);
         metrics.first_consumed.get_or_init(Instant::now);
-        self.tracker.register(partition, offset);
+        let stateful = decoded.is_ok() && self.consumer.context().state.is_some();
+        self.tracker.register(partition, offset, stateful);
         let ok = match decoded {
-            Ok((tx, _)) => self.chunk.push(Work::Score(Incoming {
+            Ok((tx, _)) => self.chunk().push(Work::Score(Incoming {
                 partition,
                 offset,
                 tx,
@@ -254,6 +395,24 @@ impl Source {
             detail: e.to_string(),
         };
         self.to_sink.blocking_send(SinkItem::Dead(dl)).is_ok()
+    }
+}
+
+/// How a partition's state was restored (metric reason) and whether the
+/// input must be replayed from its beginning up to the committed offset.
+///
+/// A committed offset implies that every state change below it was in an
+/// acknowledged flush, so any changelog record of the partition means the
+/// changelog is the state (its highest covered offset may trail the commit
+/// by dead-lettered records, which change no state). An empty changelog
+/// under a commit (first start with the changelog, or a deleted one) or a
+/// failed read falls back to replaying the input.
+fn restore_outcome(d: &consumer::RestoreDone) -> (&'static str, bool) {
+    match (&d.result, d.committed) {
+        (_, None | Some(0)) => ("no_commit", false),
+        (Ok(r), Some(_)) if r.covers.is_some() => ("changelog", false),
+        (Ok(_), Some(_)) => ("replayed_no_changelog", true),
+        (Err(_), Some(_)) => ("replayed_read_failed", true),
     }
 }
 

@@ -4,6 +4,13 @@
 //! offset done once its output (scored record or dead letter) is delivered.
 //! Batches complete out of order, so the offset that may be committed is the
 //! end of the contiguous done prefix: everything below it was delivered.
+//!
+//! With the state changelog on, a record that changed customer state is
+//! done only when, besides its output, the changelog flush that covers it
+//! is acknowledged: flushes are begun in order by the scoring stage
+//! ([`OffsetTracker::flush_begun`]), acknowledged in any order by the sink
+//! ([`OffsetTracker::flush_acked`]), and a partition's covered offset only
+//! moves past a flush once it and every earlier one are acknowledged.
 
 use std::collections::VecDeque;
 
@@ -13,8 +20,30 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 struct PartitionState {
-    /// In-flight offsets in consumption order, with their done flag.
-    pending: VecDeque<(i64, bool)>,
+    /// In-flight offsets in consumption order: (offset, delivered, needs
+    /// its state change acknowledged in the changelog).
+    pending: VecDeque<(i64, bool, bool)>,
+    /// Every state change of records below this offset is in the changelog.
+    covered_end: i64,
+    /// Changelog flushes begun and not yet folded into `covered`, in
+    /// order: (sequence number, offset covered, acknowledged).
+    flushes: VecDeque<(u64, i64, bool)>,
+    next_flush: u64,
+}
+
+impl PartitionState {
+    /// Pops the done prefix; its last offset if it advanced.
+    fn pop_done(&mut self) -> Option<i64> {
+        let mut last = None;
+        while let Some(&(o, true, stateful)) = self.pending.front() {
+            if stateful && o >= self.covered_end {
+                break;
+            }
+            last = Some(o);
+            self.pending.pop_front();
+        }
+        last
+    }
 }
 
 /// Shared between the source thread (register, revoke) and the sink (complete).
@@ -39,13 +68,44 @@ impl OffsetTracker {
         self.parts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records that `offset` of `partition` went downstream.
-    pub fn register(&self, partition: i32, offset: i64) {
+    /// Records that `offset` of `partition` went downstream; `stateful`:
+    /// it changes customer state, so it waits for the changelog too.
+    pub fn register(&self, partition: i32, offset: i64, stateful: bool) {
         self.lock()
             .entry(partition)
             .or_default()
             .pending
-            .push_back((offset, false));
+            .push_back((offset, false, stateful));
+    }
+
+    /// The scoring stage begins a changelog flush of `partition` covering
+    /// every state change up to `covers`; its sequence number.
+    pub fn flush_begun(&self, partition: i32, covers: i64) -> u64 {
+        let mut parts = self.lock();
+        let st = parts.entry(partition).or_default();
+        let seq = st.next_flush;
+        st.next_flush += 1;
+        st.flushes.push_back((seq, covers, false));
+        seq
+    }
+
+    /// Every record of flush `seq` of `partition` is acknowledged. Returns
+    /// the new end of the committable prefix, if it advanced.
+    pub fn flush_acked(&self, partition: i32, seq: u64) -> Option<i64> {
+        let mut parts = self.lock();
+        let st = parts.get_mut(&partition)?;
+        if let Some(f) = st.flushes.iter_mut().find(|f| f.0 == seq) {
+            f.2 = true;
+        }
+        while let Some(&(_, covers, true)) = st.flushes.front() {
+            st.covered_end = st.covered_end.max(covers + 1);
+            st.flushes.pop_front();
+        }
+        let last = st.pop_done();
+        if st.pending.is_empty() {
+            self.drained.notify_all();
+        }
+        last
     }
 
     /// Marks `offset` delivered. Returns the highest offset whose every
@@ -54,14 +114,10 @@ impl OffsetTracker {
     pub fn complete(&self, partition: i32, offset: i64) -> Option<i64> {
         let mut parts = self.lock();
         let st = parts.get_mut(&partition)?;
-        if let Ok(i) = st.pending.binary_search_by_key(&offset, |(o, _)| *o) {
+        if let Ok(i) = st.pending.binary_search_by_key(&offset, |(o, _, _)| *o) {
             st.pending[i].1 = true;
         }
-        let mut last = None;
-        while let Some(&(o, true)) = st.pending.front() {
-            last = Some(o);
-            st.pending.pop_front();
-        }
+        let last = st.pop_done();
         if st.pending.is_empty() {
             self.drained.notify_all();
         }
@@ -141,9 +197,9 @@ mod tests {
     fn commits_only_the_delivered_prefix() {
         let t = OffsetTracker::new();
         for o in [10, 11, 12, 14] {
-            t.register(0, o);
+            t.register(0, o, false);
         }
-        t.register(1, 5);
+        t.register(1, 5, false);
         assert_eq!(t.complete(0, 11), None, "10 is not delivered yet");
         assert_eq!(t.complete(0, 14), None);
         assert_eq!(t.complete(0, 10), Some(11));
@@ -157,7 +213,7 @@ mod tests {
     #[test]
     fn wait_drained_returns_when_the_partition_empties() {
         let t = std::sync::Arc::new(OffsetTracker::new());
-        t.register(3, 1);
+        t.register(3, 1, false);
         assert!(!t.wait_drained(&[3], Duration::from_millis(20)));
         let t2 = t.clone();
         let h = std::thread::spawn(move || {
@@ -166,5 +222,34 @@ mod tests {
         });
         assert!(t.wait_drained(&[3], Duration::from_secs(5)));
         h.join().unwrap();
+    }
+
+    #[test]
+    fn a_stateful_record_waits_for_every_earlier_changelog_flush() {
+        let t = OffsetTracker::new();
+        for o in 0..4 {
+            t.register(0, o, o != 1);
+        }
+        let f1 = t.flush_begun(0, 0);
+        let f2 = t.flush_begun(0, 3);
+        assert_eq!(
+            t.complete(0, 0),
+            None,
+            "delivered, its state not yet durable"
+        );
+        assert_eq!(
+            t.complete(0, 1),
+            None,
+            "a dead letter behind a waiting record"
+        );
+        assert_eq!(t.flush_acked(0, f2), None, "flush 2 acked before flush 1");
+        assert_eq!(t.flush_acked(0, f1), Some(1));
+        assert_eq!(t.complete(0, 2), Some(2), "covered by flush 2");
+        assert_eq!(t.in_flight(&[0]), 1);
+        assert_eq!(t.complete(0, 3), Some(3));
+        t.register(0, 4, true);
+        assert_eq!(t.complete(0, 4), None, "no flush covers it yet");
+        let f3 = t.flush_begun(0, 4);
+        assert_eq!(t.flush_acked(0, f3), Some(4));
     }
 }
