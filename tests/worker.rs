@@ -398,14 +398,27 @@ async fn sigkill_of_one_instance_loses_nothing() {
 
 /// The partitions of the last non-empty assignment in a worker's log.
 fn last_assignment(log: &str) -> Vec<i32> {
-    log.lines()
-        .rev()
-        .filter(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
-        .find_map(|l| {
-            let list = l.split("partitions=[").nth(1)?.split(']').next()?;
-            list.split(',').map(|p| p.trim().parse().ok()).collect()
-        })
-        .unwrap_or_default()
+    // Cooperative rebalancing: each line names only the partitions it
+    // adds or takes away.
+    let list = |l: &str| -> Vec<i32> {
+        l.split("partitions=[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .map(|r| r.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let mut held: Vec<i32> = Vec::new();
+    for l in log.lines() {
+        if l.contains("partitions assigned") {
+            held.extend(list(l));
+        } else if l.contains("partitions revoked") {
+            let gone = list(l);
+            held.retain(|p| !gone.contains(p));
+        }
+    }
+    held.sort_unstable();
+    held.dedup();
+    held
 }
 
 /// `riskstream_records_replayed_total` from a /metrics body.
@@ -424,7 +437,10 @@ async fn readiness_is_false_while_state_rebuilds_and_true_after() {
     let input = txs(100, n);
     produce_transactions(&t.input, &input).await;
     // A scores everything and stops: its offsets are committed at the end.
-    let mut a = Worker::start(&t, &["--max-records", &n.to_string()]);
+    // Without the changelog (`--no-state`) B rebuilds customer state by
+    // replaying the partitions' history: long enough to watch /readyz (the
+    // changelog restore is in tests/state.rs).
+    let mut a = Worker::start(&t, &["--no-state", "--max-records", &n.to_string()]);
     assert_eq!(
         a.wait(Duration::from_secs(120)),
         Some(0),
@@ -432,7 +448,7 @@ async fn readiness_is_false_while_state_rebuilds_and_true_after() {
         a.log_text()
     );
     // B owns every partition and must replay them into customer state.
-    let b = Worker::start(&t, &[]);
+    let b = Worker::start(&t, &["--no-state"]);
     assert!(wait_for(Duration::from_secs(30), || b
         .log_text()
         .contains("serving /metrics")));

@@ -115,6 +115,11 @@ impl Topics {
         }
     }
 
+    /// The group's state changelog (the worker's default name).
+    pub fn changelog(&self) -> String {
+        riskstream::state::StateConfig::default_topic(&self.input, &self.group)
+    }
+
     pub async fn create(&self, partitions: i32) {
         riskstream::kafka::ensure_topics(
             &brokers(),
@@ -205,6 +210,8 @@ pub struct Rec {
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
+    /// The record's Kafka timestamp (ms).
+    pub timestamp: Option<i64>,
 }
 
 /// Reads a topic from the beginning until `want` records arrived or
@@ -245,6 +252,7 @@ pub fn read_topic(topic: &str, want: usize, idle: Duration) -> Vec<Rec> {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
                 headers,
+                timestamp: m.timestamp().to_millis(),
             });
             last = Instant::now();
         }

@@ -149,12 +149,26 @@ pub async fn ensure_changelog(
         brokers: brokers.to_string(),
         source,
     };
-    let mut n_input = partition_count(admin.inner(), input).map_err(unreachable)?;
+    // Metadata of all topics: asking for one by name makes a broker with
+    // auto-creation on create it, with the default partition count and
+    // without compaction.
+    let existing = |topic: &str| -> Result<usize, KafkaSetupError> {
+        let md = admin
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(unreachable)?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len()))
+    };
+    let mut n_input = existing(input)?;
     if n_input == 0 {
         ensure_topics(brokers, passthrough, &[input], default_partitions).await?;
-        n_input = partition_count(admin.inner(), input).map_err(unreachable)?;
+        n_input = existing(input)?;
     }
-    let n_log = partition_count(admin.inner(), changelog).map_err(unreachable)?;
+    let n_log = existing(changelog)?;
     if n_log > 0 {
         if n_log != n_input {
             return Err(KafkaSetupError::NotCoPartitioned {

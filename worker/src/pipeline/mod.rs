@@ -289,24 +289,7 @@ impl Running {
             labels = %cfg.labels_topic, dlq = %cfg.dlq_topic, kafka_options = ?cfg.kafka_keys(),
             "starting worker"
         );
-        let offsets = Arc::new(OffsetTracker::new());
-        let source_cfg = cfg.source();
-        let restorer = restorer(cfg, &shared)?;
-        let consumer = input_consumer(
-            &source_cfg,
-            offsets.clone(),
-            handles.metrics.clone(),
-            restorer,
-        )?;
-        let sink_cfg = cfg.sink();
-        let ctx = SinkContext::new(
-            &sink_cfg,
-            consumer.clone(),
-            offsets.clone(),
-            handles.metrics.clone(),
-            handles.cancel.clone(),
-        );
-        let producer = producer(&sink_cfg, ctx)?;
+        let (offsets, consumer, producer) = open_clients(cfg, handles, &shared)?;
         let tasks = TaskTracker::new();
         warm_producer(&tasks, &producer, &cfg.output_topic);
         let ch = Channels::new(cfg);
@@ -411,6 +394,32 @@ impl Running {
         }
         Ok(report(&handles.metrics, cfg, started, sink_done, handled))
     }
+}
+
+/// The offset tracker, the input consumer (with its changelog reader) and
+/// the output producer that settles offsets in it.
+fn open_clients(
+    cfg: &RunConfig,
+    handles: &Handles,
+    shared: &Shared,
+) -> Result<(Arc<OffsetTracker>, Arc<InputConsumer>, OutputProducer), PipelineError> {
+    let offsets = Arc::new(OffsetTracker::new());
+    let consumer = input_consumer(
+        &cfg.source(),
+        offsets.clone(),
+        handles.metrics.clone(),
+        restorer(cfg, shared)?,
+    )?;
+    let sink_cfg = cfg.sink();
+    let ctx = SinkContext::new(
+        &sink_cfg,
+        consumer.clone(),
+        offsets.clone(),
+        handles.metrics.clone(),
+        handles.cancel.clone(),
+    );
+    let producer = producer(&sink_cfg, ctx)?;
+    Ok((offsets, consumer, producer))
 }
 
 type SourceTask = JoinHandle<Result<(), crate::source::SourceError>>;

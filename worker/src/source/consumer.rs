@@ -302,7 +302,7 @@ impl SourceContext {
         if let Err(e) = consumer.pause(tpl) {
             tracing::warn!(error = %e, "cannot pause the assigned partitions during their restore");
         }
-        tracing::info!(partitions = ?parts, cooperative, "partitions assigned; restoring their state from the changelog");
+        tracing::info!(committed = ?parts, cooperative, "restoring the state of newly assigned partitions from the changelog");
         state.start(parts);
     }
 

@@ -79,6 +79,7 @@ fn cluster(
         "transactions.labels",
         "transactions.scored",
         "transactions.dlq",
+        "transactions.state",
         "riskstream.drift",
     ] {
         // The mock cluster does not answer CreateTopics: make them here.
@@ -101,6 +102,7 @@ fn run_args(args: &DemoArgs, brokers: &str, names: &Names) -> RunArgs {
         model: Some(args.model.clone()),
         models_dir: Some(args.models_dir.clone()),
         metrics_addr: Some("127.0.0.1:0".into()),
+        state_topic: Some(names.topic("transactions.state")),
         drift: crate::drift::DriftArgs {
             topic: Some(names.topic("riskstream.drift")),
             ..Default::default()
