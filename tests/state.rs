@@ -403,9 +403,8 @@ async fn a_third_instance_joins_under_load_loses_nothing_and_unmoved_partitions_
         // shows in the 99th percentile of the waits (a lone slow record on
         // two busy cores does not); measured beyond the partition's usual
         // wait. The issue's target is 1 s; on Tansu the unmoved partitions
-        // still wait up to ~1 s while a member joins (cause not found yet:
-        // the source thread is not blocked, see the issue note), so this
-        // bounds it at 2 s: an eager stop-the-world rebalance with a state
+        // still wait up to ~1 s while a member joins (cause not found yet),
+        // so this bounds it at 2 s: an eager stop-the-world rebalance with a state
         // rebuild would exceed it.
         assert!(
             p99 - median < 2_000,
