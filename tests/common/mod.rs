@@ -33,7 +33,12 @@ pub fn brokers() -> String {
 pub fn use_sqlite_broker() {
     let b =
         std::env::var("RISKSTREAM_TEST_BROKERS_SQLITE").unwrap_or_else(|_| "127.0.0.1:9094".into());
-    let _ = BROKER_OVERRIDE.set(b);
+    use_broker(&b);
+}
+
+/// Every helper of this test binary uses the broker at `addr`.
+pub fn use_broker(addr: &str) {
+    let _ = BROKER_OVERRIDE.set(addr.to_string());
 }
 
 /// The value of a series without labels (or the sum over its labels) in
