@@ -77,6 +77,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub state: StateFileConfig,
     pub group_instance_id: Option<String>,
+    pub partition_assignment: Option<crate::source::Assignment>,
 }
 
 /// `[state]` in the config file.
@@ -197,6 +198,10 @@ pub struct RunArgs {
     /// per instance (Kubernetes: the pod name) [default: unset].
     #[arg(long, env = "RISKSTREAM_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
+    /// Partition assignor: incremental (cooperative-sticky) or eager (range)
+    /// [default: cooperative-sticky].
+    #[arg(long, env = "RISKSTREAM_PARTITION_ASSIGNMENT", value_enum)]
+    pub partition_assignment: Option<crate::source::Assignment>,
     /// Customer-state changelog topic [default: <input_topic>.state.<group>].
     #[arg(long, env = "RISKSTREAM_STATE_TOPIC")]
     pub state_topic: Option<String>,
@@ -247,6 +252,7 @@ pub struct RunConfig {
     pub input: crate::source::guard::InputLimits,
     pub state: StateConfig,
     pub group_instance_id: Option<String>,
+    pub partition_assignment: crate::source::Assignment,
 }
 
 /// librdkafka options that carry riskstream's delivery guarantee (or its
@@ -466,6 +472,10 @@ impl RunConfig {
                 .clone()
                 .or_else(|| f.group_instance_id.clone())
                 .filter(|s| !s.is_empty()),
+            partition_assignment: a
+                .partition_assignment
+                .or(f.partition_assignment)
+                .unwrap_or_default(),
         }
     }
 
@@ -567,6 +577,7 @@ impl RunConfig {
             input_topic: self.input_topic.clone(),
             session_timeout_ms: self.session_timeout_ms,
             group_instance_id: self.group_instance_id.clone(),
+            assignment: self.partition_assignment,
             revoke_drain: self.drain_timeout.min(SourceConfig::MAX_REVOKE_DRAIN),
             input: self.input.clone(),
         }

@@ -25,6 +25,29 @@ use crate::state::StateError;
 
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
+/// The group's partition assignor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignment {
+    /// Incremental: a scale step moves only the partitions that change
+    /// owner; the others keep scoring (KIP-429).
+    #[default]
+    CooperativeSticky,
+    /// Eager: every member gives up every partition at every join or
+    /// leave, and restores them all (for brokers or groups without
+    /// cooperative rebalancing).
+    Range,
+}
+
+impl Assignment {
+    fn librdkafka_name(self) -> &'static str {
+        match self {
+            Assignment::CooperativeSticky => "cooperative-sticky",
+            Assignment::Range => "range",
+        }
+    }
+}
+
 /// The source stage's settings.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -37,6 +60,7 @@ pub struct SourceConfig {
     /// Static membership (`group.instance.id`): a restarted instance with
     /// the same id gets its partitions back without a rebalance.
     pub group_instance_id: Option<String>,
+    pub assignment: Assignment,
     /// Longest a revoke waits for the revoked partitions' in-flight records.
     pub revoke_drain: Duration,
     /// Bounds on what a record may carry.
@@ -502,7 +526,10 @@ pub fn input_consumer(
     // The guarantee, after the user's options (config refuses these keys).
     c.set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set(
+            "partition.assignment.strategy",
+            cfg.assignment.librdkafka_name(),
+        );
     let ctx = SourceContext {
         tracker,
         topic: cfg.input_topic.clone(),

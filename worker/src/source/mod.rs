@@ -28,7 +28,7 @@ use rdkafka::Offset;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use consumer::{input_consumer, InputConsumer, SourceConfig, SourceContext};
+pub use consumer::{input_consumer, Assignment, InputConsumer, SourceConfig, SourceContext};
 pub use headers::{raw_headers, DEAD_LETTER_HEADER_BYTES};
 pub use labels::{LabelConfig, LabelReader};
 pub use offsets::OffsetTracker;
