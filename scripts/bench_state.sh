@@ -58,7 +58,7 @@ for days in 41 82; do
   t1=$(date +%s.%N)
   kill -TERM "$pid"; wait "$pid" || true
   restored=$(strip < "$LOGS/restart-$days.log" | grep -c "partition state restored" || true)
-  outcomes=$(strip < "$LOGS/restart-$days.log" | grep "partition state restored" | grep -o 'outcome="*[a-z_]*' | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
+  outcomes=$(strip < "$LOGS/restart-$days.log" | grep "partition state restored" | grep -o 'outcome="*[a-z_]*' | sed 's/outcome="*//' | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
   records=$(sum_field "$LOGS/restart-$days.log" changelog_records)
   customers=$(sum_field "$LOGS/restart-$days.log" customers)
   worst=$(max_field "$LOGS/restart-$days.log" restore_ms)
