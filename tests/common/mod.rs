@@ -54,6 +54,16 @@ pub fn metric(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Transactions of `input` with no output in `out`.
+pub fn lost(input: &[Transaction], out: &[(Rec, riskstream::codec::ScoredTransaction)]) -> usize {
+    let ids: std::collections::HashSet<&str> =
+        out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
+    input
+        .iter()
+        .filter(|t| !ids.contains(t.transaction_id.as_str()))
+        .count()
+}
+
 /// Offline scores (transaction id → score) of `txs` in order: the one
 /// feature engine without labels, the shipped champion model.
 pub fn offline_scores_of(txs: &[Transaction]) -> std::collections::HashMap<String, f32> {
@@ -166,12 +176,25 @@ pub fn producer() -> FutureProducer {
 
 /// Produces raw records and waits for every delivery.
 pub async fn produce_raw(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
+    let stamped: Vec<_> = records
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone(), None))
+        .collect();
+    produce_stamped(topic, &stamped).await;
+}
+
+/// Produces raw records, each with its Kafka timestamp (None: now), and
+/// waits for every delivery.
+pub async fn produce_stamped(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>, Option<i64>)]) {
     let p = producer();
     let mut futs = Vec::new();
-    for (k, v) in records {
+    for (k, v, ts) in records {
         let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(v.as_slice());
         if let Some(k) = k {
             r = r.key(k.as_slice());
+        }
+        if let Some(ts) = ts {
+            r = r.timestamp(*ts);
         }
         // Enqueue at once (`send` would wait for each delivery in turn).
         loop {

@@ -774,7 +774,7 @@ fn transaction_fields(tx: &Transaction) -> Vec<(&'static str, Value)> {
 }
 
 /// Avro `long`: zig-zag, then base-128 varint.
-fn put_long(out: &mut Vec<u8>, v: i64) {
+pub fn put_long(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
@@ -784,7 +784,7 @@ fn put_long(out: &mut Vec<u8>, v: i64) {
 }
 
 /// Avro `string`: length as a long, then UTF-8 bytes.
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
     put_long(out, s.len() as i64);
     out.extend_from_slice(s.as_bytes());
 }

@@ -104,12 +104,21 @@ pub async fn ensure_topics(
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
+    create(&admin, &new, brokers).await
+}
+
+/// Creates `topics`; one that already exists is fine.
+async fn create(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[NewTopic<'_>],
+    brokers: &str,
+) -> Result<(), KafkaSetupError> {
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
-        .create_topics(new.iter(), &opts)
+        .create_topics(topics.iter(), &opts)
         .await
         .map_err(|source| KafkaSetupError::CreateTopics {
-            topic: missing.join(","),
+            topic: topics.iter().map(|t| t.name).collect::<Vec<_>>().join(","),
             brokers: brokers.to_string(),
             source: Box::new(source),
         })?;
@@ -183,27 +192,7 @@ pub async fn ensure_changelog(
     let n = i32::try_from(n_input.max(1)).unwrap_or(default_partitions);
     let topic =
         NewTopic::new(changelog, n, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics([&topic], &opts)
-        .await
-        .map_err(|source| KafkaSetupError::CreateTopics {
-            topic: changelog.to_string(),
-            brokers: brokers.to_string(),
-            source: Box::new(source),
-        })?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(KafkaSetupError::TopicRefused {
-                    topic,
-                    brokers: brokers.to_string(),
-                    code,
-                })
-            }
-        }
-    }
+    create(&admin, &[topic], brokers).await?;
     tracing::info!(
         changelog,
         partitions = n,

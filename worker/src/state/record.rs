@@ -7,7 +7,7 @@
 //! `apache_avro::Value` tree per entry; `tests` check both directions
 //! against apache-avro's generic reader and writer.
 
-use crate::codec::{HEADER_LEN, SINGLE_OBJECT_MAGIC};
+use crate::codec::{put_long, put_str, HEADER_LEN, SINGLE_OBJECT_MAGIC};
 use crate::features::CustomerTx;
 
 /// Why a changelog record could not be read.
@@ -29,15 +29,6 @@ pub struct CustomerState {
     pub transactions: Vec<CustomerTx>,
 }
 
-fn put_long(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
 /// Appends one record (header included) to `out`.
 pub fn encode<'a>(
     header: &[u8; HEADER_LEN],
@@ -48,8 +39,7 @@ pub fn encode<'a>(
 ) {
     out.reserve(HEADER_LEN + customer_id.len() + 12 + txs.len() * 24);
     out.extend_from_slice(header);
-    put_long(out, customer_id.len() as i64);
-    out.extend_from_slice(customer_id.as_bytes());
+    put_str(out, customer_id);
     put_long(out, covers_offset);
     let n = txs.len();
     if n > 0 {
