@@ -180,7 +180,7 @@ async fn labels_of_six_months_are_read_only_from_inside_the_terminal_window() {
     let t0 = 1_530_403_200_000; // 2018-07-01
     let per_day = 200;
     let days = 183;
-    let labels: Vec<(Option<Vec<u8>>, Vec<u8>, Option<i64>)> = (0..days * per_day)
+    let labels: Vec<Stamped> = (0..days * per_day)
         .map(|i| {
             let event_time = t0 + (i / per_day) * day + (i % per_day) * 1000;
             let l = FraudLabel {

@@ -183,9 +183,12 @@ pub async fn produce_raw(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
     produce_stamped(topic, &stamped).await;
 }
 
-/// Produces raw records, each with its Kafka timestamp (None: now), and
-/// waits for every delivery.
-pub async fn produce_stamped(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>, Option<i64>)]) {
+/// A raw record: key, payload, Kafka timestamp (None: now).
+pub type Stamped = (Option<Vec<u8>>, Vec<u8>, Option<i64>);
+
+/// Produces raw records, each with its Kafka timestamp, and waits for
+/// every delivery.
+pub async fn produce_stamped(topic: &str, records: &[Stamped]) {
     let p = producer();
     let mut futs = Vec::new();
     for (k, v, ts) in records {
