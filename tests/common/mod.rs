@@ -364,6 +364,19 @@ impl Worker {
         Self { child, log }
     }
 
+    /// Outputs and dead letters this worker has delivered (its /metrics),
+    /// 0 before its HTTP endpoint is up.
+    pub fn delivered(&self) -> f64 {
+        let log = self.log_text();
+        if !log.contains("serving /metrics") {
+            return 0.0;
+        }
+        metric(
+            &http_get(&log, "/metrics").1,
+            "riskstream_records_delivered_total",
+        )
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

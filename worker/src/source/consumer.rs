@@ -314,13 +314,7 @@ impl SourceContext {
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
-        let res = if cooperative {
-            consumer.incremental_assign(tpl)
-        } else {
-            consumer.assign(tpl)
-        };
-        if let Err(e) = res {
-            tracing::error!(error = %e, "cannot take the assigned partitions");
+        if !take_assigned(consumer, tpl, cooperative) {
             return;
         }
         if let Err(e) = consumer.pause(tpl) {
@@ -405,14 +399,7 @@ impl ConsumerContext for SourceContext {
                 self.prepare_assignment(consumer, tpl);
                 let r = Rebalance::Assign(tpl);
                 self.pre_rebalance(consumer, &r);
-                let res = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
-                if let Err(e) = res {
-                    tracing::error!(error = %e, "cannot take the assigned partitions");
-                }
+                take_assigned(consumer, tpl, cooperative);
                 self.post_rebalance(consumer, &r);
             }
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -497,6 +484,24 @@ impl ConsumerContext for SourceContext {
 }
 
 pub type InputConsumer = BaseConsumer<SourceContext>;
+
+/// Takes the partitions of an assignment event (only the added ones under
+/// the cooperative protocol); false (logged) if librdkafka refused.
+fn take_assigned(
+    consumer: &BaseConsumer<SourceContext>,
+    tpl: &TopicPartitionList,
+    cooperative: bool,
+) -> bool {
+    let res = if cooperative {
+        consumer.incremental_assign(tpl)
+    } else {
+        consumer.assign(tpl)
+    };
+    if let Err(e) = &res {
+        tracing::error!(error = %e, "cannot take the assigned partitions");
+    }
+    res.is_ok()
+}
 
 /// Creates the group consumer and subscribes it to the input topic.
 /// `restorer`: the changelog reader (None: state off).
