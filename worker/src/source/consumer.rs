@@ -86,7 +86,7 @@ impl SourceConfig {
 /// A finished read of a partition's changelog, for the source thread.
 pub struct RestoreDone {
     pub partition: i32,
-    generation: u64,
+    pub(super) generation: u64,
     /// The group's committed offset (the next record to read), if any.
     pub committed: Option<i64>,
     pub result: Result<Restored, StateError>,

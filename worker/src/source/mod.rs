@@ -500,3 +500,57 @@ impl RegistryWait {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::consumer::RestoreDone;
+    use super::restore_outcome;
+    use crate::state::restore::Restored;
+
+    fn done(
+        committed: Option<i64>,
+        result: Result<Restored, crate::state::StateError>,
+    ) -> RestoreDone {
+        RestoreDone {
+            partition: 0,
+            generation: 1,
+            committed,
+            result,
+        }
+    }
+
+    #[test]
+    fn each_restore_case_has_a_decided_outcome() {
+        let with = |covers| Restored {
+            covers,
+            ..Restored::default()
+        };
+        assert_eq!(
+            restore_outcome(&done(None, Ok(with(None)))),
+            ("no_commit", false)
+        );
+        assert_eq!(
+            restore_outcome(&done(Some(0), Ok(with(Some(5))))),
+            ("no_commit", false)
+        );
+        assert_eq!(
+            restore_outcome(&done(Some(100), Ok(with(Some(97))))),
+            ("changelog", false),
+            "a changelog record covers the commit (dead letters change no state)"
+        );
+        assert_eq!(
+            restore_outcome(&done(Some(100), Ok(with(None)))),
+            ("replayed_no_changelog", true)
+        );
+        let failed = Err(crate::state::StateError::RestoreTimeout {
+            topic: "t".into(),
+            partition: 0,
+            read: 3,
+            waited: std::time::Duration::from_secs(1),
+        });
+        assert_eq!(
+            restore_outcome(&done(Some(100), failed)),
+            ("replayed_read_failed", true)
+        );
+    }
+}
