@@ -22,14 +22,7 @@ export RISKSTREAM_CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$RISKSTREAM_CACHE/target}"
 N="${BENCH_RECORDS:-400000}"
 OUT="${BENCH_OUT:-bench-results.md}"
-command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || true; }
-if [ -n "${RISKSTREAM_BIN:-}" ]; then
-  B="$RISKSTREAM_BIN"
-else
-  scripts/deps.sh >&2
-  cargo build --release --locked --bin riskstream >&2
-  B="$CARGO_TARGET_DIR/release/riskstream"
-fi
+B="$(scripts/bench_bin.sh)"
 scripts/broker.sh start >&2
 CSV="${BENCH_CSV:-../shared/data/handbook/transactions.csv.gz}"
 T="bench-$$"

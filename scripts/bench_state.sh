@@ -19,14 +19,7 @@ OUT="${BENCH_OUT:-bench-state-results.md}"
 PORT="${BENCH_STATE_PORT:-9096}"
 BROKERS="127.0.0.1:$PORT"
 CSV="${BENCH_CSV:-../shared/data/handbook/transactions.csv.gz}"
-command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || true; }
-if [ -n "${RISKSTREAM_BIN:-}" ]; then
-  B="$RISKSTREAM_BIN"
-else
-  scripts/deps.sh >&2
-  cargo build --release --locked --bin riskstream >&2
-  B="$CARGO_TARGET_DIR/release/riskstream"
-fi
+B="$(scripts/bench_bin.sh)"
 BROKER_PORT=$PORT scripts/broker.sh stop --wipe >&2 || true
 BROKER_PORT=$PORT BROKER_STORAGE=sqlite BROKER_MAINTENANCE=30s scripts/broker.sh start >&2
 trap 'BROKER_PORT=$PORT scripts/broker.sh stop >&2 || true' EXIT

@@ -23,16 +23,8 @@ async fn timed_out_deliveries_are_re_sent_and_a_clean_stop_commits_everything() 
     // Only this test runs in this binary: the helpers now talk to the mock.
     std::env::set_var("RISKSTREAM_TEST_BROKERS", mock.bootstrap_servers());
     let t = Topics::new("dr");
-    // The mock cluster has no CreateTopics: the changelog is made here.
-    for topic in [
-        &t.input,
-        &t.output,
-        &t.labels,
-        &t.dlq,
-        &t.drift,
-        &t.changelog(),
-    ] {
-        mock.create_topic(topic, 2, 1).expect("create topic");
+    for topic in t.for_mock() {
+        mock.create_topic(&topic, 2, 1).expect("create topic");
     }
     let input: Vec<_> = rows(100, 400).iter().map(|r| r.transaction()).collect();
     produce_transactions(&t.input, &input).await;

@@ -24,16 +24,8 @@ async fn mock_with_topics(
 ) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let mock = MockCluster::new(brokers).expect("mock cluster");
     std::env::set_var("RISKSTREAM_TEST_BROKERS", mock.bootstrap_servers());
-    // The mock cluster has no CreateTopics: the changelog is made here.
-    for topic in [
-        &t.input,
-        &t.output,
-        &t.labels,
-        &t.dlq,
-        &t.drift,
-        &t.changelog(),
-    ] {
-        mock.create_topic(topic, 1, 1).expect("create topic");
+    for topic in t.for_mock() {
+        mock.create_topic(&topic, 1, 1).expect("create topic");
     }
     mock
 }

@@ -135,6 +135,23 @@ impl Topics {
         riskstream::state::StateConfig::default_topic(&self.input, &self.group)
     }
 
+    /// Every topic a worker of this test uses, the changelog included (for
+    /// librdkafka's mock cluster, which has no CreateTopics).
+    pub fn for_mock(&self) -> Vec<String> {
+        let mut all: Vec<String> = [
+            &self.input,
+            &self.output,
+            &self.labels,
+            &self.dlq,
+            &self.drift,
+        ]
+        .into_iter()
+        .cloned()
+        .collect();
+        all.push(self.changelog());
+        all
+    }
+
     pub async fn create(&self, partitions: i32) {
         riskstream::kafka::ensure_topics(
             &brokers(),

@@ -361,9 +361,9 @@ impl FeatureEngine {
         let _ = self.observe_transaction_on(partition, tx);
     }
 
-    /// A customer's history, oldest first, and its partition.
-    pub fn customer_state(&self, customer: &str) -> Option<(i32, &VecDeque<CustomerTx>)> {
-        self.customers.get(customer).map(|c| (c.partition, &c.txs))
+    /// A customer's history, oldest first.
+    pub fn customer_state(&self, customer: &str) -> Option<&VecDeque<CustomerTx>> {
+        self.customers.get(customer).map(|c| &c.txs)
     }
 
     /// Replaces a customer's history with one restored from the changelog

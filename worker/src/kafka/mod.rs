@@ -74,28 +74,13 @@ pub async fn ensure_topics(
     topics: &[&str],
     partitions: i32,
 ) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers, passthrough)
-        .create()
-        .map_err(|source| KafkaSetupError::Client {
-            brokers: brokers.to_string(),
-            source,
-        })?;
+    let admin = admin(brokers, passthrough)?;
     // Fail fast with a clear message when nothing listens.
-    let md = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|source| KafkaSetupError::Unreachable {
-            brokers: brokers.to_string(),
-            source,
-        })?;
+    let md = metadata(&admin, brokers)?;
     let missing: Vec<&str> = topics
         .iter()
         .copied()
-        .filter(|t| {
-            !md.topics()
-                .iter()
-                .any(|mt| mt.name() == *t && !mt.partitions().is_empty())
-        })
+        .filter(|t| partitions_of(&md, t) == 0)
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -105,6 +90,42 @@ pub async fn ensure_topics(
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     create(&admin, &new, brokers).await
+}
+
+fn admin(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+) -> Result<AdminClient<DefaultClientContext>, KafkaSetupError> {
+    client_config(brokers, passthrough)
+        .create()
+        .map_err(|source| KafkaSetupError::Client {
+            brokers: brokers.to_string(),
+            source,
+        })
+}
+
+/// The metadata of every topic. Asking for one topic by name instead
+/// makes a broker with auto-creation on create it (default partition
+/// count, no compaction).
+fn metadata(
+    admin: &AdminClient<DefaultClientContext>,
+    brokers: &str,
+) -> Result<rdkafka::metadata::Metadata, KafkaSetupError> {
+    admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(|source| KafkaSetupError::Unreachable {
+            brokers: brokers.to_string(),
+            source,
+        })
+}
+
+/// Partitions of `topic` in `md` (0: it does not exist).
+fn partitions_of(md: &rdkafka::metadata::Metadata, topic: &str) -> usize {
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len())
 }
 
 /// Creates `topics`; one that already exists is fine.
@@ -148,30 +169,9 @@ pub async fn ensure_changelog(
     changelog: &str,
     default_partitions: i32,
 ) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(brokers, passthrough)
-        .create()
-        .map_err(|source| KafkaSetupError::Client {
-            brokers: brokers.to_string(),
-            source,
-        })?;
-    let unreachable = |source| KafkaSetupError::Unreachable {
-        brokers: brokers.to_string(),
-        source,
-    };
-    // Metadata of all topics: asking for one by name makes a broker with
-    // auto-creation on create it, with the default partition count and
-    // without compaction.
-    let existing = |topic: &str| -> Result<usize, KafkaSetupError> {
-        let md = admin
-            .inner()
-            .fetch_metadata(None, Duration::from_secs(10))
-            .map_err(unreachable)?;
-        Ok(md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .map_or(0, |t| t.partitions().len()))
-    };
+    let admin = admin(brokers, passthrough)?;
+    let existing =
+        |topic: &str| Ok::<_, KafkaSetupError>(partitions_of(&metadata(&admin, brokers)?, topic));
     let mut n_input = existing(input)?;
     if n_input == 0 {
         ensure_topics(brokers, passthrough, &[input], default_partitions).await?;
@@ -207,11 +207,7 @@ pub fn partition_count<C: ClientContext>(
     topic: &str,
 ) -> Result<usize, KafkaError> {
     let md = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    Ok(md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .map_or(0, |t| t.partitions().len()))
+    Ok(partitions_of(&md, topic))
 }
 
 #[cfg(test)]

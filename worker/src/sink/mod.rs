@@ -242,12 +242,17 @@ impl SinkContext {
     /// (a dead letter the DLQ refused even small).
     fn settle(&self, origin: &Origin) {
         if let Some(o) = self.tracker.complete(origin.partition, origin.offset) {
-            if let Err(e) = self
-                .consumer
-                .store_offset(&self.input_topic, origin.partition, o)
-            {
-                tracing::debug!(partition = origin.partition, offset = o, error = %e, "offset not stored (partition no longer assigned)");
-            }
+            self.store(origin.partition, o);
+        }
+    }
+
+    /// Stores the end of a partition's committable prefix for auto-commit.
+    fn store(&self, partition: i32, offset: i64) {
+        if let Err(e) = self
+            .consumer
+            .store_offset(&self.input_topic, partition, offset)
+        {
+            tracing::debug!(partition, offset, error = %e, "offset not stored (partition no longer assigned)");
         }
     }
 
@@ -295,12 +300,7 @@ impl SinkContext {
             return;
         }
         if let Some(o) = self.tracker.flush_acked(ack.partition, ack.seq) {
-            if let Err(e) = self
-                .consumer
-                .store_offset(&self.input_topic, ack.partition, o)
-            {
-                tracing::debug!(partition = ack.partition, offset = o, error = %e, "offset not stored (partition no longer assigned)");
-            }
+            self.store(ack.partition, o);
         }
     }
 
@@ -317,12 +317,10 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
         match result {
-            Ok(_) if origin.track && origin.state.is_some() => {
-                if let Some(ack) = &origin.state {
-                    self.state_settled(ack);
-                }
-            }
-            Ok(_) if origin.track => self.delivered(&origin),
+            Ok(_) if origin.track => match &origin.state {
+                Some(ack) => self.state_settled(ack),
+                None => self.delivered(&origin),
+            },
             Ok(_) => {}
             // Shadow records are best effort: not re-sent.
             Err((e, _)) if !origin.track => {

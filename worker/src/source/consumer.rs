@@ -98,6 +98,7 @@ pub struct StateRestore {
     /// Partitions paused while their changelog is read, with the
     /// generation of that read (a revoke makes a late result stale).
     restoring: Mutex<rustc_hash::FxHashMap<i32, u64>>,
+    /// `restoring.len()`, read without the lock on every polled record.
     restoring_n: AtomicUsize,
     generation: AtomicU64,
     done: Arc<Mutex<Vec<RestoreDone>>>,
@@ -116,10 +117,15 @@ impl StateRestore {
         }
     }
 
+    /// Whether some partition is being restored.
+    pub fn busy(&self) -> bool {
+        self.restoring_n.load(Ordering::Acquire) > 0
+    }
+
     /// Whether `partition` is being restored (its records are not handed on).
     #[inline]
     pub fn is_restoring(&self, partition: i32) -> bool {
-        self.restoring_n.load(Ordering::Acquire) > 0
+        self.busy()
             && self
                 .restoring
                 .lock()
@@ -233,11 +239,7 @@ impl SourceContext {
     /// Whether any assigned partition is still replaying its history
     /// (its position has not reached the committed offset yet).
     pub fn rebuilding(&self, consumer: &BaseConsumer<Self>) -> bool {
-        if self
-            .state
-            .as_ref()
-            .is_some_and(|s| s.restoring_n.load(Ordering::Acquire) > 0)
-        {
+        if self.state.as_ref().is_some_and(StateRestore::busy) {
             return true;
         }
         let pending: Vec<(i32, i64)> = match self.replay_until.lock() {
@@ -288,7 +290,7 @@ impl SourceContext {
         let committed = consumer
             .committed_offsets(tpl.clone(), Duration::from_secs(10))
             .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read committed offsets; restoring as if nothing was committed");
+                tracing::warn!(error = %e, "cannot read committed offsets; taking the partitions as uncommitted");
                 tpl.clone()
             });
         committed
@@ -308,12 +310,9 @@ impl SourceContext {
         consumer: &BaseConsumer<Self>,
         tpl: &TopicPartitionList,
         state: &StateRestore,
+        cooperative: bool,
     ) {
         let parts = self.committed_of(consumer, tpl);
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
         if !take_assigned(consumer, tpl, cooperative) {
             return;
         }
@@ -347,25 +346,16 @@ impl SourceContext {
     /// avoids resuming inside a record batch, which Tansu 0.6 answers with
     /// the next batch (losing the records in between).
     fn prepare_assignment(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read committed offsets; resuming without a state rebuild");
-                return;
-            }
-        };
+        let committed = self.committed_of(consumer, tpl);
         let mut until = self.replay_until.lock().unwrap_or_else(|e| e.into_inner());
-        for el in committed.elements_for_topic(&self.topic) {
-            if let Offset::Offset(c) = el.offset() {
-                if c > 0 {
-                    until.insert(el.partition(), c);
-                    if let Err(e) =
-                        tpl.set_partition_offset(&self.topic, el.partition(), Offset::Beginning)
-                    {
-                        tracing::warn!(partition = el.partition(), error = %e, "cannot rewind for the state rebuild");
-                        until.remove(&el.partition());
-                    }
-                }
+        for (p, c) in committed {
+            let Some(c) = c.filter(|c| *c > 0) else {
+                continue;
+            };
+            until.insert(p, c);
+            if let Err(e) = tpl.set_partition_offset(&self.topic, p, Offset::Beginning) {
+                tracing::warn!(partition = p, error = %e, "cannot rewind for the state rebuild");
+                until.remove(&p);
             }
         }
         if !until.is_empty() {
@@ -386,23 +376,21 @@ impl ConsumerContext for SourceContext {
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
-        match err {
-            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if self.state.is_some() => {
+        match (err, &self.state) {
+            (E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, Some(state)) => {
                 let r = Rebalance::Assign(tpl);
                 self.pre_rebalance(consumer, &r);
-                if let Some(state) = &self.state {
-                    self.assign_with_restore(consumer, tpl, state);
-                }
+                self.assign_with_restore(consumer, tpl, state, cooperative);
                 self.post_rebalance(consumer, &r);
             }
-            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+            (E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, None) => {
                 self.prepare_assignment(consumer, tpl);
                 let r = Rebalance::Assign(tpl);
                 self.pre_rebalance(consumer, &r);
                 take_assigned(consumer, tpl, cooperative);
                 self.post_rebalance(consumer, &r);
             }
-            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+            (E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, _) => {
                 let r = Rebalance::Revoke(tpl);
                 self.pre_rebalance(consumer, &r);
                 let res = if cooperative {
@@ -420,7 +408,7 @@ impl ConsumerContext for SourceContext {
                 }
                 self.post_rebalance(consumer, &r);
             }
-            other => {
+            (other, _) => {
                 let code: rdkafka::types::RDKafkaErrorCode = other.into();
                 tracing::warn!(error = %code, "rebalance error");
             }
@@ -437,10 +425,7 @@ impl ConsumerContext for SourceContext {
             let t0 = Instant::now();
             // What the source holds goes to scoring first, then the state
             // of everything scored is written out (so both can settle).
-            self.hand_over(None);
-            if self.state.is_some() {
-                self.hand_over(Some(Work::State(StateOp::Flush)));
-            }
+            self.hand_over(self.state.as_ref().map(|_| Work::State(StateOp::Flush)));
             let drained = self.tracker.wait_drained(&parts, self.revoke_drain);
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(error = %e, "commit on revoke");

@@ -70,6 +70,8 @@ pub struct Source {
     /// first record fetched must be that offset (a broker answering a fetch
     /// inside a record batch with the next batch would skip records).
     expect_first: HashMap<i32, i64>,
+    /// The changelog is on: scored records wait for it to commit.
+    stateful: bool,
     dead: LogSummary,
     errors: LogSummary,
 }
@@ -148,6 +150,7 @@ impl Source {
         }));
         // Before the first poll: no rebalance callback can have run yet.
         let _ = consumer.context().handover.set(chunk.clone());
+        let stateful = consumer.context().state.is_some();
         Self {
             consumer,
             shared,
@@ -157,6 +160,7 @@ impl Source {
             guard: guard::InputGuard::new(cfg.input.clone()),
             chunk,
             expect_first: HashMap::default(),
+            stateful,
             dead: LogSummary::new("records sent to the dead-letter topic", log_interval),
             errors: LogSummary::new("consumer errors (retrying)", log_interval),
         }
@@ -245,18 +249,17 @@ impl Source {
             if !self.chunk().control(op) {
                 return false;
             }
-            let start = match (replay, d.committed) {
+            match (replay, d.committed) {
                 (true, Some(c)) => {
-                    self.consumer.context().replay_until(p, c);
                     tracing::warn!(partition = p, outcome, committed = c, "the state changelog does not cover the committed offset: replaying what the input topic still holds");
-                    Offset::Beginning
+                    self.replay_from_start(p, c);
                 }
                 (_, Some(c)) => {
                     self.expect_first.insert(p, c);
-                    Offset::Offset(c)
+                    self.resume_at(p, Offset::Offset(c));
                 }
-                (_, None) => Offset::Beginning,
-            };
+                (_, None) => self.resume_at(p, Offset::Beginning),
+            }
             tracing::info!(
                 partition = p,
                 outcome,
@@ -265,9 +268,15 @@ impl Source {
                 restore_ms = ms,
                 "partition state restored; resuming"
             );
-            self.resume_at(p, start);
         }
         true
+    }
+
+    /// Replays `partition` from its beginning into state, scoring from
+    /// `until` (the committed offset) on.
+    fn replay_from_start(&self, partition: i32, until: i64) {
+        self.consumer.context().replay_until(partition, until);
+        self.resume_at(partition, Offset::Beginning);
     }
 
     fn resume_at(&self, partition: i32, start: Offset) {
@@ -299,19 +308,20 @@ impl Source {
             .metrics
             .event("state_restores", "replayed_inexact_fetch", 1);
         tracing::warn!(partition, requested = expected, got = offset, "the broker skipped records when fetching from the committed offset (a fetch inside a record batch?): replaying this partition's history instead");
-        self.consumer.context().replay_until(partition, expected);
-        self.resume_at(partition, Offset::Beginning);
+        self.replay_from_start(partition, expected);
         true
     }
 
     /// One polled record: replayed, handed to scoring or dead-lettered.
     fn take(&mut self, m: &BorrowedMessage<'_>, wall_ms: i64) -> Next {
         let (partition, offset) = (m.partition(), m.offset());
-        let ctx = self.consumer.context();
-        if ctx
-            .state
-            .as_ref()
-            .is_some_and(|s| s.is_restoring(partition))
+        if self.stateful
+            && self
+                .consumer
+                .context()
+                .state
+                .as_ref()
+                .is_some_and(|s| s.is_restoring(partition))
         {
             // Fetched before the pause took hold: fetched again on resume.
             return Next::Continue;
@@ -353,8 +363,8 @@ impl Source {
         }
         metrics.consumed.increment(1);
         metrics.first_consumed.get_or_init(Instant::now);
-        let stateful = decoded.is_ok() && self.consumer.context().state.is_some();
-        self.tracker.register(partition, offset, stateful);
+        self.tracker
+            .register(partition, offset, self.stateful && decoded.is_ok());
         let ok = match decoded {
             Ok((tx, _)) => self.chunk().push(Work::Score(Incoming {
                 partition,

@@ -153,7 +153,7 @@ impl Changelog {
                 .into_iter()
                 .map(|(key, ())| {
                     let payload = match engine.customer_state(&key) {
-                        Some((_, txs)) if !txs.is_empty() => {
+                        Some(txs) if !txs.is_empty() => {
                             let mut buf = Vec::new();
                             record::encode(&self.header, &key, covers, txs.iter(), &mut buf);
                             Some(buf)
