@@ -10,7 +10,7 @@
 //!   terminal window;
 //! - a third instance joining under load (in-memory engine, eager
 //!   rebalancing): nothing is lost, duplicates stay within a batch per
-//!   partition, every partition scores again within 5 s.
+//!   partition, every partition scores again within 10 s.
 
 mod common;
 
@@ -381,11 +381,12 @@ async fn a_third_instance_joins_under_load_loses_nothing_and_partitions_keep_sco
         // A pause holds up the ~300 records/s that arrive meanwhile, so it
         // shows in the 99th percentile of the waits (a lone slow record on
         // two busy cores does not); measured beyond the partition's usual
-        // wait: the eager rebalance (about 3 s on Tansu, which holds the
-        // join round) plus the changelog restore (~0.1 s); a replay of the
-        // partition's history would come on top and grow with it.
+        // wait: the eager rebalance (Tansu holds each join round about 3 s,
+        // and a join can take two rounds: 5.4 s seen) plus the changelog
+        // restore (~0.1 s). What this bounds is a stall: a revoke that waits
+        // out its drain time (30 s) or a restore that never ends.
         assert!(
-            p99 - median < 5_000,
+            p99 - median < 10_000,
             "partition {p} paused: p99 wait {p99} ms (longest {worst}) while C joined, usually {median} ms"
         );
     }
