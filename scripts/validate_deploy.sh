@@ -158,10 +158,9 @@ TOP = {"brokers": str, "group": str, "input_topic": str, "output_topic": str,
        "schema_dir": str, "max_records": int, "metrics_addr": str,
        "kafka": dict, "drift": dict}
 NUM = (int, float)
-DRIFT = {"topic": str, "window_records": int, "window_seconds": int, "min_records": int,
-         "psi_threshold": NUM, "ks_pvalue": NUM, "ks_min_statistic": NUM,
-         "wasserstein_threshold": NUM, "chi2_pvalue": NUM, "share_min_change": NUM,
-         "alert_after": int, "clear_after": int, "channel_batches": int}
+DRIFT = {"topic": str, "scales": list, "false_alarms_per_year": NUM, "min_records": int,
+         "clear_after": int, "max_lateness_seconds": int, "idle_partition_seconds": int,
+         "channel_batches": int}
 
 
 def rust_fields(path, struct):
@@ -181,6 +180,8 @@ def py_type(rust):
         return NUM
     if inner == "bool":
         return bool
+    if inner.startswith("Vec<"):
+        return list
     if re.match(r"(std::collections::)?(BTreeMap|HashMap)<", inner) or inner.endswith("FileConfig"):
         return dict
     return str  # String, PathBuf, enums such as DeviceChoice

@@ -1,10 +1,10 @@
-//! Drift: the statistics against scipy's values, no alert on stationary
-//! traffic, and injected shifts detected on the right variable within a
-//! stated number of daily windows (through the `riskstream drift` command).
+//! Drift: the statistics against scipy's values, no alert on the 54
+//! stationary days after the validation week, and shifts injected from
+//! 2018-08-22 00:00 detected on the right variable within the stated hours
+//! (through the `riskstream drift` command, fraud-mlp/1, default settings).
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -119,8 +119,8 @@ fn drift(csv: &Path, from: &str, to: &str, out: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
 
-/// (window, variable) of every alert raised.
-fn raised(report: &serde_json::Value) -> Vec<(u64, String)> {
+/// (decided at, ms; variable) of every alert raised.
+fn raised(report: &serde_json::Value) -> Vec<(i64, String)> {
     report["alerts"]
         .as_array()
         .unwrap()
@@ -128,42 +128,62 @@ fn raised(report: &serde_json::Value) -> Vec<(u64, String)> {
         .filter(|a| a["raised"].as_bool().unwrap())
         .map(|a| {
             (
-                a["window"].as_u64().unwrap(),
+                a["decided_at"].as_i64().unwrap(),
                 a["variable"].as_str().unwrap().to_string(),
             )
         })
         .collect()
 }
 
+const HOUR_MS: i64 = 3_600_000;
+
+/// Epoch ms of a day's midnight (UTC).
+fn midnight(day: &str) -> i64 {
+    riskstream::dataset::EPOCH_2018_04_01_MS
+        + (day_index(day).unwrap() - day_index("2018-04-01").unwrap()) * 86_400_000
+}
+
 #[test]
-fn no_alert_on_the_two_weeks_after_training() {
-    // fraud-mlp/1 was trained on 2018-06-01…07-24.
+fn no_alert_over_the_unchanged_days_after_the_validation_week() {
+    // fraud-mlp/1: trained on 2018-06-01…07-24, validated on 08-01…08-07;
+    // the shared data ends on 09-14 (38 days from 08-08).
     let out = tempfile::tempdir().unwrap();
     let r = drift(
         &common::handbook_csv(),
-        "2018-07-25",
-        "2018-08-07",
+        "2018-08-08",
+        "2018-09-30",
         out.path(),
     );
-    let windows = r["windows"].as_array().unwrap();
-    assert_eq!(windows.len(), 14, "daily windows");
-    assert!(windows.iter().all(|w| w["judged"].as_bool().unwrap()));
     assert_eq!(raised(&r), vec![], "alerts on stationary traffic");
+    // An evaluation every quarter hour of the 38 days, nothing late (the
+    // CSV is in time order).
+    let n = r["evaluations"].as_u64().unwrap();
+    assert_eq!(n, 38 * 96, "{n} evaluations");
+    assert_eq!(r["late_records"], 0);
     assert!(r["plots"].as_array().unwrap().is_empty());
+    // The thresholds are not so wide that nothing comes near them: the
+    // largest statistic / threshold of the period is of the order of one.
+    let peak = r["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|v| v["peak"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()))
+        .fold(0.0, f64::max);
+    assert!((0.3..1.0).contains(&peak), "peak {peak}");
 }
 
-/// Injection starts on this day, the 8th daily window (index 7) of the period.
-const SHIFT_DAY: &str = "2018-08-01";
-const FROM: &str = "2018-07-25";
-const TO: &str = "2018-08-21";
+/// The shift starts at this instant (00:00 UTC).
+const SHIFT_DAY: &str = "2018-08-22";
+const FROM: &str = "2018-08-08";
+const TO: &str = "2018-08-24";
 
-/// Writes the handbook rows from 40 days before `FROM` to `TO`, modified by
+/// Writes the handbook rows from 40 days before `FROM` to `to`, modified by
 /// `shift` from `SHIFT_DAY` on, re-sorted by time and renumbered.
-fn shifted_csv(dir: &Path, shift: impl Fn(&mut HandbookRow)) -> PathBuf {
+fn shifted_csv(dir: &Path, to: &str, shift: impl Fn(&mut HandbookRow)) -> PathBuf {
     let (first, start, last) = (
         day_index(FROM).unwrap() - 40,
         day_index(SHIFT_DAY).unwrap(),
-        day_index(TO).unwrap(),
+        day_index(to).unwrap(),
     );
     let mut rows = Vec::new();
     for_each_row::<riskstream::dataset::DatasetError>(&common::handbook_csv(), |mut r| {
@@ -194,55 +214,91 @@ fn draw(id: u64) -> f64 {
     (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Windows from the first injected one to the first alert on `var`.
-fn delay(report: &serde_json::Value, var: &str) -> Option<u64> {
+/// Hours from the shift to the first alert on `var` (decided at).
+fn delay_hours(report: &serde_json::Value, var: &str) -> Option<f64> {
     raised(report)
         .into_iter()
         .find(|(_, v)| v == var)
-        .map(|(w, _)| w - 7)
+        .map(|(t, _)| (t - midnight(SHIFT_DAY)) as f64 / HOUR_MS as f64)
 }
 
 fn assert_quiet_before_shift(r: &serde_json::Value) {
-    let early: Vec<_> = raised(r).into_iter().filter(|(w, _)| *w < 7).collect();
+    let early: Vec<_> = raised(r)
+        .into_iter()
+        .filter(|(t, _)| *t <= midnight(SHIFT_DAY))
+        .collect();
     assert!(early.is_empty(), "alerts before the shift: {early:?}");
 }
 
+/// The model inputs an amount shift moves at once.
+const AMOUNT_INPUTS: [&str; 4] = [
+    "TX_AMOUNT",
+    "CUSTOMER_ID_AMOUNT_RATIO_30DAY",
+    "CUSTOMER_ID_AMOUNT_ZSCORE_30DAY",
+    "CUSTOMER_ID_AMOUNT_RATIO_MAX_30DAY",
+];
+
 #[test]
-fn amounts_times_one_and_a_half_alert_on_the_amount() {
+fn amounts_times_one_and_a_half_raise_the_amount_within_two_hours() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = shifted_csv(dir.path(), |r| r.amount *= 1.5);
+    let csv = shifted_csv(dir.path(), TO, |r| r.amount *= 1.5);
     let r = drift(&csv, FROM, TO, &dir.path().join("out"));
     assert_quiet_before_shift(&r);
-    let d = delay(&r, "TX_AMOUNT").expect("TX_AMOUNT alert");
-    // Two windows over the threshold raise it: the first two shifted days.
-    assert_eq!(d, 1, "{:?}", raised(&r));
-    let first: BTreeSet<String> = raised(&r)
-        .into_iter()
-        .filter(|(w, _)| *w == 8)
-        .map(|(_, v)| v)
-        .collect();
-    assert!(
-        first.contains("CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW"),
-        "{first:?}"
-    );
-    assert!(
-        !first.iter().any(|v| v.starts_with("TERMINAL")),
-        "{first:?}"
-    );
-    assert!(r["plots"]
+    // The shift starts at midnight, in the quietest hours (about 100
+    // transactions an hour): the amount-against-history inputs raise first,
+    // the amount itself by the end of the second hour.
+    let first = AMOUNT_INPUTS
+        .iter()
+        .filter_map(|v| delay_hours(&r, v))
+        .fold(f64::INFINITY, f64::min);
+    assert!(first <= 2.0, "{first} h: {:?}", raised(&r));
+    let d = delay_hours(&r, "TX_AMOUNT").expect("TX_AMOUNT alert");
+    assert!((0.0..=2.1).contains(&d), "{d} h: {:?}", raised(&r));
+    // Its effect size is reported with it: amounts moved up by about half
+    // of the reference mean, over a standard deviation of 0.8 of it.
+    let a = r["alerts"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|p| p == "tx_amount.png"));
+        .find(|a| a["variable"] == "TX_AMOUNT")
+        .unwrap();
+    let effect = a["effect"].as_f64().unwrap();
+    assert!((0.3..1.2).contains(&effect), "{a}");
+    assert!(
+        !raised(&r).iter().any(|(_, v)| v.starts_with("TERMINAL")),
+        "{:?}",
+        raised(&r)
+    );
+    let plots: Vec<&str> = r["plots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(plots.contains(&"tx_amount_timeline.png"), "{plots:?}");
+    assert!(dir.path().join("out/tx_amount_timeline.png").exists());
     assert!(dir.path().join("out/tx_amount.png").exists());
 }
 
 #[test]
-fn doubled_night_share_alerts_on_the_night_flag() {
+fn amounts_times_one_point_one_raise_an_amount_input_within_twelve_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = shifted_csv(dir.path(), TO, |r| r.amount *= 1.1);
+    let r = drift(&csv, FROM, TO, &dir.path().join("out"));
+    assert_quiet_before_shift(&r);
+    let d = AMOUNT_INPUTS
+        .iter()
+        .filter_map(|v| delay_hours(&r, v))
+        .fold(f64::INFINITY, f64::min);
+    assert!(d <= 12.0, "{d} h: {:?}", raised(&r));
+}
+
+#[test]
+fn a_doubled_night_share_raises_the_night_flag_within_a_day() {
     let dir = tempfile::tempdir().unwrap();
     // Move 21 % of daytime transactions into the night of the same day:
     // the night share goes from 17.4 % to about 35 %.
-    let csv = shifted_csv(dir.path(), |r| {
+    let csv = shifted_csv(dir.path(), TO, |r| {
         let s = r.time_seconds.rem_euclid(86_400);
         if s >= 7 * 3600 && draw(r.transaction_id) < 0.2107 {
             let night = (s / 3600) % 7 * 3600 + s % 3600;
@@ -251,18 +307,8 @@ fn doubled_night_share_alerts_on_the_night_flag() {
     });
     let r = drift(&csv, FROM, TO, &dir.path().join("out"));
     assert_quiet_before_shift(&r);
-    assert_eq!(delay(&r, "TX_DURING_NIGHT"), Some(1), "{:?}", raised(&r));
-    let w8 = &r["windows"][8]["vars"];
-    let night = w8
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "TX_DURING_NIGHT")
-        .unwrap();
-    assert!(
-        (0.31..0.39).contains(&night["mean"].as_f64().unwrap()),
-        "{night}"
-    );
+    let d = delay_hours(&r, "TX_DURING_NIGHT").expect("night alert");
+    assert!(d <= 24.0, "{d} h: {:?}", raised(&r));
     assert!(
         !raised(&r).iter().any(|(_, v)| v == "TX_AMOUNT"),
         "{:?}",
@@ -271,27 +317,27 @@ fn doubled_night_share_alerts_on_the_night_flag() {
 }
 
 #[test]
-fn compromised_terminal_wave_alerts_on_terminal_risk_and_flagged_rate() {
+fn compromised_terminal_wave_raises_terminal_risk_when_its_labels_arrive() {
     let dir = tempfile::tempdir().unwrap();
     // 200 more terminals compromised for 28 days from the shift on
     // (scenario 2): every transaction there is a fraud.
     let start = day_index(SHIFT_DAY).unwrap();
-    let csv = shifted_csv(dir.path(), |r| {
+    let to = "2018-09-02";
+    let csv = shifted_csv(dir.path(), to, |r| {
         if r.terminal_id % 50 == 7 && r.time_days < start + 28 {
             r.fraud = 1;
             r.scenario = 2;
         }
     });
-    let r = drift(&csv, FROM, TO, &dir.path().join("out"));
+    let r = drift(&csv, FROM, to, &dir.path().join("out"));
     assert_quiet_before_shift(&r);
     let alerts = raised(&r);
     // Labels arrive a week late: the terminal features move from the 8th day on.
-    let risk = delay(&r, "TERMINAL_ID_RISK_1DAY_WINDOW")
-        .or_else(|| delay(&r, "TERMINAL_ID_RISK_7DAY_WINDOW"))
-        .expect("terminal risk alert");
-    assert!((7..=9).contains(&risk), "{alerts:?}");
-    let flagged = delay(&r, "FLAGGED").expect("flagged-rate alert");
-    assert!((7..=9).contains(&flagged), "{alerts:?}");
+    let risk = delay_hours(&r, "TERMINAL_ID_RISK_1DAY_WINDOW")
+        .into_iter()
+        .chain(delay_hours(&r, "TERMINAL_ID_RISK_7DAY_WINDOW"))
+        .fold(f64::INFINITY, f64::min);
+    assert!((7.0 * 24.0..=9.0 * 24.0).contains(&risk), "{risk} h: {alerts:?}");
     assert!(
         !alerts
             .iter()

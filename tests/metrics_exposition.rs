@@ -26,7 +26,10 @@ fn populated() -> Metrics {
     m.set_consumer_lag("transactions", &[(0, 12), (1, 0)]);
     m.set_drift(&[DriftGauge {
         variable: "TX_AMOUNT".into(),
-        values: vec![("psi", 0.3), ("ks", 0.12)],
+        scales: vec![
+            ("1h".into(), vec![("z", 7.5), ("z_high", 5.1)]),
+            ("24h".into(), vec![("psi", 0.3), ("chi2", 120.0)]),
+        ],
         alerting: true,
     }]);
     m.registry_waiting.add(1);

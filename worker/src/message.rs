@@ -155,6 +155,8 @@ pub struct DriftBatch {
     pub scores: Vec<f32>,
     pub flagged: Vec<bool>,
     pub event_times: Vec<i64>,
+    /// Input partition of each record (the sidecar's event-time clocks).
+    pub partitions: Vec<i32>,
 }
 
 /// How far the label stream has been read: written by the label reader,

@@ -2,8 +2,12 @@
 //! the training reference, with alerts.
 //!
 //! - [`reference`]: the training-set distributions written beside a model;
+//! - [`profile`]: the reference's time profile (traffic over the week,
+//!   cycles) and its calibration per window scale;
+//! - [`summary`]: mergeable hour summaries (counts, moment sums, bins);
 //! - [`stats`]: PSI, Kolmogorov–Smirnov (+ p-value), Wasserstein, chi-squared;
-//! - [`monitor`]: windows, thresholds and alert hysteresis (online and offline alike);
+//! - [`monitor`]: hour slices, multi-scale windows, calibrated tests and
+//!   alerts (online and offline alike);
 //! - [`task`]: the worker's sidecar thread (bounded channel, drop when full,
 //!   reports to the drift topic, gauges, WARN logs);
 //! - [`offline`]: `riskstream drift`, a period of a CSV against the reference,
@@ -14,14 +18,16 @@
 pub mod monitor;
 pub mod offline;
 pub mod plots;
+pub mod profile;
 pub mod reference;
 pub mod sidecar;
 pub mod stats;
+pub mod summary;
 pub mod task;
 
 use serde::Deserialize;
 
-pub use monitor::{DriftMonitor, DriftSettings, VarStats, WindowReport};
+pub use monitor::{DriftMonitor, DriftSettings, ScaleStats, VarStats, WindowReport};
 pub use reference::{Reference, VarReference, REFERENCE_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,17 +77,13 @@ pub enum DriftError {
 #[serde(deny_unknown_fields)]
 pub struct DriftFileConfig {
     pub topic: Option<String>,
-    pub window_records: Option<usize>,
-    pub window_seconds: Option<u64>,
-    pub min_records: Option<usize>,
-    pub psi_threshold: Option<f64>,
-    pub ks_pvalue: Option<f64>,
-    pub ks_min_statistic: Option<f64>,
-    pub wasserstein_threshold: Option<f64>,
-    pub chi2_pvalue: Option<f64>,
-    pub share_min_change: Option<f64>,
-    pub alert_after: Option<u32>,
+    /// Window lengths, e.g. ["1h", "6h", "24h"].
+    pub scales: Option<Vec<String>>,
+    pub false_alarms_per_year: Option<f64>,
+    pub min_records: Option<u64>,
     pub clear_after: Option<u32>,
+    pub max_lateness_seconds: Option<u64>,
+    pub idle_partition_seconds: Option<u64>,
     pub channel_batches: Option<usize>,
 }
 
@@ -91,48 +93,33 @@ pub struct DriftArgs {
     /// Topic for drift reports; "off" disables the drift sidecar [default: riskstream.drift].
     #[arg(long = "drift-topic", env = "RISKSTREAM_DRIFT_TOPIC")]
     pub topic: Option<String>,
-    /// A drift window closes after this many records (0: no count limit) [default: 10000].
-    #[arg(long = "drift-window-records", env = "RISKSTREAM_DRIFT_WINDOW_RECORDS")]
-    pub window_records: Option<usize>,
-    /// ... or after this much event time, seconds (0: no time limit) [default: 86400].
-    #[arg(long = "drift-window-seconds", env = "RISKSTREAM_DRIFT_WINDOW_SECONDS")]
-    pub window_seconds: Option<u64>,
-    /// Windows with fewer records are reported, not judged [default: 1000].
+    /// Window lengths judged every quarter hour, comma-separated (1h…48h) [default: 1h,6h,24h].
+    #[arg(long = "drift-scales", env = "RISKSTREAM_DRIFT_SCALES", value_delimiter = ',')]
+    pub scales: Option<Vec<String>>,
+    /// False alarms allowed per model per year, all variables and scales together [default: 1].
+    #[arg(
+        long = "drift-false-alarms-per-year",
+        env = "RISKSTREAM_DRIFT_FALSE_ALARMS_PER_YEAR"
+    )]
+    pub false_alarms_per_year: Option<f64>,
+    /// Windows with fewer records are reported, not judged [default: 100].
     #[arg(long = "drift-min-records", env = "RISKSTREAM_DRIFT_MIN_RECORDS")]
-    pub min_records: Option<usize>,
-    /// PSI threshold [default: 0.2].
-    #[arg(long = "drift-psi-threshold", env = "RISKSTREAM_DRIFT_PSI_THRESHOLD")]
-    pub psi_threshold: Option<f64>,
-    /// KS p-value threshold [default: 0.01].
-    #[arg(long = "drift-ks-pvalue", env = "RISKSTREAM_DRIFT_KS_PVALUE")]
-    pub ks_pvalue: Option<f64>,
-    /// Smallest KS statistic that counts as drift [default: 0.1].
-    #[arg(
-        long = "drift-ks-min-statistic",
-        env = "RISKSTREAM_DRIFT_KS_MIN_STATISTIC"
-    )]
-    pub ks_min_statistic: Option<f64>,
-    /// Wasserstein / reference std threshold; 0 reports without judging [default: 0].
-    #[arg(
-        long = "drift-wasserstein-threshold",
-        env = "RISKSTREAM_DRIFT_WASSERSTEIN_THRESHOLD"
-    )]
-    pub wasserstein_threshold: Option<f64>,
-    /// Chi-squared p-value threshold for binary variables [default: 0.01].
-    #[arg(long = "drift-chi2-pvalue", env = "RISKSTREAM_DRIFT_CHI2_PVALUE")]
-    pub chi2_pvalue: Option<f64>,
-    /// A binary share counts as drifted only beyond the factor 1 + this, either way [default: 0.5].
-    #[arg(
-        long = "drift-share-min-change",
-        env = "RISKSTREAM_DRIFT_SHARE_MIN_CHANGE"
-    )]
-    pub share_min_change: Option<f64>,
-    /// Consecutive windows over a threshold that raise an alert [default: 2].
-    #[arg(long = "drift-alert-after", env = "RISKSTREAM_DRIFT_ALERT_AFTER")]
-    pub alert_after: Option<u32>,
-    /// Consecutive windows under every threshold that clear it [default: 2].
+    pub min_records: Option<u64>,
+    /// Evaluations (quarter hours) in a row with nothing over that clear an alert [default: 24].
     #[arg(long = "drift-clear-after", env = "RISKSTREAM_DRIFT_CLEAR_AFTER")]
     pub clear_after: Option<u32>,
+    /// A slice closes at the latest this long (event time) after its end [default: 21600].
+    #[arg(
+        long = "drift-max-lateness-seconds",
+        env = "RISKSTREAM_DRIFT_MAX_LATENESS_SECONDS"
+    )]
+    pub max_lateness_seconds: Option<u64>,
+    /// A partition idle this long (wall clock) stops holding slices open [default: 30].
+    #[arg(
+        long = "drift-idle-partition-seconds",
+        env = "RISKSTREAM_DRIFT_IDLE_PARTITION_SECONDS"
+    )]
+    pub idle_partition_seconds: Option<u64>,
     /// Capacity of the channel to the sidecar, in scored batches [default: 256].
     #[arg(
         long = "drift-channel-batches",
@@ -150,52 +137,63 @@ pub struct DriftConfig {
     pub channel_batches: usize,
 }
 
+/// A duration such as "90s", "30m", "6h" or "2d" (a bare number: seconds).
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 6h"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    Ok(n * unit)
+}
+
 impl DriftArgs {
     /// Flags/env over the file over the defaults; errors are appended.
     pub fn resolve(&self, file: &DriftFileConfig, errors: &mut Vec<String>) -> DriftConfig {
         let d = DriftSettings::default();
+        let scales = match self.scales.clone().or_else(|| file.scales.clone()) {
+            None => d.scales.clone(),
+            Some(list) => list
+                .iter()
+                .filter_map(|s| {
+                    parse_seconds(s)
+                        .map_err(|e| errors.push(format!("drift: scales: {e}")))
+                        .ok()
+                })
+                .collect(),
+        };
         let settings = DriftSettings {
-            window_records: self
-                .window_records
-                .or(file.window_records)
-                .unwrap_or(d.window_records),
-            window_seconds: self
-                .window_seconds
-                .or(file.window_seconds)
-                .unwrap_or(d.window_seconds),
+            scales,
+            false_alarms_per_year: self
+                .false_alarms_per_year
+                .or(file.false_alarms_per_year)
+                .unwrap_or(d.false_alarms_per_year),
             min_records: self
                 .min_records
                 .or(file.min_records)
                 .unwrap_or(d.min_records),
-            psi_threshold: self
-                .psi_threshold
-                .or(file.psi_threshold)
-                .unwrap_or(d.psi_threshold),
-            ks_pvalue: self.ks_pvalue.or(file.ks_pvalue).unwrap_or(d.ks_pvalue),
-            ks_min_statistic: self
-                .ks_min_statistic
-                .or(file.ks_min_statistic)
-                .unwrap_or(d.ks_min_statistic),
-            wasserstein_threshold: self
-                .wasserstein_threshold
-                .or(file.wasserstein_threshold)
-                .unwrap_or(d.wasserstein_threshold),
-            chi2_pvalue: self
-                .chi2_pvalue
-                .or(file.chi2_pvalue)
-                .unwrap_or(d.chi2_pvalue),
-            share_min_change: self
-                .share_min_change
-                .or(file.share_min_change)
-                .unwrap_or(d.share_min_change),
-            alert_after: self
-                .alert_after
-                .or(file.alert_after)
-                .unwrap_or(d.alert_after),
             clear_after: self
                 .clear_after
                 .or(file.clear_after)
                 .unwrap_or(d.clear_after),
+            max_lateness_seconds: self
+                .max_lateness_seconds
+                .or(file.max_lateness_seconds)
+                .unwrap_or(d.max_lateness_seconds),
+            idle_partition_seconds: self
+                .idle_partition_seconds
+                .or(file.idle_partition_seconds)
+                .unwrap_or(d.idle_partition_seconds),
         };
         errors.extend(settings.validate());
         let topic = match self
@@ -230,19 +228,31 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_bad_values_are_reported() {
-        let file: DriftFileConfig =
-            toml::from_str("window_records = 500\npsi_threshold = 0.3\n").unwrap();
+        let file: DriftFileConfig = toml::from_str(
+            "scales = [\"2h\", \"12h\"]\nfalse_alarms_per_year = 0.5\n",
+        )
+        .unwrap();
         let args = DriftArgs {
-            psi_threshold: Some(0.25),
-            alert_after: Some(0),
+            false_alarms_per_year: Some(2.0),
+            clear_after: Some(0),
             ..Default::default()
         };
         let mut errors = Vec::new();
         let c = args.resolve(&file, &mut errors);
-        assert_eq!(c.settings.window_records, 500);
-        assert_eq!(c.settings.psi_threshold, 0.25);
+        assert_eq!(c.settings.scales, vec![7200, 43200]);
+        assert_eq!(c.settings.false_alarms_per_year, 2.0);
         assert_eq!(c.topic.as_deref(), Some("riskstream.drift"));
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(toml::from_str::<DriftFileConfig>("windw = 1").is_err());
+        // An uncalibrated scale and a bad duration are both reported.
+        let bad = DriftArgs {
+            scales: Some(vec!["5h".into(), "6x".into()]),
+            ..Default::default()
+        };
+        let mut errors = Vec::new();
+        bad.resolve(&DriftFileConfig::default(), &mut errors);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(parse_seconds("90"), Ok(90));
+        assert_eq!(parse_seconds("2d"), Ok(172_800));
     }
 }

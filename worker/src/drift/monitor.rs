@@ -1,63 +1,82 @@
-//! The drift monitor: consecutive (tumbling) windows of feature vectors and
-//! scores, closed by record count or event-time span, compared with the
-//! reference; per-variable alert state with hysteresis. Used by the
-//! worker's sidecar task and by the offline `riskstream drift` command, so
+//! The drift monitor. Records go into event-time slices of a quarter hour
+//! ([`Slice`], mergeable); when a slice is complete (every active
+//! partition's event time has passed it) it closes, and windows of every
+//! configured scale (default 1 h, 6 h and 24 h) ending with that slice are
+//! judged against the reference:
+//!
+//! - **mean test**: z = (window mean − expected mean) / √(σ²/n + τ²), where
+//!   the expected mean and σ² follow the hours the window covers (cyclic
+//!   variables: the reference of the same hours, weighted by the
+//!   reference's traffic over the week) and τ² is the reference's
+//!   window-to-window variance at that scale; thresholds at the normal
+//!   quantile of the false-alarm budget, widened on the long tail by the
+//!   Cornish–Fisher term of the variable's skewness;
+//! - **distribution test** (continuous variables without a cycle): Pearson's
+//!   χ² over the reference's decile bins, divided by its dispersion φ on
+//!   the reference, against the χ² quantile of the budget.
+//!
+//! The budget (default one false alarm per model per year) is split over
+//! every test the monitor makes in a year (variables × scales × tests × 35,040
+//! quarter-hourly evaluations: Bonferroni). An alert is raised by the first window
+//! over a threshold and cleared after `clear_after` evaluations in a row with
+//! none over. Used by the worker's sidecar and by `riskstream drift`, so
 //! both judge the same windows the same way.
 
-use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
-use super::reference::{Atom, Reference, VarReference};
-use super::stats::{bin_of, chi2_binary, ks_pvalue, ks_statistic, mean_std, psi, wasserstein};
+use serde::Serialize;
+use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
+
+use super::profile::{
+    chi2_of, psi_of, Profile, ScaleCalibration, VarProfile, CALIBRATED_SCALES_H,
+    MIN_CHI2_WINDOWS, MIN_EXPECTED_PER_BIN,
+};
+use super::reference::Reference;
+use super::summary::{slice_index, Slice, SLICE_MS};
 use super::DriftError;
-use crate::features::{FeatureVector, FEATURE_NAMES};
+use crate::features::{FeatureVector, BINARY_FEATURES, FEATURE_NAMES};
 
 /// Name of the flagged-fraud rate in reports and gauges.
 pub const FLAGGED: &str = "FLAGGED";
 /// Name of the score in reports and gauges.
 pub const SCORE: &str = "SCORE";
+/// Evaluations in a year (one per quarter hour): the budget's denominator.
+pub const EVALUATIONS_PER_YEAR: f64 = 8760.0 * 4.0;
+/// Above this skewness of a window's mean (|skew| / √n) the normal
+/// approximation is not trusted and the mean is not judged.
+const MAX_MEAN_SKEW: f64 = 1.0;
 
-/// Windows, thresholds and hysteresis (resolved from config; defaults in
+/// Scales, budget and hysteresis (resolved from config; defaults in
 /// [`DriftSettings::default`] and explained in the README).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftSettings {
-    /// A window closes after this many records (0: no count limit).
-    pub window_records: usize,
-    /// ... or when a record is this far (event time) past the window's first (0: no time limit).
-    pub window_seconds: u64,
+    /// Window lengths judged every quarter hour, seconds (multiples of an
+    /// hour the reference is calibrated for).
+    pub scales: Vec<u64>,
+    /// False alarms allowed per model per year, over all variables and scales.
+    pub false_alarms_per_year: f64,
     /// Windows with fewer records are reported but not judged.
-    pub min_records: usize,
-    /// PSI above this is drift.
-    pub psi_threshold: f64,
-    /// KS p-value below this is drift, when the KS statistic also exceeds `ks_min_statistic`.
-    pub ks_pvalue: f64,
-    pub ks_min_statistic: f64,
-    /// Wasserstein distance / reference std above this is drift (0: not used).
-    pub wasserstein_threshold: f64,
-    /// Chi-squared p-value below this is drift for binary variables (and the
-    /// share off the atom of zero-inflated ones), when the share also moved
-    /// by more than the factor `1 + share_min_change` either way.
-    pub chi2_pvalue: f64,
-    pub share_min_change: f64,
-    /// Raise an alert after this many consecutive windows over a threshold...
-    pub alert_after: u32,
-    /// ... and clear it after this many consecutive windows under.
+    pub min_records: u64,
+    /// An alert clears after this many evaluations (quarter hours) in a row
+    /// with no scale over a threshold.
     pub clear_after: u32,
+    /// A slice closes at the latest when the newest record is this far past
+    /// its end; records for a closed slice are counted as late, not sampled.
+    pub max_lateness_seconds: u64,
+    /// A partition without records for this long (wall clock) no longer holds slices open.
+    pub idle_partition_seconds: u64,
 }
 
 impl Default for DriftSettings {
     fn default() -> Self {
         Self {
-            window_records: 10_000,
-            window_seconds: 86_400,
-            min_records: 1_000,
-            psi_threshold: 0.2,
-            ks_pvalue: 0.01,
-            ks_min_statistic: 0.1,
-            wasserstein_threshold: 0.0,
-            chi2_pvalue: 0.01,
-            share_min_change: 0.5,
-            alert_after: 2,
-            clear_after: 2,
+            scales: vec![3600, 6 * 3600, 24 * 3600],
+            false_alarms_per_year: 1.0,
+            min_records: 100,
+            clear_after: 24,
+            max_lateness_seconds: 6 * 3600,
+            idle_partition_seconds: 30,
         }
     }
 }
@@ -65,60 +84,107 @@ impl Default for DriftSettings {
 impl DriftSettings {
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
-        if self.window_records == 0 && self.window_seconds == 0 {
-            e.push("drift: window_records and window_seconds cannot both be 0".into());
+        if self.scales.is_empty() {
+            e.push("drift: scales must name at least one window length".into());
         }
-        if self.alert_after == 0 || self.clear_after == 0 {
-            e.push("drift: alert_after and clear_after must be at least 1".into());
-        }
-        for (name, v) in [
-            ("ks_pvalue", self.ks_pvalue),
-            ("chi2_pvalue", self.chi2_pvalue),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                e.push(format!("drift: {name} must be within 0..1"));
+        for s in &self.scales {
+            if s % 3600 != 0 || !CALIBRATED_SCALES_H.contains(&(s / 3600)) {
+                e.push(format!(
+                    "drift: scale {s} s is not one the reference is calibrated for (hours: {CALIBRATED_SCALES_H:?})"
+                ));
             }
+        }
+        if !(self.false_alarms_per_year > 0.0 && self.false_alarms_per_year.is_finite()) {
+            e.push("drift: false_alarms_per_year must be a positive number".into());
+        }
+        if self.clear_after == 0 {
+            e.push("drift: clear_after must be at least 1".into());
         }
         e
     }
+
+    fn max_scale_slices(&self) -> usize {
+        self.scales
+            .iter()
+            .map(|s| (*s as i64 * 1000 / SLICE_MS) as usize)
+            .max()
+            .unwrap_or(1)
+    }
 }
 
-/// Statistics of one variable in one window.
+/// One variable at one scale in one evaluation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScaleStats {
+    pub scale_seconds: u64,
+    pub records: u64,
+    /// False when the window held too few records (or is not yet full).
+    pub judged: bool,
+    pub mean: f64,
+    /// The reference's mean for the hours this window covers.
+    pub expected_mean: f64,
+    /// (mean − expected) / reference std: the effect size of a mean shift.
+    pub effect: f64,
+    pub z: f64,
+    pub z_low: f64,
+    pub z_high: f64,
+    /// Bins' χ² and its threshold (calibrated on the reference).
+    pub chi2: Option<f64>,
+    pub chi2_limit: Option<f64>,
+    /// Population stability index over the bins: the effect size of a distribution shift.
+    pub psi: Option<f64>,
+    /// "mean" and/or "distribution" when over their thresholds.
+    pub over: Vec<&'static str>,
+}
+
+impl ScaleStats {
+    /// The largest statistic / threshold ratio (over 1: over a threshold).
+    pub fn exceedance(&self) -> f64 {
+        if !self.judged {
+            return 0.0;
+        }
+        let m = if self.z >= 0.0 {
+            self.z / self.z_high
+        } else {
+            self.z / self.z_low
+        };
+        let d = match (self.chi2, self.chi2_limit) {
+            (Some(x), Some(l)) if l > 0.0 => x / l,
+            _ => 0.0,
+        };
+        m.max(d)
+    }
+}
+
+/// Statistics of one variable in one evaluation.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct VarStats {
     pub name: String,
     pub kind: &'static str,
-    pub mean: f64,
-    pub std: f64,
-    pub reference_mean: f64,
-    pub psi: f64,
-    pub ks_statistic: Option<f64>,
-    pub ks_pvalue: Option<f64>,
-    /// Wasserstein-1 distance divided by the reference standard deviation.
-    pub wasserstein: Option<f64>,
-    pub chi2: Option<f64>,
-    pub chi2_pvalue: Option<f64>,
-    /// False when the window was too small, or shorter than the cycle of a
-    /// calendar input: statistics reported, alert state unchanged.
-    pub judged: bool,
-    /// The statistics over their thresholds in this window.
-    pub over: Vec<&'static str>,
-    /// Whether this variable is in alert after this window.
+    pub scales: Vec<ScaleStats>,
+    /// The tests over their thresholds, as "mean@6h" / "distribution@1h".
+    pub over: Vec<String>,
+    /// Whether this variable is in alert after this evaluation.
     pub alerting: bool,
 }
 
-/// One closed window.
+/// One evaluation: the slice (quarter hour) that closed and every window ending with it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WindowReport {
     pub index: u64,
+    /// The slice that closed, [start, end) in ms.
     pub start_event_time: i64,
     pub end_event_time: i64,
+    /// Event time at which the slice was closed (the monitor's watermark).
+    pub decided_at: i64,
+    /// Records in the slice.
     pub records: u64,
-    /// False when the window held fewer than `min_records` (not judged).
+    /// Whether any variable was judged at any scale.
     pub judged: bool,
     pub vars: Vec<VarStats>,
     pub flagged_rate: f64,
     pub reference_flagged_rate: f64,
+    /// Records that came after their slice had closed, since the start.
+    pub late_records: u64,
     pub raised: Vec<String>,
     pub cleared: Vec<String>,
     pub active: Vec<String>,
@@ -135,59 +201,109 @@ enum Source {
 struct Var {
     name: String,
     source: Source,
-    reference: VarReference,
-    /// Cycle of a calendar input, ms.
-    period_ms: Option<i64>,
-    values: Vec<f64>,
-    over_run: u32,
+    kind: &'static str,
+    profile: VarProfile,
+    /// Calibration per configured scale, in the settings' order.
+    calibration: Vec<ScaleCalibration>,
+    /// χ² threshold of the bins test per scale (None: no bins test there).
+    chi2_limit: Vec<Option<f64>>,
     under_run: u32,
     alerting: bool,
 }
 
-/// Windows and alert state over a fixed list of variables.
+/// Event-time progress of one input partition.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    partition: i32,
+    newest: i64,
+    seen: Instant,
+}
+
+/// Hour slices, windows and alert state over a fixed list of variables.
 #[derive(Debug)]
 pub struct DriftMonitor {
     settings: DriftSettings,
     vars: Vec<Var>,
+    profile_volume: Profile,
+    bins: Vec<usize>,
+    z_crit: f64,
     reference_flagged: f64,
+    open: BTreeMap<i64, Slice>,
+    /// The last slices closed, contiguous, newest last (as many as the longest scale).
+    closed: VecDeque<Slice>,
+    last_closed: Option<i64>,
+    clocks: Vec<Clock>,
+    newest: i64,
+    now: Instant,
+    late: u64,
     index: u64,
-    count: usize,
-    flagged: u64,
-    start: Option<i64>,
-    end: i64,
 }
 
 impl DriftMonitor {
     /// Watches the named features (engine feature names), the score and the
-    /// flagged rate.
+    /// flagged rate against `reference`, which must carry a profile
+    /// calibrated for the configured scales.
     pub fn new(
         reference: &Reference,
         features: &[String],
         settings: DriftSettings,
     ) -> Result<Self, DriftError> {
-        let mut vars = Vec::new();
+        let errors = settings.validate();
+        if !errors.is_empty() {
+            return Err(DriftError::Invalid(errors.join("; ")));
+        }
+        let profile = reference.profile.clone().ok_or_else(|| {
+            DriftError::Invalid(
+                "the reference has no time profile (written before drift calibration): rebuild it with `riskstream models reference`".into(),
+            )
+        })?;
+        let mut sources = Vec::new();
         for f in features {
             let j = FEATURE_NAMES
                 .iter()
                 .position(|n| n == f)
                 .ok_or_else(|| DriftError::Invalid(format!("unknown feature {f}")))?;
-            let r = reference
-                .features
-                .get(f)
-                .ok_or_else(|| DriftError::Invalid(format!("the reference lacks {f}")))?;
-            vars.push(Var::new(f, Source::Feature(j), r.clone()));
+            let kind = if BINARY_FEATURES[j] { "binary" } else { "continuous" };
+            sources.push((f.clone(), Source::Feature(j), kind));
         }
-        vars.push(Var::new(SCORE, Source::Score, reference.of(SCORE)));
-        vars.push(Var::new(FLAGGED, Source::Flagged, reference.of(FLAGGED)));
+        sources.push((SCORE.into(), Source::Score, "continuous"));
+        sources.push((FLAGGED.into(), Source::Flagged, "binary"));
+        let mut vars = Vec::new();
+        for (name, source, kind) in sources {
+            vars.push(Var::new(&name, source, kind, &profile, &settings)?);
+        }
+        let tests: usize = vars
+            .iter()
+            .map(|v| settings.scales.len() * (1 + usize::from(v.profile.has_bins())))
+            .sum();
+        let alpha = settings.false_alarms_per_year / (tests as f64 * EVALUATIONS_PER_YEAR);
+        let normal = Normal::standard();
+        let z_crit = normal.inverse_cdf(1.0 - alpha / 2.0);
+        for v in &mut vars {
+            v.chi2_limit = v
+                .calibration
+                .iter()
+                .map(|c| chi2_limit(&v.profile, c, alpha))
+                .collect();
+        }
+        let bins = vars.iter().map(|v| v.profile.bin_shares.len()).collect();
+        let mut volume_only = profile;
+        volume_only.vars.clear();
         Ok(Self {
             settings,
             vars,
+            profile_volume: volume_only,
+            bins,
+            z_crit,
             reference_flagged: reference.flagged_rate,
+            open: BTreeMap::new(),
+            closed: VecDeque::new(),
+            last_closed: None,
+            clocks: Vec::new(),
+            newest: i64::MIN,
+            now: Instant::now(),
+            late: 0,
             index: 0,
-            count: 0,
-            flagged: 0,
-            start: None,
-            end: 0,
         })
     }
 
@@ -200,303 +316,348 @@ impl DriftMonitor {
         self.vars.iter().map(|v| v.name.as_str()).collect()
     }
 
-    /// Adds one scored record; returns the report of the window it closed.
-    /// A record past the time limit closes the window before joining the next.
+    /// The two-sided normal threshold every mean test starts from.
+    pub fn z_threshold(&self) -> f64 {
+        self.z_crit
+    }
+
+    /// Records that came after their slice had closed.
+    pub fn late_records(&self) -> u64 {
+        self.late
+    }
+
+    /// The wall clock of the batch being pushed (partition idleness).
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Adds one scored record of `partition`; reports of the slices it
+    /// closed go to `out`.
     pub fn push(
         &mut self,
         fv: &FeatureVector,
         score: f32,
         flagged: bool,
         event_time: i64,
-    ) -> Option<WindowReport> {
-        let mut report = None;
-        // Time windows are aligned to multiples of the limit (like Kafka
-        // Streams' tumbling windows), so instances agree on the bounds; a
-        // record from an earlier window (partitions interleave) joins the
-        // current one rather than reopening the past.
-        let limit = self.settings.window_seconds as i64 * 1000;
-        if let Some(start) = self.start {
-            if limit > 0 && event_time.div_euclid(limit) > start.div_euclid(limit) {
-                report = self.close();
-            }
+        partition: i32,
+        out: &mut Vec<WindowReport>,
+    ) {
+        let h = slice_index(event_time);
+        if self.last_closed.is_some_and(|c| h <= c) {
+            self.late += 1;
+            return;
         }
-        if self.start.is_none() {
-            self.start = Some(event_time);
-        }
-        self.end = self.end.max(event_time);
-        for v in &mut self.vars {
+        let bins = &self.bins;
+        let slice = self
+            .open
+            .entry(h)
+            .or_insert_with(|| Slice::empty(h, bins));
+        slice.records += 1;
+        for (v, s) in self.vars.iter().zip(slice.vars.iter_mut()) {
             let x = match v.source {
                 Source::Feature(j) => fv[j],
                 Source::Score => f64::from(score),
                 Source::Flagged => f64::from(u8::from(flagged)),
             };
-            v.values.push(x);
+            let bin = (!s.bins.is_empty()).then(|| super::stats::bin_of(&v.profile.bin_edges, x));
+            s.add(x, bin);
         }
-        self.count += 1;
-        self.flagged += u64::from(flagged);
-        if self.settings.window_records > 0 && self.count >= self.settings.window_records {
-            // Only one window closes per record.
-            if report.is_none() {
-                report = self.close();
-            }
-        }
-        report
+        self.tick(partition, event_time);
+        self.advance(out);
     }
 
-    /// Closes the current window (if it holds anything) and judges it.
-    pub fn close(&mut self) -> Option<WindowReport> {
-        let start = self.start.take()?;
-        let judged = self.count >= self.settings.min_records.max(1);
-        let (mut raised, mut cleared, mut active) = (Vec::new(), Vec::new(), Vec::new());
-        let s = &self.settings;
-        let mut out = Vec::with_capacity(self.vars.len());
-        for v in &mut self.vars {
-            let mut st = window_stats(&v.name, &v.reference, &mut v.values, s);
-            // A window closed by time spans just under its limit: allow 5 %.
-            let whole_cycle = v
-                .period_ms
-                .is_none_or(|p| (self.end - start) as f64 >= 0.95 * p as f64);
-            st.judged = judged && whole_cycle;
-            if !st.judged {
-                st.over.clear();
-            } else if st.over.is_empty() {
-                v.over_run = 0;
-                v.under_run += 1;
-                if v.alerting && v.under_run >= s.clear_after {
-                    v.alerting = false;
-                    cleared.push(v.name.clone());
-                }
+    /// Updates the partition's event-time clock.
+    fn tick(&mut self, partition: i32, event_time: i64) {
+        self.newest = self.newest.max(event_time);
+        let now = self.now;
+        match self.clocks.iter_mut().find(|c| c.partition == partition) {
+            Some(c) => {
+                c.newest = c.newest.max(event_time);
+                c.seen = now;
+            }
+            None => self.clocks.push(Clock {
+                partition,
+                newest: event_time,
+                seen: now,
+            }),
+        }
+    }
+
+    /// Closes every open slice that all active partitions have passed.
+    fn advance(&mut self, out: &mut Vec<WindowReport>) {
+        let Some(&oldest) = self.open.keys().next() else {
+            return;
+        };
+        if oldest >= slice_index(self.newest) {
+            return;
+        }
+        let floor = self
+            .newest
+            .saturating_sub(self.settings.max_lateness_seconds as i64 * 1000);
+        let idle = std::time::Duration::from_secs(self.settings.idle_partition_seconds);
+        let watermark = self
+            .clocks
+            .iter()
+            .filter(|c| c.newest >= floor && self.now.duration_since(c.seen) <= idle)
+            .map(|c| c.newest)
+            .min()
+            .unwrap_or(self.newest)
+            .max(floor);
+        while let Some(entry) = self.open.first_entry() {
+            if (entry.key() + 1) * SLICE_MS > watermark {
+                break;
+            }
+            let slice = entry.remove();
+            self.close_slice(slice, watermark, out);
+        }
+    }
+
+    /// Closes every open slice (shutdown, model switch).
+    pub fn finish(&mut self, out: &mut Vec<WindowReport>) {
+        let at = self.newest;
+        while let Some((_, slice)) = self.open.pop_first() {
+            self.close_slice(slice, at, out);
+        }
+    }
+
+    /// Files a closed slice (after the empty slices before it) and judges
+    /// the windows ending with each.
+    fn close_slice(&mut self, slice: Slice, decided_at: i64, out: &mut Vec<WindowReport>) {
+        let max_h = self.settings.max_scale_slices();
+        if let Some(last) = self.last_closed {
+            if slice.index - last > max_h as i64 {
+                // A gap longer than the longest window: start the windows over.
+                self.closed.clear();
             } else {
+                for g in last + 1..slice.index {
+                    let empty = Slice::empty(g, &self.bins);
+                    self.file(empty, max_h);
+                    out.push(self.evaluate(decided_at));
+                }
+            }
+        }
+        self.last_closed = Some(slice.index);
+        self.file(slice, max_h);
+        out.push(self.evaluate(decided_at));
+    }
+
+    fn file(&mut self, slice: Slice, max_h: usize) {
+        self.closed.push_back(slice);
+        while self.closed.len() > max_h {
+            self.closed.pop_front();
+        }
+    }
+
+    /// Judges every variable at every scale for the windows ending with the
+    /// newest closed slice, and updates alert states.
+    fn evaluate(&mut self, decided_at: i64) -> WindowReport {
+        let (mut raised, mut cleared, mut active) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stats = Vec::with_capacity(self.vars.len());
+        let last = self.closed.back().cloned().unwrap_or_else(|| Slice::empty(0, &self.bins));
+        for k in 0..self.vars.len() {
+            let scales: Vec<ScaleStats> = (0..self.settings.scales.len())
+                .map(|i| self.judge(k, i))
+                .collect();
+            let v = &mut self.vars[k];
+            let over: Vec<String> = scales
+                .iter()
+                .flat_map(|s| {
+                    let h = s.scale_seconds / 3600;
+                    s.over.iter().map(move |t| format!("{t}@{h}h"))
+                })
+                .collect();
+            if !over.is_empty() {
                 v.under_run = 0;
-                v.over_run += 1;
-                if !v.alerting && v.over_run >= s.alert_after {
+                if !v.alerting {
                     v.alerting = true;
                     raised.push(v.name.clone());
+                }
+            } else if scales.iter().any(|s| s.judged) {
+                v.under_run += 1;
+                if v.alerting && v.under_run >= self.settings.clear_after {
+                    v.alerting = false;
+                    cleared.push(v.name.clone());
                 }
             }
             if v.alerting {
                 active.push(v.name.clone());
             }
-            st.alerting = v.alerting;
-            v.values.clear();
-            out.push(st);
+            stats.push(VarStats {
+                name: v.name.clone(),
+                kind: v.kind,
+                scales,
+                over,
+                alerting: v.alerting,
+            });
         }
+        let flagged = self
+            .vars
+            .iter()
+            .position(|v| matches!(v.source, Source::Flagged))
+            .and_then(|k| last.vars.get(k))
+            .map_or(0.0, |s| if s.n == 0 { 0.0 } else { s.mean() });
         let report = WindowReport {
             index: self.index,
-            start_event_time: start,
-            end_event_time: self.end,
-            records: self.count as u64,
-            judged,
-            vars: out,
-            flagged_rate: self.flagged as f64 / self.count.max(1) as f64,
+            start_event_time: last.index * SLICE_MS,
+            end_event_time: (last.index + 1) * SLICE_MS,
+            decided_at,
+            records: last.records,
+            judged: stats.iter().any(|v| v.scales.iter().any(|s| s.judged)),
+            vars: stats,
+            flagged_rate: flagged,
             reference_flagged_rate: self.reference_flagged,
+            late_records: self.late,
             raised,
             cleared,
             active,
         };
         self.index += 1;
-        self.count = 0;
-        self.flagged = 0;
-        self.end = 0;
-        Some(report)
+        report
+    }
+
+    /// Variable `k` at scale `i` over the last closed slices.
+    fn judge(&self, k: usize, i: usize) -> ScaleStats {
+        let scale = self.settings.scales[i];
+        let len = (scale as i64 * 1000 / SLICE_MS) as usize;
+        let v = &self.vars[k];
+        let full = self.closed.len() >= len;
+        let win = self.closed.range(self.closed.len().saturating_sub(len)..);
+        let mut sum = super::summary::VarSummary::with_bins(self.bins[k]);
+        let mut slices = Vec::with_capacity(len);
+        for s in win {
+            sum.merge(&s.vars[k]);
+            slices.push(s.index);
+        }
+        let e = self.profile_volume.expected(&v.profile, slices.into_iter());
+        judge_window(v, i, scale, &sum, e, full, self)
+    }
+}
+
+/// The bins test's threshold at one scale: the 1 − α quantile of the χ²
+/// scaled to the mean and variance seen on the reference (Satterthwaite),
+/// never below the plain χ² quantile.
+fn chi2_limit(p: &VarProfile, c: &ScaleCalibration, alpha: f64) -> Option<f64> {
+    if !p.has_bins() || c.chi2_windows < MIN_CHI2_WINDOWS || c.chi2_mean <= 0.0 {
+        return None;
+    }
+    let dof = p.bin_shares.len() as f64 - 1.0;
+    let plain = ChiSquared::new(dof).ok()?.inverse_cdf(1.0 - alpha);
+    let var = c.chi2_var.max(2.0 * c.chi2_mean);
+    let scale = var / (2.0 * c.chi2_mean);
+    let nu = 2.0 * c.chi2_mean * c.chi2_mean / var;
+    let scaled = ChiSquared::new(nu).ok()?.inverse_cdf(1.0 - alpha) * scale;
+    Some(plain.max(scaled))
+}
+
+/// The tests of one window summary against the expected mean `e`.
+fn judge_window(
+    v: &Var,
+    i: usize,
+    scale: u64,
+    sum: &super::summary::VarSummary,
+    e: super::profile::Expected,
+    full: bool,
+    m: &DriftMonitor,
+) -> ScaleStats {
+    let cal = &v.calibration[i];
+    let limit = v.chi2_limit[i];
+    let n = sum.n;
+    let nf = n.max(1) as f64;
+    let mean = if n == 0 { e.mean } else { sum.mean() };
+    let diff = mean - e.mean;
+    let v_samp = e.var / nf;
+    let v_tot = v_samp + cal.tau2;
+    let z = if v_tot > 0.0 {
+        diff / v_tot.sqrt()
+    } else if diff.abs() < 1e-9 {
+        0.0
+    } else {
+        diff.signum() * 1e9
+    };
+    let gamma = if v_tot > 0.0 {
+        v.profile.skew / nf.sqrt() * (v_samp / v_tot).powf(1.5)
+    } else {
+        0.0
+    };
+    let zc = m.z_crit;
+    let adj = (zc * zc - 1.0) * gamma / 6.0;
+    // Only the long tail widens (the short one is shorter than normal).
+    let (z_low, z_high) = if adj >= 0.0 {
+        (-zc, zc + adj)
+    } else {
+        (-zc + adj, zc)
+    };
+    let enough = full && n >= m.settings.min_records;
+    let mean_judged = enough && (v.profile.skew.abs() / nf.sqrt()) <= MAX_MEAN_SKEW;
+    let mut over = Vec::new();
+    if mean_judged && (z > z_high || z < z_low) {
+        over.push("mean");
+    }
+    let (mut chi2, mut psi) = (None, None);
+    let mut dist_judged = false;
+    if v.profile.has_bins() && n > 0 {
+        let x2 = chi2_of(&sum.bins, &v.profile.bin_shares);
+        chi2 = Some(x2);
+        psi = Some(psi_of(&sum.bins, &v.profile.bin_shares));
+        let min_share = v
+            .profile
+            .bin_shares
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        dist_judged = enough && limit.is_some() && nf * min_share >= MIN_EXPECTED_PER_BIN;
+        if dist_judged && limit.is_some_and(|l| x2 > l) {
+            over.push("distribution");
+        }
+    }
+    ScaleStats {
+        scale_seconds: scale,
+        records: n,
+        judged: mean_judged || dist_judged,
+        mean,
+        expected_mean: e.mean,
+        effect: if e.var > 0.0 { diff / e.var.sqrt() } else { 0.0 },
+        z,
+        z_low,
+        z_high,
+        chi2,
+        chi2_limit: limit,
+        psi,
+        over,
     }
 }
 
 impl Var {
-    fn new(name: &str, source: Source, reference: VarReference) -> Self {
-        Self {
+    fn new(
+        name: &str,
+        source: Source,
+        kind: &'static str,
+        profile: &Profile,
+        settings: &DriftSettings,
+    ) -> Result<Self, DriftError> {
+        let p = profile
+            .vars
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DriftError::Invalid(format!("the reference has no profile of {name}")))?;
+        let calibration = settings
+            .scales
+            .iter()
+            .map(|&s| {
+                p.calibration_at(s).cloned().ok_or_else(|| {
+                    DriftError::Invalid(format!("the reference of {name} is not calibrated for {s} s"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
             name: name.to_string(),
             source,
-            reference,
-            period_ms: crate::features::calendar_period_seconds(name).map(|s| s * 1000),
-            values: Vec::new(),
-            over_run: 0,
+            kind,
+            profile: p,
+            calibration,
+            chi2_limit: Vec::new(),
             under_run: 0,
             alerting: false,
-        }
+        })
     }
-}
-
-/// Every statistic of one variable's window values against its reference.
-pub fn window_stats(
-    name: &str,
-    reference: &VarReference,
-    values: &mut [f64],
-    s: &DriftSettings,
-) -> VarStats {
-    let (mean, std) = mean_std(values);
-    let mut over = Vec::new();
-    match reference {
-        VarReference::Continuous {
-            mean: rmean,
-            std: rstd,
-            bin_edges,
-            bin_counts,
-            sketch,
-            atom,
-            ..
-        } => {
-            let p = psi(
-                bin_counts,
-                &bin_counts_of(bin_edges, bin_counts.len(), values),
-            );
-            let dist = DistanceTests::of(sketch, reference.n(), *rstd, values, s, &mut over);
-            if p > s.psi_threshold {
-                over.push("psi");
-            }
-            // Zero-inflated: test the share off the atom like a binary variable.
-            let (chi2, chi2_p) = match atom {
-                Some(a) => {
-                    let (x2, pv) = atom_share_test(a, values, s, &mut over);
-                    (Some(x2), Some(pv))
-                }
-                None => (None, None),
-            };
-            VarStats {
-                name: name.to_string(),
-                kind: "continuous",
-                mean,
-                std,
-                reference_mean: *rmean,
-                psi: p,
-                ks_statistic: dist.ks,
-                ks_pvalue: dist.ks_pvalue,
-                wasserstein: dist.wasserstein,
-                chi2,
-                chi2_pvalue: chi2_p,
-                judged: true,
-                over,
-                alerting: false,
-            }
-        }
-        VarReference::Binary { n, share_of_ones } => {
-            let (p, x2, pv) = binary_tests(*n, *share_of_ones, values, s, &mut over);
-            VarStats {
-                name: name.to_string(),
-                kind: "binary",
-                mean,
-                std,
-                reference_mean: *share_of_ones,
-                psi: p,
-                ks_statistic: None,
-                ks_pvalue: None,
-                wasserstein: None,
-                chi2: Some(x2),
-                chi2_pvalue: Some(pv),
-                judged: true,
-                over,
-                alerting: false,
-            }
-        }
-    }
-}
-
-/// How many of `values` fall in each of the reference's bins.
-fn bin_counts_of(bin_edges: &[f64], n_bins: usize, values: &[f64]) -> Vec<u64> {
-    let mut counts = vec![0u64; n_bins];
-    for x in values {
-        if let Some(c) = counts.get_mut(bin_of(bin_edges, *x)) {
-            *c += 1;
-        }
-    }
-    counts
-}
-
-/// KS and Wasserstein of a continuous window against the reference sketch
-/// (none when either side is empty).
-struct DistanceTests {
-    ks: Option<f64>,
-    ks_pvalue: Option<f64>,
-    /// Divided by the reference standard deviation (when positive).
-    wasserstein: Option<f64>,
-}
-
-impl DistanceTests {
-    /// Sorts `values`; pushes "ks" and "wasserstein" to `over` when drifted.
-    fn of(
-        sketch: &[f64],
-        n_reference: u64,
-        reference_std: f64,
-        values: &mut [f64],
-        s: &DriftSettings,
-        over: &mut Vec<&'static str>,
-    ) -> Self {
-        if sketch.is_empty() || values.is_empty() {
-            return Self {
-                ks: None,
-                ks_pvalue: None,
-                wasserstein: None,
-            };
-        }
-        values.sort_by(f64::total_cmp);
-        let d = ks_statistic(sketch, values);
-        let pv = ks_pvalue(d, n_reference as usize, values.len());
-        let raw = wasserstein(sketch, values);
-        let wn = if reference_std > 0.0 {
-            raw / reference_std
-        } else {
-            raw
-        };
-        if pv < s.ks_pvalue && d > s.ks_min_statistic {
-            over.push("ks");
-        }
-        if s.wasserstein_threshold > 0.0 && wn > s.wasserstein_threshold {
-            over.push("wasserstein");
-        }
-        Self {
-            ks: Some(d),
-            ks_pvalue: Some(pv),
-            wasserstein: Some(wn),
-        }
-    }
-}
-
-/// χ² of the share of values off the atom; pushes "chi2" when it moved.
-fn atom_share_test(
-    a: &Atom,
-    values: &[f64],
-    s: &DriftSettings,
-    over: &mut Vec<&'static str>,
-) -> (f64, f64) {
-    let off = values.iter().filter(|x| **x != a.value).count() as u64;
-    let (x2, pv) = chi2_binary(off, values.len() as u64, 1.0 - a.share);
-    let share = off as f64 / values.len().max(1) as f64;
-    if pv < s.chi2_pvalue && share_moved(share, 1.0 - a.share, s.share_min_change) {
-        over.push("chi2");
-    }
-    (x2, pv)
-}
-
-/// PSI, χ² and its p-value of a binary window; pushes "chi2" and "psi" to
-/// `over` when drifted.
-fn binary_tests(
-    n: u64,
-    share_of_ones: f64,
-    values: &[f64],
-    s: &DriftSettings,
-    over: &mut Vec<&'static str>,
-) -> (f64, f64, f64) {
-    let ones = values.iter().filter(|x| **x > 0.5).count() as u64;
-    let m = values.len() as u64;
-    let r1 = (share_of_ones * n as f64).round() as u64;
-    let p = psi(&[n.saturating_sub(r1), r1], &[m - ones, ones]);
-    let (x2, pv) = chi2_binary(ones, m, share_of_ones);
-    let share = ones as f64 / m.max(1) as f64;
-    if pv < s.chi2_pvalue && share_moved(share, share_of_ones, s.share_min_change) {
-        over.push("chi2");
-    }
-    if p > s.psi_threshold {
-        over.push("psi");
-    }
-    (p, x2, pv)
-}
-
-/// Whether `share` moved from `reference` by more than the factor `1 + c`
-/// either way (×1.5 or ÷1.5 for c = 0.5).
-pub fn share_moved(share: f64, reference: f64, c: f64) -> bool {
-    let f = 1.0 + c;
-    if reference <= 0.0 {
-        return share > 0.0;
-    }
-    share > reference * f || share < reference / f
 }

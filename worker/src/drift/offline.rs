@@ -1,17 +1,21 @@
 //! `riskstream drift`: a period of a transactions CSV against a model's
 //! reference, through the same feature engine, model and drift monitor as
-//! the worker. Prints the windows and a table of the whole period, writes
-//! `report.json` and PNG plots of the drifted variables.
+//! the worker (the same hourly evaluations and alerts). Prints the alerts
+//! and a table of the period, writes `report.json` (alerts, every
+//! variable's hourly series) and, per variable that alerted, a timeline PNG
+//! and a distribution PNG.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::monitor::{window_stats, DriftMonitor, VarStats, WindowReport};
-use super::reference::Reference;
+use super::monitor::{DriftMonitor, WindowReport};
+use super::reference::{Reference, VarReference};
+use super::stats::{bin_of, ks_statistic, mean_std, psi};
+use super::task::scale_label;
 use super::{DriftArgs, DriftError, DriftFileConfig};
-use crate::dataset::{date_of_ms, day_index, Featurised};
+use crate::dataset::{day_index, Featurised};
 use crate::features::FEATURE_NAMES;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -45,9 +49,32 @@ pub struct DriftCmdArgs {
 pub struct AlertEvent {
     pub variable: String,
     pub raised: bool,
-    pub window: u64,
-    /// Event time of the window's last record, ms.
+    /// End of the hour whose evaluation raised or cleared it, ms.
     pub at_event_time: i64,
+    /// The event-time watermark when it was decided, ms.
+    pub decided_at: i64,
+    /// The tests over their thresholds ("mean@1h", ...), for a raise.
+    pub over: Vec<String>,
+    /// Effect size at the scale most over: standardised mean difference, and PSI.
+    pub effect: f64,
+    pub psi: Option<f64>,
+    pub z: f64,
+}
+
+/// A variable over the whole period.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeriodVar {
+    pub name: String,
+    pub mean: f64,
+    pub reference_mean: f64,
+    /// PSI over the reference deciles and KS against its sketch (continuous only).
+    pub psi: Option<f64>,
+    pub ks: Option<f64>,
+    /// Largest statistic / threshold per scale over the period.
+    pub peak: Vec<f64>,
+    pub alerts: usize,
+    /// Per hourly evaluation: hour end (ms) and statistic / threshold per scale.
+    pub series: Vec<(i64, Vec<f64>)>,
 }
 
 /// What `riskstream drift` found.
@@ -57,10 +84,13 @@ pub struct OfflineReport {
     pub from: String,
     pub to: String,
     pub records: u64,
-    pub windows: Vec<WindowReport>,
-    /// The whole period as one sample.
-    pub period: Vec<VarStats>,
+    pub evaluations: u64,
+    pub late_records: u64,
+    pub scales: Vec<String>,
+    /// The two-sided normal threshold of the mean tests (before skewness).
+    pub z_threshold: f64,
     pub alerts: Vec<AlertEvent>,
+    pub variables: Vec<PeriodVar>,
     pub plots: Vec<String>,
 }
 
@@ -87,27 +117,27 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
             DriftError::Invalid(format!("no rows between {} and {}", args.from, args.to)).into(),
         );
     }
-    let mut scored = ScoredPeriod::run(&data, &mut scorer, &mut monitor, &watched)?;
+    let scored = ScoredPeriod::run(&data, &mut scorer, &mut monitor, &watched)?;
     let names: Vec<String> = monitor.names().iter().map(|s| s.to_string()).collect();
-    let mut period = Vec::new();
-    for (name, col) in names.iter().zip(scored.columns.iter_mut()) {
-        let r = reference.of(name);
-        period.push(window_stats(name, &r, col, &cfg.settings));
-    }
     let alerts = alert_events(&scored.windows);
+    let variables = period_vars(&names, &reference, &scored, &alerts);
     std::fs::create_dir_all(&args.out).map_err(|source| DriftError::WriteOutput {
         path: args.out.display().to_string(),
         source,
     })?;
-    let plots = write_plots(args, &reference, &period, &alerts, &scored.columns)?;
+    let scales: Vec<String> = cfg.settings.scales.iter().map(|s| scale_label(*s)).collect();
+    let plots = write_plots(args, &reference, &variables, &alerts, &scored, &scales)?;
     let report = OfflineReport {
         model: format!("{}/{}", loc.name, loc.version),
         from: args.from.clone(),
         to: args.to.clone(),
         records: data.rows.len() as u64,
-        windows: scored.windows,
-        period,
+        evaluations: scored.windows.len() as u64,
+        late_records: monitor.late_records(),
+        scales,
+        z_threshold: monitor.z_threshold(),
         alerts,
+        variables,
         plots,
     };
     write_report_json(&args.out.join("report.json"), &report)?;
@@ -128,9 +158,9 @@ fn period_days(args: &DriftCmdArgs) -> Result<(i64, i64), Box<dyn std::error::Er
     Ok((from, to))
 }
 
-/// The period scored and pushed through the monitor: its closed windows,
-/// and the period's values per monitored variable (the watched features,
-/// then the score and the flag), in the monitor's order.
+/// The period scored and pushed through the monitor: its hourly
+/// evaluations, and the period's values per monitored variable (the watched
+/// features, then the score and the flag), in the monitor's order.
 struct ScoredPeriod {
     windows: Vec<WindowReport>,
     columns: Vec<Vec<f64>>,
@@ -161,65 +191,169 @@ impl ScoredPeriod {
                 }
                 columns[watched.len()].push(f64::from(s));
                 columns[watched.len() + 1].push(f64::from(u8::from(flagged)));
-                if let Some(w) = monitor.push(f, s, flagged, r.event_time()) {
-                    windows.push(w);
-                }
+                monitor.push(f, s, flagged, r.event_time(), 0, &mut windows);
             }
             bar.inc(rows.len() as u64);
         }
         bar.finish_and_clear();
-        if let Some(w) = monitor.close() {
-            windows.push(w);
-        }
+        monitor.finish(&mut windows);
         Ok(Self { windows, columns })
     }
 }
 
-/// Every alert raised or cleared, window by window.
-fn alert_events(windows: &[WindowReport]) -> Vec<AlertEvent> {
-    windows
+/// Every alert raised or cleared, evaluation by evaluation.
+pub fn alert_events(windows: &[WindowReport]) -> Vec<AlertEvent> {
+    let mut out = Vec::new();
+    for w in windows {
+        for (names, raised) in [(&w.raised, true), (&w.cleared, false)] {
+            for name in names {
+                let v = w.vars.iter().find(|v| &v.name == name);
+                let worst = v.and_then(|v| {
+                    v.scales
+                        .iter()
+                        .max_by(|a, b| a.exceedance().total_cmp(&b.exceedance()))
+                });
+                out.push(AlertEvent {
+                    variable: name.clone(),
+                    raised,
+                    at_event_time: w.end_event_time,
+                    decided_at: w.decided_at,
+                    over: v.map(|v| v.over.clone()).unwrap_or_default(),
+                    effect: worst.map_or(0.0, |s| s.effect),
+                    psi: worst.and_then(|s| s.psi),
+                    z: worst.map_or(0.0, |s| s.z),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whole-period statistics and hourly series of every variable.
+fn period_vars(
+    names: &[String],
+    reference: &Reference,
+    scored: &ScoredPeriod,
+    alerts: &[AlertEvent],
+) -> Vec<PeriodVar> {
+    names
         .iter()
-        .flat_map(|w| {
-            let raised = w.raised.iter().map(move |v| AlertEvent {
-                variable: v.clone(),
-                raised: true,
-                window: w.index,
-                at_event_time: w.end_event_time,
-            });
-            let cleared = w.cleared.iter().map(move |v| AlertEvent {
-                variable: v.clone(),
-                raised: false,
-                window: w.index,
-                at_event_time: w.end_event_time,
-            });
-            raised.chain(cleared)
+        .enumerate()
+        .map(|(k, name)| {
+            let series: Vec<(i64, Vec<f64>)> = scored
+                .windows
+                .iter()
+                .map(|w| {
+                    let e = w.vars[k].scales.iter().map(|s| s.exceedance()).collect();
+                    (w.end_event_time, e)
+                })
+                .collect();
+            let n_scales = series.first().map_or(0, |s| s.1.len());
+            let peak = (0..n_scales)
+                .map(|i| series.iter().map(|s| s.1[i]).fold(0.0, f64::max))
+                .collect();
+            let r = reference.of(name);
+            let (psi, ks) = whole_period(&r, &scored.columns[k]);
+            PeriodVar {
+                name: name.clone(),
+                mean: mean_std(&scored.columns[k]).0,
+                reference_mean: match &r {
+                    VarReference::Continuous { mean, .. } => *mean,
+                    VarReference::Binary { share_of_ones, .. } => *share_of_ones,
+                },
+                psi,
+                ks,
+                peak,
+                alerts: alerts
+                    .iter()
+                    .filter(|a| a.raised && &a.variable == name)
+                    .count(),
+                series,
+            }
         })
         .collect()
 }
 
-/// Plots for every variable that alerted or is over a threshold over the
-/// period, in `args.out`; returns their file names.
+/// PSI over the reference deciles and KS against its sketch.
+fn whole_period(r: &VarReference, values: &[f64]) -> (Option<f64>, Option<f64>) {
+    let VarReference::Continuous {
+        bin_edges,
+        bin_counts,
+        sketch,
+        ..
+    } = r
+    else {
+        return (None, None);
+    };
+    let mut counts = vec![0u64; bin_counts.len()];
+    for x in values {
+        if let Some(c) = counts.get_mut(bin_of(bin_edges, *x)) {
+            *c += 1;
+        }
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    (
+        Some(psi(bin_counts, &counts)),
+        (!sketch.is_empty()).then(|| ks_statistic(sketch, &sorted)),
+    )
+}
+
+/// A timeline and a distribution plot for every variable that alerted, in
+/// `args.out`; returns their file names.
 fn write_plots(
     args: &DriftCmdArgs,
     reference: &Reference,
-    period: &[VarStats],
+    vars: &[PeriodVar],
     alerts: &[AlertEvent],
-    columns: &[Vec<f64>],
+    scored: &ScoredPeriod,
+    scales: &[String],
 ) -> Result<Vec<String>, DriftError> {
     let mut plots = Vec::new();
-    for (k, st) in period.iter().enumerate() {
-        let alerted = alerts.iter().any(|a| a.variable == st.name);
-        if !alerted && st.over.is_empty() {
+    let start = scored
+        .windows
+        .first()
+        .map_or(0, |w| w.start_event_time);
+    let hours = |ms: i64| (ms - start) as f64 / 3_600_000.0;
+    let caption = format!("{} … {}", args.from, args.to);
+    for (k, v) in vars.iter().enumerate() {
+        if v.alerts == 0 {
             continue;
         }
-        let r = reference.of(&st.name);
-        let file = format!("{}.png", st.name.to_ascii_lowercase());
-        let caption = format!("{} … {}", args.from, args.to);
+        let mine = |raised: bool| -> Vec<f64> {
+            alerts
+                .iter()
+                .filter(|a| a.variable == v.name && a.raised == raised)
+                .map(|a| hours(a.at_event_time))
+                .collect()
+        };
+        let points: Vec<(f64, Vec<f64>)> =
+            v.series.iter().map(|(t, e)| (hours(*t), e.clone())).collect();
+        let (raised, cleared) = (mine(true), mine(false));
+        let file = format!("{}_timeline.png", v.name.to_ascii_lowercase());
+        let t = crate::drift::plots::Timeline {
+            name: &v.name,
+            caption: &caption,
+            scales,
+            points: &points,
+            raised: &raised,
+            cleared: &cleared,
+        };
+        crate::drift::plots::timeline_png(&args.out.join(&file), &t).map_err(|source| {
+            DriftError::WritePlot {
+                path: file.clone(),
+                source,
+            }
+        })?;
+        plots.push(file);
+        let file = format!("{}.png", v.name.to_ascii_lowercase());
+        let mut col = scored.columns[k].clone();
+        col.sort_by(f64::total_cmp);
         crate::drift::plots::distribution_png(
             &args.out.join(&file),
-            &st.name,
-            &r,
-            &columns[k],
+            &v.name,
+            &reference.of(&v.name),
+            &col,
             &caption,
         )
         .map_err(|source| DriftError::WritePlot {
@@ -235,7 +369,7 @@ fn write_report_json(
     path: &Path,
     report: &OfflineReport,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    std::fs::write(path, serde_json::to_string_pretty(report)? + "\n").map_err(|source| {
+    std::fs::write(path, serde_json::to_string(report)? + "\n").map_err(|source| {
         DriftError::WriteOutput {
             path: path.display().to_string(),
             source,
@@ -244,89 +378,82 @@ fn write_report_json(
     Ok(())
 }
 
-fn fmt_opt(v: Option<f64>, prec: usize) -> String {
-    v.map_or("–".into(), |x| {
-        if x != 0.0 && x.abs() < 1e-3 {
-            format!("{x:.1e}")
-        } else {
-            format!("{x:.prec$}")
-        }
-    })
+/// `YYYY-MM-DD HH:MM` (UTC) of an epoch-ms timestamp.
+pub fn minute_of_ms(ms: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
-/// The report as text: windows, alerts and the period table (Markdown).
+fn fmt_opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or("–".into(), |x| format!("{x:.prec$}"))
+}
+
+/// The report as text: alerts and the period table (Markdown).
 pub fn render(report: &OfflineReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Drift of {} from {} to {}: {} records, {} windows",
+        "Drift of {} from {} to {}: {} records, {} evaluations (one per quarter hour) at scales {}, mean-test threshold |z| > {:.2} (before skewness), {} late records",
         report.model,
         report.from,
         report.to,
         report.records,
-        report.windows.len()
+        report.evaluations,
+        report.scales.join(" "),
+        report.z_threshold,
+        report.late_records,
     );
-    for w in &report.windows {
-        let over: Vec<&str> = w
-            .vars
-            .iter()
-            .filter(|v| !v.over.is_empty())
-            .map(|v| v.name.as_str())
-            .collect();
+    if report.alerts.is_empty() {
+        let _ = writeln!(out, "  no alert");
+    }
+    for a in &report.alerts {
         let _ = writeln!(
             out,
-            "  window {:>3} {} … {} {:>6} records, flagged {:.4}{}{}{}",
-            w.index,
-            date_of_ms(w.start_event_time),
-            date_of_ms(w.end_event_time),
-            w.records,
-            w.flagged_rate,
-            if w.judged {
-                ""
+            "  {} {} (windows ending {}, decided at {}){}",
+            if a.raised { "RAISED " } else { "CLEARED" },
+            a.variable,
+            minute_of_ms(a.at_event_time),
+            minute_of_ms(a.decided_at),
+            if a.raised {
+                format!(
+                    ": {} z {:.1}, effect {:+.3} sd{}",
+                    a.over.join(" "),
+                    a.z,
+                    a.effect,
+                    a.psi.map_or(String::new(), |p| format!(", PSI {p:.3}"))
+                )
             } else {
-                " (too small, not judged)"
-            },
-            if over.is_empty() {
                 String::new()
-            } else {
-                format!(", over: {}", over.join(" "))
-            },
-            if w.raised.is_empty() && w.cleared.is_empty() {
-                String::new()
-            } else {
-                format!(" — RAISED {:?} CLEARED {:?}", w.raised, w.cleared)
             }
         );
     }
-    let _ = writeln!(out, "\n| variable | mean | reference mean | PSI | KS | KS p | Wasserstein/σ | χ² p | over | alerts |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
-    for v in &report.period {
-        let n_alerts = report
-            .alerts
-            .iter()
-            .filter(|a| a.raised && a.variable == v.name)
-            .count();
+    let peaks: Vec<String> = report.scales.iter().map(|s| format!("peak {s}")).collect();
+    let _ = writeln!(
+        out,
+        "\n| variable | mean | reference mean | PSI | KS | {} | alerts |",
+        peaks.join(" | ")
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|{}---|", "---|".repeat(peaks.len()));
+    for v in &report.variables {
+        let peak: Vec<String> = v.peak.iter().map(|p| format!("{p:.2}")).collect();
         let _ = writeln!(
             out,
-            "| {} | {:.4} | {:.4} | {:.3} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.4} | {:.4} | {} | {} | {} | {} |",
             v.name,
             v.mean,
             v.reference_mean,
-            v.psi,
-            fmt_opt(v.ks_statistic, 3),
-            fmt_opt(v.ks_pvalue, 3),
-            fmt_opt(v.wasserstein, 3),
-            fmt_opt(v.chi2_pvalue, 3),
-            if v.over.is_empty() {
-                "–".into()
-            } else {
-                v.over.join(",")
-            },
-            n_alerts
+            fmt_opt(v.psi, 3),
+            fmt_opt(v.ks, 3),
+            peak.join(" | "),
+            v.alerts
         );
     }
+    let _ = writeln!(out, "\n(peak: the largest statistic / threshold over the period; over 1 raises an alert)");
     if !report.plots.is_empty() {
-        let _ = writeln!(out, "\nplots: {}", report.plots.join(", "));
+        let _ = writeln!(out, "plots: {}", report.plots.join(", "));
     }
     out
 }

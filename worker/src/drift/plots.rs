@@ -1,6 +1,7 @@
-//! Drift plots: reference against current distribution of one variable, as
-//! PNG (cumulative distributions for continuous variables, shares of ones
-//! for binary ones).
+//! Drift plots, as PNG: reference against current distribution of one
+//! variable (cumulative distributions for continuous variables, shares of
+//! ones for binary ones), and the timeline of when it drifted (the
+//! statistic over its threshold per scale, raise and clear marked).
 
 use std::path::Path;
 
@@ -133,5 +134,88 @@ fn share_chart(
         Rectangle::new([(0.2, 0.0), (0.8, share_of_ones)], BLUE.filled()),
         Rectangle::new([(1.2, 0.0), (1.8, cur)], RED.filled()),
     ])?;
+    Ok(())
+}
+
+/// One variable's drift over time: per scale, the statistic over its
+/// threshold at every hourly evaluation (1 is the threshold).
+pub struct Timeline<'a> {
+    pub name: &'a str,
+    pub caption: &'a str,
+    /// Scale labels ("1h", ...), in the order of each point's values.
+    pub scales: &'a [String],
+    /// (hour end in hours since the period's start, exceedance per scale).
+    pub points: &'a [(f64, Vec<f64>)],
+    /// Hours (same axis) at which the alert was raised and cleared.
+    pub raised: &'a [f64],
+    pub cleared: &'a [f64],
+}
+
+const SCALE_COLOURS: [RGBColor; 5] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Writes the timeline PNG: a line per scale, the threshold (dashed at 1),
+/// raises (red) and clears (green) as vertical lines.
+pub fn timeline_png(path: &Path, t: &Timeline<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    register_font();
+    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let x_max = t.points.last().map_or(1.0, |p| p.0).max(1.0);
+    let y_top = t
+        .points
+        .iter()
+        .flat_map(|p| p.1.iter().copied())
+        .filter(|x| x.is_finite())
+        .fold(1.5f64, f64::max)
+        .min(50.0)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{}: {}", t.name, t.caption), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..x_max, 0f64..y_top)?;
+    chart
+        .configure_mesh()
+        .x_desc("hours since the start of the period")
+        .y_desc("statistic / threshold")
+        .draw()?;
+    for (k, label) in t.scales.iter().enumerate() {
+        let colour = SCALE_COLOURS[k % SCALE_COLOURS.len()];
+        let pts = t
+            .points
+            .iter()
+            .map(|(x, v)| (*x, v.get(k).copied().unwrap_or(0.0).clamp(0.0, y_top)));
+        chart
+            .draw_series(LineSeries::new(pts, colour.stroke_width(1)))?
+            .label(format!("{label} windows"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+    }
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(0.0, 1.0), (x_max, 1.0)],
+            6,
+            4,
+            BLACK.stroke_width(1),
+        ))?
+        .label("threshold")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
+    for (xs, colour) in [(t.raised, RED), (t.cleared, GREEN)] {
+        for &x in xs {
+            chart.draw_series(LineSeries::new([(x, 0.0), (x, y_top)], colour.stroke_width(2)))?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::profile::{Column, Profile};
 use super::stats::{mean_std, quantile_sorted};
 use super::DriftError;
 use crate::features::{FeatureVector, BINARY_FEATURES, FEATURE_NAMES};
@@ -97,6 +98,14 @@ impl VarReference {
             VarReference::Continuous { n, .. } | VarReference::Binary { n, .. } => *n,
         }
     }
+
+    /// Decile edges of a continuous variable (none for a binary one).
+    pub fn bin_edges(&self) -> &[f64] {
+        match self {
+            VarReference::Continuous { bin_edges, .. } => bin_edges,
+            VarReference::Binary { .. } => &[],
+        }
+    }
 }
 
 /// A value with a large share of the distribution.
@@ -133,23 +142,54 @@ pub struct Reference {
     pub score: VarReference,
     /// Share of training rows at or above the threshold.
     pub flagged_rate: f64,
+    /// Time profile and calibration of every variable (drift's thresholds);
+    /// absent in references written before it existed: rebuild them with
+    /// `riskstream models reference`.
+    #[serde(default)]
+    pub profile: Option<Profile>,
 }
 
 impl Reference {
-    /// The reference of training rows and their scores at `threshold`.
-    pub fn build(rows: &[FeatureVector], scores: &[f32], threshold: f32) -> Self {
+    /// The reference of training rows, their scores at `threshold` and
+    /// their event times (ms).
+    pub fn build(rows: &[FeatureVector], scores: &[f32], threshold: f32, times: &[i64]) -> Self {
         let mut features = BTreeMap::new();
+        let mut columns = Vec::new();
         for (j, name) in FEATURE_NAMES.iter().enumerate() {
             let col: Vec<f64> = rows.iter().map(|r| r[j]).collect();
-            features.insert(name.to_string(), VarReference::of(&col, BINARY_FEATURES[j]));
+            let r = VarReference::of(&col, BINARY_FEATURES[j]);
+            columns.push(Column {
+                name,
+                bin_edges: r.bin_edges().to_vec(),
+                values: col,
+                binary: BINARY_FEATURES[j],
+            });
+            features.insert(name.to_string(), r);
         }
         let s: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
-        let flagged =
-            scores.iter().filter(|&&x| x >= threshold).count() as f64 / scores.len().max(1) as f64;
+        let flags: Vec<f64> = scores
+            .iter()
+            .map(|&x| f64::from(u8::from(x >= threshold)))
+            .collect();
+        let flagged = flags.iter().sum::<f64>() / scores.len().max(1) as f64;
+        let score = VarReference::of(&s, false);
+        columns.push(Column {
+            name: super::monitor::SCORE,
+            bin_edges: score.bin_edges().to_vec(),
+            values: s,
+            binary: false,
+        });
+        columns.push(Column {
+            name: super::monitor::FLAGGED,
+            bin_edges: Vec::new(),
+            values: flags,
+            binary: true,
+        });
         Reference {
             features,
-            score: VarReference::of(&s, false),
+            score,
             flagged_rate: flagged,
+            profile: Some(Profile::build(&columns, times)),
         }
     }
 

@@ -94,11 +94,12 @@ fn run(
 ) {
     tracing::info!(
         variables = monitor.names().len(),
-        window_records = monitor.settings().window_records,
-        window_seconds = monitor.settings().window_seconds,
+        scales = ?monitor.settings().scales,
+        z_threshold = monitor.z_threshold(),
         topic = %out.topic,
         "drift sidecar started"
     );
+    let mut reports = Vec::new();
     for msg in rx {
         let b = match msg {
             DriftMsg::Batch(b) => b,
@@ -107,7 +108,8 @@ fn run(
                 name,
                 version,
             } => {
-                if let Some(r) = monitor.close() {
+                monitor.finish(&mut reports);
+                for r in reports.drain(..) {
                     publish(&r, &out, &metrics);
                 }
                 tracing::info!(model = %name, version = %version, "drift now watches against {name}/{version}'s reference");
@@ -117,15 +119,25 @@ fn run(
                 continue;
             }
         };
+        monitor.set_now(std::time::Instant::now());
+        let late = monitor.late_records();
         for i in 0..b.scores.len() {
-            if let Some(r) =
-                monitor.push(&b.features[i], b.scores[i], b.flagged[i], b.event_times[i])
-            {
-                publish(&r, &out, &metrics);
-            }
+            monitor.push(
+                &b.features[i],
+                b.scores[i],
+                b.flagged[i],
+                b.event_times[i],
+                b.partitions.get(i).copied().unwrap_or(0),
+                &mut reports,
+            );
+        }
+        metrics.drift_late.add(monitor.late_records() - late);
+        for r in reports.drain(..) {
+            publish(&r, &out, &metrics);
         }
     }
-    if let Some(r) = monitor.close() {
+    monitor.finish(&mut reports);
+    for r in reports.drain(..) {
         publish(&r, &out, &metrics);
     }
     if let Some(p) = &out.producer {
@@ -135,7 +147,7 @@ fn run(
     }
 }
 
-/// Gauges, logs and the drift topic for one window.
+/// Gauges, logs and the drift topic for one hourly evaluation.
 pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
     metrics.drift_windows.add(1);
     let gauges: Vec<DriftGauge> = r
@@ -143,39 +155,54 @@ pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
         .iter()
         .map(|v| DriftGauge {
             variable: v.name.clone(),
-            values: [
-                ("mean", Some(v.mean)),
-                ("std", Some(v.std)),
-                ("psi", Some(v.psi)),
-                ("ks", v.ks_statistic),
-                ("ks_pvalue", v.ks_pvalue),
-                ("wasserstein", v.wasserstein),
-                ("chi2", v.chi2),
-                ("chi2_pvalue", v.chi2_pvalue),
-            ]
-            .into_iter()
-            .filter_map(|(k, x)| x.map(|x| (k, x)))
-            .collect(),
+            scales: v
+                .scales
+                .iter()
+                .map(|s| {
+                    let values = [
+                        ("mean", Some(s.mean)),
+                        ("expected_mean", Some(s.expected_mean)),
+                        ("effect", Some(s.effect)),
+                        ("z", Some(s.z)),
+                        ("z_high", Some(s.z_high)),
+                        ("z_low", Some(s.z_low)),
+                        ("chi2", s.chi2),
+                        ("chi2_limit", s.chi2_limit),
+                        ("psi", s.psi),
+                        ("exceedance", Some(s.exceedance())),
+                    ]
+                    .into_iter()
+                    .filter_map(|(k, x)| x.filter(|x| x.is_finite()).map(|x| (k, x)))
+                    .collect();
+                    (scale_label(s.scale_seconds), values)
+                })
+                .collect(),
             alerting: v.alerting,
         })
         .collect();
     metrics.set_drift(&gauges);
     for name in &r.raised {
         let v = r.vars.iter().find(|v| &v.name == name);
+        let worst = v.and_then(|v| {
+            v.scales
+                .iter()
+                .max_by(|a, b| a.exceedance().total_cmp(&b.exceedance()))
+        });
         tracing::warn!(
-            variable = %name, window = r.index, records = r.records,
-            over = ?v.map(|v| &v.over), psi = v.map(|v| v.psi), ks = v.and_then(|v| v.ks_statistic),
-            mean = v.map(|v| v.mean), reference_mean = v.map(|v| v.reference_mean),
+            variable = %name, hour_end = r.end_event_time, records = r.records,
+            over = ?v.map(|v| &v.over), z = worst.map(|s| s.z), effect = worst.map(|s| s.effect),
+            psi = worst.and_then(|s| s.psi), mean = worst.map(|s| s.mean),
+            expected_mean = worst.map(|s| s.expected_mean),
             "drift alert RAISED for {name}"
         );
     }
     for name in &r.cleared {
-        tracing::warn!(variable = %name, window = r.index, "drift alert CLEARED for {name}");
+        tracing::warn!(variable = %name, hour_end = r.end_event_time, "drift alert CLEARED for {name}");
     }
-    tracing::info!(
+    tracing::debug!(
         window = r.index, records = r.records, judged = r.judged, flagged_rate = r.flagged_rate,
         over = r.vars.iter().filter(|v| !v.over.is_empty()).count(), active = ?r.active,
-        "drift window closed"
+        "drift hour closed"
     );
     let Some(p) = &out.producer else { return };
     let dropped = metrics.drift_dropped.get();
@@ -192,8 +219,13 @@ pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
     }
 }
 
+/// "1h", "6h", "24h": the scale label of gauges and reports.
+pub fn scale_label(seconds: u64) -> String {
+    format!("{}h", seconds / 3600)
+}
+
 fn opt(x: Option<f64>) -> Value {
-    match x {
+    match x.filter(|x| x.is_finite()) {
         Some(v) => Value::Union(1, Box::new(Value::Double(v))),
         None => Value::Union(0, Box::new(Value::Null)),
     }
@@ -201,6 +233,27 @@ fn opt(x: Option<f64>) -> Value {
 
 fn strings(v: &[String]) -> Value {
     Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+fn scale_fields(s: &crate::drift::ScaleStats) -> Value {
+    Value::Record(vec![
+        ("scale_seconds".into(), Value::Long(s.scale_seconds as i64)),
+        ("records".into(), Value::Long(s.records as i64)),
+        ("judged".into(), Value::Boolean(s.judged)),
+        ("mean".into(), Value::Double(s.mean)),
+        ("expected_mean".into(), Value::Double(s.expected_mean)),
+        ("effect".into(), Value::Double(s.effect)),
+        ("z".into(), Value::Double(s.z)),
+        ("z_low".into(), Value::Double(s.z_low)),
+        ("z_high".into(), Value::Double(s.z_high)),
+        ("chi2".into(), opt(s.chi2)),
+        ("chi2_limit".into(), opt(s.chi2_limit)),
+        ("psi".into(), opt(s.psi)),
+        (
+            "over".into(),
+            Value::Array(s.over.iter().map(|t| Value::String((*t).into())).collect()),
+        ),
+    ])
 }
 
 /// The `DriftReport` record's fields.
@@ -216,20 +269,11 @@ pub fn report_fields(
             Value::Record(vec![
                 ("name".into(), Value::String(v.name.clone())),
                 ("kind".into(), Value::String(v.kind.into())),
-                ("mean".into(), Value::Double(v.mean)),
-                ("std".into(), Value::Double(v.std)),
-                ("reference_mean".into(), Value::Double(v.reference_mean)),
-                ("psi".into(), Value::Double(v.psi)),
-                ("ks_statistic".into(), opt(v.ks_statistic)),
-                ("ks_pvalue".into(), opt(v.ks_pvalue)),
-                ("wasserstein".into(), opt(v.wasserstein)),
-                ("chi2".into(), opt(v.chi2.filter(|x| x.is_finite()))),
-                ("chi2_pvalue".into(), opt(v.chi2_pvalue)),
-                ("judged".into(), Value::Boolean(v.judged)),
                 (
-                    "over".into(),
-                    Value::Array(v.over.iter().map(|s| Value::String((*s).into())).collect()),
+                    "scales".into(),
+                    Value::Array(v.scales.iter().map(scale_fields).collect()),
                 ),
+                ("over".into(), strings(&v.over)),
                 ("alerting".into(), Value::Boolean(v.alerting)),
             ])
         })
@@ -241,9 +285,11 @@ pub fn report_fields(
         ("window_index", Value::Long(r.index as i64)),
         ("window_start", Value::TimestampMillis(r.start_event_time)),
         ("window_end", Value::TimestampMillis(r.end_event_time)),
+        ("decided_at", Value::TimestampMillis(r.decided_at)),
         ("records", Value::Long(r.records as i64)),
         ("judged", Value::Boolean(r.judged)),
         ("samples_dropped", Value::Long(dropped as i64)),
+        ("late_records", Value::Long(r.late_records as i64)),
         ("flagged_rate", Value::Double(r.flagged_rate)),
         (
             "reference_flagged_rate",

@@ -104,11 +104,12 @@ pub struct ModelInfo {
     pub role: &'static str,
 }
 
-/// The latest drift statistics of one variable (gauges).
+/// The latest drift statistics of one variable (gauges): per scale label
+/// ("1h", "6h", ...), its statistics.
 #[derive(Debug, Clone, Default)]
 pub struct DriftGauge {
     pub variable: String,
-    pub values: Vec<(&'static str, f64)>,
+    pub scales: Vec<(String, Vec<(&'static str, f64)>)>,
     pub alerting: bool,
 }
 
@@ -227,7 +228,8 @@ const COUNTERS: &[(&str, &str)] = &[
     ("riskstream_model_swaps_total", "Model versions switched to by the registry watcher."),
     ("riskstream_model_refused_total", "Model versions the registry watcher refused (incompatible or failed its checks)."),
     ("riskstream_legacy_fingerprint_records_total", "Records decoded through a pre-specification (riskstream 0.1) schema fingerprint."),
-    ("riskstream_drift_windows_total", "Drift windows closed and judged."),
+    ("riskstream_drift_windows_total", "Drift evaluations: event-time hours closed, each judging the windows of every scale that end with it."),
+    ("riskstream_drift_late_records_total", "Scored records the drift sidecar did not sample because their event-time hour had already closed."),
     ("riskstream_drift_samples_dropped_total", "Scored batches the drift sidecar did not sample (its queue was full)."),
     ("riskstream_records_dead_lettered_total", "Records sent to the dead-letter topic (reason: stable code)."),
     ("riskstream_records_scored_total", "Records decided by a model version (shadow scores excluded)."),
@@ -241,7 +243,7 @@ const GAUGES: &[(&str, &str)] = &[
     ("riskstream_labels_behind_seconds", "How far the label stream is behind the records being scored, s (-1 before the first batch)."),
     ("riskstream_consumer_lag", "Records behind the high watermark per input partition (librdkafka statistics)."),
     ("riskstream_model_info", "The serving models: 1 for each model, version, device and role serving now, 0 once replaced."),
-    ("riskstream_drift", "The last drift window's statistic per monitored variable."),
+    ("riskstream_drift", "The last drift evaluation's statistic per monitored variable and window scale (z, z_high, z_low, chi2, chi2_limit, psi, effect, mean, expected_mean, exceedance = statistic / threshold)."),
     ("riskstream_drift_alert", "1 while a drift alert is raised for the variable."),
 ];
 
@@ -262,6 +264,7 @@ pub struct Metrics {
     pub legacy_fingerprint: Counter,
     pub drift_windows: Tally,
     pub drift_dropped: Tally,
+    pub drift_late: Tally,
     pub batch_size: Histogram,
     pub inference_seconds: Histogram,
     pub processing_seconds: Histogram,
@@ -278,7 +281,8 @@ pub struct Metrics {
     versions: Mutex<Vec<VersionCounters>>,
     model_info: Mutex<Vec<(ModelInfo, Gauge)>>,
     lag: Mutex<Vec<(String, i32, Gauge)>>,
-    drift: Mutex<Vec<(String, &'static str, Gauge)>>,
+    /// (variable, scale, statistic) → gauge; "" scale for the alert gauge.
+    drift: Mutex<Vec<(String, String, &'static str, Gauge)>>,
     drift_alerting: Mutex<Vec<String>>,
     /// When the first record was consumed / its output delivered.
     pub first_consumed: std::sync::OnceLock<std::time::Instant>,
@@ -344,6 +348,7 @@ impl Metrics {
             legacy_fingerprint: c("riskstream_legacy_fingerprint_records_total"),
             drift_windows: Tally::new(c("riskstream_drift_windows_total")),
             drift_dropped: Tally::new(c("riskstream_drift_samples_dropped_total")),
+            drift_late: Tally::new(c("riskstream_drift_late_records_total")),
             batch_size: h("riskstream_batch_size"),
             inference_seconds: h("riskstream_inference_seconds"),
             processing_seconds: h("riskstream_processing_seconds"),
@@ -550,33 +555,35 @@ impl Metrics {
             .collect();
         let mut d = self.drift.lock().unwrap_or_else(|e| e.into_inner());
         for v in gauges {
-            let values = v
-                .values
-                .iter()
-                .copied()
-                .chain(std::iter::once(("alert", f64::from(u8::from(v.alerting)))));
-            for (stat, x) in values {
-                if let Some((_, _, g)) = d.iter().find(|(n, s, _)| *n == v.variable && *s == stat) {
+            let alert = (String::new(), vec![("alert", f64::from(u8::from(v.alerting)))]);
+            for (scale, values) in v.scales.iter().chain(std::iter::once(&alert)) {
+                for &(stat, x) in values {
+                    if let Some((.., g)) = d
+                        .iter()
+                        .find(|(n, sc, st, _)| *n == v.variable && sc == scale && *st == stat)
+                    {
+                        g.set(x);
+                        continue;
+                    }
+                    let key = if stat == "alert" {
+                        Key::from_parts(
+                            "riskstream_drift_alert",
+                            vec![Label::new("feature", v.variable.clone())],
+                        )
+                    } else {
+                        Key::from_parts(
+                            "riskstream_drift",
+                            vec![
+                                Label::new("feature", v.variable.clone()),
+                                Label::new("scale", scale.clone()),
+                                Label::new("statistic", stat),
+                            ],
+                        )
+                    };
+                    let g = self.recorder.register_gauge(&key, &META);
                     g.set(x);
-                    continue;
+                    d.push((v.variable.clone(), scale.clone(), stat, g));
                 }
-                let key = if stat == "alert" {
-                    Key::from_parts(
-                        "riskstream_drift_alert",
-                        vec![Label::new("feature", v.variable.clone())],
-                    )
-                } else {
-                    Key::from_parts(
-                        "riskstream_drift",
-                        vec![
-                            Label::new("feature", v.variable.clone()),
-                            Label::new("statistic", stat),
-                        ],
-                    )
-                };
-                let g = self.recorder.register_gauge(&key, &META);
-                g.set(x);
-                d.push((v.variable.clone(), stat, g));
             }
         }
     }
@@ -712,11 +719,13 @@ mod tests {
         assert_eq!(m.dead_lettered_total(), 2);
         m.set_drift(&[DriftGauge {
             variable: "TX_AMOUNT".into(),
-            values: vec![("psi", 0.25)],
+            scales: vec![("6h".into(), vec![("psi", 0.25)])],
             alerting: true,
         }]);
         let t = m.render();
-        assert!(t.contains("riskstream_drift{feature=\"TX_AMOUNT\",statistic=\"psi\"} 0.25"));
+        assert!(t.contains(
+            "riskstream_drift{feature=\"TX_AMOUNT\",scale=\"6h\",statistic=\"psi\"} 0.25"
+        ));
         assert!(t.contains("riskstream_drift_alert{feature=\"TX_AMOUNT\"} 1"));
     }
 

@@ -722,6 +722,7 @@ impl<'a> Assembly<'a> {
                 scores: Vec::with_capacity(n),
                 flagged: Vec::with_capacity(n),
                 event_times: Vec::with_capacity(n),
+                partitions: Vec::with_capacity(n),
             }),
         }
     }
@@ -762,6 +763,7 @@ impl<'a> Assembly<'a> {
                 d.scores.push(v.score);
                 d.flagged.push(is_fraud);
                 d.event_times.push(i.tx.event_time);
+                d.partitions.push(i.partition);
             }
         }
         // Encoded straight from the transaction: no per-record copies of

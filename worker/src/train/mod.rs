@@ -379,6 +379,8 @@ impl Periods {
 struct Split {
     train_x: Vec<FeatureVector>,
     train_y: Vec<f32>,
+    /// Event times of the training rows (ms), for the drift reference's time profile.
+    train_t: Vec<i64>,
     valid_x: Vec<FeatureVector>,
     valid_y: Vec<bool>,
 }
@@ -388,6 +390,7 @@ impl Split {
         let mut s = Self {
             train_x: Vec::new(),
             train_y: Vec::new(),
+            train_t: Vec::new(),
             valid_x: Vec::new(),
             valid_y: Vec::new(),
         };
@@ -395,6 +398,7 @@ impl Split {
             if periods.is_training(r.time_days) {
                 s.train_x.push(*f);
                 s.train_y.push(f32::from(r.fraud));
+                s.train_t.push(r.event_time());
             } else {
                 s.valid_x.push(*f);
                 s.valid_y.push(r.fraud == 1);
@@ -466,7 +470,7 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     let dir = args.models_dir.join(&args.name).join(&version);
     write_version(&dir, &model, &card)?;
     let train_scores = predict(&model, &x, idx.len(), &device);
-    write_reference(&dir, &split.train_x, &train_scores, threshold)?;
+    write_reference(&dir, &split.train_x, &train_scores, threshold, &split.train_t)?;
     let aliases = crate::registry::read_aliases(&args.models_dir, &args.name)?;
     if args.promote || !aliases.contains_key("champion") {
         crate::registry::set_alias(&args.models_dir, &args.name, "champion", &version)?;
@@ -526,8 +530,9 @@ fn write_reference(
     features: &[FeatureVector],
     scores: &[f32],
     threshold: f32,
+    times: &[i64],
 ) -> Result<(), TrainError> {
-    crate::drift::Reference::build(features, scores, threshold)
+    crate::drift::Reference::build(features, scores, threshold, times)
         .write(dir)
         .map_err(|source| TrainError::WriteReference {
             path: dir.display().to_string(),
@@ -654,7 +659,14 @@ pub fn rebuild_reference(
     let (from, to) = (day_index(&period("from")?)?, day_index(&period("to")?)?);
     let data = featurise(csv, to, |d| d >= from)?;
     let scores = scorer.score_all(&data.features)?;
-    write_reference(&loc.dir, &data.features, &scores, scorer.card.threshold)?;
+    let times: Vec<i64> = data.rows.iter().map(|r| r.event_time()).collect();
+    write_reference(
+        &loc.dir,
+        &data.features,
+        &scores,
+        scorer.card.threshold,
+        &times,
+    )?;
     Ok(loc.dir)
 }
 
