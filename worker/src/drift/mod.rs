@@ -5,6 +5,7 @@
 //! - [`profile`]: the reference's time profile (traffic over the week,
 //!   cycles) and its calibration per window scale;
 //! - [`summary`]: mergeable hour summaries (counts, moment sums, bins);
+//! - [`merge`]: one verdict across instances from their merged slices;
 //! - [`stats`]: PSI, Kolmogorov–Smirnov (+ p-value), Wasserstein, chi-squared;
 //! - [`monitor`]: hour slices, multi-scale windows, calibrated tests and
 //!   alerts (online and offline alike);
@@ -15,6 +16,7 @@
 //!
 //! Config: `[drift]` in the file, `RISKSTREAM_DRIFT_*`, `--drift-*`.
 
+pub mod merge;
 pub mod monitor;
 pub mod offline;
 pub mod plots;

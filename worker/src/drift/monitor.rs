@@ -237,6 +237,9 @@ pub struct DriftMonitor {
     now: Instant,
     late: u64,
     index: u64,
+    /// Closed slices not yet taken by [`DriftMonitor::drain_slices`] (for
+    /// the merged verdict across instances); None: not kept.
+    export: Option<Vec<Slice>>,
 }
 
 impl DriftMonitor {
@@ -304,7 +307,32 @@ impl DriftMonitor {
             now: Instant::now(),
             late: 0,
             index: 0,
+            export: None,
         })
+    }
+
+    /// Keeps every closed slice (empty ones included) for [`Self::drain_slices`].
+    pub fn export_slices(mut self) -> Self {
+        self.export = Some(Vec::new());
+        self
+    }
+
+    /// The slices closed since the last call, oldest first.
+    pub fn drain_slices(&mut self, out: &mut Vec<Slice>) {
+        if let Some(e) = &mut self.export {
+            out.append(e);
+        }
+    }
+
+    /// Adds a whole slice (the merged summary of several instances); slices
+    /// must come in order: one at or before the last closed is ignored.
+    pub fn push_slice(&mut self, slice: Slice, decided_at: i64, out: &mut Vec<WindowReport>) {
+        if self.last_closed.is_some_and(|c| slice.index <= c) || slice.vars.len() != self.vars.len()
+        {
+            return;
+        }
+        self.newest = self.newest.max((slice.index + 1) * SLICE_MS);
+        self.close_slice(slice, decided_at, out);
     }
 
     pub fn settings(&self) -> &DriftSettings {
@@ -442,6 +470,9 @@ impl DriftMonitor {
     }
 
     fn file(&mut self, slice: Slice, max_h: usize) {
+        if let Some(e) = &mut self.export {
+            e.push(slice.clone());
+        }
         self.closed.push_back(slice);
         while self.closed.len() > max_h {
             self.closed.pop_front();

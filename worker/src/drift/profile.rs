@@ -506,21 +506,26 @@ mod tests {
     use super::*;
     use crate::drift::summary::HOUR_MS;
 
-    /// A deterministic uniform draw in [0, 1).
+    /// A deterministic uniform draw in [0, 1) (splitmix64 of i and salt).
     fn u(i: u64, salt: u64) -> f64 {
-        let x = (i ^ salt.wrapping_mul(0xD6E8_FEB8_6659_FD93)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut x = i
+            .wrapping_add(salt.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
 
     #[test]
     fn a_night_flag_follows_the_day_and_an_amount_has_no_cycle() {
-        // 28 days, 40 records an hour, more by day.
+        // 28 days, 30 records an hour at night, 80 by day.
         let (mut times, mut night, mut amount) = (Vec::new(), Vec::new(), Vec::new());
         let mut i = 0u64;
         for h in 0..28 * 24i64 {
-            let per_hour = if (h % 24) < 6 { 20 } else { 50 };
+            let per_hour = if (h % 24) < 6 { 30 } else { 80 };
             for k in 0..per_hour {
-                times.push(h * HOUR_MS + k * 60_000);
+                times.push(h * HOUR_MS + k * (HOUR_MS / per_hour));
                 night.push(f64::from(u8::from(h % 24 < 6)));
                 amount.push(10.0 + 80.0 * u(i, 1));
                 i += 1;
@@ -546,13 +551,13 @@ mod tests {
         assert!(p.vars["AMOUNT"].has_bins() && !p.vars["NIGHT"].has_bins());
         // A whole day: the night share is the volume share of the night hours.
         let day = p.expected(&p.vars["NIGHT"], 0..96);
-        assert!((day.mean - 120.0 / 1020.0).abs() < 1e-9, "{day:?}");
+        assert!((day.mean - 180.0 / 1620.0).abs() < 1e-9, "{day:?}");
         // One night hour: certainly night, no variance.
         let hour = p.expected(&p.vars["NIGHT"], 8..12);
         assert_eq!((hour.mean, hour.var), (1.0, 0.0));
         // Uniform amounts vary by sampling only: τ² ≈ 0, φ ≈ 1.
         let c = p.vars["AMOUNT"].calibration_at(3600).unwrap();
-        assert_eq!(c.windows, 28 * 96 - 3);
+        assert_eq!(c.windows, 28 * 96 - 3, "{c:?}");
         assert!(c.tau2 < 3.0, "{c:?}");
         assert!(c.phi < 1.3, "{c:?}");
         // A well-behaved χ²: mean near its 9 degrees of freedom, variance near 18.

@@ -1,0 +1,285 @@
+//! One verdict across instances. Every instance publishes the slices its
+//! monitor closes (its share of the traffic: the partitions it owns) to the
+//! slices topic; every instance reads that topic and merges the slices of
+//! all instances, slice by slice, into a second monitor: the global one.
+//! A merged slice is complete when every live instance has published that
+//! slice or a later one (each instance closes its slices in order), so the
+//! merged monitor sees exactly what one instance scoring everything would
+//! see, and judges the same windows with the same thresholds.
+//!
+//! Every instance computes the same verdict from the same slices; the one
+//! with the smallest name among the live contributors speaks for it (logs
+//! the alert, publishes the global report), so an alert is raised once per
+//! model. Why not elect by partition ownership: the set of contributors is
+//! known from the slices themselves, the election needs no coordination
+//! with the consumer group, and a judge that leaves is replaced as soon as
+//! it is seen idle, with the same alert state (all instances hold it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use super::summary::Slice;
+
+/// What is known of one contributing instance.
+#[derive(Debug, Clone)]
+struct Contributor {
+    /// The newest slice index it published.
+    latest: i64,
+    /// When (wall clock) it last published.
+    seen: Instant,
+}
+
+/// A merged slice ready to be judged, with who contributed to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    pub slice: Slice,
+    pub instances: Vec<String>,
+}
+
+/// Merges the slices of several instances.
+#[derive(Debug)]
+pub struct SliceMerger {
+    pending: BTreeMap<i64, (Slice, BTreeSet<String>)>,
+    contributors: BTreeMap<String, Contributor>,
+    /// An instance silent for longer is no longer waited for.
+    idle: Duration,
+    /// The last slice handed out: older ones arriving late are dropped.
+    done: Option<i64>,
+    late: u64,
+    /// Nothing is handed out before this (wall clock): at start, every
+    /// running instance gets the time to be heard from once.
+    warm_until: Instant,
+}
+
+impl SliceMerger {
+    /// A merger that waits for instances silent for up to `idle`, and hands
+    /// nothing out during the first `warm_up` after `now`.
+    pub fn new(idle: Duration, warm_up: Duration, now: Instant) -> Self {
+        Self {
+            pending: BTreeMap::new(),
+            contributors: BTreeMap::new(),
+            idle,
+            done: None,
+            late: 0,
+            warm_until: now + warm_up,
+        }
+    }
+
+    /// Adds one instance's slice.
+    pub fn add(&mut self, instance: &str, slice: Slice, now: Instant) {
+        let c = self
+            .contributors
+            .entry(instance.to_string())
+            .or_insert(Contributor {
+                latest: slice.index,
+                seen: now,
+            });
+        c.latest = c.latest.max(slice.index);
+        c.seen = now;
+        if self.done.is_some_and(|d| slice.index <= d) {
+            self.late += 1;
+            return;
+        }
+        match self.pending.get_mut(&slice.index) {
+            Some((s, who)) => {
+                s.merge(&slice);
+                who.insert(instance.to_string());
+            }
+            None => {
+                let who = BTreeSet::from([instance.to_string()]);
+                self.pending.insert(slice.index, (slice, who));
+            }
+        }
+    }
+
+    /// The instances heard from within the idle time.
+    pub fn live(&self, now: Instant) -> Vec<&str> {
+        self.contributors
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.seen) <= self.idle)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// The instance that speaks for the verdict: the smallest live name.
+    pub fn judge(&self, now: Instant) -> Option<&str> {
+        self.live(now).into_iter().next()
+    }
+
+    /// Slices from instances that came after their slice was judged.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Every pending slice that all live instances have passed, in order.
+    pub fn ready(&mut self, now: Instant) -> Vec<Merged> {
+        if now < self.warm_until {
+            return Vec::new();
+        }
+        let horizon = self
+            .contributors
+            .values()
+            .filter(|c| now.duration_since(c.seen) <= self.idle)
+            .map(|c| c.latest)
+            .min();
+        let mut out = Vec::new();
+        let Some(horizon) = horizon.or_else(|| self.pending.keys().next_back().copied()) else {
+            return out;
+        };
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > horizon {
+                break;
+            }
+            let (slice, who) = entry.remove();
+            self.done = Some(slice.index);
+            out.push(Merged {
+                slice,
+                instances: who.into_iter().collect(),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::{DriftMonitor, DriftSettings, Reference};
+    use crate::features::N_FEATURES;
+
+    /// A deterministic uniform draw in [0, 1) (splitmix64 of i and salt).
+    fn u(i: u64, salt: u64) -> f64 {
+        let mut x = i
+            .wrapping_add(salt.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn amount_index() -> usize {
+        crate::features::FEATURE_NAMES
+            .iter()
+            .position(|n| *n == "TX_AMOUNT")
+            .unwrap()
+    }
+
+    /// Three days of synthetic traffic against a reference built from the
+    /// same generator, amounts × 1.5 from the start of the third day.
+    fn traffic() -> (Reference, Vec<([f64; N_FEATURES], f32, i64, u64)>) {
+        let day = 86_400_000i64;
+        let t0 = 1_533_081_600_000i64; // 2018-08-01
+        let row = |i: u64, shift: f64| {
+            let mut f = [0.0; N_FEATURES];
+            for (j, x) in f.iter_mut().enumerate() {
+                *x = 10.0 + 80.0 * u(i, j as u64 + 1);
+            }
+            f[amount_index()] *= shift;
+            f
+        };
+        let n_ref = 200_000u64;
+        let ref_rows: Vec<[f64; N_FEATURES]> = (0..n_ref).map(|i| row(i, 1.0)).collect();
+        let ref_times: Vec<i64> = (0..n_ref as i64).map(|i| t0 - 28 * day + i * 12_096).collect();
+        let scores: Vec<f32> = (0..n_ref).map(|i| u(i, 99) as f32).collect();
+        let reference = Reference::build(&ref_rows, &scores, 0.99, &ref_times);
+        let live = (0..3 * 8_000u64)
+            .map(|k| {
+                let i = n_ref + k;
+                let t = t0 + k as i64 * 10_800;
+                let shift = if t >= t0 + 2 * day { 1.5 } else { 1.0 };
+                (row(i, shift), u(i, 99) as f32, t, i % 97)
+            })
+            .collect();
+        (reference, live)
+    }
+
+    #[test]
+    fn four_instances_merged_reach_the_verdict_of_one_that_sees_everything() {
+        let (reference, live) = traffic();
+        let inputs = vec![
+            "TX_AMOUNT".to_string(),
+            "CUSTOMER_ID_NB_TX_7DAY_WINDOW".to_string(),
+        ];
+        let settings = DriftSettings::default();
+        let mut one = DriftMonitor::new(&reference, &inputs, settings.clone()).unwrap();
+        let mut four: Vec<DriftMonitor> = (0..4)
+            .map(|_| {
+                DriftMonitor::new(&reference, &inputs, settings.clone())
+                    .unwrap()
+                    .export_slices()
+            })
+            .collect();
+        let mut global = DriftMonitor::new(&reference, &inputs, settings).unwrap();
+        let start = Instant::now();
+        let mut merger =
+            SliceMerger::new(Duration::from_secs(600), Duration::from_secs(5), start);
+        let (mut alone, mut merged, mut local) = (Vec::new(), Vec::new(), Vec::new());
+        let mut slices = Vec::new();
+        let mut now = start;
+        for (i, (f, s, t, customer)) in live.iter().enumerate() {
+            // A wall clock that runs 10 ms per record.
+            now = start + Duration::from_millis(10 * i as u64);
+            one.push(f, *s, *s >= 0.99, *t, 0, &mut alone);
+            // Customers (the key) split over four instances.
+            let k = (*customer % 4) as usize;
+            four[k].push(f, *s, *s >= 0.99, *t, k as i32, &mut local);
+            for (k, m) in four.iter_mut().enumerate() {
+                m.drain_slices(&mut slices);
+                for sl in slices.drain(..) {
+                    merger.add(&format!("instance-{k}"), sl, now);
+                }
+            }
+            for m in merger.ready(now) {
+                assert_eq!(m.instances.len(), 4);
+                let at = (m.slice.index + 1) * crate::drift::summary::SLICE_MS;
+                global.push_slice(m.slice, at, &mut merged);
+            }
+        }
+        // Each instance alone sees a quarter of the traffic...
+        let raise = |reports: &[crate::drift::WindowReport]| {
+            reports
+                .iter()
+                .find(|r| r.raised.iter().any(|v| v == "TX_AMOUNT"))
+                .map(|r| r.end_event_time)
+        };
+        let t_one = raise(&alone).expect("one instance raises");
+        let t_merged = raise(&merged).expect("merged instances raise");
+        // ... merged, they judge the same windows as one seeing everything.
+        assert_eq!(t_merged, t_one);
+        let common = merged.len().min(alone.len()).saturating_sub(4);
+        assert!(common > 200, "{common}");
+        for (a, b) in alone.iter().zip(&merged).take(common) {
+            assert_eq!(a.end_event_time, b.end_event_time);
+            assert_eq!(a.raised, b.raised);
+            for (x, y) in a.vars.iter().zip(&b.vars) {
+                for (p, q) in x.scales.iter().zip(&y.scales) {
+                    assert_eq!(p.records, q.records);
+                    assert!((p.z - q.z).abs() < 1e-6, "{p:?} {q:?}");
+                }
+            }
+        }
+        assert_eq!(merger.judge(now), Some("instance-0"));
+    }
+
+    #[test]
+    fn a_silent_instance_stops_holding_slices_back() {
+        let t0 = Instant::now();
+        let mut m = SliceMerger::new(Duration::from_secs(30), Duration::ZERO, t0);
+        m.add("a", Slice::empty(10, &[0]), t0);
+        m.add("b", Slice::empty(10, &[0]), t0);
+        m.add("a", Slice::empty(11, &[0]), t0);
+        // b has not passed slice 11 yet.
+        assert_eq!(m.ready(t0).iter().map(|x| x.slice.index).collect::<Vec<_>>(), vec![10]);
+        assert!(m.ready(t0 + Duration::from_secs(10)).is_empty());
+        // b went silent: a alone decides.
+        let later = t0 + Duration::from_secs(31);
+        m.add("a", Slice::empty(12, &[0]), later);
+        let ready: Vec<i64> = m.ready(later).iter().map(|x| x.slice.index).collect();
+        assert_eq!(ready, vec![11, 12]);
+        assert_eq!(m.judge(later), Some("a"));
+        // b's slice 11, now late, is counted and dropped.
+        m.add("b", Slice::empty(11, &[0]), later);
+        assert_eq!(m.late(), 1);
+    }
+}
