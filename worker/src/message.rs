@@ -157,6 +157,10 @@ pub struct DriftBatch {
     pub event_times: Vec<i64>,
     /// Input partition of each record (the sidecar's event-time clocks).
     pub partitions: Vec<i32>,
+    /// The scoring thread's event-time watermark when it scored the batch
+    /// (the slowest assigned partition's latest event time, `i64::MIN`
+    /// while an assigned partition has not been seen); None: unknown.
+    pub watermark: Option<i64>,
 }
 
 /// How far the label stream has been read: written by the label reader,

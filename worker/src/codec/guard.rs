@@ -638,10 +638,14 @@ fn table_growth(cap: u64, need: u64) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{
-        DRIFT_SCHEMA, HISTORY_SCHEMAS, LABEL_SCHEMA, SCORED_SCHEMA, TRANSACTION_SCHEMA,
-    };
+    use crate::codec::{HISTORY_SCHEMAS, LABEL_SCHEMA, SCORED_SCHEMA, TRANSACTION_SCHEMA};
     use apache_avro::types::Value;
+
+    /// The drift report's first version: deeply nested (an array of
+    /// records holding arrays and unions), which is what these tests need.
+    /// The current version's records are checked end to end
+    /// (`tests/stream_parity.rs` decodes the worker's reports).
+    const DRIFT_SCHEMA: &str = include_str!("../../../schemas/history/drift_report.v1.avsc");
 
     fn parse(text: &str) -> Schema {
         Schema::parse_str(text).expect("test schema parses")

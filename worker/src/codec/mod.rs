@@ -36,6 +36,7 @@ pub const SCORED_SCHEMA: &str = include_str!("../../../schemas/scored_transactio
 pub const LABEL_SCHEMA: &str = include_str!("../../../schemas/fraud_label.avsc");
 pub const DRIFT_SCHEMA: &str = include_str!("../../../schemas/drift_report.avsc");
 pub const CUSTOMER_STATE_SCHEMA: &str = include_str!("../../../schemas/customer_state.avsc");
+pub const DRIFT_SLICE_SCHEMA: &str = include_str!("../../../schemas/drift_slice.avsc");
 /// Older writer schemas we still accept (schema evolution).
 pub const HISTORY_SCHEMAS: &[&str] =
     &[include_str!("../../../schemas/history/transaction.v1.avsc")];
@@ -270,6 +271,7 @@ pub struct Codec {
     label: KnownSchema,
     drift: KnownSchema,
     customer_state: KnownSchema,
+    drift_slice: KnownSchema,
     /// Every writer schema we can decode, by fingerprint: the current ones,
     /// the history shipped with the binary, and any extra ones from config;
     /// each under its specification fingerprint and its legacy one.
@@ -294,19 +296,21 @@ impl Codec {
         let drift = KnownSchema::parse(DRIFT_SCHEMA, "schemas/drift_report.avsc")?;
         let customer_state =
             KnownSchema::parse(CUSTOMER_STATE_SCHEMA, "schemas/customer_state.avsc")?;
+        let drift_slice = KnownSchema::parse(DRIFT_SLICE_SCHEMA, "schemas/drift_slice.avsc")?;
         let mut codec = Self {
             transaction: transaction.clone(),
             scored: scored.clone(),
             label: label.clone(),
             drift: drift.clone(),
             customer_state: customer_state.clone(),
+            drift_slice: drift_slice.clone(),
             writers: HashMap::new(),
             metrics: None,
             legacy_logged: Arc::default(),
             registry: None,
             confluent_ids: HashMap::new(),
         };
-        for s in [transaction, scored, label, drift, customer_state] {
+        for s in [transaction, scored, label, drift, customer_state, drift_slice] {
             codec.insert_writer(s);
         }
         for (i, text) in HISTORY_SCHEMAS.iter().enumerate() {
@@ -747,6 +751,11 @@ impl Codec {
     /// Encodes a drift report given as the record's fields (see `drift::task`).
     pub fn encode_drift(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
         self.encode_with(&self.drift, fields, "DriftReport")
+    }
+
+    /// Encodes a drift slice given as the record's fields (see `drift::global`).
+    pub fn encode_drift_slice(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
+        self.encode_with(&self.drift_slice, fields, "DriftSlice")
     }
 
     pub fn encode_label(&self, l: &FraudLabel) -> Result<Vec<u8>, SchemaError> {

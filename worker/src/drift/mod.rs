@@ -6,6 +6,7 @@
 //!   cycles) and its calibration per window scale;
 //! - [`summary`]: mergeable hour summaries (counts, moment sums, bins);
 //! - [`merge`]: one verdict across instances from their merged slices;
+//! - [`global`]: its transport (`<drift topic>.slices`) in the sidecar;
 //! - [`stats`]: PSI, Kolmogorov–Smirnov (+ p-value), Wasserstein, chi-squared;
 //! - [`monitor`]: hour slices, multi-scale windows, calibrated tests and
 //!   alerts (online and offline alike);
@@ -16,6 +17,7 @@
 //!
 //! Config: `[drift]` in the file, `RISKSTREAM_DRIFT_*`, `--drift-*`.
 
+pub mod global;
 pub mod merge;
 pub mod monitor;
 pub mod offline;
@@ -87,6 +89,8 @@ pub struct DriftFileConfig {
     pub max_lateness_seconds: Option<u64>,
     pub idle_partition_seconds: Option<u64>,
     pub channel_batches: Option<usize>,
+    /// Merge every instance's slices into one verdict per model (default true).
+    pub global: Option<bool>,
 }
 
 /// The same settings as flags / environment.
@@ -110,7 +114,7 @@ pub struct DriftArgs {
     /// Evaluations (quarter hours) in a row with nothing over that clear an alert [default: 24].
     #[arg(long = "drift-clear-after", env = "RISKSTREAM_DRIFT_CLEAR_AFTER")]
     pub clear_after: Option<u32>,
-    /// A slice closes at the latest this long (event time) after its end [default: 21600].
+    /// A slice closes at the latest this long (event time) after its end [default: 604800].
     #[arg(
         long = "drift-max-lateness-seconds",
         env = "RISKSTREAM_DRIFT_MAX_LATENESS_SECONDS"
@@ -128,6 +132,10 @@ pub struct DriftArgs {
         env = "RISKSTREAM_DRIFT_CHANNEL_BATCHES"
     )]
     pub channel_batches: Option<usize>,
+    /// Judge only this instance's share of the traffic: no slices published
+    /// or merged, alerts raised per instance.
+    #[arg(long = "drift-local-only", env = "RISKSTREAM_DRIFT_LOCAL_ONLY")]
+    pub local_only: bool,
 }
 
 /// Resolved drift config of `run`.
@@ -137,6 +145,8 @@ pub struct DriftConfig {
     pub topic: Option<String>,
     pub settings: DriftSettings,
     pub channel_batches: usize,
+    /// One verdict across instances from `<topic>.slices`.
+    pub global: bool,
 }
 
 /// A duration such as "90s", "30m", "6h" or "2d" (a bare number: seconds).
@@ -220,6 +230,7 @@ impl DriftArgs {
             topic,
             settings,
             channel_batches,
+            global: !self.local_only && file.global.unwrap_or(true),
         }
     }
 }

@@ -75,7 +75,7 @@ impl Default for DriftSettings {
             false_alarms_per_year: 1.0,
             min_records: 100,
             clear_after: 24,
-            max_lateness_seconds: 6 * 3600,
+            max_lateness_seconds: 60 * 86_400,
             idle_partition_seconds: 30,
         }
     }
@@ -197,7 +197,7 @@ enum Source {
     Flagged,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Var {
     name: String,
     source: Source,
@@ -220,7 +220,7 @@ struct Clock {
 }
 
 /// Hour slices, windows and alert state over a fixed list of variables.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DriftMonitor {
     settings: DriftSettings,
     vars: Vec<Var>,
@@ -233,6 +233,9 @@ pub struct DriftMonitor {
     closed: VecDeque<Slice>,
     last_closed: Option<i64>,
     clocks: Vec<Clock>,
+    /// The scoring thread's watermark (slowest assigned partition), which
+    /// knows partitions not seen here yet; None: use `clocks`.
+    external: Option<i64>,
     newest: i64,
     now: Instant,
     late: u64,
@@ -303,6 +306,7 @@ impl DriftMonitor {
             closed: VecDeque::new(),
             last_closed: None,
             clocks: Vec::new(),
+            external: None,
             newest: i64::MIN,
             now: Instant::now(),
             late: 0,
@@ -357,6 +361,15 @@ impl DriftMonitor {
     /// The wall clock of the batch being pushed (partition idleness).
     pub fn set_now(&mut self, now: Instant) {
         self.now = now;
+    }
+
+    /// The event-time watermark after a batch was pushed, from the scoring
+    /// thread, which knows the whole assignment (a partition not seen yet
+    /// holds slices open: a backlog is consumed unevenly); closes what it
+    /// passed. `Some(i64::MIN)` holds everything (up to the lateness bound).
+    pub fn set_watermark(&mut self, watermark: Option<i64>, out: &mut Vec<WindowReport>) {
+        self.external = watermark;
+        self.advance(out);
     }
 
     /// Adds one scored record of `partition`; reports of the slices it
@@ -423,14 +436,15 @@ impl DriftMonitor {
             .newest
             .saturating_sub(self.settings.max_lateness_seconds as i64 * 1000);
         let idle = std::time::Duration::from_secs(self.settings.idle_partition_seconds);
-        let watermark = self
-            .clocks
-            .iter()
-            .filter(|c| c.newest >= floor && self.now.duration_since(c.seen) <= idle)
-            .map(|c| c.newest)
-            .min()
-            .unwrap_or(self.newest)
-            .max(floor);
+        let own = || {
+            self.clocks
+                .iter()
+                .filter(|c| c.newest >= floor && self.now.duration_since(c.seen) <= idle)
+                .map(|c| c.newest)
+                .min()
+                .unwrap_or(self.newest)
+        };
+        let watermark = self.external.unwrap_or_else(own).max(floor);
         while let Some(entry) = self.open.first_entry() {
             if (entry.key() + 1) * SLICE_MS > watermark {
                 break;

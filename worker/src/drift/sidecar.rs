@@ -1,9 +1,11 @@
 //! The drift sidecar stage of `riskstream run`: built from the drift
 //! settings and the champion's reference; off (with a WARN saying why)
-//! when drift is disabled or the model has no usable reference.
+//! when drift is disabled or the model has no usable reference. With the
+//! merged verdict on (default), it also reads every instance's slices.
 
 use std::sync::Arc;
 
+use super::global::Global;
 use super::task::{self, DriftOutput, DriftSender};
 use super::{DriftConfig, DriftMonitor, Reference};
 use crate::message::Shared;
@@ -37,15 +39,24 @@ impl DriftSidecar {
             .create()
             .map_err(|e| tracing::warn!(error = %e, "drift reports will not be published (gauges and logs only)"))
             .ok();
+        let instance = instance_name();
+        let global = if cfg.global && producer.is_some() {
+            let slices = super::global::slices_topic(&topic);
+            Global::start(&client, &slices, monitor.clone(), &instance)
+                .map_err(|e| tracing::warn!(error = %e, topic = %slices, "drift verdict per instance only: cannot read the slices topic"))
+                .ok()
+        } else {
+            None
+        };
         let out = DriftOutput {
             producer,
             topic,
             codec: Arc::clone(&shared.codec),
             model_name: champion.location.name.clone(),
             model_version: champion.location.version.clone(),
-            instance: instance_name(),
+            instance,
         };
-        task::spawn(monitor, out, shared.metrics.clone(), cfg.channel_batches)
+        task::spawn(monitor, out, global, shared.metrics.clone(), cfg.channel_batches)
             .map_err(
                 |e| tracing::warn!(error = %e, "drift monitoring off: cannot start its thread"),
             )

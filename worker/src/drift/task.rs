@@ -4,17 +4,22 @@
 //! gauges, logs raised/cleared alerts at WARN and goes to the drift topic
 //! as a `DriftReport` (Avro, single-object encoding, keyed by instance).
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use apache_avro::types::Value;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
+use super::global::{Global, GlobalReport};
 use super::monitor::{DriftMonitor, WindowReport};
 use crate::codec::Codec;
 use crate::message::DriftBatch;
 use crate::metrics::{DriftGauge, Metrics};
+
+/// How often the merged verdict publishes, reads and judges slices.
+const GLOBAL_TICK: Duration = Duration::from_millis(250);
 
 /// What the sidecar receives.
 #[derive(Debug)]
@@ -33,11 +38,24 @@ pub enum DriftMsg {
 pub struct DriftSender {
     tx: SyncSender<DriftMsg>,
     metrics: Arc<Metrics>,
+    /// The scoring thread's event-time watermark for the next batch
+    /// (`NO_WATERMARK`: unknown).
+    watermark: Arc<AtomicI64>,
 }
 
+const NO_WATERMARK: i64 = i64::MAX;
+
 impl DriftSender {
+    /// The scoring thread's watermark before the batch it is scoring.
+    pub fn set_watermark(&self, wm: Option<i64>) {
+        self.watermark
+            .store(wm.unwrap_or(NO_WATERMARK), Ordering::Relaxed);
+    }
+
     /// Hands a batch over, or drops and counts it when the sidecar is behind.
-    pub fn offer(&self, batch: DriftBatch) {
+    pub fn offer(&self, mut batch: DriftBatch) {
+        let wm = self.watermark.load(Ordering::Relaxed);
+        batch.watermark = (wm != NO_WATERMARK).then_some(wm);
         let n = batch.scores.len() as u64;
         match self.tx.try_send(DriftMsg::Batch(batch)) {
             Ok(()) => {}
@@ -68,10 +86,13 @@ pub struct DriftOutput {
 }
 
 /// Starts the sidecar thread; it ends when every sender is dropped, after
-/// reporting the last (partial) window and flushing the producer.
+/// reporting the last (partial) slices and flushing the producer. With
+/// `global`, this instance's slices are also published and merged with
+/// every other instance's for one verdict per model.
 pub fn spawn(
     monitor: DriftMonitor,
     out: DriftOutput,
+    global: Option<Global>,
     metrics: Arc<Metrics>,
     capacity: usize,
 ) -> std::io::Result<(DriftSender, std::thread::JoinHandle<()>)> {
@@ -79,79 +100,212 @@ pub fn spawn(
     let sender = DriftSender {
         tx,
         metrics: metrics.clone(),
+        watermark: Arc::new(AtomicI64::new(NO_WATERMARK)),
     };
     let handle = std::thread::Builder::new()
         .name("drift".into())
-        .spawn(move || run(monitor, out, metrics, rx))?;
+        .spawn(move || Sidecar::new(monitor, out, global, metrics).run(rx))?;
     Ok((sender, handle))
 }
 
-fn run(
-    mut monitor: DriftMonitor,
-    mut out: DriftOutput,
+/// The sidecar thread's state.
+struct Sidecar {
+    monitor: DriftMonitor,
+    out: DriftOutput,
+    global: Option<Global>,
     metrics: Arc<Metrics>,
-    rx: Receiver<DriftMsg>,
-) {
-    tracing::info!(
-        variables = monitor.names().len(),
-        scales = ?monitor.settings().scales,
-        z_threshold = monitor.z_threshold(),
-        topic = %out.topic,
-        "drift sidecar started"
-    );
-    let mut reports = Vec::new();
-    for msg in rx {
-        let b = match msg {
-            DriftMsg::Batch(b) => b,
-            DriftMsg::Model {
-                monitor: m,
-                name,
-                version,
-            } => {
-                monitor.finish(&mut reports);
-                for r in reports.drain(..) {
-                    publish(&r, &out, &metrics);
-                }
-                tracing::info!(model = %name, version = %version, "drift now watches against {name}/{version}'s reference");
-                monitor = *m;
-                out.model_name = name;
-                out.model_version = version;
-                continue;
-            }
+    reports: Vec<WindowReport>,
+    /// The newest evaluation of each monitor not yet in the gauges (set
+    /// once per tick: a backlog closes hundreds of slices a second).
+    gauges: Option<Vec<DriftGauge>>,
+    global_gauges: Option<Vec<DriftGauge>>,
+}
+
+impl Sidecar {
+    fn new(
+        monitor: DriftMonitor,
+        out: DriftOutput,
+        global: Option<Global>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let mut monitor = if global.is_some() {
+            monitor.export_slices()
+        } else {
+            monitor
         };
-        monitor.set_now(std::time::Instant::now());
-        let late = monitor.late_records();
+        // Nothing closes before the scoring thread's first watermark.
+        monitor.set_watermark(Some(i64::MIN), &mut Vec::new());
+        Self {
+            monitor,
+            out,
+            global,
+            metrics,
+            reports: Vec::new(),
+            gauges: None,
+            global_gauges: None,
+        }
+    }
+
+    fn run(mut self, rx: Receiver<DriftMsg>) {
+        tracing::info!(
+            variables = self.monitor.names().len(),
+            scales = ?self.monitor.settings().scales,
+            z_threshold = self.monitor.z_threshold(),
+            topic = %self.out.topic,
+            merged_across_instances = self.global.is_some(),
+            "drift sidecar started"
+        );
+        let mut last_global = std::time::Instant::now();
+        loop {
+            match rx.recv_timeout(GLOBAL_TICK) {
+                Ok(DriftMsg::Batch(b)) => self.batch(&b),
+                Ok(DriftMsg::Model {
+                    monitor,
+                    name,
+                    version,
+                }) => self.switch(*monitor, name, version),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.flush_reports();
+            if last_global.elapsed() >= GLOBAL_TICK {
+                self.global_tick();
+                self.set_gauges();
+                last_global = std::time::Instant::now();
+            }
+        }
+        self.monitor.finish(&mut self.reports);
+        self.flush_reports();
+        self.global_tick();
+        self.set_gauges();
+        if let Some(p) = &self.out.producer {
+            if let Err(e) = p.flush(Duration::from_secs(5)) {
+                tracing::warn!(error = %e, "drift reports not all delivered at shutdown");
+            }
+        }
+    }
+
+    fn batch(&mut self, b: &DriftBatch) {
+        self.monitor.set_now(std::time::Instant::now());
+        let late = self.monitor.late_records();
         for i in 0..b.scores.len() {
-            monitor.push(
+            self.monitor.push(
                 &b.features[i],
                 b.scores[i],
                 b.flagged[i],
                 b.event_times[i],
                 b.partitions.get(i).copied().unwrap_or(0),
-                &mut reports,
+                &mut self.reports,
             );
         }
-        metrics.drift_late.add(monitor.late_records() - late);
-        for r in reports.drain(..) {
-            publish(&r, &out, &metrics);
+        // The batch's watermark covers its own records: applied after them.
+        self.monitor
+            .set_watermark(b.watermark.or(Some(i64::MIN)), &mut self.reports);
+        self.metrics
+            .drift_late
+            .add(self.monitor.late_records() - late);
+    }
+
+    fn switch(&mut self, monitor: DriftMonitor, name: String, version: String) {
+        self.monitor.finish(&mut self.reports);
+        self.flush_reports();
+        tracing::info!(model = %name, version = %version, "drift now watches against {name}/{version}'s reference");
+        if let Some(g) = &mut self.global {
+            g.switch(monitor.clone());
+        }
+        self.monitor = if self.global.is_some() {
+            monitor.export_slices()
+        } else {
+            monitor
+        };
+        self.monitor.set_watermark(Some(i64::MIN), &mut self.reports);
+        self.out.model_name = name;
+        self.out.model_version = version;
+    }
+
+    /// This instance's reports out.
+    fn flush_reports(&mut self) {
+        let local_alerts = self.global.is_none();
+        if let Some(r) = self.reports.last() {
+            self.gauges = Some(gauges_of(r));
+        }
+        for r in self.reports.drain(..) {
+            publish(&r, &self.out, &self.metrics, local_alerts);
         }
     }
-    monitor.finish(&mut reports);
-    for r in reports.drain(..) {
-        publish(&r, &out, &metrics);
+
+    fn set_gauges(&mut self) {
+        if let Some(g) = self.gauges.take() {
+            self.metrics.set_drift(&g);
+        }
+        if let Some(g) = self.global_gauges.take() {
+            self.metrics.set_drift_global(&g);
+        }
     }
-    if let Some(p) = &out.producer {
-        if let Err(e) = p.flush(Duration::from_secs(5)) {
-            tracing::warn!(error = %e, "drift reports not all delivered at shutdown");
+
+    /// With the merged verdict: this instance's closed slices out, every
+    /// instance's slices in, merged reports out.
+    fn global_tick(&mut self) {
+        let Some(g) = &mut self.global else { return };
+        let mut slices = Vec::new();
+        self.monitor.drain_slices(&mut slices);
+        g.publish(&slices, &self.monitor.names(), &self.out);
+        let mut merged = Vec::new();
+        g.poll(&self.out.codec, &self.out, &mut merged);
+        let judge = g.is_judge(&self.out.instance);
+        self.metrics.drift_instances.set(g.live_instances() as i64);
+        if let Some(r) = merged.last() {
+            self.global_gauges = Some(gauges_of(&r.report));
+        }
+        for r in &merged {
+            publish_global(r, judge, &self.out);
         }
     }
 }
 
-/// Gauges, logs and the drift topic for one hourly evaluation.
-pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
-    metrics.drift_windows.add(1);
-    let gauges: Vec<DriftGauge> = r
-        .vars
+/// The merged verdict (its gauges are set on every instance): the judge
+/// logs raised and cleared alerts and publishes the report (instance "global").
+fn publish_global(r: &GlobalReport, judge: bool, out: &DriftOutput) {
+    if !judge {
+        return;
+    }
+    for name in &r.report.raised {
+        let v = r.report.vars.iter().find(|v| &v.name == name);
+        let worst = v.and_then(|v| {
+            v.scales
+                .iter()
+                .max_by(|a, b| a.exceedance().total_cmp(&b.exceedance()))
+        });
+        tracing::warn!(
+            variable = %name, window_end = r.report.end_event_time, instances = ?r.instances,
+            over = ?v.map(|v| &v.over), z = worst.map(|s| s.z), effect = worst.map(|s| s.effect),
+            psi = worst.and_then(|s| s.psi),
+            "drift alert RAISED for {name} (all instances merged)"
+        );
+    }
+    for name in &r.report.cleared {
+        tracing::warn!(variable = %name, window_end = r.report.end_event_time, "drift alert CLEARED for {name} (all instances merged)");
+    }
+    let Some(p) = &out.producer else { return };
+    let mut fields = report_fields(&r.report, out, 0);
+    for (k, v) in fields.iter_mut() {
+        if *k == "instance" {
+            *v = Value::String("global".into());
+        }
+    }
+    match out.codec.encode_drift(fields) {
+        Ok(payload) => {
+            if let Err((e, _)) = p.send(BaseRecord::to(&out.topic).key("global").payload(&payload)) {
+                tracing::warn!(error = %e, topic = %out.topic, "cannot send a drift report");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot encode a drift report"),
+    }
+}
+
+/// The gauges of one evaluation.
+fn gauges_of(r: &WindowReport) -> Vec<DriftGauge> {
+    r.vars
         .iter()
         .map(|v| DriftGauge {
             variable: v.name.clone(),
@@ -179,8 +333,14 @@ pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
                 .collect(),
             alerting: v.alerting,
         })
-        .collect();
-    metrics.set_drift(&gauges);
+        .collect()
+}
+
+/// Logs and the drift topic for one of this instance's evaluations (the
+/// gauges follow the newest once per tick); raised and cleared alerts at WARN when `alerts` (no merged
+/// verdict), else at DEBUG (the merged verdict speaks for the model).
+pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics, alerts: bool) {
+    metrics.drift_windows.add(1);
     for name in &r.raised {
         let v = r.vars.iter().find(|v| &v.name == name);
         let worst = v.and_then(|v| {
@@ -188,16 +348,22 @@ pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics) {
                 .iter()
                 .max_by(|a, b| a.exceedance().total_cmp(&b.exceedance()))
         });
-        tracing::warn!(
-            variable = %name, hour_end = r.end_event_time, records = r.records,
-            over = ?v.map(|v| &v.over), z = worst.map(|s| s.z), effect = worst.map(|s| s.effect),
-            psi = worst.and_then(|s| s.psi), mean = worst.map(|s| s.mean),
-            expected_mean = worst.map(|s| s.expected_mean),
-            "drift alert RAISED for {name}"
-        );
+        if alerts {
+            tracing::warn!(
+                variable = %name, window_end = r.end_event_time, records = r.records,
+                over = ?v.map(|v| &v.over), z = worst.map(|s| s.z), effect = worst.map(|s| s.effect),
+                psi = worst.and_then(|s| s.psi), mean = worst.map(|s| s.mean),
+                expected_mean = worst.map(|s| s.expected_mean),
+                "drift alert RAISED for {name}"
+            );
+        } else {
+            tracing::debug!(variable = %name, window_end = r.end_event_time, "drift alert raised for {name} on this instance's share");
+        }
     }
     for name in &r.cleared {
-        tracing::warn!(variable = %name, hour_end = r.end_event_time, "drift alert CLEARED for {name}");
+        if alerts {
+            tracing::warn!(variable = %name, window_end = r.end_event_time, "drift alert CLEARED for {name}");
+        }
     }
     tracing::debug!(
         window = r.index, records = r.records, judged = r.judged, flagged_rate = r.flagged_rate,

@@ -244,8 +244,14 @@ const GAUGES: &[(&str, &str)] = &[
     ("riskstream_consumer_lag", "Records behind the high watermark per input partition (librdkafka statistics)."),
     ("riskstream_model_info", "The serving models: 1 for each model, version, device and role serving now, 0 once replaced."),
     ("riskstream_drift", "The last drift evaluation's statistic per monitored variable and window scale (z, z_high, z_low, chi2, chi2_limit, psi, effect, mean, expected_mean, exceedance = statistic / threshold)."),
-    ("riskstream_drift_alert", "1 while a drift alert is raised for the variable."),
+    ("riskstream_drift_alert", "1 while a drift alert is raised for the variable (this instance's share of the traffic)."),
+    ("riskstream_drift_global", "The merged verdict's last evaluation (every instance's slices merged), per variable and scale: the same statistics as riskstream_drift."),
+    ("riskstream_drift_global_alert", "1 while the merged verdict holds a drift alert for the variable (one per model across instances)."),
+    ("riskstream_drift_instances", "Instances whose drift slices the merged verdict waited for at its last poll."),
 ];
+
+/// Drift gauges by (variable, scale label, statistic).
+type DriftSeries = std::collections::HashMap<(String, String, &'static str), Gauge>;
 
 /// Everything the worker counts.
 pub struct Metrics {
@@ -276,13 +282,16 @@ pub struct Metrics {
     pub registry_waiting: Level,
     /// Seconds the label stream is behind, -1 before the first batch.
     pub labels_behind_seconds: Level,
+    pub drift_instances: Level,
     dead_lettered: Vec<(&'static str, Tally)>,
     events: Mutex<Vec<(&'static str, &'static str, Counter)>>,
     versions: Mutex<Vec<VersionCounters>>,
     model_info: Mutex<Vec<(ModelInfo, Gauge)>>,
     lag: Mutex<Vec<(String, i32, Gauge)>>,
     /// (variable, scale, statistic) → gauge; "" scale for the alert gauge.
-    drift: Mutex<Vec<(String, String, &'static str, Gauge)>>,
+    drift: Mutex<DriftSeries>,
+    /// The same for the merged verdict.
+    drift_global: Mutex<DriftSeries>,
     drift_alerting: Mutex<Vec<String>>,
     /// When the first record was consumed / its output delivered.
     pub first_consumed: std::sync::OnceLock<std::time::Instant>,
@@ -358,12 +367,14 @@ impl Metrics {
             end_to_end_seconds: h("riskstream_end_to_end_seconds"),
             registry_waiting: Level::new(g("riskstream_schema_registry_waiting"), 0),
             labels_behind_seconds: Level::new(g("riskstream_labels_behind_seconds"), -1),
+            drift_instances: Level::new(g("riskstream_drift_instances"), 0),
             dead_lettered,
             events: Mutex::new(events),
             versions: Mutex::new(Vec::new()),
             model_info: Mutex::new(Vec::new()),
             lag: Mutex::new(Vec::new()),
-            drift: Mutex::new(Vec::new()),
+            drift: Mutex::new(DriftSeries::default()),
+            drift_global: Mutex::new(DriftSeries::default()),
             drift_alerting: Mutex::new(Vec::new()),
             first_consumed: std::sync::OnceLock::new(),
             first_delivered: std::sync::OnceLock::new(),
@@ -553,26 +564,33 @@ impl Metrics {
             .filter(|g| g.alerting)
             .map(|g| g.variable.clone())
             .collect();
-        let mut d = self.drift.lock().unwrap_or_else(|e| e.into_inner());
+        self.drift_series(&self.drift, "riskstream_drift", gauges);
+    }
+
+    /// The merged verdict's last evaluation.
+    pub fn set_drift_global(&self, gauges: &[DriftGauge]) {
+        self.drift_series(&self.drift_global, "riskstream_drift_global", gauges);
+    }
+
+    fn drift_series(&self, store: &Mutex<DriftSeries>, name: &'static str, gauges: &[DriftGauge]) {
+        let mut d = store.lock().unwrap_or_else(|e| e.into_inner());
         for v in gauges {
             let alert = (String::new(), vec![("alert", f64::from(u8::from(v.alerting)))]);
             for (scale, values) in v.scales.iter().chain(std::iter::once(&alert)) {
                 for &(stat, x) in values {
-                    if let Some((.., g)) = d
-                        .iter()
-                        .find(|(n, sc, st, _)| *n == v.variable && sc == scale && *st == stat)
-                    {
+                    let id = (v.variable.clone(), scale.clone(), stat);
+                    if let Some(g) = d.get(&id) {
                         g.set(x);
                         continue;
                     }
                     let key = if stat == "alert" {
                         Key::from_parts(
-                            "riskstream_drift_alert",
+                            format!("{name}_alert"),
                             vec![Label::new("feature", v.variable.clone())],
                         )
                     } else {
                         Key::from_parts(
-                            "riskstream_drift",
+                            name,
                             vec![
                                 Label::new("feature", v.variable.clone()),
                                 Label::new("scale", scale.clone()),
@@ -582,7 +600,7 @@ impl Metrics {
                     };
                     let g = self.recorder.register_gauge(&key, &META);
                     g.set(x);
-                    d.push((v.variable.clone(), scale.clone(), stat, g));
+                    d.insert(id, g);
                 }
             }
         }

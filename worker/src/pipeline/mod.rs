@@ -200,6 +200,11 @@ async fn ensure_topics(cfg: &RunConfig) -> Result<(), PipelineError> {
     topics.extend(cfg.drift.topic.as_deref());
     topics.extend(cfg.serving.shadow_topic.as_deref());
     crate::kafka::ensure_topics(&cfg.brokers, &cfg.kafka, &topics, cfg.topic_partitions).await?;
+    if let (Some(t), true) = (&cfg.drift.topic, cfg.drift.global) {
+        // One partition: every instance reads all slices.
+        let slices = crate::drift::global::slices_topic(t);
+        crate::kafka::ensure_topics(&cfg.brokers, &cfg.kafka, &[&slices], 1).await?;
+    }
     if cfg.state.enabled {
         // Co-partitioned with the input, compacted.
         crate::kafka::ensure_changelog(

@@ -298,14 +298,17 @@ impl State {
         );
     }
 
-    /// Eviction follows the slowest partition, not the fastest.
-    fn advance_eviction_clock(&mut self, batch: &[Incoming]) {
+    /// Eviction follows the slowest partition, not the fastest; returns
+    /// that watermark (drift closes its slices by it too).
+    fn advance_eviction_clock(&mut self, batch: &[Incoming]) -> Option<i64> {
         for i in batch {
             self.clocks.saw(i.partition, i.tx.event_time);
         }
-        if let Some(wm) = self.clocks.watermark() {
+        let wm = self.clocks.watermark();
+        if let Some(wm) = wm {
             self.engine.set_clock_limit(wm);
         }
+        wm
     }
 }
 
@@ -373,7 +376,10 @@ impl Scoring {
                 Gathered::Batch { open } => open,
             };
             self.wait_for_labels(&batch);
-            self.state.advance_eviction_clock(&batch);
+            let watermark = self.state.advance_eviction_clock(&batch);
+            if let Some(d) = &self.drift {
+                d.set_watermark(watermark);
+            }
             self.state.note_changed(&batch);
             // Model changes land between batches.
             while let Ok(u) = self.updates.try_recv() {
@@ -723,6 +729,7 @@ impl<'a> Assembly<'a> {
                 flagged: Vec::with_capacity(n),
                 event_times: Vec::with_capacity(n),
                 partitions: Vec::with_capacity(n),
+                watermark: None,
             }),
         }
     }
