@@ -167,7 +167,13 @@ fn no_alert_over_the_unchanged_days_after_the_validation_week() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|v| v["peak"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap()))
+        .flat_map(|v| {
+            v["peak"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap())
+        })
         .fold(0.0, f64::max);
     assert!((0.3..1.0).contains(&peak), "peak {peak}");
 }
@@ -337,7 +343,10 @@ fn compromised_terminal_wave_raises_terminal_risk_when_its_labels_arrive() {
         .into_iter()
         .chain(delay_hours(&r, "TERMINAL_ID_RISK_7DAY_WINDOW"))
         .fold(f64::INFINITY, f64::min);
-    assert!((7.0 * 24.0..=9.0 * 24.0).contains(&risk), "{risk} h: {alerts:?}");
+    assert!(
+        (7.0 * 24.0..=9.0 * 24.0).contains(&risk),
+        "{risk} h: {alerts:?}"
+    );
     assert!(
         !alerts
             .iter()

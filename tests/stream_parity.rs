@@ -201,14 +201,19 @@ fn drift_reports_and_gauges(t: &Topics, w: &Worker, n: i64) {
         "{global_raised:?}"
     );
     assert!(!global_raised.contains("TX_AMOUNT"), "{global_raised:?}");
-    assert!(log.contains("drift alert RAISED for CUSTOMER_ID_NB_TX_30DAY_WINDOW (all instances merged)"));
+    assert!(log
+        .contains("drift alert RAISED for CUSTOMER_ID_NB_TX_30DAY_WINDOW (all instances merged)"));
     assert!(
         metrics.contains("riskstream_drift{feature=\"TX_AMOUNT\",scale=\"1h\",statistic=\"z\"}"),
         "{metrics}"
     );
     // (Cleared by the end: the histories fill up within the 41 days.)
-    assert!(metrics.contains("riskstream_drift_global_alert{feature=\"CUSTOMER_ID_NB_TX_30DAY_WINDOW\"}"));
-    assert!(metrics.contains("riskstream_drift_instances 1"), "{metrics}");
+    assert!(metrics
+        .contains("riskstream_drift_global_alert{feature=\"CUSTOMER_ID_NB_TX_30DAY_WINDOW\"}"));
+    assert!(
+        metrics.contains("riskstream_drift_instances 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("riskstream_drift_samples_dropped_total 0"));
     // End to end (input send time → output acknowledged), one observation
     // per scored record; the backlog was sent minutes ago, not in 2018.

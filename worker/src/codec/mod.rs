@@ -310,7 +310,14 @@ impl Codec {
             registry: None,
             confluent_ids: HashMap::new(),
         };
-        for s in [transaction, scored, label, drift, customer_state, drift_slice] {
+        for s in [
+            transaction,
+            scored,
+            label,
+            drift,
+            customer_state,
+            drift_slice,
+        ] {
             codec.insert_writer(s);
         }
         for (i, text) in HISTORY_SCHEMAS.iter().enumerate() {

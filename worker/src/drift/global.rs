@@ -124,9 +124,7 @@ impl Global {
                 .timestamp()
                 .to_millis()
                 .map_or(0, |t| (now_ms - t).max(0) as u64);
-            let seen = now
-                .checked_sub(Duration::from_millis(age))
-                .unwrap_or(now);
+            let seen = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
             match m
                 .payload()
                 .and_then(|p| decode_slice(codec, p, &names, &out.model_name, &out.model_version))

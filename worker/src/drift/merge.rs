@@ -167,7 +167,10 @@ mod tests {
 
     /// Three days of synthetic traffic against a reference built from the
     /// same generator, amounts × 1.5 from the start of the third day.
-    fn traffic() -> (Reference, Vec<([f64; N_FEATURES], f32, i64, u64)>) {
+    /// A scored record: features, score, event time, customer.
+    type Scored = ([f64; N_FEATURES], f32, i64, u64);
+
+    fn traffic() -> (Reference, Vec<Scored>) {
         let day = 86_400_000i64;
         let t0 = 1_533_081_600_000i64; // 2018-08-01
         let row = |i: u64, shift: f64| {
@@ -180,7 +183,9 @@ mod tests {
         };
         let n_ref = 200_000u64;
         let ref_rows: Vec<[f64; N_FEATURES]> = (0..n_ref).map(|i| row(i, 1.0)).collect();
-        let ref_times: Vec<i64> = (0..n_ref as i64).map(|i| t0 - 28 * day + i * 12_096).collect();
+        let ref_times: Vec<i64> = (0..n_ref as i64)
+            .map(|i| t0 - 28 * day + i * 12_096)
+            .collect();
         let scores: Vec<f32> = (0..n_ref).map(|i| u(i, 99) as f32).collect();
         let reference = Reference::build(&ref_rows, &scores, 0.99, &ref_times);
         let live = (0..3 * 8_000u64)
@@ -212,8 +217,7 @@ mod tests {
             .collect();
         let mut global = DriftMonitor::new(&reference, &inputs, settings).unwrap();
         let start = Instant::now();
-        let mut merger =
-            SliceMerger::new(Duration::from_secs(600), Duration::from_secs(5), start);
+        let mut merger = SliceMerger::new(Duration::from_secs(600), Duration::from_secs(5), start);
         let (mut alone, mut merged, mut local) = (Vec::new(), Vec::new(), Vec::new());
         let mut slices = Vec::new();
         let mut now = start;
@@ -270,7 +274,13 @@ mod tests {
         m.add("b", Slice::empty(10, &[0]), t0);
         m.add("a", Slice::empty(11, &[0]), t0);
         // b has not passed slice 11 yet.
-        assert_eq!(m.ready(t0).iter().map(|x| x.slice.index).collect::<Vec<_>>(), vec![10]);
+        assert_eq!(
+            m.ready(t0)
+                .iter()
+                .map(|x| x.slice.index)
+                .collect::<Vec<_>>(),
+            vec![10]
+        );
         assert!(m.ready(t0 + Duration::from_secs(10)).is_empty());
         // b went silent: a alone decides.
         let later = t0 + Duration::from_secs(31);

@@ -100,7 +100,11 @@ pub struct DriftArgs {
     #[arg(long = "drift-topic", env = "RISKSTREAM_DRIFT_TOPIC")]
     pub topic: Option<String>,
     /// Window lengths judged every quarter hour, comma-separated (1h…48h) [default: 1h,6h,24h].
-    #[arg(long = "drift-scales", env = "RISKSTREAM_DRIFT_SCALES", value_delimiter = ',')]
+    #[arg(
+        long = "drift-scales",
+        env = "RISKSTREAM_DRIFT_SCALES",
+        value_delimiter = ','
+    )]
     pub scales: Option<Vec<String>>,
     /// False alarms allowed per model per year, all variables and scales together [default: 1].
     #[arg(
@@ -114,7 +118,7 @@ pub struct DriftArgs {
     /// Evaluations (quarter hours) in a row with nothing over that clear an alert [default: 24].
     #[arg(long = "drift-clear-after", env = "RISKSTREAM_DRIFT_CLEAR_AFTER")]
     pub clear_after: Option<u32>,
-    /// A slice closes at the latest this long (event time) after its end [default: 604800].
+    /// A slice closes at the latest this long (event time) after its end [default: 5184000].
     #[arg(
         long = "drift-max-lateness-seconds",
         env = "RISKSTREAM_DRIFT_MAX_LATENESS_SECONDS"
@@ -241,10 +245,8 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_and_bad_values_are_reported() {
-        let file: DriftFileConfig = toml::from_str(
-            "scales = [\"2h\", \"12h\"]\nfalse_alarms_per_year = 0.5\n",
-        )
-        .unwrap();
+        let file: DriftFileConfig =
+            toml::from_str("scales = [\"2h\", \"12h\"]\nfalse_alarms_per_year = 0.5\n").unwrap();
         let args = DriftArgs {
             false_alarms_per_year: Some(2.0),
             clear_after: Some(0),

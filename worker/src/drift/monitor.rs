@@ -29,8 +29,8 @@ use serde::Serialize;
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
 
 use super::profile::{
-    chi2_of, psi_of, Profile, ScaleCalibration, VarProfile, CALIBRATED_SCALES_H,
-    MIN_CHI2_WINDOWS, MIN_EXPECTED_PER_BIN,
+    chi2_of, psi_of, Profile, ScaleCalibration, VarProfile, CALIBRATED_SCALES_H, MIN_CHI2_WINDOWS,
+    MIN_EXPECTED_PER_BIN,
 };
 use super::reference::Reference;
 use super::summary::{slice_index, Slice, SLICE_MS};
@@ -269,7 +269,11 @@ impl DriftMonitor {
                 .iter()
                 .position(|n| n == f)
                 .ok_or_else(|| DriftError::Invalid(format!("unknown feature {f}")))?;
-            let kind = if BINARY_FEATURES[j] { "binary" } else { "continuous" };
+            let kind = if BINARY_FEATURES[j] {
+                "binary"
+            } else {
+                "continuous"
+            };
             sources.push((f.clone(), Source::Feature(j), kind));
         }
         sources.push((SCORE.into(), Source::Score, "continuous"));
@@ -389,10 +393,7 @@ impl DriftMonitor {
             return;
         }
         let bins = &self.bins;
-        let slice = self
-            .open
-            .entry(h)
-            .or_insert_with(|| Slice::empty(h, bins));
+        let slice = self.open.entry(h).or_insert_with(|| Slice::empty(h, bins));
         slice.records += 1;
         for (v, s) in self.vars.iter().zip(slice.vars.iter_mut()) {
             let x = match v.source {
@@ -498,7 +499,11 @@ impl DriftMonitor {
     fn evaluate(&mut self, decided_at: i64) -> WindowReport {
         let (mut raised, mut cleared, mut active) = (Vec::new(), Vec::new(), Vec::new());
         let mut stats = Vec::with_capacity(self.vars.len());
-        let last = self.closed.back().cloned().unwrap_or_else(|| Slice::empty(0, &self.bins));
+        let last = self
+            .closed
+            .back()
+            .cloned()
+            .unwrap_or_else(|| Slice::empty(0, &self.bins));
         for k in 0..self.vars.len() {
             let scales: Vec<ScaleStats> = (0..self.settings.scales.len())
                 .map(|i| self.judge(k, i))
@@ -661,7 +666,11 @@ fn judge_window(
         judged: mean_judged || dist_judged,
         mean,
         expected_mean: e.mean,
-        effect: if e.var > 0.0 { diff / e.var.sqrt() } else { 0.0 },
+        effect: if e.var > 0.0 {
+            diff / e.var.sqrt()
+        } else {
+            0.0
+        },
         z,
         z_low,
         z_high,
@@ -680,17 +689,17 @@ impl Var {
         profile: &Profile,
         settings: &DriftSettings,
     ) -> Result<Self, DriftError> {
-        let p = profile
-            .vars
-            .get(name)
-            .cloned()
-            .ok_or_else(|| DriftError::Invalid(format!("the reference has no profile of {name}")))?;
+        let p = profile.vars.get(name).cloned().ok_or_else(|| {
+            DriftError::Invalid(format!("the reference has no profile of {name}"))
+        })?;
         let calibration = settings
             .scales
             .iter()
             .map(|&s| {
                 p.calibration_at(s).cloned().ok_or_else(|| {
-                    DriftError::Invalid(format!("the reference of {name} is not calibrated for {s} s"))
+                    DriftError::Invalid(format!(
+                        "the reference of {name} is not calibrated for {s} s"
+                    ))
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -125,7 +125,12 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
         path: args.out.display().to_string(),
         source,
     })?;
-    let scales: Vec<String> = cfg.settings.scales.iter().map(|s| scale_label(*s)).collect();
+    let scales: Vec<String> = cfg
+        .settings
+        .scales
+        .iter()
+        .map(|s| scale_label(*s))
+        .collect();
     let plots = write_plots(args, &reference, &variables, &alerts, &scored, &scales)?;
     let report = OfflineReport {
         model: format!("{}/{}", loc.name, loc.version),
@@ -310,10 +315,7 @@ fn write_plots(
     scales: &[String],
 ) -> Result<Vec<String>, DriftError> {
     let mut plots = Vec::new();
-    let start = scored
-        .windows
-        .first()
-        .map_or(0, |w| w.start_event_time);
+    let start = scored.windows.first().map_or(0, |w| w.start_event_time);
     let hours = |ms: i64| (ms - start) as f64 / 3_600_000.0;
     let caption = format!("{} … {}", args.from, args.to);
     for (k, v) in vars.iter().enumerate() {
@@ -327,8 +329,11 @@ fn write_plots(
                 .map(|a| hours(a.at_event_time))
                 .collect()
         };
-        let points: Vec<(f64, Vec<f64>)> =
-            v.series.iter().map(|(t, e)| (hours(*t), e.clone())).collect();
+        let points: Vec<(f64, Vec<f64>)> = v
+            .series
+            .iter()
+            .map(|(t, e)| (hours(*t), e.clone()))
+            .collect();
         let (raised, cleared) = (mine(true), mine(false));
         let file = format!("{}_timeline.png", v.name.to_ascii_lowercase());
         let t = crate::drift::plots::Timeline {
@@ -436,7 +441,11 @@ pub fn render(report: &OfflineReport) -> String {
         "\n| variable | mean | reference mean | PSI | KS | {} | alerts |",
         peaks.join(" | ")
     );
-    let _ = writeln!(out, "|---|---|---|---|---|{}---|", "---|".repeat(peaks.len()));
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|{}---|",
+        "---|".repeat(peaks.len())
+    );
     for v in &report.variables {
         let peak: Vec<String> = v.peak.iter().map(|p| format!("{p:.2}")).collect();
         let _ = writeln!(
@@ -451,7 +460,10 @@ pub fn render(report: &OfflineReport) -> String {
             v.alerts
         );
     }
-    let _ = writeln!(out, "\n(peak: the largest statistic / threshold over the period; over 1 raises an alert)");
+    let _ = writeln!(
+        out,
+        "\n(peak: the largest statistic / threshold over the period; over 1 raises an alert)"
+    );
     if !report.plots.is_empty() {
         let _ = writeln!(out, "plots: {}", report.plots.join(", "));
     }

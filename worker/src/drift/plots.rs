@@ -161,7 +161,10 @@ const SCALE_COLOURS: [RGBColor; 5] = [
 
 /// Writes the timeline PNG: a line per scale, the threshold (dashed at 1),
 /// raises (red) and clears (green) as vertical lines.
-pub fn timeline_png(path: &Path, t: &Timeline<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub fn timeline_png(
+    path: &Path,
+    t: &Timeline<'_>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     register_font();
     let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -207,7 +210,10 @@ pub fn timeline_png(path: &Path, t: &Timeline<'_>) -> Result<(), Box<dyn std::er
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
     for (xs, colour) in [(t.raised, RED), (t.cleared, GREEN)] {
         for &x in xs {
-            chart.draw_series(LineSeries::new([(x, 0.0), (x, y_top)], colour.stroke_width(2)))?;
+            chart.draw_series(LineSeries::new(
+                [(x, 0.0), (x, y_top)],
+                colour.stroke_width(2),
+            ))?;
         }
     }
     chart

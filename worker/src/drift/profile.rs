@@ -218,7 +218,11 @@ impl Profile {
         for i in slices {
             let h = hour_of_slice(i);
             let vol = self.volume.get(hour_of_week(h)).copied().unwrap_or(0.0);
-            let b = v.buckets.get(v.cycle.bucket(h)).copied().unwrap_or_default();
+            let b = v
+                .buckets
+                .get(v.cycle.bucket(h))
+                .copied()
+                .unwrap_or_default();
             w += vol;
             m1 += vol * b.mean;
             m2 += vol * (b.var + b.mean * b.mean);
@@ -395,7 +399,13 @@ struct RefWindow {
     chi2: Option<f64>,
 }
 
-fn reference_windows(p: &Profile, v: &VarProfile, k: usize, slices: &[Slice], h: u64) -> Vec<RefWindow> {
+fn reference_windows(
+    p: &Profile,
+    v: &VarProfile,
+    k: usize,
+    slices: &[Slice],
+    h: u64,
+) -> Vec<RefWindow> {
     let h = h as usize * SLICES_PER_HOUR as usize;
     let mut out = Vec::new();
     if slices.len() < h {
@@ -439,7 +449,11 @@ fn loo_expected(p: &Profile, v: &VarProfile, k: usize, win: &[Slice]) -> Expecte
     for s in win {
         let hour = hour_of_slice(s.index);
         let vol = p.volume.get(hour_of_week(hour)).copied().unwrap_or(0.0);
-        let b = v.buckets.get(v.cycle.bucket(hour)).copied().unwrap_or_default();
+        let b = v
+            .buckets
+            .get(v.cycle.bucket(hour))
+            .copied()
+            .unwrap_or_default();
         let rest = b.n.saturating_sub(s.vars[k].n);
         let mean = if rest == 0 {
             b.mean
@@ -561,6 +575,9 @@ mod tests {
         assert!(c.tau2 < 3.0, "{c:?}");
         assert!(c.phi < 1.3, "{c:?}");
         // A well-behaved χ²: mean near its 9 degrees of freedom, variance near 18.
-        assert!((6.0..12.0).contains(&c.chi2_mean) && (9.0..36.0).contains(&c.chi2_var), "{c:?}");
+        assert!(
+            (6.0..12.0).contains(&c.chi2_mean) && (9.0..36.0).contains(&c.chi2_var),
+            "{c:?}"
+        );
     }
 }

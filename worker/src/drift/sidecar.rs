@@ -56,12 +56,16 @@ impl DriftSidecar {
             model_version: champion.location.version.clone(),
             instance,
         };
-        task::spawn(monitor, out, global, shared.metrics.clone(), cfg.channel_batches)
-            .map_err(
-                |e| tracing::warn!(error = %e, "drift monitoring off: cannot start its thread"),
-            )
-            .ok()
-            .map(|(sender, thread)| Self { sender, thread })
+        task::spawn(
+            monitor,
+            out,
+            global,
+            shared.metrics.clone(),
+            cfg.channel_batches,
+        )
+        .map_err(|e| tracing::warn!(error = %e, "drift monitoring off: cannot start its thread"))
+        .ok()
+        .map(|(sender, thread)| Self { sender, thread })
     }
 }
 

@@ -151,7 +151,10 @@ mod tests {
         assert_eq!(hour_of_week(monday + 5 * 24 + 13), 5 * 24 + 13);
         assert_eq!(hour_of_day(monday + 30), 6);
         assert_eq!(hour_index(-1), -1);
-        assert_eq!(hour_of_slice(slice_index(1_534_723_200_000 + 59 * 60_000)), monday);
+        assert_eq!(
+            hour_of_slice(slice_index(1_534_723_200_000 + 59 * 60_000)),
+            monday
+        );
         assert_eq!(slice_index(1_534_723_200_000 + 15 * 60_000), 4 * monday + 1);
     }
 }

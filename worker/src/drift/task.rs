@@ -4,8 +4,8 @@
 //! gauges, logs raised/cleared alerts at WARN and goes to the drift topic
 //! as a `DriftReport` (Avro, single-object encoding, keyed by instance).
 
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,7 +218,8 @@ impl Sidecar {
         } else {
             monitor
         };
-        self.monitor.set_watermark(Some(i64::MIN), &mut self.reports);
+        self.monitor
+            .set_watermark(Some(i64::MIN), &mut self.reports);
         self.out.model_name = name;
         self.out.model_version = version;
     }
@@ -295,7 +296,8 @@ fn publish_global(r: &GlobalReport, judge: bool, out: &DriftOutput) {
     }
     match out.codec.encode_drift(fields) {
         Ok(payload) => {
-            if let Err((e, _)) = p.send(BaseRecord::to(&out.topic).key("global").payload(&payload)) {
+            if let Err((e, _)) = p.send(BaseRecord::to(&out.topic).key("global").payload(&payload))
+            {
                 tracing::warn!(error = %e, topic = %out.topic, "cannot send a drift report");
             }
         }

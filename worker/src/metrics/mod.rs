@@ -575,7 +575,10 @@ impl Metrics {
     fn drift_series(&self, store: &Mutex<DriftSeries>, name: &'static str, gauges: &[DriftGauge]) {
         let mut d = store.lock().unwrap_or_else(|e| e.into_inner());
         for v in gauges {
-            let alert = (String::new(), vec![("alert", f64::from(u8::from(v.alerting)))]);
+            let alert = (
+                String::new(),
+                vec![("alert", f64::from(u8::from(v.alerting)))],
+            );
             for (scale, values) in v.scales.iter().chain(std::iter::once(&alert)) {
                 for &(stat, x) in values {
                     let id = (v.variable.clone(), scale.clone(), stat);

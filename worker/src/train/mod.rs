@@ -470,7 +470,13 @@ pub fn train(args: &TrainArgs) -> Result<PathBuf, TrainError> {
     let dir = args.models_dir.join(&args.name).join(&version);
     write_version(&dir, &model, &card)?;
     let train_scores = predict(&model, &x, idx.len(), &device);
-    write_reference(&dir, &split.train_x, &train_scores, threshold, &split.train_t)?;
+    write_reference(
+        &dir,
+        &split.train_x,
+        &train_scores,
+        threshold,
+        &split.train_t,
+    )?;
     let aliases = crate::registry::read_aliases(&args.models_dir, &args.name)?;
     if args.promote || !aliases.contains_key("champion") {
         crate::registry::set_alias(&args.models_dir, &args.name, "champion", &version)?;
