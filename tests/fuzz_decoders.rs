@@ -288,19 +288,31 @@ impl Sample {
             .vars
             .iter()
             .map(|(name, stat, over)| {
+                // Drift report v2: per variable, a record per window scale.
+                let scale = |seconds: i64| {
+                    Value::Record(vec![
+                        ("scale_seconds".into(), Value::Long(seconds)),
+                        ("records".into(), Value::Long(self.longs[2])),
+                        ("judged".into(), Value::Boolean(self.flag)),
+                        ("mean".into(), Value::Double(self.amount)),
+                        ("expected_mean".into(), Value::Double(0.5)),
+                        ("effect".into(), Value::Double(0.1)),
+                        ("z".into(), Value::Double(stat.unwrap_or(0.0))),
+                        ("z_low".into(), Value::Double(-5.0)),
+                        ("z_high".into(), Value::Double(5.0)),
+                        ("chi2".into(), opt(*stat)),
+                        ("chi2_limit".into(), opt(stat.map(|x| 40.0 + x))),
+                        ("psi".into(), opt(None)),
+                        ("over".into(), strings(over)),
+                    ])
+                };
                 Value::Record(vec![
                     ("name".into(), Value::String(name.clone())),
                     ("kind".into(), Value::String("continuous".into())),
-                    ("mean".into(), Value::Double(self.amount)),
-                    ("std".into(), Value::Double(1.0)),
-                    ("reference_mean".into(), Value::Double(0.5)),
-                    ("psi".into(), Value::Double(0.1)),
-                    ("ks_statistic".into(), opt(*stat)),
-                    ("ks_pvalue".into(), opt(stat.map(|x| 1.0 - x))),
-                    ("wasserstein".into(), opt(None)),
-                    ("chi2".into(), opt(*stat)),
-                    ("chi2_pvalue".into(), opt(None)),
-                    ("judged".into(), Value::Boolean(self.flag)),
+                    (
+                        "scales".into(),
+                        Value::Array(vec![scale(3600), scale(86_400)]),
+                    ),
                     ("over".into(), strings(over)),
                     ("alerting".into(), Value::Boolean(!over.is_empty())),
                 ])
@@ -313,9 +325,11 @@ impl Sample {
             ("window_index", Value::Long(self.longs[2])),
             ("window_start", Value::TimestampMillis(self.longs[0])),
             ("window_end", Value::TimestampMillis(self.longs[1])),
+            ("decided_at", Value::TimestampMillis(self.longs[1])),
             ("records", Value::Long(self.longs[2])),
             ("judged", Value::Boolean(self.flag)),
             ("samples_dropped", Value::Long(0)),
+            ("late_records", Value::Long(0)),
             ("flagged_rate", Value::Double(self.amount)),
             ("reference_flagged_rate", Value::Double(0.01)),
             ("variables", Value::Array(vars)),

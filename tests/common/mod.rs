@@ -149,6 +149,7 @@ impl Topics {
         .cloned()
         .collect();
         all.push(self.changelog());
+        all.push(riskstream::drift::global::slices_topic(&self.drift));
         all
     }
 

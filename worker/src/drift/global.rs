@@ -67,19 +67,34 @@ impl Global {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .create()?;
+        // Every partition (the topic is created with one; a pre-existing one
+        // may have more), each from two days back.
+        let parts = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))?
+            .topics()
+            .first()
+            .map_or(1, |t| t.partitions().len().max(1)) as i32;
         let from = crate::message::now_ms() - CATCH_UP_MS;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Offset(from))?;
-        let start = match consumer.offsets_for_times(tpl, Duration::from_secs(10)) {
-            Ok(found) => match found.find_partition(topic, 0).map(|e| e.offset()) {
+        for p in 0..parts {
+            tpl.add_partition_offset(topic, p, Offset::Offset(from))?;
+        }
+        let found = consumer
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .ok();
+        let mut assign = TopicPartitionList::new();
+        for p in 0..parts {
+            let start = match found
+                .as_ref()
+                .and_then(|f| f.find_partition(topic, p))
+                .map(|e| e.offset())
+            {
                 Some(Offset::Offset(o)) => Offset::Offset(o),
                 Some(Offset::End) => Offset::End,
                 _ => Offset::Beginning,
-            },
-            Err(_) => Offset::Beginning,
-        };
-        let mut assign = TopicPartitionList::new();
-        assign.add_partition_offset(topic, 0, start)?;
+            };
+            assign.add_partition_offset(topic, p, start)?;
+        }
         consumer.assign(&assign)?;
         Ok(Self {
             consumer,

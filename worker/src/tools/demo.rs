@@ -81,6 +81,7 @@ fn cluster(
         "transactions.dlq",
         "transactions.state",
         "riskstream.drift",
+        "riskstream.drift.slices",
     ] {
         // The mock cluster does not answer CreateTopics: make them here.
         mock.create_topic(t, 4, 1)?;
