@@ -520,16 +520,7 @@ mod tests {
     use super::*;
     use crate::drift::summary::HOUR_MS;
 
-    /// A deterministic uniform draw in [0, 1) (splitmix64 of i and salt).
-    fn u(i: u64, salt: u64) -> f64 {
-        let mut x = i
-            .wrapping_add(salt.wrapping_mul(0xD6E8_FEB8_6659_FD93))
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
+    use crate::drift::summary::test_uniform as u;
 
     #[test]
     fn a_night_flag_follows_the_day_and_an_amount_has_no_cycle() {

@@ -121,6 +121,19 @@ impl Slice {
     }
 }
 
+/// A deterministic uniform draw in [0, 1) (splitmix64 of i and salt), for
+/// the drift modules' tests.
+#[cfg(test)]
+pub(crate) fn test_uniform(i: u64, salt: u64) -> f64 {
+    let mut x = i
+        .wrapping_add(salt.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
