@@ -167,6 +167,15 @@ pub struct VarStats {
     pub alerting: bool,
 }
 
+impl VarStats {
+    /// The scale most over (or nearest to) its threshold.
+    pub fn worst_scale(&self) -> Option<&ScaleStats> {
+        self.scales
+            .iter()
+            .max_by(|a, b| a.exceedance().total_cmp(&b.exceedance()))
+    }
+}
+
 /// One evaluation: the slice (quarter hour) that closed and every window ending with it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WindowReport {

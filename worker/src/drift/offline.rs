@@ -213,11 +213,7 @@ pub fn alert_events(windows: &[WindowReport]) -> Vec<AlertEvent> {
         for (names, raised) in [(&w.raised, true), (&w.cleared, false)] {
             for name in names {
                 let v = w.vars.iter().find(|v| &v.name == name);
-                let worst = v.and_then(|v| {
-                    v.scales
-                        .iter()
-                        .max_by(|a, b| a.exceedance().total_cmp(&b.exceedance()))
-                });
+                let worst = v.and_then(super::monitor::VarStats::worst_scale);
                 out.push(AlertEvent {
                     variable: name.clone(),
                     raised,

@@ -214,31 +214,43 @@ impl Profile {
                 var: v.var,
             };
         }
-        let (mut w, mut m1, mut m2) = (0.0, 0.0, 0.0);
-        for i in slices {
+        let parts = slices.map(|i| {
             let h = hour_of_slice(i);
-            let vol = self.volume.get(hour_of_week(h)).copied().unwrap_or(0.0);
             let b = v
                 .buckets
                 .get(v.cycle.bucket(h))
                 .copied()
                 .unwrap_or_default();
-            w += vol;
-            m1 += vol * b.mean;
-            m2 += vol * (b.var + b.mean * b.mean);
-        }
-        if w <= 0.0 {
-            return Expected {
-                mean: v.mean,
-                var: v.var,
-            };
-        }
+            (self.volume_at(h), b.mean, b.var)
+        });
+        mixture(parts).unwrap_or(Expected {
+            mean: v.mean,
+            var: v.var,
+        })
+    }
+
+    /// The reference's records per occurrence of `hour`'s hour of the week.
+    fn volume_at(&self, hour: i64) -> f64 {
+        self.volume.get(hour_of_week(hour)).copied().unwrap_or(0.0)
+    }
+}
+
+/// Mean and variance of a mixture of (weight, mean, variance) parts; None
+/// when the weights sum to nothing.
+fn mixture(parts: impl Iterator<Item = (f64, f64, f64)>) -> Option<Expected> {
+    let (mut w, mut m1, mut m2) = (0.0, 0.0, 0.0);
+    for (weight, mean, var) in parts {
+        w += weight;
+        m1 += weight * mean;
+        m2 += weight * (var + mean * mean);
+    }
+    (w > 0.0).then(|| {
         let mean = m1 / w;
         Expected {
             mean,
             var: (m2 / w - mean * mean).max(0.0),
         }
-    }
+    })
 }
 
 /// Records per hour of the week, per occurrence of that hour in `first..=last`.
@@ -445,10 +457,8 @@ fn loo_expected(p: &Profile, v: &VarProfile, k: usize, win: &[Slice]) -> Expecte
     if v.cycle == Cycle::None || v.buckets.is_empty() {
         return p.expected(v, std::iter::empty());
     }
-    let (mut w, mut m1, mut m2) = (0.0, 0.0, 0.0);
-    for s in win {
+    let parts = win.iter().map(|s| {
         let hour = hour_of_slice(s.index);
-        let vol = p.volume.get(hour_of_week(hour)).copied().unwrap_or(0.0);
         let b = v
             .buckets
             .get(v.cycle.bucket(hour))
@@ -460,18 +470,9 @@ fn loo_expected(p: &Profile, v: &VarProfile, k: usize, win: &[Slice]) -> Expecte
         } else {
             (b.mean * b.n as f64 - s.vars[k].sum) / rest as f64
         };
-        w += vol;
-        m1 += vol * mean;
-        m2 += vol * (b.var + mean * mean);
-    }
-    if w <= 0.0 {
-        return p.expected(v, std::iter::empty());
-    }
-    let mean = m1 / w;
-    Expected {
-        mean,
-        var: (m2 / w - mean * mean).max(0.0),
-    }
+        (p.volume_at(hour), mean, b.var)
+    });
+    mixture(parts).unwrap_or_else(|| p.expected(v, std::iter::empty()))
 }
 
 /// τ² and φ of variable `k` at `h` hours from the reference windows.

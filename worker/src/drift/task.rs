@@ -13,7 +13,7 @@ use apache_avro::types::Value;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use super::global::{Global, GlobalReport};
-use super::monitor::{DriftMonitor, WindowReport};
+use super::monitor::{DriftMonitor, VarStats, WindowReport};
 use crate::codec::Codec;
 use crate::message::DriftBatch;
 use crate::metrics::{DriftGauge, Metrics};
@@ -272,11 +272,7 @@ fn publish_global(r: &GlobalReport, judge: bool, out: &DriftOutput) {
     }
     for name in &r.report.raised {
         let v = r.report.vars.iter().find(|v| &v.name == name);
-        let worst = v.and_then(|v| {
-            v.scales
-                .iter()
-                .max_by(|a, b| a.exceedance().total_cmp(&b.exceedance()))
-        });
+        let worst = v.and_then(VarStats::worst_scale);
         tracing::warn!(
             variable = %name, window_end = r.report.end_event_time, instances = ?r.instances,
             over = ?v.map(|v| &v.over), z = worst.map(|s| s.z), effect = worst.map(|s| s.effect),
@@ -288,13 +284,10 @@ fn publish_global(r: &GlobalReport, judge: bool, out: &DriftOutput) {
         tracing::warn!(variable = %name, window_end = r.report.end_event_time, "drift alert CLEARED for {name} (all instances merged)");
     }
     let Some(p) = &out.producer else { return };
-    let mut fields = report_fields(&r.report, out, 0);
-    for (k, v) in fields.iter_mut() {
-        if *k == "instance" {
-            *v = Value::String("global".into());
-        }
-    }
-    match out.codec.encode_drift(fields) {
+    match out
+        .codec
+        .encode_drift(report_fields(&r.report, out, "global", 0))
+    {
         Ok(payload) => {
             if let Err((e, _)) = p.send(BaseRecord::to(&out.topic).key("global").payload(&payload))
             {
@@ -345,11 +338,7 @@ pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics, alerts: b
     metrics.drift_windows.add(1);
     for name in &r.raised {
         let v = r.vars.iter().find(|v| &v.name == name);
-        let worst = v.and_then(|v| {
-            v.scales
-                .iter()
-                .max_by(|a, b| a.exceedance().total_cmp(&b.exceedance()))
-        });
+        let worst = v.and_then(VarStats::worst_scale);
         if alerts {
             tracing::warn!(
                 variable = %name, window_end = r.end_event_time, records = r.records,
@@ -374,7 +363,10 @@ pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics, alerts: b
     );
     let Some(p) = &out.producer else { return };
     let dropped = metrics.drift_dropped.get();
-    match out.codec.encode_drift(report_fields(r, out, dropped)) {
+    match out
+        .codec
+        .encode_drift(report_fields(r, out, &out.instance, dropped))
+    {
         Ok(payload) => {
             let rec = BaseRecord::to(&out.topic)
                 .key(out.instance.as_str())
@@ -424,10 +416,12 @@ fn scale_fields(s: &crate::drift::ScaleStats) -> Value {
     ])
 }
 
-/// The `DriftReport` record's fields.
+/// The `DriftReport` record's fields, as written by `instance` (this
+/// instance's name, or "global" for the merged verdict).
 pub fn report_fields(
     r: &WindowReport,
     out: &DriftOutput,
+    instance: &str,
     dropped: u64,
 ) -> Vec<(&'static str, Value)> {
     let vars = r
@@ -449,7 +443,7 @@ pub fn report_fields(
     vec![
         ("model_name", Value::String(out.model_name.clone())),
         ("model_version", Value::String(out.model_version.clone())),
-        ("instance", Value::String(out.instance.clone())),
+        ("instance", Value::String(instance.to_string())),
         ("window_index", Value::Long(r.index as i64)),
         ("window_start", Value::TimestampMillis(r.start_event_time)),
         ("window_end", Value::TimestampMillis(r.end_event_time)),
