@@ -394,11 +394,14 @@ async fn scores_do_not_depend_on_which_instance_scored_them() {
         .map(|(_, s)| s.transaction_id.as_str())
         .collect();
     assert_eq!(ids.len(), n, "log:\n{}", b.log_text());
+    // Its state comes back before scoring: from the changelog, or by a
+    // bounded replay where the memory engine's inexact fetch was detected
+    // (which one depends on the partitions the first instance reached).
+    let log = b.log_text();
     assert!(
-        b.log_text()
-            .contains("customer state rebuilt; scoring resumes"),
-        "log:\n{}",
-        b.log_text()
+        log.contains("customer state rebuilt; scoring resumes")
+            || log.contains("partition state restored; resuming"),
+        "log:\n{log}"
     );
     compare(&online, &offline);
 }
