@@ -148,6 +148,63 @@ impl SinkItem {
     }
 }
 
+/// A version's validation values (from its model card).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Validation {
+    pub auc_roc: Option<f64>,
+    pub average_precision: Option<f64>,
+    pub f1: Option<f64>,
+}
+
+impl Validation {
+    /// From a card's `metrics` (`validation.auc_roc`, `.average_precision`,
+    /// `.f1_at_threshold`).
+    pub fn from_card(metrics: &serde_json::Value) -> Self {
+        let v = &metrics["validation"];
+        Self {
+            auc_roc: v["auc_roc"].as_f64(),
+            average_precision: v["average_precision"].as_f64(),
+            f1: v["f1_at_threshold"].as_f64(),
+        }
+    }
+
+    pub fn of(&self, metric: &str) -> Option<f64> {
+        match metric {
+            "auc_roc" => self.auc_roc,
+            "average_precision" => self.average_precision,
+            "f1" => self.f1,
+            _ => None,
+        }
+    }
+}
+
+/// A model version whose decisions are tracked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionInfo {
+    /// "name/version".
+    pub model: String,
+    pub validation: Validation,
+}
+
+/// One scored transaction, as the sidecar receives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    pub tx: u64,
+    pub event_time: i64,
+    pub score: f32,
+    pub flagged: bool,
+    /// Index into the batch's versions.
+    pub version: u8,
+}
+
+/// One label, as the sidecar receives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelKey {
+    pub tx: u64,
+    pub event_time: i64,
+    pub fraud: bool,
+}
+
 /// One scored batch as the drift sidecar sees it (champion decisions).
 #[derive(Debug, Default)]
 pub struct DriftBatch {
@@ -161,6 +218,10 @@ pub struct DriftBatch {
     /// (the slowest assigned partition's latest event time, `i64::MIN`
     /// while an assigned partition has not been seen); None: unknown.
     pub watermark: Option<i64>,
+    /// Every decision of the batch (champion, challenger and shadow) for
+    /// performance monitoring, with the versions they index.
+    pub decisions: Vec<Decision>,
+    pub versions: Vec<VersionInfo>,
 }
 
 /// How far the label stream has been read: written by the label reader,

@@ -37,6 +37,7 @@ pub const LABEL_SCHEMA: &str = include_str!("../../../schemas/fraud_label.avsc")
 pub const DRIFT_SCHEMA: &str = include_str!("../../../schemas/drift_report.avsc");
 pub const CUSTOMER_STATE_SCHEMA: &str = include_str!("../../../schemas/customer_state.avsc");
 pub const DRIFT_SLICE_SCHEMA: &str = include_str!("../../../schemas/drift_slice.avsc");
+pub const PERFORMANCE_SCHEMA: &str = include_str!("../../../schemas/performance_report.avsc");
 /// Older writer schemas we still accept (schema evolution).
 pub const HISTORY_SCHEMAS: &[&str] =
     &[include_str!("../../../schemas/history/transaction.v1.avsc")];
@@ -272,6 +273,7 @@ pub struct Codec {
     drift: KnownSchema,
     customer_state: KnownSchema,
     drift_slice: KnownSchema,
+    performance: KnownSchema,
     /// Every writer schema we can decode, by fingerprint: the current ones,
     /// the history shipped with the binary, and any extra ones from config;
     /// each under its specification fingerprint and its legacy one.
@@ -297,6 +299,8 @@ impl Codec {
         let customer_state =
             KnownSchema::parse(CUSTOMER_STATE_SCHEMA, "schemas/customer_state.avsc")?;
         let drift_slice = KnownSchema::parse(DRIFT_SLICE_SCHEMA, "schemas/drift_slice.avsc")?;
+        let performance =
+            KnownSchema::parse(PERFORMANCE_SCHEMA, "schemas/performance_report.avsc")?;
         let mut codec = Self {
             transaction: transaction.clone(),
             scored: scored.clone(),
@@ -304,6 +308,7 @@ impl Codec {
             drift: drift.clone(),
             customer_state: customer_state.clone(),
             drift_slice: drift_slice.clone(),
+            performance: performance.clone(),
             writers: HashMap::new(),
             metrics: None,
             legacy_logged: Arc::default(),
@@ -317,6 +322,7 @@ impl Codec {
             drift,
             customer_state,
             drift_slice,
+            performance,
         ] {
             codec.insert_writer(s);
         }
@@ -763,6 +769,12 @@ impl Codec {
     /// Encodes a drift slice given as the record's fields (see `drift::global`).
     pub fn encode_drift_slice(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
         self.encode_with(&self.drift_slice, fields, "DriftSlice")
+    }
+
+    /// Encodes a performance report given as the record's fields (see
+    /// `drift::performance`).
+    pub fn encode_performance(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
+        self.encode_with(&self.performance, fields, "PerformanceReport")
     }
 
     pub fn encode_label(&self, l: &FraudLabel) -> Result<Vec<u8>, SchemaError> {

@@ -16,6 +16,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::merge::{Merged, SliceMerger};
 use super::monitor::{DriftMonitor, WindowReport};
+use super::performance::{PerformanceReport, PerformanceSettings};
+use super::realised::PerfMerger;
 use super::summary::{Slice, VarSummary, SLICE_MS};
 use super::task::DriftOutput;
 use crate::codec::Codec;
@@ -46,6 +48,8 @@ pub struct Global {
     topic: String,
     merger: SliceMerger,
     monitor: DriftMonitor,
+    /// Every instance's closed days of realised performance.
+    perf: PerfMerger,
     /// Slices this instance read that were not usable (another model
     /// version, other variables, undecodable).
     pub skipped: u64,
@@ -101,6 +105,7 @@ impl Global {
             topic: topic.to_string(),
             merger: SliceMerger::new(INSTANCE_IDLE, WARM_UP, Instant::now()),
             monitor,
+            perf: PerfMerger::new(),
             skipped: 0,
         })
     }
@@ -140,10 +145,15 @@ impl Global {
                 .to_millis()
                 .map_or(0, |t| (now_ms - t).max(0) as u64);
             let seen = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
-            match m
-                .payload()
-                .and_then(|p| decode_slice(codec, p, &names, &out.model_name, &out.model_version))
-            {
+            let Some(j) = m.payload().and_then(|p| codec.to_json(p).ok()) else {
+                self.skipped += 1;
+                continue;
+            };
+            if let Some((instance, r)) = super::realised::decode(&j) {
+                self.perf.add(&instance, r, seen);
+                continue;
+            }
+            match decode_slice_json(&j, &names, &out.model_name, &out.model_version) {
                 Some((instance, slice)) => self.merger.add(&instance, slice, seen),
                 None => self.skipped += 1,
             }
@@ -159,6 +169,34 @@ impl Global {
                 });
             }
         }
+    }
+
+    /// Sends one of this instance's closed days of realised performance
+    /// (encoded) for the merge.
+    pub fn publish_performance(&self, payload: &[u8], out: &DriftOutput) {
+        let Some(p) = &out.producer else { return };
+        let rec = BaseRecord::to(&self.topic)
+            .key(out.model_name.as_str())
+            .payload(payload);
+        if let Err((e, _)) = p.send(rec) {
+            tracing::warn!(error = %e, topic = %self.topic, "cannot send a performance report");
+        }
+    }
+
+    /// Days of realised performance every live instance has reported,
+    /// merged and judged, with who contributed.
+    pub fn performance_ready(
+        &mut self,
+        settings: &PerformanceSettings,
+    ) -> Vec<(PerformanceReport, Vec<String>)> {
+        let now = Instant::now();
+        let live: Vec<String> = self
+            .merger
+            .live(now)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        self.perf.ready(&live, now, settings)
     }
 
     /// Whether this instance speaks for the verdict (smallest live name).
@@ -210,14 +248,12 @@ fn slice_fields<'a>(s: &Slice, names: &[&str], out: &'a DriftOutput) -> Vec<(&'a
 /// A slice of this model version with exactly the monitor's variables, and
 /// who wrote it; None for anything else (not an error: other versions
 /// share the topic during a swap).
-pub fn decode_slice(
-    codec: &Codec,
-    payload: &[u8],
+pub fn decode_slice_json(
+    j: &serde_json::Value,
     names: &[String],
     model: &str,
     version: &str,
 ) -> Option<(String, Slice)> {
-    let j = codec.to_json(payload).ok()?;
     if j["model_name"] != model || j["model_version"] != version {
         return None;
     }

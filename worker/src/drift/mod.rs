@@ -12,6 +12,9 @@
 //!   alerts (online and offline alike);
 //! - [`task`]: the worker's sidecar thread (bounded channel, drop when full,
 //!   reports to the drift topic, gauges, WARN logs);
+//! - [`performance`]: realised precision, recall, F1, AUC and AP per
+//!   version and event day from the delayed labels, against validation;
+//! - [`realised`]: its reports, gauges and merge across instances;
 //! - [`offline`]: `riskstream drift`, a period of a CSV against the reference,
 //!   with a table and PNG plots.
 //!
@@ -21,8 +24,10 @@ pub mod global;
 pub mod merge;
 pub mod monitor;
 pub mod offline;
+pub mod performance;
 pub mod plots;
 pub mod profile;
+pub mod realised;
 pub mod reference;
 pub mod sidecar;
 pub mod stats;
@@ -91,6 +96,14 @@ pub struct DriftFileConfig {
     pub channel_batches: Option<usize>,
     /// Merge every instance's slices into one verdict per model (default true).
     pub global: Option<bool>,
+    /// Realised performance below validation by more than this raises (absolute).
+    pub performance_margin: Option<f64>,
+    /// Days with fewer labelled frauds are reported, not judged.
+    pub performance_min_positives: Option<u64>,
+    /// Decisions wait this many days for their label.
+    pub performance_horizon_days: Option<u32>,
+    /// Decisions kept at most (sampled beyond).
+    pub performance_max_tracked: Option<usize>,
 }
 
 /// The same settings as flags / environment.
@@ -140,6 +153,30 @@ pub struct DriftArgs {
     /// or merged, alerts raised per instance.
     #[arg(long = "drift-local-only", env = "RISKSTREAM_DRIFT_LOCAL_ONLY")]
     pub local_only: bool,
+    /// A day's realised AUC, AP or F1 this far below the card's validation value raises [default: 0.15].
+    #[arg(
+        long = "drift-performance-margin",
+        env = "RISKSTREAM_DRIFT_PERFORMANCE_MARGIN"
+    )]
+    pub performance_margin: Option<f64>,
+    /// A day with fewer labelled frauds is reported, not judged [default: 30].
+    #[arg(
+        long = "drift-performance-min-positives",
+        env = "RISKSTREAM_DRIFT_PERFORMANCE_MIN_POSITIVES"
+    )]
+    pub performance_min_positives: Option<u64>,
+    /// Days a decision waits for its label [default: 10].
+    #[arg(
+        long = "drift-performance-horizon-days",
+        env = "RISKSTREAM_DRIFT_PERFORMANCE_HORIZON_DAYS"
+    )]
+    pub performance_horizon_days: Option<u32>,
+    /// Decisions kept waiting for labels at most; beyond, a deterministic sample [default: 2000000].
+    #[arg(
+        long = "drift-performance-max-tracked",
+        env = "RISKSTREAM_DRIFT_PERFORMANCE_MAX_TRACKED"
+    )]
+    pub performance_max_tracked: Option<usize>,
 }
 
 /// Resolved drift config of `run`.
@@ -151,6 +188,7 @@ pub struct DriftConfig {
     pub channel_batches: usize,
     /// One verdict across instances from `<topic>.slices`.
     pub global: bool,
+    pub performance: performance::PerformanceSettings,
 }
 
 /// A duration such as "90s", "30m", "6h" or "2d" (a bare number: seconds).
@@ -212,6 +250,26 @@ impl DriftArgs {
                 .unwrap_or(d.idle_partition_seconds),
         };
         errors.extend(settings.validate());
+        let p = performance::PerformanceSettings::default();
+        let performance = performance::PerformanceSettings {
+            margin: self
+                .performance_margin
+                .or(file.performance_margin)
+                .unwrap_or(p.margin),
+            min_positives: self
+                .performance_min_positives
+                .or(file.performance_min_positives)
+                .unwrap_or(p.min_positives),
+            horizon_days: self
+                .performance_horizon_days
+                .or(file.performance_horizon_days)
+                .unwrap_or(p.horizon_days),
+            max_tracked: self
+                .performance_max_tracked
+                .or(file.performance_max_tracked)
+                .unwrap_or(p.max_tracked),
+        };
+        errors.extend(performance.validate());
         let topic = match self
             .topic
             .clone()
@@ -235,6 +293,7 @@ impl DriftArgs {
             settings,
             channel_batches,
             global: !self.local_only && file.global.unwrap_or(true),
+            performance,
         }
     }
 }

@@ -62,6 +62,7 @@ impl DriftSidecar {
             global,
             shared.metrics.clone(),
             cfg.channel_batches,
+            cfg.performance.clone(),
         )
         .map_err(|e| tracing::warn!(error = %e, "drift monitoring off: cannot start its thread"))
         .ok()

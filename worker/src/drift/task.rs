@@ -14,8 +14,12 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 use super::global::{Global, GlobalReport};
 use super::monitor::{DriftMonitor, VarStats, WindowReport};
-use crate::codec::Codec;
-use crate::message::DriftBatch;
+use super::performance::{
+    tx_fingerprint, PerformanceCounts, PerformanceMonitor, PerformanceReport, PerformanceSettings,
+};
+use super::realised;
+use crate::codec::{Codec, FraudLabel};
+use crate::message::{DriftBatch, LabelKey};
 use crate::metrics::{DriftGauge, Metrics};
 
 /// How often the merged verdict publishes, reads and judges slices.
@@ -25,6 +29,8 @@ const GLOBAL_TICK: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 pub enum DriftMsg {
     Batch(DriftBatch),
+    /// Labels, for realised performance.
+    Labels(Vec<LabelKey>),
     /// The champion changed: close the window, watch against the new reference.
     Model {
         monitor: Box<DriftMonitor>,
@@ -65,6 +71,26 @@ impl DriftSender {
         }
     }
 
+    /// Hands labels over for performance monitoring, or drops and counts
+    /// them when the sidecar is behind.
+    pub fn offer_labels(&self, labels: &[FraudLabel]) {
+        if labels.is_empty() {
+            return;
+        }
+        let keys: Vec<LabelKey> = labels
+            .iter()
+            .map(|l| LabelKey {
+                tx: tx_fingerprint(&l.transaction_id),
+                event_time: l.event_time,
+                fraud: l.is_fraud,
+            })
+            .collect();
+        let n = keys.len() as u64;
+        if self.tx.try_send(DriftMsg::Labels(keys)).is_err() {
+            self.metrics.event("performance_labels", "dropped", n);
+        }
+    }
+
     /// Switches the sidecar to a new champion (waits for room: rare).
     pub fn switch(&self, monitor: DriftMonitor, name: String, version: String) {
         let _ = self.tx.send(DriftMsg::Model {
@@ -95,6 +121,7 @@ pub fn spawn(
     global: Option<Global>,
     metrics: Arc<Metrics>,
     capacity: usize,
+    performance: PerformanceSettings,
 ) -> std::io::Result<(DriftSender, std::thread::JoinHandle<()>)> {
     let (tx, rx) = sync_channel(capacity.max(1));
     let sender = DriftSender {
@@ -104,7 +131,11 @@ pub fn spawn(
     };
     let handle = std::thread::Builder::new()
         .name("drift".into())
-        .spawn(move || Sidecar::new(monitor, out, global, metrics).run(rx))?;
+        .spawn(move || {
+            let mut s = Sidecar::new(monitor, out, global, metrics);
+            s.perf = PerformanceMonitor::new(performance);
+            s.run(rx)
+        })?;
     Ok((sender, handle))
 }
 
@@ -119,6 +150,9 @@ struct Sidecar {
     /// once per tick: a backlog closes hundreds of slices a second).
     gauges: Option<Vec<DriftGauge>>,
     global_gauges: Option<Vec<DriftGauge>>,
+    /// Realised performance from the delayed labels.
+    perf: PerformanceMonitor,
+    perf_counted: PerformanceCounts,
 }
 
 impl Sidecar {
@@ -143,6 +177,8 @@ impl Sidecar {
             reports: Vec::new(),
             gauges: None,
             global_gauges: None,
+            perf: PerformanceMonitor::new(PerformanceSettings::default()),
+            perf_counted: PerformanceCounts::default(),
         }
     }
 
@@ -159,6 +195,7 @@ impl Sidecar {
         loop {
             match rx.recv_timeout(GLOBAL_TICK) {
                 Ok(DriftMsg::Batch(b)) => self.batch(&b),
+                Ok(DriftMsg::Labels(l)) => self.labels(&l),
                 Ok(DriftMsg::Model {
                     monitor,
                     name,
@@ -186,6 +223,7 @@ impl Sidecar {
     }
 
     fn batch(&mut self, b: &DriftBatch) {
+        self.perf.decisions(&b.decisions, &b.versions);
         self.monitor.set_now(std::time::Instant::now());
         let late = self.monitor.late_records();
         for i in 0..b.scores.len() {
@@ -204,6 +242,56 @@ impl Sidecar {
         self.metrics
             .drift_late
             .add(self.monitor.late_records() - late);
+    }
+
+    /// Labels joined with this instance's decisions; closed days out.
+    fn labels(&mut self, labels: &[LabelKey]) {
+        let mut closed = Vec::new();
+        self.perf.labels(labels, &mut closed);
+        let c = self.perf.counts;
+        let was = self.perf_counted;
+        for (reason, now, before) in [
+            ("matched", c.matched, was.matched),
+            ("unmatched", c.unmatched, was.unmatched),
+            ("late", c.late, was.late),
+        ] {
+            if now > before {
+                self.metrics.event("performance_labels", reason, now - before);
+            }
+        }
+        self.perf_counted = c;
+        self.metrics
+            .performance_tracked
+            .set(self.perf.tracked() as i64);
+        self.metrics
+            .performance_sample_rate
+            .set(self.perf.sample_rate());
+        for r in &closed {
+            self.performance_report(r);
+        }
+    }
+
+    /// One of this instance's closed days: gauges, logs, drift topic, and
+    /// the slices topic for the merge.
+    fn performance_report(&self, r: &PerformanceReport) {
+        let local_alerts = self.global.is_none();
+        self.metrics.set_performance(&realised::gauge_of(r), false);
+        log_performance(r, local_alerts, None);
+        let margin = self.perf.settings().margin;
+        let instance = self.out.instance.as_str();
+        match self
+            .out
+            .codec
+            .encode_performance(realised::report_fields(r, instance, margin))
+        {
+            Ok(payload) => {
+                send_performance(&self.out, &payload, instance);
+                if let Some(g) = &self.global {
+                    g.publish_performance(&payload, &self.out);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode a performance report"),
+        }
     }
 
     fn switch(&mut self, monitor: DriftMonitor, name: String, version: String) {
@@ -261,6 +349,61 @@ impl Sidecar {
         for r in &merged {
             publish_global(r, judge, &self.out);
         }
+        let settings = self.perf.settings().clone();
+        for (r, instances) in g.performance_ready(&settings) {
+            self.metrics.set_performance(&realised::gauge_of(&r), true);
+            if judge {
+                log_performance(&r, true, Some(&instances));
+                match self.out.codec.encode_performance(realised::report_fields(
+                    &r,
+                    "global",
+                    settings.margin,
+                )) {
+                    Ok(payload) => send_performance(&self.out, &payload, "global"),
+                    Err(e) => tracing::warn!(error = %e, "cannot encode a performance report"),
+                }
+            }
+        }
+    }
+}
+
+/// Raised and cleared performance alerts: at WARN when `alerts` (this
+/// report speaks for the model), else at DEBUG; the day summary at DEBUG.
+fn log_performance(r: &PerformanceReport, alerts: bool, instances: Option<&[String]>) {
+    let scope = if instances.is_some() {
+        " (all instances merged)"
+    } else {
+        ""
+    };
+    let (auc, ap, f1) = (
+        r.metric("auc_roc"),
+        r.metric("average_precision"),
+        r.metric("f1"),
+    );
+    if alerts && r.raised {
+        tracing::warn!(
+            model = %r.model, day_start = r.day_start, below = ?r.below, auc_roc = auc,
+            average_precision = ap, f1, validation = ?r.validation, labelled = r.summary.labelled,
+            positives = r.summary.positives, instances = ?instances,
+            "performance alert RAISED for {}{scope}: realised {:?} below validation by more than the margin",
+            r.model, r.below
+        );
+    } else if alerts && r.cleared {
+        tracing::warn!(model = %r.model, day_start = r.day_start, auc_roc = auc, average_precision = ap, f1,
+            "performance alert CLEARED for {}{scope}", r.model);
+    }
+    tracing::debug!(
+        model = %r.model, day_start = r.day_start, judged = r.judged, auc_roc = auc,
+        average_precision = ap, f1, labelled = r.summary.labelled, "performance day closed{scope}"
+    );
+}
+
+/// A performance report to the drift topic, keyed `performance/<instance>`.
+fn send_performance(out: &DriftOutput, payload: &[u8], instance: &str) {
+    let Some(p) = &out.producer else { return };
+    let key = format!("performance/{instance}");
+    if let Err((e, _)) = p.send(BaseRecord::to(&out.topic).key(&key).payload(payload)) {
+        tracing::warn!(error = %e, topic = %out.topic, "cannot send a performance report");
     }
 }
 

@@ -193,6 +193,11 @@ pub const EVENT_SERIES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "performance_labels",
+        "Labels the performance monitor received (reason: matched = joined with a decision scored here; unmatched = scored by another instance, before this process started or outside the sample; late = its day had already closed; dropped = the sidecar's queue was full).",
+        &["matched", "unmatched", "late", "dropped"],
+    ),
+    (
         "event_clock_resyncs",
         "Partition event-time clocks moved after a run of far-ahead records.",
         &["ahead_run"],
@@ -248,7 +253,24 @@ const GAUGES: &[(&str, &str)] = &[
     ("riskstream_drift_global", "The merged verdict's last evaluation (every instance's slices merged), per variable and scale: the same statistics as riskstream_drift."),
     ("riskstream_drift_global_alert", "1 while the merged verdict holds a drift alert for the variable (one per model across instances)."),
     ("riskstream_drift_instances", "Instances whose drift slices the merged verdict waited for at its last poll."),
+    ("riskstream_performance", "Realised performance of a model version on the newest event day closed by its delayed labels, from the decisions this instance made (metric: auc_roc, average_precision, f1, precision, recall at the card's threshold; labelled, positives; day_start_seconds; validation_* from the card)."),
+    ("riskstream_performance_alert", "1 while a model version's realised performance is below its validation values by more than the margin (this instance's decisions)."),
+    ("riskstream_performance_global", "The same as riskstream_performance for every instance's decisions merged."),
+    ("riskstream_performance_global_alert", "1 while the merged realised performance of a model version is below validation by more than the margin (one per version across instances)."),
+    ("riskstream_performance_tracked", "Decisions held waiting for their labels (bounded by drift.performance_max_tracked)."),
+    ("riskstream_performance_sample_rate", "Share of decisions the performance monitor keeps (1 until the store reaches its bound)."),
 ];
+
+/// Performance gauges of one model version's closed day: (metric, value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerformanceGauge {
+    pub model: String,
+    pub values: Vec<(&'static str, f64)>,
+    pub alerting: bool,
+}
+
+/// Performance gauges by (model, metric).
+type PerfSeries = std::collections::HashMap<(String, &'static str), Gauge>;
 
 /// Drift gauges by (variable, scale label, statistic).
 type DriftSeries = std::collections::HashMap<(String, String, &'static str), Gauge>;
@@ -283,6 +305,10 @@ pub struct Metrics {
     /// Seconds the label stream is behind, -1 before the first batch.
     pub labels_behind_seconds: Level,
     pub drift_instances: Level,
+    pub performance_tracked: Level,
+    pub performance_sample_rate: Gauge,
+    performance: Mutex<PerfSeries>,
+    performance_global: Mutex<PerfSeries>,
     dead_lettered: Vec<(&'static str, Tally)>,
     events: Mutex<Vec<(&'static str, &'static str, Counter)>>,
     versions: Mutex<Vec<VersionCounters>>,
@@ -368,6 +394,14 @@ impl Metrics {
             registry_waiting: Level::new(g("riskstream_schema_registry_waiting"), 0),
             labels_behind_seconds: Level::new(g("riskstream_labels_behind_seconds"), -1),
             drift_instances: Level::new(g("riskstream_drift_instances"), 0),
+            performance_tracked: Level::new(g("riskstream_performance_tracked"), 0),
+            performance_sample_rate: {
+                let r = g("riskstream_performance_sample_rate");
+                r.set(1.0);
+                r
+            },
+            performance: Mutex::new(PerfSeries::default()),
+            performance_global: Mutex::new(PerfSeries::default()),
             dead_lettered,
             events: Mutex::new(events),
             versions: Mutex::new(Vec::new()),
@@ -606,6 +640,42 @@ impl Metrics {
                     d.insert(id, g);
                 }
             }
+        }
+    }
+
+    /// A model version's newest closed day (this instance's decisions, or
+    /// with `global` every instance's merged).
+    pub fn set_performance(&self, p: &PerformanceGauge, global: bool) {
+        let (store, name) = if global {
+            (&self.performance_global, "riskstream_performance_global")
+        } else {
+            (&self.performance, "riskstream_performance")
+        };
+        let mut d = store.lock().unwrap_or_else(|e| e.into_inner());
+        let alert = ("alert", f64::from(u8::from(p.alerting)));
+        for &(metric, x) in p.values.iter().chain(std::iter::once(&alert)) {
+            let id = (p.model.clone(), metric);
+            if let Some(g) = d.get(&id) {
+                g.set(x);
+                continue;
+            }
+            let key = if metric == "alert" {
+                Key::from_parts(
+                    format!("{name}_alert"),
+                    vec![Label::new("model", p.model.clone())],
+                )
+            } else {
+                Key::from_parts(
+                    name,
+                    vec![
+                        Label::new("model", p.model.clone()),
+                        Label::new("metric", metric),
+                    ],
+                )
+            };
+            let g = self.recorder.register_gauge(&key, &META);
+            g.set(x);
+            d.insert(id, g);
         }
     }
 

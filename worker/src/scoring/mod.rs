@@ -18,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Codec, FraudLabel, Verdict};
 use crate::drift::task::DriftSender;
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
+use crate::drift::performance::tx_fingerprint;
 use crate::message::{
-    now_ms, DeadLetter, DriftBatch, Incoming, LabelProgress, ScoredBatch, ScoredRecord,
+    now_ms, DeadLetter, Decision, DriftBatch, Validation, VersionInfo, Incoming, LabelProgress, ScoredBatch, ScoredRecord,
     ShadowRecord, SinkItem, StateFlush, StateOp, Work,
 };
 use crate::metrics::Metrics;
@@ -430,7 +431,15 @@ impl Scoring {
 
     fn apply_pending_labels(&mut self) {
         while let Ok(l) = self.labels.try_recv() {
-            apply_labels(&mut self.state.engine, &l);
+            self.take_labels(&l);
+        }
+    }
+
+    /// Labels into terminal state, and to the sidecar's performance monitor.
+    fn take_labels(&mut self, l: &[FraudLabel]) {
+        apply_labels(&mut self.state.engine, l);
+        if let Some(d) = &self.drift {
+            d.offer_labels(l);
         }
     }
 
@@ -452,7 +461,7 @@ impl Scoring {
                 break;
             }
             match self.labels.recv_timeout(Duration::from_millis(10)) {
-                Ok(l) => apply_labels(&mut self.state.engine, &l),
+                Ok(l) => self.take_labels(&l),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -482,7 +491,7 @@ impl Scoring {
                 break;
             }
             match self.labels.recv_timeout(Duration::from_millis(2)) {
-                Ok(l) => apply_labels(&mut self.state.engine, &l),
+                Ok(l) => self.take_labels(&l),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -698,6 +707,17 @@ impl ScoreIters {
     }
 }
 
+/// The versions a batch's decisions index: the champion, then the challenger.
+fn versions_of(models: &ModelSet) -> Vec<VersionInfo> {
+    std::iter::once(&models.champion)
+        .chain(models.challenger.as_ref())
+        .map(|s| VersionInfo {
+            model: format!("{}/{}", s.location.name, s.location.version),
+            validation: Validation::from_card(&s.card.metrics),
+        })
+        .collect()
+}
+
 /// Encoded records, shadow records, dead letters and counts of one batch.
 struct Assembly<'a> {
     models: &'a ModelSet,
@@ -730,6 +750,8 @@ impl<'a> Assembly<'a> {
                 event_times: Vec::with_capacity(n),
                 partitions: Vec::with_capacity(n),
                 watermark: None,
+                decisions: Vec::with_capacity(n),
+                versions: versions_of(models),
             }),
         }
     }
@@ -758,6 +780,23 @@ impl<'a> Assembly<'a> {
         };
         let v = verdict(score, scorer, self.scored_at);
         let is_fraud = v.is_fraud;
+        let decider = u8::from(routed && models.challenger.is_some());
+        if let Some(d) = &mut self.sample {
+            let tx = tx_fingerprint(&i.tx.transaction_id);
+            let decision = |version: u8, score: f32, flagged: bool| Decision {
+                tx,
+                event_time: i.tx.event_time,
+                score,
+                flagged,
+                version,
+            };
+            d.decisions.push(decision(decider, v.score, is_fraud));
+            // In shadow mode the challenger's score of every record it did
+            // not decide counts for its version too.
+            if let (Some(ch), Some(x), 0) = (&models.challenger, shadow_score, decider) {
+                d.decisions.push(decision(1, x, x >= ch.card.threshold));
+            }
+        }
         if routed && models.challenger.is_some() {
             self.challenger.0 += 1;
             self.challenger.1 += u64::from(is_fraud);
@@ -825,7 +864,7 @@ impl<'a> Assembly<'a> {
             );
         }
         if let (Some(d), Some(sample)) = (drift, self.sample) {
-            if !sample.scores.is_empty() {
+            if !sample.scores.is_empty() || !sample.decisions.is_empty() {
                 d.offer(sample);
             }
         }
