@@ -176,6 +176,48 @@ fn no_alert_over_the_unchanged_days_after_the_validation_week() {
         })
         .fold(0.0, f64::max);
     assert!((0.3..1.0).contains(&peak), "peak {peak}");
+    // Realised performance from the labels: every day judged, none below
+    // the card's validation values by the margin.
+    let perf = r["performance"].as_array().unwrap();
+    assert_eq!(perf.len(), 38, "{perf:?}");
+    for d in perf {
+        assert_eq!(d["judged"], true, "{d}");
+        assert_eq!(d["below"], serde_json::json!([]), "{d}");
+        assert!(d["auc_roc"].as_f64().unwrap() > 0.8, "{d}");
+    }
+}
+
+/// The days realised performance raised an alert on.
+fn performance_raised(r: &serde_json::Value) -> Vec<String> {
+    r["performance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["raised"] == true)
+        .map(|d| d["day"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_new_fraud_pattern_the_model_misses_raises_realised_performance_on_its_first_day() {
+    // Concept drift: from the shift on, the frauds are other transactions
+    // (as many, at random); the inputs do not move, the labels do.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = shifted_csv(dir.path(), TO, |r| {
+        r.fraud = u8::from(draw(r.transaction_id ^ 0x5eed) < 0.009);
+    });
+    let r = drift(&csv, FROM, TO, &dir.path().join("out"));
+    assert_eq!(performance_raised(&r), vec![SHIFT_DAY.to_string()], "{}", r["performance"]);
+    let days = r["performance"].as_array().unwrap();
+    let shifted = days.iter().find(|d| d["day"] == SHIFT_DAY).unwrap();
+    assert!(shifted["auc_roc"].as_f64().unwrap() < 0.65, "{shifted}");
+    let below: Vec<&str> = shifted["below"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert!(below.contains(&"auc_roc") && below.contains(&"average_precision"), "{below:?}");
 }
 
 /// The shift starts at this instant (00:00 UTC).

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::monitor::{DriftMonitor, WindowReport};
+use super::performance::{
+    tx_fingerprint, Decision, LabelKey, PerformanceMonitor, PerformanceReport, Validation,
+    VersionInfo,
+};
 use super::reference::{Reference, VarReference};
 use super::stats::{bin_of, ks_statistic, mean_std, psi};
 use super::task::scale_label;
@@ -92,6 +96,45 @@ pub struct OfflineReport {
     pub alerts: Vec<AlertEvent>,
     pub variables: Vec<PeriodVar>,
     pub plots: Vec<String>,
+    /// Realised performance per event day (the CSV's labels joined with
+    /// the model's decisions, as the sidecar does with the labels topic).
+    pub performance: Vec<PerformanceDay>,
+}
+
+/// One day of realised performance.
+#[derive(Debug, Clone, Serialize)]
+pub struct PerformanceDay {
+    pub day: String,
+    pub labelled: f64,
+    pub positives: f64,
+    pub auc_roc: Option<f64>,
+    pub average_precision: Option<f64>,
+    pub f1: Option<f64>,
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
+    pub judged: bool,
+    pub below: Vec<String>,
+    pub raised: bool,
+    pub cleared: bool,
+}
+
+impl PerformanceDay {
+    fn of(r: &PerformanceReport) -> Self {
+        Self {
+            day: minute_of_ms(r.day_start)[..10].to_string(),
+            labelled: r.summary.labelled,
+            positives: r.summary.positives,
+            auc_roc: r.metric("auc_roc"),
+            average_precision: r.metric("average_precision"),
+            f1: r.metric("f1"),
+            precision: r.metric("precision"),
+            recall: r.metric("recall"),
+            judged: r.judged,
+            below: r.below.iter().map(|b| b.to_string()).collect(),
+            raised: r.raised,
+            cleared: r.cleared,
+        }
+    }
 }
 
 /// Runs the comparison; returns the report (also written to `out/report.json`).
@@ -117,7 +160,8 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
             DriftError::Invalid(format!("no rows between {} and {}", args.from, args.to)).into(),
         );
     }
-    let scored = ScoredPeriod::run(&data, &mut scorer, &mut monitor, &watched)?;
+    let mut perf = PerformanceMonitor::new(cfg.performance.clone());
+    let scored = ScoredPeriod::run(&data, &mut scorer, &mut monitor, &mut perf, &watched)?;
     let names: Vec<String> = monitor.names().iter().map(|s| s.to_string()).collect();
     let alerts = alert_events(&scored.windows);
     let variables = period_vars(&names, &reference, &scored, &alerts);
@@ -144,6 +188,7 @@ pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::er
         alerts,
         variables,
         plots,
+        performance: scored.performance.iter().map(PerformanceDay::of).collect(),
     };
     write_report_json(&args.out.join("report.json"), &report)?;
     Ok(report)
@@ -169,6 +214,7 @@ fn period_days(args: &DriftCmdArgs) -> Result<(i64, i64), Box<dyn std::error::Er
 struct ScoredPeriod {
     windows: Vec<WindowReport>,
     columns: Vec<Vec<f64>>,
+    performance: Vec<PerformanceReport>,
 }
 
 impl ScoredPeriod {
@@ -176,10 +222,16 @@ impl ScoredPeriod {
         data: &Featurised,
         scorer: &mut crate::model::Scorer,
         monitor: &mut DriftMonitor,
+        perf: &mut PerformanceMonitor,
         watched: &[String],
     ) -> Result<Self, crate::model::ModelError> {
         let bar = indicatif::ProgressBar::new(data.rows.len() as u64);
         let threshold = scorer.card.threshold;
+        let versions = [VersionInfo {
+            model: format!("{}/{}", scorer.location.name, scorer.location.version),
+            validation: Validation::from_card(&scorer.card.metrics),
+        }];
+        let mut performance = Vec::new();
         let mut windows = Vec::new();
         let mut columns: Vec<Vec<f64>> =
             vec![Vec::with_capacity(data.rows.len()); watched.len() + 2];
@@ -189,8 +241,23 @@ impl ScoredPeriod {
             .collect();
         for (rows, feats) in data.rows.chunks(4096).zip(data.features.chunks(4096)) {
             let scores = scorer.score(feats)?;
+            let mut decisions = Vec::with_capacity(rows.len());
+            let mut labels = Vec::with_capacity(rows.len());
             for ((r, f), s) in rows.iter().zip(feats).zip(scores) {
                 let flagged = s >= threshold;
+                let tx = tx_fingerprint(&r.transaction_id.to_string());
+                decisions.push(Decision {
+                    tx,
+                    event_time: r.event_time(),
+                    score: s,
+                    flagged,
+                    version: 0,
+                });
+                labels.push(LabelKey {
+                    tx,
+                    event_time: r.event_time(),
+                    fraud: r.fraud == 1,
+                });
                 for (c, &j) in columns.iter_mut().zip(&idx) {
                     c.push(f[j]);
                 }
@@ -198,11 +265,32 @@ impl ScoredPeriod {
                 columns[watched.len() + 1].push(f64::from(u8::from(flagged)));
                 monitor.push(f, s, flagged, r.event_time(), 0, &mut windows);
             }
+            // The labels at once (the sidecar gets them days later; the
+            // days it closes are the same).
+            perf.decisions(&decisions, &versions);
+            perf.labels(&labels, &mut performance);
             bar.inc(rows.len() as u64);
         }
         bar.finish_and_clear();
         monitor.finish(&mut windows);
-        Ok(Self { windows, columns })
+        // The last day closes with the period.
+        if let Some(last) = data.rows.last() {
+            let after = (last.event_time().div_euclid(crate::features::DAY_MS) + 2)
+                * crate::features::DAY_MS;
+            perf.labels(
+                &[LabelKey {
+                    tx: 0,
+                    event_time: after,
+                    fraud: false,
+                }],
+                &mut performance,
+            );
+        }
+        Ok(Self {
+            windows,
+            columns,
+            performance,
+        })
     }
 }
 
@@ -460,8 +548,42 @@ pub fn render(report: &OfflineReport) -> String {
         out,
         "\n(peak: the largest statistic / threshold over the period; over 1 raises an alert)"
     );
+    render_performance(&mut out, &report.performance);
     if !report.plots.is_empty() {
         let _ = writeln!(out, "plots: {}", report.plots.join(", "));
     }
     out
+}
+
+/// Realised performance per day, with the raised and cleared alerts.
+fn render_performance(out: &mut String, days: &[PerformanceDay]) {
+    if days.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nRealised performance per event day (labels joined with the decisions):\n\n| day | labelled | frauds | AUC | AP | F1 | precision | recall | verdict |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for d in days {
+        let verdict = match (d.judged, d.raised, d.cleared, d.below.is_empty()) {
+            (false, ..) => "too few frauds to judge".to_string(),
+            (_, true, ..) => format!("RAISED: {} below validation", d.below.join(" ")),
+            (_, _, true, _) => "CLEARED".to_string(),
+            (_, _, _, false) => format!("below: {}", d.below.join(" ")),
+            _ => "ok".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
+            d.day,
+            d.labelled,
+            d.positives,
+            fmt_opt(d.auc_roc, 3),
+            fmt_opt(d.average_precision, 3),
+            fmt_opt(d.f1, 3),
+            fmt_opt(d.precision, 3),
+            fmt_opt(d.recall, 3),
+            verdict
+        );
+    }
 }
