@@ -32,6 +32,14 @@ fn populated() -> Metrics {
         ],
         alerting: true,
     }]);
+    m.set_performance(
+        &riskstream::metrics::PerformanceGauge {
+            model: "fraud-mlp/3".into(),
+            values: vec![("auc_roc", 0.87), ("f1", 0.7), ("labelled", 9500.0)],
+            alerting: true,
+        },
+        true,
+    );
     m.registry_waiting.add(1);
     m.labels_behind_seconds.set(42);
     for i in 0..1000 {

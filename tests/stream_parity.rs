@@ -188,8 +188,13 @@ fn drift_offline_equals_online(t: &Topics) {
     }
     let codec = riskstream::codec::Codec::new().unwrap();
     let (mut compared, mut online_raised, mut last_end) = (0, Vec::new(), i64::MIN);
+    let mut online_days = Vec::new();
     for r in read_topic(&t.drift, usize::MAX, Duration::from_secs(5)) {
         let j = codec.to_json(r.payload.as_deref().unwrap()).unwrap();
+        if j.get("score_bins").is_some() {
+            online_days.push(j);
+            continue;
+        }
         if j["instance"] == "global" {
             continue;
         }
@@ -237,6 +242,48 @@ fn drift_offline_equals_online(t: &Topics) {
     offline_raised.sort();
     assert_eq!(online_raised, offline_raised);
     assert!(!online_raised.is_empty());
+    performance_offline_equals_online(&offline, &online_days);
+}
+
+/// The worker's realised performance per day (labels joined with its
+/// decisions on the stream; the labels were on the topic before scoring
+/// began, so they waited for their decisions) equals `riskstream drift`'s
+/// from the CSV's labels, for every day the labels covered.
+fn performance_offline_equals_online(offline: &serde_json::Value, online: &[serde_json::Value]) {
+    let want: HashMap<String, &serde_json::Value> = offline["performance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["day"].as_str().unwrap().to_string(), d))
+        .collect();
+    let day_of = |j: &serde_json::Value| {
+        riskstream::drift::offline::minute_of_ms(j["day_start"].as_i64().unwrap())[..10].to_string()
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for j in online {
+        assert_eq!(j["model_name"], "fraud-mlp", "{j}");
+        seen.entry(j["instance"] != "global")
+            .or_insert_with(Vec::new)
+            .push(day_of(j));
+        let w = want[&day_of(j)];
+        assert_eq!(j["labelled"], w["labelled"], "{j} vs {w}");
+        assert_eq!(j["positives"], w["positives"], "{j} vs {w}");
+        for m in ["auc_roc", "average_precision", "f1"] {
+            let (a, b) = (j[m].as_f64().unwrap(), w[m].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-3, "{m}: online {a} offline {b}");
+        }
+        // The stream starts with empty customer state: its first days
+        // score badly and raise; warm days clear it (offline alike).
+        assert_eq!(j["raised"], w["raised"], "{j} vs {w}");
+        assert_eq!(j["cleared"], w["cleared"], "{j} vs {w}");
+        assert_eq!(j["below"], w["below"], "{j} vs {w}");
+    }
+    assert!(online.iter().any(|j| j["raised"] == true && day_of(j) == FROM));
+    // The 41 days' labels (a week late) close at least four weeks; the
+    // merged verdict (one instance) reports the same days.
+    let local = seen.get(&true).cloned().unwrap_or_default();
+    assert!(local.len() >= 28, "{local:?} {seen:?}");
+    assert_eq!(seen.get(&false), Some(&local), "{seen:?}");
 }
 
 /// A scale's statistic over its threshold, as `ScaleStats::exceedance`.
@@ -270,6 +317,9 @@ fn drift_reports_and_gauges(t: &Topics, w: &Worker, n: i64) {
     for r in &recs {
         let j = codec.to_json(r.payload.as_deref().unwrap()).unwrap();
         assert_eq!(j["model_name"], "fraud-mlp", "{j}");
+        if j.get("score_bins").is_some() {
+            continue; // realised performance: see performance_offline_equals_online
+        }
         let names: Vec<&str> = j["variables"]
             .as_array()
             .unwrap()
@@ -338,6 +388,12 @@ fn drift_reports_and_gauges(t: &Topics, w: &Worker, n: i64) {
         "{metrics}"
     );
     assert!(metrics.contains("riskstream_drift_samples_dropped_total 0"));
+    assert!(
+        metrics.contains("riskstream_performance{model=\"fraud-mlp/1\",metric=\"auc_roc\"}")
+            && metrics.contains("riskstream_performance_global_alert{model=\"fraud-mlp/1\"} 0")
+            && metrics.contains("riskstream_performance_labels_total{reason=\"dropped\"} 0"),
+        "{metrics}"
+    );
     // End to end (input send time → output acknowledged), one observation
     // per scored record; the backlog was sent minutes ago, not in 2018.
     let value = |name: &str| -> f64 {

@@ -267,25 +267,14 @@ impl ScoredPeriod {
             }
             // The labels at once (the sidecar gets them days later; the
             // days it closes are the same).
-            perf.decisions(&decisions, &versions);
+            perf.decisions(&decisions, &versions, None, &mut performance);
             perf.labels(&labels, &mut performance);
             bar.inc(rows.len() as u64);
         }
         bar.finish_and_clear();
         monitor.finish(&mut windows);
         // The last day closes with the period.
-        if let Some(last) = data.rows.last() {
-            let after = (last.event_time().div_euclid(crate::features::DAY_MS) + 2)
-                * crate::features::DAY_MS;
-            perf.labels(
-                &[LabelKey {
-                    tx: 0,
-                    event_time: after,
-                    fraud: false,
-                }],
-                &mut performance,
-            );
-        }
+        perf.finish(&mut performance);
         Ok(Self {
             windows,
             columns,

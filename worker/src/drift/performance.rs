@@ -285,6 +285,13 @@ pub struct PerformanceMonitor {
     days: BTreeMap<(i64, u8), DaySummary>,
     /// Days before this are closed.
     closed_before: i64,
+    /// Labels that came before their decision, per event day.
+    /// (fraud, joined) by transaction.
+    waiting: BTreeMap<i64, HashMap<u64, (bool, bool)>>,
+    waiting_count: usize,
+    /// Newest label event time; scoring watermark.
+    labels_until: i64,
+    scored_until: i64,
     alerting: HashMap<u8, bool>,
     pub counts: PerformanceCounts,
 }
@@ -299,6 +306,10 @@ impl PerformanceMonitor {
             keep_below: u64::MAX,
             days: BTreeMap::new(),
             closed_before: i64::MIN,
+            waiting: BTreeMap::new(),
+            waiting_count: 0,
+            labels_until: i64::MIN,
+            scored_until: i64::MIN,
             alerting: HashMap::default(),
             counts: PerformanceCounts::default(),
         }
@@ -338,11 +349,22 @@ impl PerformanceMonitor {
         (self.versions.len() - 1) as u8
     }
 
-    /// Keeps a batch's decisions until their labels come.
-    pub fn decisions(&mut self, ds: &[Decision], versions: &[VersionInfo]) {
+    /// Keeps a batch's decisions until their labels come (or joins them
+    /// with labels that came first). `watermark`: the scoring thread's
+    /// event-time watermark after the batch (None: the batch's newest
+    /// record); days close only once scoring has passed them too.
+    pub fn decisions(
+        &mut self,
+        ds: &[Decision],
+        versions: &[VersionInfo],
+        watermark: Option<i64>,
+        out: &mut Vec<PerformanceReport>,
+    ) {
         let map: Vec<u8> = versions.iter().map(|v| self.intern(v)).collect();
-        let mut newest_day = i64::MIN;
+        let weight = 1.0 / self.sample_rate();
+        let mut newest = i64::MIN;
         for d in ds {
+            newest = newest.max(d.event_time);
             if d.tx > self.keep_below || !d.score.is_finite() {
                 continue;
             }
@@ -353,7 +375,20 @@ impl PerformanceMonitor {
             if day < self.closed_before {
                 continue;
             }
-            newest_day = newest_day.max(day);
+            // Its label came first (a backlog scored after its labels).
+            // (Kept until its day closes: another version's decision of
+            // the same transaction joins it too.)
+            if let Some(w) = self.waiting.get_mut(&day).and_then(|m| m.get_mut(&d.tx)) {
+                let fraud = w.0;
+                if !w.1 {
+                    w.1 = true;
+                    self.counts.matched += 1;
+                }
+                self.days.entry((day, version)).or_default().add(
+                    d.score, d.flagged, fraud, weight,
+                );
+                continue;
+            }
             let entry = self.store.entry(day).or_default().entry(d.tx).or_default();
             let t = Tracked {
                 score: d.score,
@@ -368,11 +403,25 @@ impl PerformanceMonitor {
                 }
             }
         }
-        if newest_day != i64::MIN {
-            self.evict_before(newest_day - i64::from(self.settings.horizon_days));
+        let wm = match watermark {
+            Some(w) => w,
+            None => newest,
+        };
+        if wm > self.scored_until {
+            self.scored_until = wm;
+            self.evict_before(wm.div_euclid(DAY_MS) - i64::from(self.settings.horizon_days));
         }
         while self.tracked > self.settings.max_tracked {
             self.halve_sample();
+        }
+        self.close(out);
+    }
+
+    /// Closes the days both the labels and scoring have passed.
+    fn close(&mut self, out: &mut Vec<PerformanceReport>) {
+        let until = self.labels_until.min(self.scored_until);
+        if until > i64::MIN {
+            self.close_until((until - CLOSE_GRACE_MS).div_euclid(DAY_MS), out);
         }
     }
 
@@ -404,16 +453,25 @@ impl PerformanceMonitor {
     }
 
     /// Joins labels with their decisions; reports every (version, day)
-    /// closed by them.
+    /// closed by them. A label ahead of scoring waits for its decision
+    /// (at most a quarter of `max_tracked` labels wait).
     pub fn labels(&mut self, ls: &[LabelKey], out: &mut Vec<PerformanceReport>) {
         let weight = 1.0 / self.sample_rate();
-        let mut newest = i64::MIN;
+        let max_waiting = self.settings.max_tracked / 4;
         for l in ls {
-            newest = newest.max(l.event_time);
+            self.labels_until = self.labels_until.max(l.event_time);
             let day = l.event_time.div_euclid(DAY_MS);
             let found = self.store.get_mut(&day).and_then(|m| m.remove(&l.tx));
             let Some(found) = found else {
-                self.counts.unmatched += 1;
+                let ahead = l.event_time > self.scored_until && day >= self.closed_before;
+                if ahead && l.tx <= self.keep_below && self.waiting_count < max_waiting {
+                    let m = self.waiting.entry(day).or_default();
+                    if m.insert(l.tx, (l.fraud, false)).is_none() {
+                        self.waiting_count += 1;
+                    }
+                } else {
+                    self.counts.unmatched += 1;
+                }
                 continue;
             };
             self.tracked -= found.len();
@@ -431,9 +489,12 @@ impl PerformanceMonitor {
                 );
             }
         }
-        if newest != i64::MIN {
-            self.close_until((newest - CLOSE_GRACE_MS).div_euclid(DAY_MS), out);
-        }
+        self.close(out);
+    }
+
+    /// Closes every open day (the end of an offline period).
+    pub fn finish(&mut self, out: &mut Vec<PerformanceReport>) {
+        self.close_until(i64::MAX, out);
     }
 
     /// Closes and judges every day before `day`.
@@ -442,7 +503,16 @@ impl PerformanceMonitor {
             return;
         }
         self.closed_before = day;
-        let open = self.days.split_off(&(day, 0));
+        let keep = self.waiting.split_off(&day);
+        for (_, m) in std::mem::replace(&mut self.waiting, keep) {
+            self.waiting_count -= m.len();
+            self.counts.unmatched += m.values().filter(|w| !w.1).count() as u64;
+        }
+        let open = if day == i64::MAX {
+            BTreeMap::new()
+        } else {
+            self.days.split_off(&(day, 0))
+        };
         let closed = std::mem::replace(&mut self.days, open);
         for ((d, v), summary) in closed {
             out.push(self.judge(d, v, summary));
@@ -628,18 +698,10 @@ mod tests {
                     fraud,
                 });
             }
-            mon.decisions(&ds, &v);
+            mon.decisions(&ds, &v, None, &mut out);
             mon.labels(&ls, &mut out);
         }
-        // The next day's labels close the last day.
-        mon.labels(
-            &[LabelKey {
-                tx: 1,
-                event_time: good.len() as i64 * DAY_MS + 2 * CLOSE_GRACE_MS,
-                fraud: false,
-            }],
-            &mut out,
-        );
+        mon.finish(&mut out);
         out
     }
 
@@ -657,7 +719,7 @@ mod tests {
         assert!((out[2].metric("auc_roc").unwrap() - 0.5).abs() < 0.1);
         assert_eq!(out[2].below, ["auc_roc"]);
         assert_eq!(mon.counts.matched, 5 * 2000);
-        assert_eq!(mon.counts.unmatched, 1);
+        assert_eq!(mon.counts.unmatched, 0);
         assert_eq!(mon.tracked(), 0);
     }
 
@@ -698,6 +760,8 @@ mod tests {
                     version: 0,
                 }],
                 &v,
+                None,
+                &mut Vec::new(),
             );
         }
         assert_eq!(mon.tracked(), 3);
@@ -711,5 +775,44 @@ mod tests {
             &mut out,
         );
         assert_eq!(mon.counts.unmatched, 1);
+    }
+
+    #[test]
+    fn labels_that_come_before_their_decisions_wait_for_them() {
+        // A backlog: every label is read before scoring reaches its day.
+        let mut mon = PerformanceMonitor::new(PerformanceSettings {
+            min_positives: 1,
+            ..Default::default()
+        });
+        let v = [version(0.9)];
+        let mut out = Vec::new();
+        let ls: Vec<LabelKey> = (0..100)
+            .map(|i| LabelKey {
+                tx: tx_fingerprint(&i.to_string()),
+                event_time: i * DAY_MS / 50,
+                fraud: i % 10 == 0,
+            })
+            .collect();
+        mon.labels(&ls, &mut out);
+        assert!(out.is_empty(), "no day closes before scoring passed it");
+        let ds: Vec<Decision> = ls
+            .iter()
+            .map(|l| Decision {
+                tx: l.tx,
+                event_time: l.event_time,
+                score: if l.fraud { 0.9 } else { 0.1 },
+                flagged: l.fraud,
+                version: 0,
+            })
+            .collect();
+        mon.decisions(&ds[..50], &v, Some(DAY_MS + 2 * CLOSE_GRACE_MS), &mut out);
+        assert_eq!(out.len(), 1, "scoring passed day 0: {out:?}");
+        assert_eq!(out[0].summary.labelled, 50.0);
+        assert_eq!(out[0].metric("auc_roc"), Some(1.0));
+        mon.decisions(&ds[50..], &v, None, &mut out);
+        mon.finish(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(mon.counts.matched, 100);
+        assert_eq!(mon.counts.unmatched, 0);
     }
 }

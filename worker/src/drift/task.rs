@@ -223,7 +223,12 @@ impl Sidecar {
     }
 
     fn batch(&mut self, b: &DriftBatch) {
-        self.perf.decisions(&b.decisions, &b.versions);
+        let mut closed = Vec::new();
+        self.perf
+            .decisions(&b.decisions, &b.versions, b.watermark, &mut closed);
+        for r in &closed {
+            self.performance_report(r);
+        }
         self.monitor.set_now(std::time::Instant::now());
         let late = self.monitor.late_records();
         for i in 0..b.scores.len() {
