@@ -160,7 +160,9 @@ TOP = {"brokers": str, "group": str, "input_topic": str, "output_topic": str,
 NUM = (int, float)
 DRIFT = {"topic": str, "scales": list, "false_alarms_per_year": NUM, "min_records": int,
          "clear_after": int, "max_lateness_seconds": int, "idle_partition_seconds": int,
-         "channel_batches": int}
+         "channel_batches": int, "global": bool, "performance_margin": NUM,
+         "performance_min_positives": int, "performance_horizon_days": int,
+         "performance_max_tracked": int}
 
 
 def rust_fields(path, struct):

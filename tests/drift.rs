@@ -207,7 +207,12 @@ fn a_new_fraud_pattern_the_model_misses_raises_realised_performance_on_its_first
         r.fraud = u8::from(draw(r.transaction_id ^ 0x5eed) < 0.009);
     });
     let r = drift(&csv, FROM, TO, &dir.path().join("out"));
-    assert_eq!(performance_raised(&r), vec![SHIFT_DAY.to_string()], "{}", r["performance"]);
+    assert_eq!(
+        performance_raised(&r),
+        vec![SHIFT_DAY.to_string()],
+        "{}",
+        r["performance"]
+    );
     let days = r["performance"].as_array().unwrap();
     let shifted = days.iter().find(|d| d["day"] == SHIFT_DAY).unwrap();
     assert!(shifted["auc_roc"].as_f64().unwrap() < 0.65, "{shifted}");
@@ -217,7 +222,10 @@ fn a_new_fraud_pattern_the_model_misses_raises_realised_performance_on_its_first
         .iter()
         .map(|b| b.as_str().unwrap())
         .collect();
-    assert!(below.contains(&"auc_roc") && below.contains(&"average_precision"), "{below:?}");
+    assert!(
+        below.contains(&"auc_roc") && below.contains(&"average_precision"),
+        "{below:?}"
+    );
 }
 
 /// The shift starts at this instant (00:00 UTC).

@@ -278,7 +278,9 @@ fn performance_offline_equals_online(offline: &serde_json::Value, online: &[serd
         assert_eq!(j["cleared"], w["cleared"], "{j} vs {w}");
         assert_eq!(j["below"], w["below"], "{j} vs {w}");
     }
-    assert!(online.iter().any(|j| j["raised"] == true && day_of(j) == FROM));
+    assert!(online
+        .iter()
+        .any(|j| j["raised"] == true && day_of(j) == FROM));
     // The 41 days' labels (a week late) close at least four weeks; the
     // merged verdict (one instance) reports the same days.
     let local = seen.get(&true).cloned().unwrap_or_default();

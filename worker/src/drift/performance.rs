@@ -122,7 +122,8 @@ impl DaySummary {
     }
 
     pub fn f1(&self) -> Option<f64> {
-        let denom = 2.0 * self.true_positives + self.false_positives
+        let denom = 2.0 * self.true_positives
+            + self.false_positives
             + (self.positives - self.true_positives);
         (self.positives > 0.0).then(|| {
             if denom > 0.0 {
@@ -384,9 +385,10 @@ impl PerformanceMonitor {
                     w.1 = true;
                     self.counts.matched += 1;
                 }
-                self.days.entry((day, version)).or_default().add(
-                    d.score, d.flagged, fraud, weight,
-                );
+                self.days
+                    .entry((day, version))
+                    .or_default()
+                    .add(d.score, d.flagged, fraud, weight);
                 continue;
             }
             let entry = self.store.entry(day).or_default().entry(d.tx).or_default();
@@ -481,12 +483,10 @@ impl PerformanceMonitor {
             }
             self.counts.matched += 1;
             for t in found {
-                self.days.entry((day, t.version)).or_default().add(
-                    t.score,
-                    t.flagged,
-                    l.fraud,
-                    weight,
-                );
+                self.days
+                    .entry((day, t.version))
+                    .or_default()
+                    .add(t.score, t.flagged, l.fraud, weight);
             }
         }
         self.close(out);
@@ -641,7 +641,10 @@ mod tests {
                 halves[i % 2].add(*s, *s >= 0.5, *l, 1.0);
             }
             let (auc, ap) = exact(&scores, &labels);
-            assert!((whole.auc().unwrap() - auc).abs() < 0.003, "{sep}: {whole:?} {auc}");
+            assert!(
+                (whole.auc().unwrap() - auc).abs() < 0.003,
+                "{sep}: {whole:?} {auc}"
+            );
             assert!(
                 (whole.average_precision().unwrap() - ap).abs() < 0.01,
                 "{sep}: {} {ap}",
@@ -732,12 +735,20 @@ mod tests {
         let mut mon = PerformanceMonitor::new(settings);
         // Decisions of three days before any label: the store must sample.
         let out = run(&mut mon, &[true, false, true]);
-        assert!(mon.sample_rate() < 1.0 && mon.sample_rate() >= 0.25, "{}", mon.sample_rate());
+        assert!(
+            mon.sample_rate() < 1.0 && mon.sample_rate() >= 0.25,
+            "{}",
+            mon.sample_rate()
+        );
         assert!(mon.tracked() <= 700);
         assert_eq!(out.len(), 3);
         // Weighted counts estimate the whole day's traffic.
         for r in &out {
-            assert!((r.summary.labelled - 2000.0).abs() < 400.0, "{}", r.summary.labelled);
+            assert!(
+                (r.summary.labelled - 2000.0).abs() < 400.0,
+                "{}",
+                r.summary.labelled
+            );
         }
         assert!(out[1].alerting && out[1].raised);
         assert!(out[2].cleared);

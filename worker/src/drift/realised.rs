@@ -158,7 +158,10 @@ pub fn gauge_of(r: &PerformanceReport) -> PerformanceGauge {
     ]);
     for (k, v) in [
         ("validation_auc_roc", r.validation.auc_roc),
-        ("validation_average_precision", r.validation.average_precision),
+        (
+            "validation_average_precision",
+            r.validation.average_precision,
+        ),
         ("validation_f1", r.validation.f1),
     ] {
         if let Some(v) = v {

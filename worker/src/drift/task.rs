@@ -261,7 +261,8 @@ impl Sidecar {
             ("late", c.late, was.late),
         ] {
             if now > before {
-                self.metrics.event("performance_labels", reason, now - before);
+                self.metrics
+                    .event("performance_labels", reason, now - before);
             }
         }
         self.perf_counted = c;

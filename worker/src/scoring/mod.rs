@@ -16,12 +16,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Codec, FraudLabel, Verdict};
+use crate::drift::performance::tx_fingerprint;
 use crate::drift::task::DriftSender;
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
-use crate::drift::performance::tx_fingerprint;
 use crate::message::{
-    now_ms, DeadLetter, Decision, DriftBatch, Validation, VersionInfo, Incoming, LabelProgress, ScoredBatch, ScoredRecord,
-    ShadowRecord, SinkItem, StateFlush, StateOp, Work,
+    now_ms, DeadLetter, Decision, DriftBatch, Incoming, LabelProgress, ScoredBatch, ScoredRecord,
+    ShadowRecord, SinkItem, StateFlush, StateOp, Validation, VersionInfo, Work,
 };
 use crate::metrics::Metrics;
 use crate::model::ModelError;
