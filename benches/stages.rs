@@ -207,5 +207,64 @@ fn drift(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, features, inference, batcher, drift);
+/// Realised performance's cost per record: each decision's transaction-id
+/// fingerprint (scoring thread), kept in the store, then joined with its
+/// label (sidecar); 10,000 records a batch, labels a batch later.
+fn performance(c: &mut Criterion) {
+    use riskstream::drift::performance::{
+        tx_fingerprint, Decision, LabelKey, PerformanceMonitor, PerformanceSettings, Validation,
+        VersionInfo,
+    };
+    let versions = [VersionInfo {
+        model: "fraud-mlp/1".into(),
+        validation: Validation::default(),
+    }];
+    let ids: Vec<String> = (0..10_000u64)
+        .map(|i| (1_000_000 + i).to_string())
+        .collect();
+    let mut g = c.benchmark_group("drift");
+    g.throughput(Throughput::Elements(10_000));
+    g.sample_size(20);
+    g.bench_function("performance_join_of_10000_decisions_per_record", |b| {
+        let mut m = PerformanceMonitor::new(PerformanceSettings::default());
+        let mut t = 1_530_403_200_000i64;
+        let mut out = Vec::new();
+        let mut pending: Vec<LabelKey> = Vec::new();
+        b.iter(|| {
+            let mut ds = Vec::with_capacity(ids.len());
+            for (i, id) in ids.iter().enumerate() {
+                t += 1080;
+                ds.push(Decision {
+                    tx: tx_fingerprint(id) ^ t as u64,
+                    event_time: t,
+                    score: (i % 100) as f32 / 100.0,
+                    flagged: i % 100 > 90,
+                    version: 0,
+                });
+            }
+            m.decisions(&ds, &versions, Some(t), &mut out);
+            m.labels(&pending, &mut out);
+            pending = ds
+                .iter()
+                .map(|d| LabelKey {
+                    tx: d.tx,
+                    event_time: d.event_time,
+                    fraud: d.flagged,
+                })
+                .collect();
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    codec,
+    features,
+    inference,
+    batcher,
+    drift,
+    performance
+);
 criterion_main!(benches);
