@@ -212,6 +212,29 @@ pub fn parse_seconds(text: &str) -> Result<u64, String> {
 }
 
 impl DriftArgs {
+    /// The `performance_*` settings: flags/env over the file over the defaults.
+    fn resolve_performance(&self, file: &DriftFileConfig) -> performance::PerformanceSettings {
+        let p = performance::PerformanceSettings::default();
+        performance::PerformanceSettings {
+            margin: self
+                .performance_margin
+                .or(file.performance_margin)
+                .unwrap_or(p.margin),
+            min_positives: self
+                .performance_min_positives
+                .or(file.performance_min_positives)
+                .unwrap_or(p.min_positives),
+            horizon_days: self
+                .performance_horizon_days
+                .or(file.performance_horizon_days)
+                .unwrap_or(p.horizon_days),
+            max_tracked: self
+                .performance_max_tracked
+                .or(file.performance_max_tracked)
+                .unwrap_or(p.max_tracked),
+        }
+    }
+
     /// Flags/env over the file over the defaults; errors are appended.
     pub fn resolve(&self, file: &DriftFileConfig, errors: &mut Vec<String>) -> DriftConfig {
         let d = DriftSettings::default();
@@ -250,25 +273,7 @@ impl DriftArgs {
                 .unwrap_or(d.idle_partition_seconds),
         };
         errors.extend(settings.validate());
-        let p = performance::PerformanceSettings::default();
-        let performance = performance::PerformanceSettings {
-            margin: self
-                .performance_margin
-                .or(file.performance_margin)
-                .unwrap_or(p.margin),
-            min_positives: self
-                .performance_min_positives
-                .or(file.performance_min_positives)
-                .unwrap_or(p.min_positives),
-            horizon_days: self
-                .performance_horizon_days
-                .or(file.performance_horizon_days)
-                .unwrap_or(p.horizon_days),
-            max_tracked: self
-                .performance_max_tracked
-                .or(file.performance_max_tracked)
-                .unwrap_or(p.max_tracked),
-        };
+        let performance = self.resolve_performance(file);
         errors.extend(performance.validate());
         let topic = match self
             .topic
