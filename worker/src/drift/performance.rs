@@ -45,11 +45,7 @@ pub fn score_bin(score: f32) -> usize {
 /// A transaction id's fingerprint (the same on every instance and run).
 pub fn tx_fingerprint(id: &str) -> u64 {
     // FNV-1a, then a finaliser so the top bits (the sampling cut) mix well.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let mut h = crate::features::fnv1a(id);
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
@@ -329,6 +325,11 @@ impl PerformanceMonitor {
         }
     }
 
+    /// The counts since the last call (for counters).
+    pub fn take_counts(&mut self) -> PerformanceCounts {
+        std::mem::take(&mut self.counts)
+    }
+
     /// Decisions waiting for labels.
     pub fn tracked(&self) -> usize {
         self.tracked
@@ -521,19 +522,17 @@ impl PerformanceMonitor {
 
     fn judge(&mut self, day: i64, version: u8, summary: DaySummary) -> PerformanceReport {
         let info = self.versions[usize::from(version)].clone();
-        let rate = self.sample_rate();
-        let mut r = judge_day(
+        let r = judge_day(
             &info,
             day * DAY_MS,
             summary,
-            rate,
+            self.sample_rate(),
             &self.settings,
             self.alerting.get(&version).copied().unwrap_or(false),
         );
         if r.judged {
             self.alerting.insert(version, r.alerting);
         }
-        r.sample_rate = rate;
         r
     }
 }

@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use super::global::{Global, GlobalReport};
 use super::monitor::{DriftMonitor, VarStats, WindowReport};
 use super::performance::{
-    tx_fingerprint, PerformanceCounts, PerformanceMonitor, PerformanceReport, PerformanceSettings,
+    tx_fingerprint, PerformanceMonitor, PerformanceReport, PerformanceSettings,
 };
 use super::realised;
 use crate::codec::{Codec, FraudLabel};
@@ -132,9 +132,8 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("drift".into())
         .spawn(move || {
-            let mut s = Sidecar::new(monitor, out, global, metrics);
-            s.perf = PerformanceMonitor::new(performance);
-            s.run(rx)
+            let perf = PerformanceMonitor::new(performance);
+            Sidecar::new(monitor, perf, out, global, metrics).run(rx)
         })?;
     Ok((sender, handle))
 }
@@ -152,12 +151,12 @@ struct Sidecar {
     global_gauges: Option<Vec<DriftGauge>>,
     /// Realised performance from the delayed labels.
     perf: PerformanceMonitor,
-    perf_counted: PerformanceCounts,
 }
 
 impl Sidecar {
     fn new(
         monitor: DriftMonitor,
+        perf: PerformanceMonitor,
         out: DriftOutput,
         global: Option<Global>,
         metrics: Arc<Metrics>,
@@ -177,8 +176,7 @@ impl Sidecar {
             reports: Vec::new(),
             gauges: None,
             global_gauges: None,
-            perf: PerformanceMonitor::new(PerformanceSettings::default()),
-            perf_counted: PerformanceCounts::default(),
+            perf,
         }
     }
 
@@ -253,19 +251,16 @@ impl Sidecar {
     fn labels(&mut self, labels: &[LabelKey]) {
         let mut closed = Vec::new();
         self.perf.labels(labels, &mut closed);
-        let c = self.perf.counts;
-        let was = self.perf_counted;
-        for (reason, now, before) in [
-            ("matched", c.matched, was.matched),
-            ("unmatched", c.unmatched, was.unmatched),
-            ("late", c.late, was.late),
+        let c = self.perf.take_counts();
+        for (reason, n) in [
+            ("matched", c.matched),
+            ("unmatched", c.unmatched),
+            ("late", c.late),
         ] {
-            if now > before {
-                self.metrics
-                    .event("performance_labels", reason, now - before);
+            if n > 0 {
+                self.metrics.event("performance_labels", reason, n);
             }
         }
-        self.perf_counted = c;
         self.metrics
             .performance_tracked
             .set(self.perf.tracked() as i64);

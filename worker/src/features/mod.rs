@@ -169,6 +169,18 @@ fn id_hash(id: &str) -> u64 {
     h.finish()
 }
 
+/// FNV-1a (64 bit) of a key: the same on every instance, platform and
+/// release (std's hasher is seeded per process). Its low bits mix poorly
+/// for short keys: callers fold the high bits in.
+pub fn fnv1a(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// The value of `key`, created when missing; allocates the key only then.
 fn entry<'a, T: Default>(map: &'a mut HashMap<String, T>, key: &str) -> &'a mut T {
     map.entry_ref(key).or_default()

@@ -616,28 +616,23 @@ impl Metrics {
             for (scale, values) in v.scales.iter().chain(std::iter::once(&alert)) {
                 for &(stat, x) in values {
                     let id = (v.variable.clone(), scale.clone(), stat);
-                    if let Some(g) = d.get(&id) {
-                        g.set(x);
-                        continue;
-                    }
-                    let key = if stat == "alert" {
-                        Key::from_parts(
-                            format!("{name}_alert"),
-                            vec![Label::new("feature", v.variable.clone())],
-                        )
-                    } else {
-                        Key::from_parts(
-                            name,
-                            vec![
-                                Label::new("feature", v.variable.clone()),
-                                Label::new("scale", scale.clone()),
-                                Label::new("statistic", stat),
-                            ],
-                        )
-                    };
-                    let g = self.recorder.register_gauge(&key, &META);
-                    g.set(x);
-                    d.insert(id, g);
+                    self.set_gauge(&mut d, id, x, || {
+                        if stat == "alert" {
+                            Key::from_parts(
+                                format!("{name}_alert"),
+                                vec![Label::new("feature", v.variable.clone())],
+                            )
+                        } else {
+                            Key::from_parts(
+                                name,
+                                vec![
+                                    Label::new("feature", v.variable.clone()),
+                                    Label::new("scale", scale.clone()),
+                                    Label::new("statistic", stat),
+                                ],
+                            )
+                        }
+                    });
                 }
             }
         }
@@ -654,29 +649,40 @@ impl Metrics {
         let mut d = store.lock().unwrap_or_else(|e| e.into_inner());
         let alert = ("alert", f64::from(u8::from(p.alerting)));
         for &(metric, x) in p.values.iter().chain(std::iter::once(&alert)) {
-            let id = (p.model.clone(), metric);
-            if let Some(g) = d.get(&id) {
-                g.set(x);
-                continue;
-            }
-            let key = if metric == "alert" {
-                Key::from_parts(
-                    format!("{name}_alert"),
-                    vec![Label::new("model", p.model.clone())],
-                )
-            } else {
-                Key::from_parts(
-                    name,
-                    vec![
-                        Label::new("model", p.model.clone()),
-                        Label::new("metric", metric),
-                    ],
-                )
-            };
-            let g = self.recorder.register_gauge(&key, &META);
-            g.set(x);
-            d.insert(id, g);
+            self.set_gauge(&mut d, (p.model.clone(), metric), x, || {
+                if metric == "alert" {
+                    Key::from_parts(
+                        format!("{name}_alert"),
+                        vec![Label::new("model", p.model.clone())],
+                    )
+                } else {
+                    Key::from_parts(
+                        name,
+                        vec![
+                            Label::new("model", p.model.clone()),
+                            Label::new("metric", metric),
+                        ],
+                    )
+                }
+            });
         }
+    }
+
+    /// Sets the gauge `id` of `store`, registering it under `key()` the first time.
+    fn set_gauge<K: std::hash::Hash + Eq>(
+        &self,
+        store: &mut std::collections::HashMap<K, Gauge>,
+        id: K,
+        x: f64,
+        key: impl FnOnce() -> Key,
+    ) {
+        if let Some(g) = store.get(&id) {
+            g.set(x);
+            return;
+        }
+        let g = self.recorder.register_gauge(&key(), &META);
+        g.set(x);
+        store.insert(id, g);
     }
 
     /// Variables with a drift alert raised in the last window.

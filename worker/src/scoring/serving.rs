@@ -75,11 +75,7 @@ impl ModelSet {
 /// same on every instance, platform and release (std's hasher is seeded
 /// per process), so a customer stays in its arm across restarts.
 pub fn ab_fraction(key: &str) -> f64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut h = crate::features::fnv1a(key);
     // Fold the high bits in: FNV's low bits mix poorly for short keys.
     h ^= h >> 29;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
