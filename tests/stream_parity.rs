@@ -463,3 +463,194 @@ async fn scores_do_not_depend_on_which_instance_scored_them() {
     );
     compare(&online, &offline);
 }
+
+/// Four instances, each scoring a quarter of the partitions, publish their
+/// drift slices; the merged verdict raises what one instance that sees
+/// everything raises (`riskstream drift` on the same records, itself equal
+/// to one worker on the stream: `drift_offline_equals_online`), at the same
+/// event times. Amounts × 1.5 from 2018-08-22: the merged verdict raises
+/// TX_AMOUNT within about two hours of the change, and one instance says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everything() {
+    const START: &str = "2018-08-15";
+    const SHIFT: &str = "2018-08-22";
+    let dir = tempfile::tempdir().unwrap();
+    let (first, shift) = (day_index(START).unwrap(), day_index(SHIFT).unwrap());
+    let mut rows =
+        riskstream::dataset::read_rows(&handbook_csv(), Some(first), Some(shift)).unwrap();
+    for r in rows.iter_mut().filter(|r| r.time_days >= shift) {
+        r.amount *= 1.5;
+    }
+    let csv = dir.path().join("shifted.csv");
+    write_handbook_csv(&csv, &rows);
+    let t = Topics::new("four");
+    t.create(4).await;
+    let args = |topic: &str, labels: &str| ReplayArgs {
+        csv: csv.clone(),
+        brokers: brokers(),
+        topic: topic.to_string(),
+        labels_topic: labels.to_string(),
+        partitions: 4,
+        rate: None,
+        limit: None,
+        from: None,
+        to: None,
+        quiet: true,
+        schema_registry_url: None,
+        timestamp_now: true,
+    };
+    // The labels first (every worker loads them before it scores), then
+    // four workers, each owning one partition before any transaction
+    // arrives: no rebalance while the stream flows. Eager assignment: in a
+    // cooperative rebalance with several members Tansu 0.6 can give a
+    // partition two owners for seconds (see tests/state.rs).
+    replay(&args(&format!("{}.labels-only", t.input), &t.labels))
+        .await
+        .unwrap();
+    let opts = [
+        "--labels-wait-ms",
+        "60000",
+        "--partition-assignment",
+        "range",
+    ];
+    let workers: Vec<Worker> = (0..4).map(|_| Worker::start(&t, &opts)).collect();
+    let settled = wait_for(Duration::from_secs(120), || {
+        let mut owned: Vec<i32> = workers
+            .iter()
+            .flat_map(|w| {
+                let held = last_assignment(&w.log_text());
+                if held.len() == 1 {
+                    held
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        owned.sort_unstable();
+        owned == vec![0, 1, 2, 3]
+    });
+    assert!(
+        settled,
+        "assignments: {:?}",
+        workers
+            .iter()
+            .map(|w| last_assignment(&w.log_text()))
+            .collect::<Vec<_>>()
+    );
+    let n = replay(&args(&t.input, "")).await.unwrap().transactions as usize;
+    assert_eq!(n, rows.len());
+    let online = scored(&t.output, n, Duration::from_secs(180));
+    assert_eq!(online.len(), n, "every record scored once");
+
+    // Every instance's local reports, and the merged ones.
+    let codec = riskstream::codec::Codec::new().unwrap();
+    let mut local_end: HashMap<String, i64> = HashMap::new();
+    let mut local_raised: HashMap<String, i64> = HashMap::new();
+    let mut global: Vec<(String, i64)> = Vec::new();
+    let mut global_end = i64::MIN;
+    let merged_caught_up = wait_for(Duration::from_secs(90), || {
+        local_end.clear();
+        local_raised.clear();
+        global.clear();
+        global_end = i64::MIN;
+        for r in read_topic(&t.drift, usize::MAX, Duration::from_secs(3)) {
+            let j = codec.to_json(r.payload.as_deref().unwrap()).unwrap();
+            if j.get("score_bins").is_some() {
+                continue;
+            }
+            let end = j["window_end"].as_i64().unwrap();
+            let who = j["instance"].as_str().unwrap().to_string();
+            let raised = j["raised"].as_array().unwrap();
+            if who == "global" {
+                global_end = global_end.max(end);
+                for v in raised {
+                    global.push((v.as_str().unwrap().to_string(), end));
+                }
+            } else {
+                let e = local_end.entry(who.clone()).or_insert(i64::MIN);
+                *e = (*e).max(end);
+                if raised.iter().any(|v| v == "TX_AMOUNT") {
+                    local_raised.entry(who).or_insert(end);
+                }
+            }
+        }
+        local_end.len() == 4 && local_end.values().all(|e| global_end >= *e - 3_600_000)
+    });
+    assert!(
+        merged_caught_up,
+        "merged verdict up to {global_end}, instances {local_end:?}"
+    );
+
+    // One instance that sees everything: the same records offline.
+    let out = dir.path().join("out");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .current_dir(repo())
+        .args([
+            "drift",
+            "--model",
+            "fraud-mlp@champion",
+            "--from",
+            START,
+            "--to",
+            SHIFT,
+            "--csv",
+        ])
+        .arg(&csv)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let offline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let mut alone: Vec<(String, i64)> = offline["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["raised"].as_bool().unwrap())
+        .map(|a| {
+            (
+                a["variable"].as_str().unwrap().to_string(),
+                a["at_event_time"].as_i64().unwrap(),
+            )
+        })
+        .filter(|(_, at)| *at <= global_end)
+        .collect();
+    alone.sort();
+    global.sort();
+    assert_eq!(global, alone, "merged verdict of four against one");
+    let shift_ms = riskstream::dataset::EPOCH_2018_04_01_MS
+        + (shift - day_index("2018-04-01").unwrap()) * 86_400_000;
+    let at = global
+        .iter()
+        .find(|(v, at)| v == "TX_AMOUNT" && *at > shift_ms)
+        .map(|(_, at)| *at)
+        .expect("the merged verdict raises TX_AMOUNT");
+    let hours = |t: i64| (t - shift_ms) as f64 / 3_600_000.0;
+    eprintln!(
+        "TX_AMOUNT raised {:.2} h after the change by the merged verdict; alone per instance: {:?}",
+        hours(at),
+        local_raised
+            .values()
+            .map(|t| format!("{:.2} h", hours(*t)))
+            .collect::<Vec<_>>()
+    );
+    assert!(hours(at) <= 2.1, "{} h", hours(at));
+    // Raised once, by one instance, for the model; every instance counts
+    // the four contributors.
+    let speakers = workers
+        .iter()
+        .filter(|w| {
+            w.log_text()
+                .contains("drift alert RAISED for TX_AMOUNT (all instances merged)")
+        })
+        .count();
+    assert_eq!(speakers, 1);
+    for w in &workers {
+        let (_, metrics) = http_get(&w.log_text(), "/metrics");
+        assert!(
+            metrics.contains("riskstream_drift_instances 4"),
+            "{metrics}"
+        );
+    }
+}

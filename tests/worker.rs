@@ -401,31 +401,6 @@ async fn sigkill_of_one_instance_loses_nothing() {
     );
 }
 
-/// The partitions of the last non-empty assignment in a worker's log.
-fn last_assignment(log: &str) -> Vec<i32> {
-    // Cooperative rebalancing: each line names only the partitions it
-    // adds or takes away.
-    let list = |l: &str| -> Vec<i32> {
-        l.split("partitions=[")
-            .nth(1)
-            .and_then(|r| r.split(']').next())
-            .map(|r| r.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    };
-    let mut held: Vec<i32> = Vec::new();
-    for l in log.lines() {
-        if l.contains("partitions assigned") {
-            held.extend(list(l));
-        } else if l.contains("partitions revoked") {
-            let gone = list(l);
-            held.retain(|p| !gone.contains(p));
-        }
-    }
-    held.sort_unstable();
-    held.dedup();
-    held
-}
-
 /// `riskstream_records_replayed_total` from a /metrics body.
 fn replayed(metrics: &str) -> Option<u64> {
     metrics

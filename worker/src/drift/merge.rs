@@ -49,11 +49,18 @@ pub struct SliceMerger {
     /// Nothing is handed out before this (wall clock): at start, every
     /// running instance gets the time to be heard from once.
     warm_until: Instant,
+    warm_up: Duration,
+    /// When the first slice (of any instance) was heard: instances started
+    /// together on idle input close their first slices when the traffic
+    /// begins, which can be long after the merger started, so the warm-up
+    /// also runs from then.
+    first_heard: Option<Instant>,
 }
 
 impl SliceMerger {
     /// A merger that waits for instances silent for up to `idle`, and hands
-    /// nothing out during the first `warm_up` after `now`.
+    /// nothing out during the first `warm_up` after `now` nor during the
+    /// first `warm_up` after the first slice was heard.
     pub fn new(idle: Duration, warm_up: Duration, now: Instant) -> Self {
         Self {
             pending: BTreeMap::new(),
@@ -62,11 +69,14 @@ impl SliceMerger {
             done: None,
             late: 0,
             warm_until: now + warm_up,
+            warm_up,
+            first_heard: None,
         }
     }
 
     /// Adds one instance's slice.
     pub fn add(&mut self, instance: &str, slice: Slice, now: Instant) {
+        self.first_heard.get_or_insert(now);
         let c = self
             .contributors
             .entry(instance.to_string())
@@ -113,7 +123,8 @@ impl SliceMerger {
 
     /// Every pending slice that all live instances have passed, in order.
     pub fn ready(&mut self, now: Instant) -> Vec<Merged> {
-        if now < self.warm_until {
+        let heard_long_enough = self.first_heard.is_some_and(|f| now >= f + self.warm_up);
+        if now < self.warm_until || !heard_long_enough {
             return Vec::new();
         }
         let horizon = self
@@ -282,5 +293,25 @@ mod tests {
         // b's slice 11, now late, is counted and dropped.
         m.add("b", Slice::empty(11, &[0]), later);
         assert_eq!(m.late(), 1);
+    }
+
+    #[test]
+    fn instances_started_together_on_idle_input_are_all_waited_for_when_traffic_begins() {
+        let t0 = Instant::now();
+        let warm = Duration::from_secs(10);
+        let mut m = SliceMerger::new(Duration::from_secs(120), warm, t0);
+        // Traffic begins a minute after start; a closes its first slice
+        // three seconds before b does.
+        let t1 = t0 + Duration::from_secs(60);
+        m.add("a", Slice::empty(0, &[0]), t1);
+        assert!(
+            m.ready(t1 + Duration::from_secs(1)).is_empty(),
+            "b not heard yet"
+        );
+        m.add("b", Slice::empty(0, &[0]), t1 + Duration::from_secs(3));
+        let ready = m.ready(t1 + warm);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].instances, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(m.late(), 0);
     }
 }

@@ -19,12 +19,14 @@ pub struct DriftSidecar {
 
 impl DriftSidecar {
     /// Starts the sidecar for `champion`, publishing with a producer on
-    /// `brokers`/`kafka`; None when it is off (logged).
+    /// `brokers`/`kafka`; None when it is off (logged). `member_id`: the
+    /// static group membership id, when set (see [`instance_name`]).
     pub fn start(
         cfg: &DriftConfig,
         champion: &Scorer,
         shared: &Shared,
         client: rdkafka::ClientConfig,
+        member_id: Option<&str>,
     ) -> Option<Self> {
         let topic = cfg.topic.clone()?;
         let reference = Reference::read(&champion.location.dir)
@@ -39,7 +41,7 @@ impl DriftSidecar {
             .create()
             .map_err(|e| tracing::warn!(error = %e, "drift reports will not be published (gauges and logs only)"))
             .ok();
-        let instance = instance_name();
+        let instance = instance_name(member_id);
         let global = if cfg.global && producer.is_some() {
             let slices = super::global::slices_topic(&topic);
             Global::start(&client, &slices, monitor.clone(), &instance)
@@ -70,10 +72,32 @@ impl DriftSidecar {
     }
 }
 
-/// This instance's name in drift reports: the pod's host name, else the pid.
-pub fn instance_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| format!("pid-{}", std::process::id()))
+/// This instance's name in drift reports and in the merge of the global
+/// verdict, which keys every instance's slices by it (so it must be unique
+/// among the running instances): the static group membership id where one
+/// is set (Kafka fences duplicates; the manifests set it from the pod
+/// name), else the host name and the process id (several instances on one
+/// host, or containers that share a host name, stay apart).
+pub fn instance_name(member_id: Option<&str>) -> String {
+    if let Some(id) = member_id.filter(|m| !m.is_empty()) {
+        return id.to_string();
+    }
+    let pid = std::process::id();
+    match std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()) {
+        Some(host) => format!("{host}-{pid}"),
+        None => format!("pid-{pid}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instance_name;
+
+    #[test]
+    fn instance_names_are_unique_per_process_unless_a_member_id_names_them() {
+        assert_eq!(instance_name(Some("riskstream-2")), "riskstream-2");
+        let own = instance_name(None);
+        assert!(own.ends_with(&format!("-{}", std::process::id())), "{own}");
+        assert_eq!(instance_name(Some("")), own);
+    }
 }

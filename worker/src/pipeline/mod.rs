@@ -288,7 +288,13 @@ impl Running {
         models: ModelSet,
     ) -> Result<Self, PipelineError> {
         let client = crate::kafka::client_config(&cfg.brokers, &cfg.kafka);
-        let drift = DriftSidecar::start(&cfg.drift, &models.champion, &shared, client);
+        let drift = DriftSidecar::start(
+            &cfg.drift,
+            &models.champion,
+            &shared,
+            client,
+            cfg.group_instance_id.as_deref(),
+        );
         tracing::info!(
             brokers = %cfg.brokers, group = %cfg.group, input = %cfg.input_topic, output = %cfg.output_topic,
             labels = %cfg.labels_topic, dlq = %cfg.dlq_topic, kafka_options = ?cfg.kafka_keys(),
