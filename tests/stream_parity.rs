@@ -390,6 +390,24 @@ fn drift_reports_and_gauges(t: &Topics, w: &Worker, n: i64) {
         "{metrics}"
     );
     assert!(metrics.contains("riskstream_drift_samples_dropped_total 0"));
+    // The state it holds: the live customers and the labelled terminals of
+    // the windows (the handbook has 4,990 customers and 10,000 terminals),
+    // refreshed every few seconds.
+    let mut state = (0.0, 0.0, 0.0);
+    let sized = wait_for(Duration::from_secs(15), || {
+        let m = http_get(&log, "/metrics").1;
+        state = (
+            metric(&m, "riskstream_state_customers"),
+            metric(&m, "riskstream_state_customer_transactions"),
+            metric(&m, "riskstream_state_terminal_labels"),
+        );
+        state.0 > 0.0
+    });
+    assert!(sized, "state gauges never set");
+    assert!(
+        (4000.0..=4990.0).contains(&state.0) && state.1 > 20.0 * state.0 && state.2 > 0.0,
+        "{state:?}"
+    );
     assert!(
         metrics.contains("riskstream_performance{model=\"fraud-mlp/1\",metric=\"auc_roc\"}")
             && metrics.contains("riskstream_performance_global_alert{model=\"fraud-mlp/1\"} 0")

@@ -259,6 +259,18 @@ const GAUGES: &[(&str, &str)] = &[
     ("riskstream_performance_global_alert", "1 while the merged realised performance of a model version is below validation by more than the margin (one per version across instances)."),
     ("riskstream_performance_tracked", "Decisions held waiting for their labels (bounded by drift.performance_max_tracked)."),
     ("riskstream_performance_sample_rate", "Share of decisions the performance monitor keeps (1 until the store reaches its bound)."),
+    ("riskstream_state_customers", "Customers whose 30-day history this instance holds (its partitions' live keys)."),
+    ("riskstream_state_customer_transactions", "Transactions held in those customers' histories."),
+    ("riskstream_state_terminals", "Terminals with labelled transactions inside the 37-day window."),
+    ("riskstream_state_terminal_labels", "Labels held for those terminals."),
+];
+
+/// The state size gauges, in the order of `FeatureEngine::state_size`.
+const STATE_SIZE: [&str; 4] = [
+    "riskstream_state_customers",
+    "riskstream_state_customer_transactions",
+    "riskstream_state_terminals",
+    "riskstream_state_terminal_labels",
 ];
 
 /// Performance gauges of one model version's closed day: (metric, value).
@@ -307,6 +319,8 @@ pub struct Metrics {
     pub drift_instances: Level,
     pub performance_tracked: Level,
     pub performance_sample_rate: Gauge,
+    /// Live state held (see [`STATE_SIZE`]), refreshed every few seconds.
+    pub state_size: [Gauge; 4],
     performance: Mutex<PerfSeries>,
     performance_global: Mutex<PerfSeries>,
     dead_lettered: Vec<(&'static str, Tally)>,
@@ -400,6 +414,7 @@ impl Metrics {
                 r.set(1.0);
                 r
             },
+            state_size: STATE_SIZE.map(g),
             performance: Mutex::new(PerfSeries::default()),
             performance_global: Mutex::new(PerfSeries::default()),
             dead_lettered,
@@ -811,6 +826,8 @@ mod tests {
         assert!(t.contains("riskstream_records_dead_lettered_total{reason=\"malformed_avro\"} 2"));
         assert!(t.contains("riskstream_records_dead_lettered_total{reason=\"invalid_amount\"} 0"));
         assert!(t.contains("riskstream_state_cap_hits_total{reason=\"terminal_labels\"} 0"));
+        assert!(t.contains("riskstream_state_customers 0"), "{t}");
+        assert!(t.contains("# HELP riskstream_state_terminal_labels "));
         assert!(t.contains("riskstream_batch_size_count 1"), "{t}");
         assert!(t.contains("# HELP riskstream_records_consumed_total "));
         assert_eq!(m.dead_lettered_total(), 2);

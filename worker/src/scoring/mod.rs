@@ -224,6 +224,8 @@ struct State {
     drafts: Vec<Draft>,
     /// A revoke waits: flush right after the current batch.
     flush_now: bool,
+    /// When the state size gauges were last set.
+    sized_at: Instant,
 }
 
 impl State {
@@ -272,6 +274,19 @@ impl State {
         if force || self.flush_now || log.due() {
             self.flush_now = false;
             self.drafts.extend(log.drain(&mut self.engine));
+        }
+    }
+
+    /// Sets the state size gauges, at most every few seconds (a pass over
+    /// every customer).
+    fn publish_size(&mut self, metrics: &Metrics) {
+        if self.sized_at.elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        self.sized_at = Instant::now();
+        let (c, ct, t, tl) = self.engine.state_size();
+        for (g, v) in metrics.state_size.iter().zip([c, ct, t, tl]) {
+            g.set(v as f64);
         }
     }
 
@@ -336,6 +351,7 @@ impl Scoring {
                 changelog: io.changelog,
                 drafts: Vec::new(),
                 flush_now: false,
+                sized_at: Instant::now(),
             },
             offsets: io.offsets,
             inbox: Inbox::new(io.input),
@@ -368,6 +384,7 @@ impl Scoring {
                 Gathered::Idle => {
                     self.apply_pending_labels();
                     self.state.maybe_drain(false);
+                    self.state.publish_size(&self.metrics);
                     if !self.send_drafts() {
                         break;
                     }
@@ -398,6 +415,7 @@ impl Scoring {
                 break;
             }
             self.state.maybe_drain(!open);
+            self.state.publish_size(&self.metrics);
             if !self.send_drafts() || !open {
                 break;
             }
