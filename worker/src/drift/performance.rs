@@ -256,6 +256,50 @@ struct Tracked {
     version: u8,
 }
 
+/// One transaction's decisions: usually one version's, held inline (no
+/// allocation per decision on the sidecar's per-record path); a challenger
+/// or shadow decision of the same transaction goes to `more`.
+#[derive(Debug, Clone)]
+struct Decided {
+    first: Tracked,
+    more: Vec<Tracked>,
+}
+
+impl Decided {
+    fn new(t: Tracked) -> Self {
+        Self {
+            first: t,
+            more: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        1 + self.more.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Tracked> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+
+    /// Sets this version's decision; true when it is a new one.
+    fn set(&mut self, t: Tracked) -> bool {
+        if self.first.version == t.version {
+            self.first = t;
+            return false;
+        }
+        match self.more.iter_mut().find(|x| x.version == t.version) {
+            Some(x) => {
+                *x = t;
+                false
+            }
+            None => {
+                self.more.push(t);
+                true
+            }
+        }
+    }
+}
+
 /// What the monitor counted (for the sidecar's counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PerformanceCounts {
@@ -274,7 +318,7 @@ pub struct PerformanceMonitor {
     settings: PerformanceSettings,
     versions: Vec<VersionInfo>,
     /// Per event day: decisions waiting for their label.
-    store: BTreeMap<i64, HashMap<u64, Vec<Tracked>>>,
+    store: BTreeMap<i64, HashMap<u64, Decided>>,
     tracked: usize,
     /// Decisions are kept when their fingerprint is at most this.
     keep_below: u64,
@@ -392,16 +436,19 @@ impl PerformanceMonitor {
                     .add(d.score, d.flagged, fraud, weight);
                 continue;
             }
-            let entry = self.store.entry(day).or_default().entry(d.tx).or_default();
             let t = Tracked {
                 score: d.score,
                 flagged: d.flagged,
                 version,
             };
-            match entry.iter_mut().find(|x| x.version == version) {
-                Some(x) => *x = t,
-                None => {
-                    entry.push(t);
+            match self.store.entry(day).or_default().entry(d.tx) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if o.get_mut().set(t) {
+                        self.tracked += 1;
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Decided::new(t));
                     self.tracked += 1;
                 }
             }
@@ -434,7 +481,7 @@ impl PerformanceMonitor {
                 break;
             }
             if let Some(m) = self.store.remove(&d) {
-                self.tracked -= m.values().map(Vec::len).sum::<usize>();
+                self.tracked -= m.values().map(Decided::len).sum::<usize>();
             }
         }
     }
@@ -445,7 +492,7 @@ impl PerformanceMonitor {
         let mut tracked = 0;
         for m in self.store.values_mut() {
             m.retain(|tx, _| *tx <= cut);
-            tracked += m.values().map(Vec::len).sum::<usize>();
+            tracked += m.values().map(Decided::len).sum::<usize>();
         }
         self.tracked = tracked;
         tracing::info!(
@@ -483,7 +530,7 @@ impl PerformanceMonitor {
                 continue;
             }
             self.counts.matched += 1;
-            for t in found {
+            for t in found.iter() {
                 self.days
                     .entry((day, t.version))
                     .or_default()
