@@ -404,3 +404,175 @@ fn total_committed_of(t: &Topics, parts: i32) -> i64 {
         .map(|o| (*o).max(0))
         .sum()
 }
+
+/// Time of day (ms) of a log line (`…THH:MM:SS.ffffffZ` at its start).
+fn line_ms(l: &str) -> Option<i64> {
+    let t = l.get(11..23)?;
+    let h: i64 = t.get(0..2)?.parse().ok()?;
+    let m: i64 = t.get(3..5)?.parse().ok()?;
+    let s: f64 = t.get(6..12)?.parse().ok()?;
+    Some(h * 3_600_000 + m * 60_000 + (s * 1000.0) as i64)
+}
+
+/// The partitions a worker held at wall-clock `at_ms`, from its assignment
+/// and revocation lines (eager lines name the whole set, cooperative ones
+/// the change: both fold the same way).
+fn held_at(log: &str, at_ms: i64) -> Vec<i32> {
+    let at = at_ms.rem_euclid(riskstream::features::DAY_MS);
+    let list = |l: &str| -> Vec<i32> {
+        l.split("partitions=[")
+            .nth(1)
+            .and_then(|r| r.split(']').next())
+            .map(|r| r.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let mut held: Vec<i32> = Vec::new();
+    for l in log.lines().filter(|l| line_ms(l).is_some_and(|t| t <= at)) {
+        if l.contains("partitions assigned partitions") {
+            held.extend(list(l));
+        } else if l.contains("partitions revoked") {
+            let gone = list(l);
+            held.retain(|p| !gone.contains(p));
+        }
+    }
+    held.sort_unstable();
+    held.dedup();
+    held
+}
+
+/// Benchmark, not part of the suite (`scripts/bench_scale.sh` runs it):
+/// scale out 1 → 2 → 4 instances on 8 partitions while transactions arrive
+/// at `BENCH_SCALE_RATE` records/s (default 4,000, about half of what this
+/// 2-core machine sustains with four workers, the load generator and the
+/// broker on it) for `BENCH_SCALE_SECONDS` (60). Prints per step: the
+/// partitions that changed owner, and for those that kept theirs the
+/// longest gap between two of their scored records and the p99 produce →
+/// scored wait in the 15 s after the step (against their median over the
+/// run); then lost and duplicated records. Eager rebalancing by default,
+/// as in the join test above (Tansu 0.6 and cooperative rebalances);
+/// `BENCH_SCALE_ASSIGNMENT=cooperative-sticky` for the incremental one.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark: scripts/bench_scale.sh"]
+async fn scale_out_one_two_four_under_load() {
+    let env = |k: &str, d: u64| -> u64 {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (rate, seconds) = (
+        env("BENCH_SCALE_RATE", 4_000),
+        env("BENCH_SCALE_SECONDS", 60),
+    );
+    let t = Topics::new("scale");
+    let parts = 8;
+    t.create(parts).await;
+    let all = txs(30, (rate * seconds) as usize);
+    let (input, feed) = (t.input.clone(), all.clone());
+    let per_tick = (rate / 10).max(1) as usize;
+    let producer = tokio::spawn(async move {
+        let mut next = tokio::time::Instant::now();
+        for chunk in feed.chunks(per_tick) {
+            produce_transactions(&input, chunk).await;
+            next += Duration::from_millis(100);
+            tokio::time::sleep_until(next).await;
+        }
+    });
+    let assignor = std::env::var("BENCH_SCALE_ASSIGNMENT").unwrap_or_else(|_| "range".into());
+    let eager = ["--partition-assignment", assignor.as_str()];
+    let mut workers = vec![Worker::start(&t, &eager)];
+    assert!(wait_for(Duration::from_secs(60), || held_at(
+        &workers[0].log_text(),
+        riskstream::message::now_ms()
+    )
+    .len()
+        == parts as usize));
+    let step_every = Duration::from_secs(seconds / 3);
+    let mut steps = Vec::new();
+    for add in [1, 2] {
+        std::thread::sleep(step_every);
+        steps.push((riskstream::message::now_ms(), workers.len() + add));
+        for _ in 0..add {
+            workers.push(Worker::start(&t, &eager));
+        }
+    }
+    producer.await.expect("producer");
+    let done = wait_for(Duration::from_secs(180), || {
+        total_committed_of(&t, parts) == all.len() as i64
+    });
+    assert!(done, "everything committed");
+    let logs: Vec<String> = workers.iter().map(Worker::log_text).collect();
+    for w in &mut workers {
+        w.stop_cleanly(Duration::from_secs(30));
+    }
+    let out = scored(&t.output, usize::MAX, Duration::from_secs(5));
+    let ids: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
+    let codec = Codec::new().unwrap();
+    let produced: std::collections::HashMap<String, i64> =
+        read_topic(&t.input, all.len(), Duration::from_secs(5))
+            .into_iter()
+            .filter_map(|r| {
+                let tx = codec
+                    .decode_transaction(r.key.as_deref(), r.payload.as_deref())
+                    .ok()?;
+                Some((tx.transaction_id, r.timestamp?))
+            })
+            .collect();
+    let owner = |p: i32, at: i64| logs.iter().position(|l| held_at(l, at).contains(&p));
+    println!("\n\n{assignor} assignment\n");
+    println!("| step (wall) | instances | partitions moved | kept their owner | longest gap between two scored records of a kept partition, ms | p99 produce → scored wait of kept partitions, ms (their median over the run) |");
+    println!("|---|---|---|---|---|---|");
+    for (at, n) in &steps {
+        let after = at + 15_000;
+        let (mut moved, mut kept) = (Vec::new(), Vec::new());
+        for p in 0..parts {
+            if owner(p, at - 500) == owner(p, after) {
+                kept.push(p);
+            } else {
+                moved.push(p);
+            }
+        }
+        let (mut gap, mut waits, mut usual) = ((0i64, 0i64, -1), Vec::new(), Vec::new());
+        for &p in &kept {
+            let mut times: Vec<i64> = out
+                .iter()
+                .filter(|(r, s)| r.partition == p && (at - 1_000..after).contains(&s.scored_at))
+                .map(|(_, s)| s.scored_at)
+                .collect();
+            times.sort_unstable();
+            for w in times.windows(2) {
+                if w[1] - w[0] > gap.0 {
+                    gap = (w[1] - w[0], w[0] - at, p);
+                }
+            }
+            for (_, s) in out.iter().filter(|(r, _)| r.partition == p) {
+                if let Some(w) = produced.get(&s.transaction_id).map(|t0| s.scored_at - t0) {
+                    usual.push(w);
+                    if (*at..after).contains(&s.scored_at) {
+                        waits.push(w);
+                    }
+                }
+            }
+        }
+        waits.sort_unstable();
+        usual.sort_unstable();
+        let pct = |v: &[i64], q: usize| v.get(v.len() * q / 100).copied().unwrap_or(0);
+        println!(
+            "| +{} | {} → {n} | {moved:?} | {kept:?} | {} (partition {}, from {:+} ms after the step) | {} ({}) |",
+            (at - steps[0].0) / 1000,
+            n - if *n == 4 { 2 } else { 1 },
+            gap.0,
+            gap.2,
+            gap.1,
+            pct(&waits, 99),
+            pct(&usual, 50)
+        );
+    }
+    println!(
+        "\n{} transactions at {rate}/s; lost {}; duplicates {} (bound: one batch of 512 per moved partition)",
+        all.len(),
+        all.len() - ids.len(),
+        out.len() - all.len()
+    );
+    assert_eq!(ids.len(), all.len(), "nothing lost");
+}
