@@ -327,17 +327,7 @@ async fn a_third_instance_joins_under_load_loses_nothing_and_partitions_keep_sco
     // keyed by customer like the input, with as many partitions and
     // librdkafka's partitioner on both sides: an output partition is its
     // input partition.
-    let codec = Codec::new().unwrap();
-    let produced: std::collections::HashMap<String, i64> =
-        read_topic(&t.input, all.len(), Duration::from_secs(5))
-            .into_iter()
-            .filter_map(|r| {
-                let tx = codec
-                    .decode_transaction(r.key.as_deref(), r.payload.as_deref())
-                    .ok()?;
-                Some((tx.transaction_id, r.timestamp?))
-            })
-            .collect();
+    let produced = produced_at(&t.input, all.len());
     let mut waits = Vec::new();
     // Every partition that was scoring just before C started.
     let scoring_before = |p: i32| {
@@ -398,6 +388,20 @@ async fn a_third_instance_joins_under_load_loses_nothing_and_partitions_keep_sco
     );
 }
 
+/// Transaction id → when it was produced (the input's CreateTime, ms).
+fn produced_at(input: &str, n: usize) -> std::collections::HashMap<String, i64> {
+    let codec = Codec::new().unwrap();
+    read_topic(input, n, Duration::from_secs(5))
+        .into_iter()
+        .filter_map(|r| {
+            let tx = codec
+                .decode_transaction(r.key.as_deref(), r.payload.as_deref())
+                .ok()?;
+            Some((tx.transaction_id, r.timestamp?))
+        })
+        .collect()
+}
+
 fn total_committed_of(t: &Topics, parts: i32) -> i64 {
     committed(&t.group, &t.input, parts)
         .iter()
@@ -414,30 +418,10 @@ fn line_ms(l: &str) -> Option<i64> {
     Some(h * 3_600_000 + m * 60_000 + (s * 1000.0) as i64)
 }
 
-/// The partitions a worker held at wall-clock `at_ms`, from its assignment
-/// and revocation lines (eager lines name the whole set, cooperative ones
-/// the change: both fold the same way).
+/// The partitions a worker held at wall-clock `at_ms`.
 fn held_at(log: &str, at_ms: i64) -> Vec<i32> {
     let at = at_ms.rem_euclid(riskstream::features::DAY_MS);
-    let list = |l: &str| -> Vec<i32> {
-        l.split("partitions=[")
-            .nth(1)
-            .and_then(|r| r.split(']').next())
-            .map(|r| r.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    };
-    let mut held: Vec<i32> = Vec::new();
-    for l in log.lines().filter(|l| line_ms(l).is_some_and(|t| t <= at)) {
-        if l.contains("partitions assigned partitions") {
-            held.extend(list(l));
-        } else if l.contains("partitions revoked") {
-            let gone = list(l);
-            held.retain(|p| !gone.contains(p));
-        }
-    }
-    held.sort_unstable();
-    held.dedup();
-    held
+    held_after(log.lines().filter(|l| line_ms(l).is_some_and(|t| t <= at)))
 }
 
 /// Benchmark, not part of the suite (`scripts/bench_scale.sh` runs it):
@@ -507,17 +491,7 @@ async fn scale_out_one_two_four_under_load() {
     }
     let out = scored(&t.output, usize::MAX, Duration::from_secs(5));
     let ids: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
-    let codec = Codec::new().unwrap();
-    let produced: std::collections::HashMap<String, i64> =
-        read_topic(&t.input, all.len(), Duration::from_secs(5))
-            .into_iter()
-            .filter_map(|r| {
-                let tx = codec
-                    .decode_transaction(r.key.as_deref(), r.payload.as_deref())
-                    .ok()?;
-                Some((tx.transaction_id, r.timestamp?))
-            })
-            .collect();
+    let produced = produced_at(&t.input, all.len());
     let owner = |p: i32, at: i64| logs.iter().position(|l| held_at(l, at).contains(&p));
     println!("\n\n{assignor} assignment\n");
     println!("| step (wall) | instances | partitions moved | kept their owner | longest gap between two scored records of a kept partition, ms | p99 produce → scored wait of kept partitions, ms (their median over the run) |");

@@ -146,27 +146,7 @@ fn drift_offline_equals_online(t: &Topics) {
     let rows = riskstream::dataset::read_rows(&handbook_csv(), Some(a), Some(b)).unwrap();
     let csv = dir.path().join("period.csv");
     write_handbook_csv(&csv, &rows);
-    let out = dir.path().join("out");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
-        .current_dir(repo())
-        .args([
-            "drift",
-            "--model",
-            "fraud-mlp@champion",
-            "--from",
-            FROM,
-            "--to",
-            TO,
-            "--csv",
-        ])
-        .arg(&csv)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let offline: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let offline = offline_drift(&csv, FROM, TO, &dir.path().join("out"));
     // Offline: per variable, the statistic / threshold per scale by slice end.
     let mut want: HashMap<(String, i64), Vec<f64>> = HashMap::new();
     for v in offline["variables"].as_array().unwrap() {
@@ -224,7 +204,45 @@ fn drift_offline_equals_online(t: &Topics) {
         }
     }
     assert!(compared > 20 * 3000, "{compared} evaluations compared");
-    let offline_raised: Vec<(String, i64)> = offline["alerts"]
+    online_raised.sort();
+    let offline_raised = raised_until(&offline, last_end);
+    assert_eq!(online_raised, offline_raised);
+    assert!(!online_raised.is_empty());
+    performance_offline_equals_online(&offline, &online_days);
+}
+
+/// `riskstream drift` (the champion) on a CSV: its report.json.
+fn offline_drift(
+    csv: &std::path::Path,
+    from: &str,
+    to: &str,
+    out: &std::path::Path,
+) -> serde_json::Value {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .current_dir(repo())
+        .args([
+            "drift",
+            "--model",
+            "fraud-mlp@champion",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--csv",
+        ])
+        .arg(csv)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+/// The alerts an offline report raised up to `until` (event time, ms):
+/// (variable, raised at), sorted.
+fn raised_until(offline: &serde_json::Value, until: i64) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = offline["alerts"]
         .as_array()
         .unwrap()
         .iter()
@@ -235,14 +253,10 @@ fn drift_offline_equals_online(t: &Topics) {
                 a["at_event_time"].as_i64().unwrap(),
             )
         })
-        .filter(|(_, at)| *at <= last_end)
+        .filter(|(_, at)| *at <= until)
         .collect();
-    online_raised.sort();
-    let mut offline_raised = offline_raised;
-    offline_raised.sort();
-    assert_eq!(online_raised, offline_raised);
-    assert!(!online_raised.is_empty());
-    performance_offline_equals_online(&offline, &online_days);
+    out.sort();
+    out
 }
 
 /// The worker's realised performance per day (labels joined with its
@@ -600,41 +614,8 @@ async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everyth
     );
 
     // One instance that sees everything: the same records offline.
-    let out = dir.path().join("out");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
-        .current_dir(repo())
-        .args([
-            "drift",
-            "--model",
-            "fraud-mlp@champion",
-            "--from",
-            START,
-            "--to",
-            SHIFT,
-            "--csv",
-        ])
-        .arg(&csv)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let offline: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
-    let mut alone: Vec<(String, i64)> = offline["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["raised"].as_bool().unwrap())
-        .map(|a| {
-            (
-                a["variable"].as_str().unwrap().to_string(),
-                a["at_event_time"].as_i64().unwrap(),
-            )
-        })
-        .filter(|(_, at)| *at <= global_end)
-        .collect();
-    alone.sort();
+    let offline = offline_drift(&csv, START, SHIFT, &dir.path().join("out"));
+    let alone = raised_until(&offline, global_end);
     global.sort();
     assert_eq!(global, alone, "merged verdict of four against one");
     let shift_ms = riskstream::dataset::EPOCH_2018_04_01_MS

@@ -587,8 +587,13 @@ pub fn promtool_check(exposition: &str) -> String {
 
 /// The partitions of the last non-empty assignment in a worker's log.
 pub fn last_assignment(log: &str) -> Vec<i32> {
-    // Cooperative rebalancing: each line names only the partitions it
-    // adds or takes away.
+    held_after(log.lines())
+}
+
+/// The partitions held after these log lines: assignment lines add what
+/// they name, revocation lines take it away (eager lines name the whole
+/// set, cooperative ones only the change: both fold the same way).
+pub fn held_after<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<i32> {
     let list = |l: &str| -> Vec<i32> {
         l.split("partitions=[")
             .nth(1)
@@ -597,7 +602,7 @@ pub fn last_assignment(log: &str) -> Vec<i32> {
             .unwrap_or_default()
     };
     let mut held: Vec<i32> = Vec::new();
-    for l in log.lines() {
+    for l in lines {
         if l.contains("partitions assigned") {
             held.extend(list(l));
         } else if l.contains("partitions revoked") {
