@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use riskstream::dataset::{day_index, for_each_row, HandbookRow};
 use riskstream::drift::stats;
@@ -95,28 +94,10 @@ fn statistics_match_scipy() {
 
 /// Runs `riskstream drift` and returns its report.json.
 fn drift(csv: &Path, from: &str, to: &str, out: &Path) -> serde_json::Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_riskstream"))
-        .current_dir(common::repo())
-        .args([
-            "drift",
-            "--model",
-            "fraud-mlp/1",
-            "--from",
-            from,
-            "--to",
-            to,
-            "--csv",
-        ])
-        .arg(csv)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8_lossy(&o.stdout);
+    let (report, text) = common::offline_drift("fraud-mlp/1", csv, from, to, out);
     assert!(text.contains("| variable |"), "{text}");
     eprintln!("{text}");
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    report
 }
 
 /// (decided at, ms; variable) of every alert raised.

@@ -146,7 +146,13 @@ fn drift_offline_equals_online(t: &Topics) {
     let rows = riskstream::dataset::read_rows(&handbook_csv(), Some(a), Some(b)).unwrap();
     let csv = dir.path().join("period.csv");
     write_handbook_csv(&csv, &rows);
-    let offline = offline_drift(&csv, FROM, TO, &dir.path().join("out"));
+    let (offline, _) = offline_drift(
+        "fraud-mlp@champion",
+        &csv,
+        FROM,
+        TO,
+        &dir.path().join("out"),
+    );
     // Offline: per variable, the statistic / threshold per scale by slice end.
     let mut want: HashMap<(String, i64), Vec<f64>> = HashMap::new();
     for v in offline["variables"].as_array().unwrap() {
@@ -209,34 +215,6 @@ fn drift_offline_equals_online(t: &Topics) {
     assert_eq!(online_raised, offline_raised);
     assert!(!online_raised.is_empty());
     performance_offline_equals_online(&offline, &online_days);
-}
-
-/// `riskstream drift` (the champion) on a CSV: its report.json.
-fn offline_drift(
-    csv: &std::path::Path,
-    from: &str,
-    to: &str,
-    out: &std::path::Path,
-) -> serde_json::Value {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_riskstream"))
-        .current_dir(repo())
-        .args([
-            "drift",
-            "--model",
-            "fraud-mlp@champion",
-            "--from",
-            from,
-            "--to",
-            to,
-            "--csv",
-        ])
-        .arg(csv)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
 }
 
 /// The alerts an offline report raised up to `until` (event time, ms):
@@ -614,7 +592,13 @@ async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everyth
     );
 
     // One instance that sees everything: the same records offline.
-    let offline = offline_drift(&csv, START, SHIFT, &dir.path().join("out"));
+    let (offline, _) = offline_drift(
+        "fraud-mlp@champion",
+        &csv,
+        START,
+        SHIFT,
+        &dir.path().join("out"),
+    );
     let alone = raised_until(&offline, global_end);
     global.sort();
     assert_eq!(global, alone, "merged verdict of four against one");

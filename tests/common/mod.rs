@@ -614,3 +614,28 @@ pub fn held_after<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<i32> {
     held.dedup();
     held
 }
+
+/// `riskstream drift --model MODEL` on a CSV over `from`..=`to`, writing
+/// to `out`: its report.json and what it printed.
+pub fn offline_drift(
+    model: &str,
+    csv: &std::path::Path,
+    from: &str,
+    to: &str,
+    out: &std::path::Path,
+) -> (serde_json::Value, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+        .current_dir(repo())
+        .args([
+            "drift", "--model", model, "--from", from, "--to", to, "--csv",
+        ])
+        .arg(csv)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run riskstream drift");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+        .expect("report.json");
+    (report, String::from_utf8_lossy(&o.stdout).into_owned())
+}
