@@ -224,21 +224,12 @@ fn partitions_in(log: &str, what: &str) -> Vec<i32> {
 /// The same, only in lines logged at or after `since_ms` (wall clock ms;
 /// compared by time of day, the log's `…THH:MM:SS.ffffffZ`).
 fn partitions_since(log: &str, what: &str, since_ms: i64) -> Vec<i32> {
-    let day = riskstream::features::DAY_MS;
-    let of_day = |l: &str| -> Option<i64> {
-        let t = l.get(11..23)?;
-        let h: i64 = t.get(0..2)?.parse().ok()?;
-        let m: i64 = t.get(3..5)?.parse().ok()?;
-        let s: f64 = t.get(6..12)?.parse().ok()?;
-        Some(h * 3_600_000 + m * 60_000 + (s * 1000.0) as i64)
-    };
-    let since = since_ms.rem_euclid(day);
+    let since = since_ms.rem_euclid(riskstream::features::DAY_MS);
     let mut out: Vec<i32> = log
         .lines()
         .filter(|l| l.contains(what))
-        .filter(|l| since_ms == 0 || of_day(l).is_some_and(|t| t >= since))
-        .filter_map(|l| l.split("partitions=[").nth(1)?.split(']').next())
-        .flat_map(|list| list.split(',').filter_map(|p| p.trim().parse().ok()))
+        .filter(|l| since_ms == 0 || line_ms(l).is_some_and(|t| t >= since))
+        .flat_map(partitions_named)
         .collect();
     out.sort_unstable();
     out.dedup();

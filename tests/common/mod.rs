@@ -590,23 +590,25 @@ pub fn last_assignment(log: &str) -> Vec<i32> {
     held_after(log.lines())
 }
 
+/// The partitions a log line names (`partitions=[..]`).
+pub fn partitions_named(line: &str) -> Vec<i32> {
+    line.split("partitions=[")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .map(|r| r.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// The partitions held after these log lines: assignment lines add what
 /// they name, revocation lines take it away (eager lines name the whole
 /// set, cooperative ones only the change: both fold the same way).
 pub fn held_after<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<i32> {
-    let list = |l: &str| -> Vec<i32> {
-        l.split("partitions=[")
-            .nth(1)
-            .and_then(|r| r.split(']').next())
-            .map(|r| r.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    };
     let mut held: Vec<i32> = Vec::new();
     for l in lines {
         if l.contains("partitions assigned") {
-            held.extend(list(l));
+            held.extend(partitions_named(l));
         } else if l.contains("partitions revoked") {
-            let gone = list(l);
+            let gone = partitions_named(l);
             held.retain(|p| !gone.contains(p));
         }
     }

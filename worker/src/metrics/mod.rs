@@ -259,18 +259,27 @@ const GAUGES: &[(&str, &str)] = &[
     ("riskstream_performance_global_alert", "1 while the merged realised performance of a model version is below validation by more than the margin (one per version across instances)."),
     ("riskstream_performance_tracked", "Decisions held waiting for their labels (bounded by drift.performance_max_tracked)."),
     ("riskstream_performance_sample_rate", "Share of decisions the performance monitor keeps (1 until the store reaches its bound)."),
-    ("riskstream_state_customers", "Customers whose 30-day history this instance holds (its partitions' live keys)."),
-    ("riskstream_state_customer_transactions", "Transactions held in those customers' histories."),
-    ("riskstream_state_terminals", "Terminals with labelled transactions inside the 37-day window."),
-    ("riskstream_state_terminal_labels", "Labels held for those terminals."),
 ];
 
-/// The state size gauges, in the order of `FeatureEngine::state_size`.
-const STATE_SIZE: [&str; 4] = [
-    "riskstream_state_customers",
-    "riskstream_state_customer_transactions",
-    "riskstream_state_terminals",
-    "riskstream_state_terminal_labels",
+/// The state size gauges (name, help), in the order of
+/// `FeatureEngine::state_size`.
+const STATE_SIZE: [(&str, &str); 4] = [
+    (
+        "riskstream_state_customers",
+        "Customers whose 30-day history this instance holds (its partitions' live keys).",
+    ),
+    (
+        "riskstream_state_customer_transactions",
+        "Transactions held in those customers' histories.",
+    ),
+    (
+        "riskstream_state_terminals",
+        "Terminals with labelled transactions inside the 37-day window.",
+    ),
+    (
+        "riskstream_state_terminal_labels",
+        "Labels held for those terminals.",
+    ),
 ];
 
 /// Performance gauges of one model version's closed day: (metric, value).
@@ -414,7 +423,7 @@ impl Metrics {
                 r.set(1.0);
                 r
             },
-            state_size: STATE_SIZE.map(g),
+            state_size: STATE_SIZE.map(|(name, _)| g(name)),
             performance: Mutex::new(PerfSeries::default()),
             performance_global: Mutex::new(PerfSeries::default()),
             dead_lettered,
@@ -736,7 +745,7 @@ fn build_recorder() -> PrometheusRecorder {
         let name = format!("riskstream_{name}_total");
         recorder.describe_counter(name.into(), None, (*help).into());
     }
-    for (name, help) in GAUGES {
+    for (name, help) in GAUGES.iter().chain(&STATE_SIZE) {
         recorder.describe_gauge((*name).into(), None, (*help).into());
     }
     for (name, help, unit) in HISTOGRAMS {
