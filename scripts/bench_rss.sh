@@ -21,6 +21,7 @@ STEP="${DAY_STEP:-5}"
 PORT="${BENCH_METRICS_PORT:-9469}"
 CSV="${BENCH_CSV:-../shared/data/handbook/transactions.csv.gz}"
 B="$(scripts/bench_bin.sh)"
+command -v curl >/dev/null || apt-get install -y -qq curl >&2
 scripts/broker.sh start >&2
 T="rss-$$"
 LOGS=$(mktemp -d)
