@@ -66,7 +66,8 @@ pub enum StateOp {
     },
     /// Write every changed customer's state now (a revoke waits for it).
     Flush,
-    /// These partitions were revoked: their customers are dropped.
+    /// These partitions were revoked, or are about to be rebuilt by a
+    /// replay: their customers are dropped.
     Revoke(Vec<i32>),
 }
 

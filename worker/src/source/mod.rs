@@ -308,6 +308,12 @@ impl Source {
             .metrics
             .event("state_restores", "replayed_inexact_fetch", 1);
         tracing::warn!(partition, requested = expected, got = offset, "the broker skipped records when fetching from the committed offset (a fetch inside a record batch?): replaying this partition's history instead");
+        // The replay rebuilds the partition's customers from nothing, as
+        // where no changelog was found: the state restored from the
+        // changelog is dropped first, not replayed over.
+        let _ = self
+            .chunk()
+            .control(Work::State(StateOp::Revoke(vec![partition])));
         self.replay_from_start(partition, expected);
         true
     }
