@@ -60,7 +60,14 @@ pub const FETCH_WAIT_MAX_MS: &str = "10";
 pub fn client_config(brokers: &str, passthrough: &BTreeMap<String, String>) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
-    c.set_log_level(RDKafkaLogLevel::Warning);
+    // librdkafka's own `debug` contexts (e.g. `--kafka debug=cgrp,fetch`)
+    // log at debug level: let them through to the `librdkafka` target
+    // (shown with `RISKSTREAM_LOG=info,librdkafka=debug`).
+    c.set_log_level(if passthrough.contains_key("debug") {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    });
     for (k, v) in passthrough {
         c.set(k, v);
     }

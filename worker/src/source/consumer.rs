@@ -413,6 +413,18 @@ impl ConsumerContext for SourceContext {
                 tracing::warn!(error = %code, "rebalance error");
             }
         }
+        // The partitions this instance keeps were paused by librdkafka
+        // around this callback; those being restored stay paused (the
+        // source wakes them when it resumes them).
+        let kept: Vec<i32> = self
+            .assigned
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !self.state.as_ref().is_some_and(|s| s.is_restoring(*p)))
+            .collect();
+        wake_fetchers(consumer, &self.topic, &kept);
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -486,6 +498,51 @@ fn take_assigned(
         tracing::error!(error = %e, "cannot take the assigned partitions");
     }
     res.is_ok()
+}
+
+/// How long one wake-up request may take.
+const WAKE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Wakes the broker threads that fetch `partitions` after they were
+/// resumed. librdkafka pauses every assigned partition around each
+/// rebalance callback (and the source pauses a partition during its
+/// restore), and a resume only flips a flag: a broker thread with nothing
+/// else to fetch sleeps until its next timeout, up to a second
+/// (`rd_kafka_max_block_ms`), and every resumed partition stops that
+/// long; seen as a 1.0–1.1 s stop of the partitions that kept their owner
+/// at each cooperative rebalance. Any request to a broker wakes its
+/// thread: one watermark query per leader of `partitions` (after a
+/// metadata request, which also lets librdkafka's main thread apply the
+/// resume first). Failures only cost the wait, logged at debug.
+pub(crate) fn wake_fetchers<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+) {
+    if partitions.is_empty() {
+        return;
+    }
+    let md = match consumer.fetch_metadata(Some(topic), WAKE_TIMEOUT) {
+        Ok(md) => md,
+        Err(e) => {
+            tracing::debug!(error = %e, "no metadata to wake the fetchers");
+            return;
+        }
+    };
+    // One partition per leader.
+    let by_leader: BTreeMap<i32, i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions())
+        .filter(|p| partitions.contains(&p.id()))
+        .map(|p| (p.leader(), p.id()))
+        .collect();
+    for p in by_leader.into_values() {
+        if let Err(e) = consumer.fetch_watermarks(topic, p, WAKE_TIMEOUT) {
+            tracing::debug!(partition = p, error = %e, "cannot wake the fetcher");
+        }
+    }
 }
 
 /// Creates the group consumer and subscribes it to the input topic.

@@ -291,6 +291,7 @@ impl Source {
         if let Err(e) = self.consumer.resume(&tpl) {
             tracing::warn!(partition, error = %e, "cannot resume the restored partition");
         }
+        consumer::wake_fetchers(&self.consumer, &self.topic, &[partition]);
     }
 
     /// The first record after a restore skipped records (the broker
