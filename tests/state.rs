@@ -221,10 +221,9 @@ async fn labels_of_six_months_are_read_only_from_inside_the_terminal_window() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_more_than_1_s() {
-    // On the SQLite engine: on the in-memory one, moved partitions meet
-    // its inexact fetches, and scores there differed from offline (seen
-    // on every partition with eager rebalancing too; not on SQLite). The
-    // default assignor: cooperative-sticky.
+    // On the SQLite engine, like the other state tests (it fetches by
+    // record offset and reports true high watermarks). The default
+    // assignor: cooperative-sticky.
     use_sqlite_broker();
     let t = Topics::new("scaleout");
     let parts = 6;

@@ -231,11 +231,16 @@ impl Source {
         for d in state.take_done() {
             let p = d.partition;
             let (outcome, replay) = restore_outcome(&d);
-            let (customers, records, ms) = match d.result {
-                Ok(r) => (r.customers, r.records, r.elapsed.as_millis() as u64),
+            let (customers, records, beyond_high, ms) = match d.result {
+                Ok(r) => (
+                    r.customers,
+                    r.records,
+                    r.beyond_high,
+                    r.elapsed.as_millis() as u64,
+                ),
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "cannot read the state changelog");
-                    (Vec::new(), 0, 0)
+                    (Vec::new(), 0, 0, 0)
                 }
             };
             let n = customers.len();
@@ -265,6 +270,7 @@ impl Source {
                 outcome,
                 customers = n,
                 changelog_records = records,
+                beyond_high_watermark = beyond_high,
                 restore_ms = ms,
                 "partition state restored; resuming"
             );

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::record::{self, CustomerState};
@@ -27,6 +27,9 @@ pub struct Restored {
     pub records: u64,
     /// Records that did not decode (skipped, counted).
     pub bad: u64,
+    /// Records at or past the high watermark the broker reported (read
+    /// on: a broker whose watermark trails its records).
+    pub beyond_high: u64,
     pub elapsed: Duration,
 }
 
@@ -86,6 +89,36 @@ impl Restorer {
             .map_err(StateError::Client)?;
         self.consumer.assign(&tpl).map_err(StateError::Client)?;
         let mut latest: HashMap<String, Option<Vec<CustomerTx>>> = HashMap::default();
+        let fingerprint = self.fingerprint;
+        let take = |m: &BorrowedMessage<'_>,
+                    out: &mut Restored,
+                    latest: &mut HashMap<String, Option<Vec<CustomerTx>>>| {
+            out.records += 1;
+            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                out.bad += 1;
+                return;
+            };
+            match m.payload() {
+                None => {
+                    latest.insert(key.to_string(), None);
+                }
+                Some(p) => match record::decode(fingerprint, p) {
+                    Ok(CustomerState {
+                        covers_offset,
+                        transactions,
+                        ..
+                    }) => {
+                        out.covers =
+                            Some(out.covers.map_or(covers_offset, |c| c.max(covers_offset)));
+                        latest.insert(key.to_string(), Some(transactions));
+                    }
+                    Err(e) => {
+                        tracing::debug!(partition, offset = m.offset(), error = %e, "changelog record skipped");
+                        out.bad += 1;
+                    }
+                },
+            }
+        };
         let mut next = low;
         while next < high {
             if t0.elapsed() > self.timeout {
@@ -108,31 +141,18 @@ impl Restorer {
                 }
             };
             next = m.offset() + 1;
-            out.records += 1;
-            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                out.bad += 1;
-                continue;
-            };
-            match m.payload() {
-                None => {
-                    latest.insert(key.to_string(), None);
-                }
-                Some(p) => match record::decode(self.fingerprint, p) {
-                    Ok(CustomerState {
-                        covers_offset,
-                        transactions,
-                        ..
-                    }) => {
-                        out.covers =
-                            Some(out.covers.map_or(covers_offset, |c| c.max(covers_offset)));
-                        latest.insert(key.to_string(), Some(transactions));
-                    }
-                    Err(e) => {
-                        tracing::debug!(partition, offset = m.offset(), error = %e, "changelog record skipped");
-                        out.bad += 1;
-                    }
-                },
+            take(&m, &mut out, &mut latest);
+        }
+        // A broker whose high watermark trails its records (Tansu 0.6's
+        // in-memory engine reports the last batch's first offset + 1) would
+        // have the read stop inside the last batch, and the newest states
+        // (those a revoke flushed last) would be lost. The rest of that
+        // batch came in the same fetch: take what is already here.
+        while let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
+            if m.offset() >= high {
+                out.beyond_high += 1;
             }
+            take(&m, &mut out, &mut latest);
         }
         let _ = self.consumer.unassign();
         out.customers = latest
