@@ -261,11 +261,15 @@ impl SourceContext {
     }
 
     /// Records of `partition` below `until` are replayed, not scored.
+    /// (A bound already set for the partition and not yet reached stays if
+    /// higher: a fallback replay from the start keeps a changelog gap's.)
     pub(crate) fn replay_until(&self, partition: i32, until: i64) {
         self.replay_until
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(partition, until);
+            .entry(partition)
+            .and_modify(|u| *u = (*u).max(until))
+            .or_insert(until);
     }
 
     /// Hands `w` to scoring after what the source holds; false when

@@ -231,6 +231,7 @@ impl Source {
         for d in state.take_done() {
             let p = d.partition;
             let (outcome, replay) = restore_outcome(&d);
+            let covers = d.result.as_ref().ok().and_then(|r| r.covers);
             let (customers, records, beyond_high, ms) = match d.result {
                 Ok(r) => (
                     r.customers,
@@ -260,8 +261,18 @@ impl Source {
                     self.replay_from_start(p, c);
                 }
                 (_, Some(c)) => {
-                    self.expect_first.insert(p, c);
-                    self.resume_at(p, Offset::Offset(c));
+                    let from = resume_from(covers, c);
+                    if from < c {
+                        // The changelog trails the commit (dead letters at
+                        // the end change no state; otherwise a changelog
+                        // behind its input): the records between are
+                        // replayed into state, not scored. A transaction
+                        // already in a history is not counted twice.
+                        tracing::info!(partition = p, covers = ?covers, committed = c, "the state changelog trails the committed offset: replaying the records between (state only)");
+                        self.consumer.context().replay_until(p, c);
+                    }
+                    self.expect_first.insert(p, from);
+                    self.resume_at(p, Offset::Offset(from));
                 }
                 (_, None) => self.resume_at(p, Offset::Beginning),
             }
@@ -439,6 +450,13 @@ fn restore_outcome(d: &consumer::RestoreDone) -> (&'static str, bool) {
     }
 }
 
+/// Where a partition restored from its changelog resumes: just after the
+/// newest input offset the changelog covers, if that is below the
+/// committed offset (the gap is replayed into state), else at the commit.
+fn resume_from(covers: Option<i64>, committed: i64) -> i64 {
+    covers.map_or(committed, |c| (c + 1).clamp(0, committed))
+}
+
 /// Longest pause between two attempts while the schema registry is down.
 const REGISTRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -527,7 +545,7 @@ impl RegistryWait {
 #[cfg(test)]
 mod tests {
     use super::consumer::RestoreDone;
-    use super::restore_outcome;
+    use super::{restore_outcome, resume_from};
     use crate::state::restore::Restored;
 
     fn done(
@@ -565,6 +583,10 @@ mod tests {
             restore_outcome(&done(Some(100), Ok(with(None)))),
             ("replayed_no_changelog", true)
         );
+        assert_eq!(resume_from(Some(99), 100), 100, "covers the commit");
+        assert_eq!(resume_from(Some(150), 100), 100, "ahead of the commit");
+        assert_eq!(resume_from(Some(97), 100), 98, "behind: replay 98, 99");
+        assert_eq!(resume_from(None, 100), 100);
         let failed = Err(crate::state::StateError::RestoreTimeout {
             topic: "t".into(),
             partition: 0,
