@@ -256,12 +256,7 @@ async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_mo
     let joined_at = now();
     let mut c = Worker::start(&t, &[]);
     producer.await.expect("producer");
-    assert!(
-        wait_for(Duration::from_secs(120), || total_committed_of(&t, parts)
-            == all.len() as i64),
-        "everything committed; log of C:\n{}",
-        c.log_text()
-    );
+    assert_all_committed(&t, parts, all.len(), &c);
     let logs = [a.log_text(), b.log_text(), c.log_text()];
     for w in [&mut a, &mut b, &mut c] {
         w.stop_cleanly(Duration::from_secs(30));
@@ -422,12 +417,7 @@ async fn a_third_instance_joins_under_eager_rebalancing_loses_nothing_and_duplic
     let joined_at = riskstream::message::now_ms();
     let mut c = Worker::start(&t, &eager);
     producer.await.expect("producer");
-    assert!(
-        wait_for(Duration::from_secs(120), || total_committed_of(&t, parts)
-            == all.len() as i64),
-        "everything committed; log of C:\n{}",
-        c.log_text()
-    );
+    assert_all_committed(&t, parts, all.len(), &c);
     // Moved: revoked from A or B once C started, or taken by C.
     let moved: Vec<i32> = partitions_since(&a.log_text(), "partitions revoked", joined_at)
         .into_iter()
@@ -702,4 +692,15 @@ async fn scale_out_one_two_four_under_load() {
         out.len() - all.len()
     );
     assert_eq!(ids.len(), all.len(), "nothing lost");
+}
+
+/// Waits up to 2 minutes for the group to have committed all `n` records of
+/// the input's `parts` partitions; shows the log of the instance that joined.
+fn assert_all_committed(t: &Topics, parts: i32, n: usize, joined: &Worker) {
+    assert!(
+        wait_for(Duration::from_secs(120), || total_committed_of(t, parts)
+            == n as i64),
+        "everything committed; log of the instance that joined:\n{}",
+        joined.log_text()
+    );
 }

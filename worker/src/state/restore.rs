@@ -89,36 +89,6 @@ impl Restorer {
             .map_err(StateError::Client)?;
         self.consumer.assign(&tpl).map_err(StateError::Client)?;
         let mut latest: HashMap<String, Option<Vec<CustomerTx>>> = HashMap::default();
-        let fingerprint = self.fingerprint;
-        let take = |m: &BorrowedMessage<'_>,
-                    out: &mut Restored,
-                    latest: &mut HashMap<String, Option<Vec<CustomerTx>>>| {
-            out.records += 1;
-            let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                out.bad += 1;
-                return;
-            };
-            match m.payload() {
-                None => {
-                    latest.insert(key.to_string(), None);
-                }
-                Some(p) => match record::decode(fingerprint, p) {
-                    Ok(CustomerState {
-                        covers_offset,
-                        transactions,
-                        ..
-                    }) => {
-                        out.covers =
-                            Some(out.covers.map_or(covers_offset, |c| c.max(covers_offset)));
-                        latest.insert(key.to_string(), Some(transactions));
-                    }
-                    Err(e) => {
-                        tracing::debug!(partition, offset = m.offset(), error = %e, "changelog record skipped");
-                        out.bad += 1;
-                    }
-                },
-            }
-        };
         let mut next = low;
         while next < high {
             if t0.elapsed() > self.timeout {
@@ -141,7 +111,7 @@ impl Restorer {
                 }
             };
             next = m.offset() + 1;
-            take(&m, &mut out, &mut latest);
+            self.take(partition, &m, &mut out, &mut latest);
         }
         // A broker whose high watermark trails its records (Tansu 0.6's
         // in-memory engine reports the last batch's first offset + 1) would
@@ -152,7 +122,7 @@ impl Restorer {
             if m.offset() >= high {
                 out.beyond_high += 1;
             }
-            take(&m, &mut out, &mut latest);
+            self.take(partition, &m, &mut out, &mut latest);
         }
         let _ = self.consumer.unassign();
         out.customers = latest
@@ -161,5 +131,40 @@ impl Restorer {
             .collect();
         out.elapsed = t0.elapsed();
         Ok(out)
+    }
+
+    /// Folds one changelog record into `latest` (the newest state per key; a
+    /// tombstone is `None`) and the read's counts.
+    fn take(
+        &self,
+        partition: i32,
+        m: &BorrowedMessage<'_>,
+        out: &mut Restored,
+        latest: &mut HashMap<String, Option<Vec<CustomerTx>>>,
+    ) {
+        out.records += 1;
+        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+            out.bad += 1;
+            return;
+        };
+        match m.payload() {
+            None => {
+                latest.insert(key.to_string(), None);
+            }
+            Some(p) => match record::decode(self.fingerprint, p) {
+                Ok(CustomerState {
+                    covers_offset,
+                    transactions,
+                    ..
+                }) => {
+                    out.covers = Some(out.covers.map_or(covers_offset, |c| c.max(covers_offset)));
+                    latest.insert(key.to_string(), Some(transactions));
+                }
+                Err(e) => {
+                    tracing::debug!(partition, offset = m.offset(), error = %e, "changelog record skipped");
+                    out.bad += 1;
+                }
+            },
+        }
     }
 }
