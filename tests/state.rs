@@ -6,9 +6,12 @@
 //!   records exactly as the offline engine does;
 //! - kill -9 at five random points: nothing lost, every score (duplicates
 //!   included) equal to offline;
+//! - a changelog that trails the commit (a run without state in between)
+//!   has only the records between replayed into state, and scores as
+//!   offline;
 //! - a label topic holding six months is read only from inside the
 //!   terminal window;
-//! - a third instance joining under load (in-memory engine): with
+//! - a third instance joining under load: with
 //!   cooperative rebalancing, the partitions that keep their owner never
 //!   pause for 1 s, nothing is lost, every score equals offline; with
 //!   eager rebalancing, duplicates stay within a batch per partition.
@@ -56,6 +59,65 @@ fn total_committed(t: &Topics) -> i64 {
         .sum()
 }
 
+/// Produces `batch`, then runs one instance with `args` until the group has
+/// committed `committed_after` records, and stops it cleanly.
+async fn score_until_committed(
+    t: &Topics,
+    batch: &[Transaction],
+    args: &[&str],
+    committed_after: usize,
+) {
+    produce_transactions(&t.input, batch).await;
+    let mut w = Worker::start(t, args);
+    assert!(
+        wait_for(Duration::from_secs(180), || total_committed(t)
+            == committed_after as i64),
+        "{committed_after} records committed (instance with {args:?}); log:\n{}",
+        w.log_text()
+    );
+    w.stop_cleanly(Duration::from_secs(30));
+}
+
+/// Produces `new`, starts an instance on a group that committed the rest of
+/// `all`, and checks what it read: `replayed` records into state, only the
+/// new ones scored, every partition restored from the changelog, and the
+/// new ones' scores equal to offline. Returns the instance and its metrics.
+async fn restart_and_score(
+    t: &Topics,
+    all: &[Transaction],
+    new: &[Transaction],
+    replayed: usize,
+) -> (Worker, String) {
+    produce_transactions(&t.input, new).await;
+    let w = Worker::start(t, &[]);
+    let out = scored(&t.output, all.len(), Duration::from_secs(90));
+    assert_eq!(out.len(), all.len(), "log:\n{}", w.log_text());
+    let (_, m) = http_get(&w.log_text(), "/metrics");
+    assert_eq!(
+        metric(&m, "riskstream_records_replayed_total"),
+        replayed as f64,
+        "only the records the changelog does not cover are replayed; {m}"
+    );
+    assert_eq!(
+        metric(&m, "riskstream_records_consumed_total"),
+        new.len() as f64,
+        "only the new records are scored"
+    );
+    assert_eq!(
+        metric(&m, "riskstream_state_restores_total{reason=\"changelog\"}"),
+        f64::from(PARTS),
+        "{m}"
+    );
+    let new_ids: HashSet<&str> = new.iter().map(|t| t.transaction_id.as_str()).collect();
+    let restarted: Vec<_> = out
+        .into_iter()
+        .filter(|(_, s)| new_ids.contains(s.transaction_id.as_str()))
+        .collect();
+    assert_eq!(restarted.len(), new.len());
+    assert_offline_scores(&restarted, all);
+    (w, m)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_after_the_whole_history_was_committed_reads_only_new_input_and_scores_as_offline(
 ) {
@@ -64,44 +126,14 @@ async fn a_restart_after_the_whole_history_was_committed_reads_only_new_input_an
     t.create(PARTS).await;
     let all = txs(10, 14_000);
     let (history, new) = all.split_at(12_000);
-    produce_transactions(&t.input, history).await;
-    let mut a = Worker::start(&t, &[]);
-    assert!(
-        wait_for(Duration::from_secs(180), || total_committed(&t)
-            == history.len() as i64),
-        "history committed; log:\n{}",
-        a.log_text()
-    );
-    a.stop_cleanly(Duration::from_secs(30));
-    produce_transactions(&t.input, new).await;
-    let mut b = Worker::start(&t, &[]);
-    let out = scored(&t.output, all.len(), Duration::from_secs(60));
-    assert_eq!(out.len(), all.len(), "log:\n{}", b.log_text());
-    let (_, m) = http_get(&b.log_text(), "/metrics");
-    assert_eq!(metric(&m, "riskstream_records_replayed_total"), 0.0, "{m}");
-    assert_eq!(
-        metric(&m, "riskstream_records_consumed_total"),
-        new.len() as f64,
-        "only the new records are read"
-    );
-    assert_eq!(
-        metric(&m, "riskstream_state_restores_total{reason=\"changelog\"}"),
-        f64::from(PARTS),
-        "{m}"
-    );
+    score_until_committed(&t, history, &[], history.len()).await;
+    let (mut b, m) = restart_and_score(&t, &all, new, 0).await;
     let customers: HashSet<&str> = history.iter().map(|t| t.customer_id.as_str()).collect();
     assert_eq!(
         metric(&m, "riskstream_state_restored_customers_total"),
         customers.len() as f64,
         "one changelog state per live customer"
     );
-    let new_ids: HashSet<&str> = new.iter().map(|t| t.transaction_id.as_str()).collect();
-    let restarted: Vec<_> = out
-        .into_iter()
-        .filter(|(_, s)| new_ids.contains(s.transaction_id.as_str()))
-        .collect();
-    assert_eq!(restarted.len(), new.len());
-    assert_offline_scores(&restarted, &all);
     b.stop_cleanly(Duration::from_secs(30));
 }
 
@@ -164,6 +196,28 @@ async fn kill_9_at_five_random_points_loses_nothing_and_recovers_offline_feature
         out.len() - all.len()
     );
     assert_offline_scores(&out, &all);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_into_state_and_scores_as_offline(
+) {
+    // A runs with state; B (`--no-state`) commits more input without
+    // writing the changelog; C restores the older changelog, replays only
+    // B's records into state (not scored) and scores the new ones.
+    use_sqlite_broker();
+    let t = Topics::new("trailing");
+    t.create(PARTS).await;
+    let all = txs(12, 12_000);
+    let (first, rest) = all.split_at(6_000);
+    let (second, new) = rest.split_at(4_000);
+    score_until_committed(&t, first, &[], first.len()).await;
+    score_until_committed(&t, second, &["--no-state"], first.len() + second.len()).await;
+    let (mut c, _) = restart_and_score(&t, &all, new, second.len()).await;
+    assert!(
+        c.log_text().contains("trails the committed offset"),
+        "the replay is logged"
+    );
+    c.stop_cleanly(Duration::from_secs(30));
 }
 
 #[tokio::test(flavor = "multi_thread")]
