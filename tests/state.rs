@@ -28,6 +28,25 @@ const PARTS: i32 = 4;
 /// Consumer-group session timeout of the kill test's instances.
 const SESSION: Duration = Duration::from_secs(2);
 
+/// The cooperative join test measures pauses against a bound; it runs with
+/// no other test of this file beside it (two broker-heavy tests on two cores
+/// made its kept partitions wait for CPU, not for the protocol). The others
+/// share the lock.
+static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+enum CpuGuard {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
+async fn if_alone(alone: bool) -> CpuGuard {
+    if alone {
+        CpuGuard::Alone(CPU.write().await)
+    } else {
+        CpuGuard::Shared(CPU.read().await)
+    }
+}
+
 fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
     rows(from_day, n).iter().map(|r| r.transaction()).collect()
 }
@@ -121,6 +140,7 @@ async fn restart_and_score(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_after_the_whole_history_was_committed_reads_only_new_input_and_scores_as_offline(
 ) {
+    let _cpu = if_alone(false).await;
     use_sqlite_broker();
     let t = Topics::new("restart");
     t.create(PARTS).await;
@@ -139,6 +159,7 @@ async fn a_restart_after_the_whole_history_was_committed_reads_only_new_input_an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_five_random_points_loses_nothing_and_recovers_offline_features() {
+    let _cpu = if_alone(false).await;
     use_sqlite_broker();
     let t = Topics::new("kill9");
     t.create(PARTS).await;
@@ -204,6 +225,7 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
     // A runs with state; B (`--no-state`) commits more input without
     // writing the changelog; C restores the older changelog, replays only
     // B's records into state (not scored) and scores the new ones.
+    let _cpu = if_alone(false).await;
     use_sqlite_broker();
     let t = Topics::new("trailing");
     t.create(PARTS).await;
@@ -222,6 +244,7 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
 
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_of_six_months_are_read_only_from_inside_the_terminal_window() {
+    let _cpu = if_alone(false).await;
     use_sqlite_broker();
     let t = Topics::new("labels6m");
     t.create(2).await;
@@ -278,6 +301,7 @@ async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_mo
     // On the SQLite engine, like the other state tests (it fetches by
     // record offset and reports true high watermarks). The default
     // assignor: cooperative-sticky.
+    let _cpu = if_alone(true).await;
     use_sqlite_broker();
     let t = Topics::new("scaleout");
     let parts = 6;
@@ -433,6 +457,7 @@ fn partitions_since(log: &str, what: &str, since_ms: i64) -> Vec<i32> {
 async fn a_third_instance_joins_under_eager_rebalancing_loses_nothing_and_duplicates_at_most_a_batch_per_partition(
 ) {
     // On the SQLite engine, as the test above.
+    let _cpu = if_alone(false).await;
     use_sqlite_broker();
     let t = Topics::new("scaleout");
     let parts = 6;
