@@ -34,19 +34,6 @@ const SESSION: Duration = Duration::from_secs(2);
 /// share the lock.
 static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-enum CpuGuard {
-    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
-    Alone(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
-}
-
-async fn if_alone(alone: bool) -> CpuGuard {
-    if alone {
-        CpuGuard::Alone(CPU.write().await)
-    } else {
-        CpuGuard::Shared(CPU.read().await)
-    }
-}
-
 fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
     rows(from_day, n).iter().map(|r| r.transaction()).collect()
 }
@@ -140,7 +127,7 @@ async fn restart_and_score(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_after_the_whole_history_was_committed_reads_only_new_input_and_scores_as_offline(
 ) {
-    let _cpu = if_alone(false).await;
+    let _cpu = CPU.read().await;
     use_sqlite_broker();
     let t = Topics::new("restart");
     t.create(PARTS).await;
@@ -159,7 +146,7 @@ async fn a_restart_after_the_whole_history_was_committed_reads_only_new_input_an
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_five_random_points_loses_nothing_and_recovers_offline_features() {
-    let _cpu = if_alone(false).await;
+    let _cpu = CPU.read().await;
     use_sqlite_broker();
     let t = Topics::new("kill9");
     t.create(PARTS).await;
@@ -225,7 +212,7 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
     // A runs with state; B (`--no-state`) commits more input without
     // writing the changelog; C restores the older changelog, replays only
     // B's records into state (not scored) and scores the new ones.
-    let _cpu = if_alone(false).await;
+    let _cpu = CPU.read().await;
     use_sqlite_broker();
     let t = Topics::new("trailing");
     t.create(PARTS).await;
@@ -244,7 +231,7 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
 
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_of_six_months_are_read_only_from_inside_the_terminal_window() {
-    let _cpu = if_alone(false).await;
+    let _cpu = CPU.read().await;
     use_sqlite_broker();
     let t = Topics::new("labels6m");
     t.create(2).await;
@@ -301,7 +288,7 @@ async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_mo
     // On the SQLite engine, like the other state tests (it fetches by
     // record offset and reports true high watermarks). The default
     // assignor: cooperative-sticky.
-    let _cpu = if_alone(true).await;
+    let _cpu = CPU.write().await;
     use_sqlite_broker();
     let t = Topics::new("scaleout");
     let parts = 6;
@@ -457,7 +444,7 @@ fn partitions_since(log: &str, what: &str, since_ms: i64) -> Vec<i32> {
 async fn a_third_instance_joins_under_eager_rebalancing_loses_nothing_and_duplicates_at_most_a_batch_per_partition(
 ) {
     // On the SQLite engine, as the test above.
-    let _cpu = if_alone(false).await;
+    let _cpu = CPU.read().await;
     use_sqlite_broker();
     let t = Topics::new("scaleout");
     let parts = 6;
