@@ -157,6 +157,11 @@ pub const EVENT_SERIES: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "retention_gap_records",
+        "Input records a partition's restore needed but the topic's retention had deleted (reason: state_only = below the committed offset, scored before but missing from the restored state; unscored = never scored).",
+        &["state_only", "unscored"],
+    ),
+    (
         "changelog_dropped",
         "Changelog records the topic refused for good (reason); their customers' state is not durable until they change again.",
         &["record_refused"],

@@ -89,12 +89,17 @@ pub struct RestoreDone {
     pub(super) generation: u64,
     /// The group's committed offset (the next record to read), if any.
     pub committed: Option<i64>,
+    /// The input partition's low watermark after the read (None: the
+    /// lookup failed); a resume never seeks below it.
+    pub input_low: Option<i64>,
     pub result: Result<Restored, StateError>,
 }
 
 /// The changelog side of the consumer context (state on).
 pub struct StateRestore {
     restorer: Arc<Mutex<Restorer>>,
+    /// The input topic (its low watermarks are looked up with each read).
+    input: Arc<str>,
     /// Partitions paused while their changelog is read, with the
     /// generation of that read (a revoke makes a late result stale).
     restoring: Mutex<rustc_hash::FxHashMap<i32, u64>>,
@@ -106,9 +111,10 @@ pub struct StateRestore {
 }
 
 impl StateRestore {
-    pub fn new(restorer: Restorer) -> Self {
+    pub fn new(restorer: Restorer, input: &str) -> Self {
         Self {
             restorer: Arc::new(Mutex::new(restorer)),
+            input: input.into(),
             restoring: Mutex::default(),
             restoring_n: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
@@ -162,20 +168,22 @@ impl StateRestore {
         }
         let (restorer, done, ready) =
             (self.restorer.clone(), self.done.clone(), self.ready.clone());
+        let input = self.input.clone();
         let spawned = std::thread::Builder::new()
             .name("state-restore".into())
             .spawn(move || {
                 for (partition, committed) in parts {
-                    let result = restorer
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .read(partition);
+                    let r = restorer.lock().unwrap_or_else(|e| e.into_inner());
+                    let result = r.read(partition);
+                    let input_low = r.low_watermark(&input, partition);
+                    drop(r);
                     done.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(RestoreDone {
                             partition,
                             generation,
                             committed,
+                            input_low,
                             result,
                         });
                     ready.store(true, Ordering::Release);
@@ -590,7 +598,7 @@ pub fn input_consumer(
         joined: AtomicBool::new(false),
         revoke_drain: cfg.revoke_drain,
         handover: OnceLock::new(),
-        state: restorer.map(StateRestore::new),
+        state: restorer.map(|r| StateRestore::new(r, &cfg.input_topic)),
     };
     let consumer: InputConsumer = c.create_with_context(ctx).map_err(SourceError::Create)?;
     consumer

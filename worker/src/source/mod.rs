@@ -66,10 +66,11 @@ pub struct Source {
     /// this thread and the rebalance callbacks (on this thread, inside
     /// `poll`) lock it, so it is never contended.
     chunk: Arc<Mutex<Chunk>>,
-    /// Partitions resumed at their committed offset after a restore: the
-    /// first record fetched must be that offset (a broker answering a fetch
-    /// inside a record batch with the next batch would skip records).
-    expect_first: HashMap<i32, i64>,
+    /// Partitions resumed after a restore: the first record fetched must
+    /// be the resume offset, unless the topic's retention deleted the ones
+    /// before it (a broker answering a fetch inside a record batch with the
+    /// next batch would skip records).
+    expect_first: HashMap<i32, Resumed>,
     /// The changelog is on: scored records wait for it to commit.
     stateful: bool,
     dead: LogSummary,
@@ -77,6 +78,24 @@ pub struct Source {
 }
 
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
+/// Where a restored partition resumed, and the group's committed offset.
+#[derive(Debug, Clone, Copy)]
+struct Resumed {
+    from: i64,
+    committed: i64,
+}
+
+impl Resumed {
+    /// The records from the resume offset up to `first` (the first one the
+    /// topic still holds), split at the committed offset: (scored before,
+    /// never scored).
+    fn deleted_before(self, first: i64) -> (i64, i64) {
+        let state_only = (first.min(self.committed) - self.from).max(0);
+        let unscored = (first - self.from.max(self.committed)).max(0);
+        (state_only, unscored)
+    }
+}
 
 /// Records gathered for one hand-over to scoring.
 struct Chunk {
@@ -232,6 +251,7 @@ impl Source {
             let p = d.partition;
             let (outcome, replay) = restore_outcome(&d);
             let covers = d.result.as_ref().ok().and_then(|r| r.covers);
+            let low = d.input_low.unwrap_or(0);
             let (customers, records, beyond_high, ms) = match d.result {
                 Ok(r) => (
                     r.customers,
@@ -258,10 +278,16 @@ impl Source {
             match (replay, d.committed) {
                 (true, Some(c)) => {
                     tracing::warn!(partition = p, outcome, committed = c, "the state changelog does not cover the committed offset: replaying what the input topic still holds");
-                    self.replay_from_start(p, c);
+                    self.replay_from_start(p, c, low);
                 }
                 (_, Some(c)) => {
-                    let from = resume_from(covers, c);
+                    let mut from = resume_from(covers, c);
+                    if low > from {
+                        // Never seek below the log start: the records up
+                        // to it are gone (counted), the state is kept.
+                        self.count_retention_gap(p, Resumed { from, committed: c }, low);
+                        from = low;
+                    }
                     if from < c {
                         // The changelog trails the commit (dead letters at
                         // the end change no state; otherwise a changelog
@@ -271,7 +297,7 @@ impl Source {
                         tracing::info!(partition = p, covers = ?covers, committed = c, "the state changelog trails the committed offset: replaying the records between (state only)");
                         self.consumer.context().replay_until(p, c);
                     }
-                    self.expect_first.insert(p, from);
+                    self.expect_first.insert(p, Resumed { from, committed: c });
                     self.resume_at(p, Offset::Offset(from));
                 }
                 (_, None) => self.resume_at(p, Offset::Beginning),
@@ -289,10 +315,25 @@ impl Source {
         true
     }
 
-    /// Replays `partition` from its beginning into state, scoring from
-    /// `until` (the committed offset) on.
-    fn replay_from_start(&self, partition: i32, until: i64) {
+    /// Replays `partition` from its beginning (`low`, its low watermark
+    /// when known, else 0) into state, scoring from `until` (the committed
+    /// offset) on.
+    fn replay_from_start(&mut self, partition: i32, until: i64, low: i64) {
         self.consumer.context().replay_until(partition, until);
+        let r = Resumed {
+            from: 0,
+            committed: until,
+        };
+        if low > 0 {
+            self.count_retention_gap(partition, r, low);
+        }
+        self.expect_first.insert(
+            partition,
+            Resumed {
+                from: low,
+                committed: until,
+            },
+        );
         self.resume_at(partition, Offset::Beginning);
     }
 
@@ -311,29 +352,70 @@ impl Source {
         consumer::wake_fetchers(&self.consumer, &self.topic, &[partition]);
     }
 
-    /// The first record after a restore skipped records (the broker
-    /// answered a fetch from inside a record batch with the next batch):
-    /// replay the partition's history instead, this partition only. True
+    /// The first record after a restore is past the resume offset. If the
+    /// topic no longer holds the records before it (its retention deleted
+    /// them), the restored state is kept and the gap counted: the record is
+    /// taken as usual. Otherwise the broker skipped records (it answered a
+    /// fetch from inside a record batch with the next batch): the
+    /// partition's history is replayed instead, this partition only. True
     /// when the record is to be dropped (it is fetched again).
     fn skipped_records(&mut self, partition: i32, offset: i64) -> bool {
-        let Some(expected) = self.expect_first.remove(&partition) else {
+        let Some(r) = self.expect_first.remove(&partition) else {
             return false;
         };
-        if offset <= expected {
+        if offset <= r.from {
+            return false;
+        }
+        if self.deleted_by_retention(partition, offset) {
+            self.count_retention_gap(partition, r, offset);
             return false;
         }
         self.shared
             .metrics
             .event("state_restores", "replayed_inexact_fetch", 1);
-        tracing::warn!(partition, requested = expected, got = offset, "the broker skipped records when fetching from the committed offset (a fetch inside a record batch?): replaying this partition's history instead");
+        tracing::warn!(partition, requested = r.from, got = offset, "the broker skipped records when fetching from the committed offset (a fetch inside a record batch?): replaying this partition's history instead");
         // The replay rebuilds the partition's customers from nothing, as
         // where no changelog was found: the state restored from the
         // changelog is dropped first, not replayed over.
         let _ = self
             .chunk()
             .control(Work::State(StateOp::Revoke(vec![partition])));
-        self.replay_from_start(partition, expected);
+        self.replay_from_start(partition, r.committed.max(r.from), 0);
         true
+    }
+
+    /// Whether `partition` holds no record below `offset` any more (its low
+    /// watermark has reached it). A failed lookup counts as not deleted.
+    fn deleted_by_retention(&self, partition: i32, offset: i64) -> bool {
+        match self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+        {
+            Ok((low, _)) => low >= offset,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "cannot read the partition's low watermark");
+                false
+            }
+        }
+    }
+
+    /// Records `r.from..first` were deleted before the restore read them:
+    /// those below the committed offset were scored, but their changes to
+    /// state are missing; the rest are never scored.
+    fn count_retention_gap(&self, partition: i32, r: Resumed, first: i64) {
+        let (state_only, unscored) = r.deleted_before(first);
+        let m = &self.shared.metrics;
+        m.event("retention_gap_records", "state_only", state_only as u64);
+        m.event("retention_gap_records", "unscored", unscored as u64);
+        tracing::warn!(
+            partition,
+            resumed_at = r.from,
+            committed = r.committed,
+            first_held = first,
+            state_only,
+            unscored,
+            "the input topic's retention has deleted records the restore needs: the state misses the changes of those below the committed offset, those at or above it are not scored"
+        );
     }
 
     /// One polled record: replayed, handed to scoring or dead-lettered.
@@ -556,6 +638,7 @@ mod tests {
             partition: 0,
             generation: 1,
             committed,
+            input_low: Some(0),
             result,
         }
     }
@@ -597,5 +680,24 @@ mod tests {
             restore_outcome(&done(Some(100), failed)),
             ("replayed_read_failed", true)
         );
+    }
+
+    #[test]
+    fn records_deleted_before_a_resume_split_at_the_commit() {
+        use super::Resumed;
+        let r = |from, committed| Resumed { from, committed };
+        assert_eq!(r(100, 100).deleted_before(160), (0, 60), "all unscored");
+        assert_eq!(
+            r(80, 100).deleted_before(160),
+            (20, 60),
+            "trailing changelog"
+        );
+        assert_eq!(r(80, 100).deleted_before(90), (10, 0), "inside the gap");
+        assert_eq!(
+            r(0, 50).deleted_before(40),
+            (40, 0),
+            "replay from the start"
+        );
+        assert_eq!(r(100, 100).deleted_before(100), (0, 0));
     }
 }
