@@ -121,14 +121,28 @@ async fn restart_and_score(
         f64::from(PARTS),
         "{m}"
     );
+    assert_eq!(
+        metric(&m, "riskstream_partitions_assigned"),
+        f64::from(PARTS)
+    );
+    assert_new_scored_once_as_offline(out, new, all);
+    (w, m)
+}
+
+/// The scores of `new` in `out`: one each, equal to the offline engine's
+/// over `seen` (what the instance could know of).
+fn assert_new_scored_once_as_offline(
+    out: Vec<(Rec, riskstream::codec::ScoredTransaction)>,
+    new: &[Transaction],
+    seen: &[Transaction],
+) {
     let new_ids: HashSet<&str> = new.iter().map(|t| t.transaction_id.as_str()).collect();
     let restarted: Vec<_> = out
         .into_iter()
         .filter(|(_, s)| new_ids.contains(s.transaction_id.as_str()))
         .collect();
     assert_eq!(restarted.len(), new.len());
-    assert_offline_scores(&restarted, all);
-    (w, m)
+    assert_offline_scores(&restarted, seen);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -359,13 +373,7 @@ async fn after_retention_deleted_the_input_history_a_restart_keeps_the_changelog
         c.log_text()
     );
     let held: Vec<Transaction> = h1.iter().chain(new).cloned().collect();
-    let new_ids: HashSet<&str> = new.iter().map(|t| t.transaction_id.as_str()).collect();
-    let restarted: Vec<_> = out
-        .into_iter()
-        .filter(|(_, s)| new_ids.contains(s.transaction_id.as_str()))
-        .collect();
-    assert_eq!(restarted.len(), new.len());
-    assert_offline_scores(&restarted, &held);
+    assert_new_scored_once_as_offline(out, new, &held);
     assert!(
         c.log_text().contains("retention has deleted records"),
         "logged"

@@ -304,6 +304,18 @@ async fn two_instances_in_one_group_share_partitions_and_score_everything() {
         "a {sa} + b {sb} < {}",
         input.len()
     );
+    // Each owns some, together all (what an operator's alert sums).
+    let owned = |log: &str| {
+        metric(
+            &http_get(log, "/metrics").1,
+            "riskstream_partitions_assigned",
+        )
+    };
+    let (pa, pb) = (owned(&a.log_text()), owned(&b.log_text()));
+    assert!(
+        pa >= 1.0 && pb >= 1.0 && pa + pb == 4.0,
+        "a owns {pa}, b {pb}"
+    );
 }
 
 /// Records an instance decided, from its /metrics.

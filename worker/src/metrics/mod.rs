@@ -251,6 +251,7 @@ const COUNTERS: &[(&str, &str)] = &[
 const GAUGES: &[(&str, &str)] = &[
     ("riskstream_schema_registry_waiting", "Input partitions whose records wait on the schema registry (outage)."),
     ("riskstream_labels_behind_seconds", "How far the label stream is behind the records being scored, s (-1 before the first batch)."),
+    ("riskstream_partitions_assigned", "Input partitions this instance owns (the group's sum below the topic's partition count: some partition has no owner)."),
     ("riskstream_consumer_lag", "Records behind the high watermark per input partition (librdkafka statistics)."),
     ("riskstream_model_info", "The serving models: 1 for each model, version, device and role serving now, 0 once replaced."),
     ("riskstream_drift", "The last drift evaluation's statistic per monitored variable and window scale (z, z_high, z_low, chi2, chi2_limit, psi, effect, mean, expected_mean, exceedance = statistic / threshold)."),
@@ -331,6 +332,8 @@ pub struct Metrics {
     /// Seconds the label stream is behind, -1 before the first batch.
     pub labels_behind_seconds: Level,
     pub drift_instances: Level,
+    /// Input partitions assigned to this instance now.
+    pub partitions_assigned: Level,
     pub performance_tracked: Level,
     pub performance_sample_rate: Gauge,
     /// Live state held (see [`STATE_SIZE`]), refreshed every few seconds.
@@ -422,6 +425,7 @@ impl Metrics {
             registry_waiting: Level::new(g("riskstream_schema_registry_waiting"), 0),
             labels_behind_seconds: Level::new(g("riskstream_labels_behind_seconds"), -1),
             drift_instances: Level::new(g("riskstream_drift_instances"), 0),
+            partitions_assigned: Level::new(g("riskstream_partitions_assigned"), 0),
             performance_tracked: Level::new(g("riskstream_performance_tracked"), 0),
             performance_sample_rate: {
                 let r = g("riskstream_performance_sample_rate");

@@ -428,11 +428,9 @@ impl ConsumerContext for SourceContext {
         // The partitions this instance keeps were paused by librdkafka
         // around this callback; those being restored stay paused (the
         // source wakes them when it resumes them).
-        let kept: Vec<i32> = self
-            .assigned
-            .lock()
-            .map(|a| a.clone())
-            .unwrap_or_default()
+        let assigned = self.assigned.lock().map(|a| a.clone()).unwrap_or_default();
+        self.metrics.partitions_assigned.set(assigned.len() as i64);
+        let kept: Vec<i32> = assigned
             .into_iter()
             .filter(|p| !self.state.as_ref().is_some_and(|s| s.is_restoring(*p)))
             .collect();
