@@ -9,6 +9,8 @@
 //! - a changelog that trails the commit (a run without state in between)
 //!   has only the records between replayed into state, and scores as
 //!   offline;
+//! - a lost (empty) changelog: the committed history is replayed into state
+//!   (counted, logged) and the new records score as offline;
 //! - after the input topic's retention deleted the history, a restart keeps
 //!   the changelog state, counts what was deleted unread, and scores as
 //!   offline over what any consumer could still see;
@@ -248,6 +250,51 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
         "the replay is logged"
     );
     c.stop_cleanly(Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_changelog_falls_back_to_replaying_the_input_counts_it_and_scores_as_offline() {
+    // The restart reads a changelog topic that holds nothing (as after the
+    // changelog was deleted): `--state-topic` points it at a fresh one.
+    // (Deleting the topic itself cannot be tested on Tansu's SQLite engine:
+    // it deletes every topic of the cluster; README, "The broker".)
+    let _cpu = CPU.read().await;
+    use_sqlite_broker();
+    let t = Topics::new("nolog");
+    t.create(PARTS).await;
+    let all = txs(16, 10_000);
+    let (history, new) = all.split_at(8_000);
+    score_until_committed(&t, history, &[], history.len()).await;
+    produce_transactions(&t.input, new).await;
+    let fresh = format!("{}.lost", t.changelog());
+    let mut w = Worker::start(&t, &["--state-topic", &fresh]);
+    let out = scored(&t.output, all.len(), Duration::from_secs(90));
+    assert_eq!(out.len(), all.len(), "log:\n{}", w.log_text());
+    let (_, m) = http_get(&w.log_text(), "/metrics");
+    assert_eq!(
+        metric(
+            &m,
+            "riskstream_state_restores_total{reason=\"replayed_no_changelog\"}"
+        ),
+        f64::from(PARTS),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "riskstream_records_replayed_total"),
+        history.len() as f64,
+        "the committed history is replayed into state, once"
+    );
+    assert_eq!(
+        metric(&m, "riskstream_records_consumed_total"),
+        new.len() as f64
+    );
+    assert!(
+        w.log_text()
+            .contains("the state changelog does not cover the committed offset"),
+        "the fallback is logged"
+    );
+    assert_new_scored_once_as_offline(out, new, &all);
+    w.stop_cleanly(Duration::from_secs(30));
 }
 
 /// Retention of the input topic in the retention test (a day; its records
