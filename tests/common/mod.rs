@@ -407,7 +407,14 @@ impl Worker {
     }
 
     /// SIGTERM, then asserts the worker drains and exits 0 within `timeout`.
+    /// A worker still starting gets the signal once it serves /metrics
+    /// (its handlers are installed by then; one sent before the process
+    /// reaches `main` ends it by the default action).
     pub fn stop_cleanly(&mut self, timeout: Duration) {
+        wait_for(timeout, || {
+            self.log_text().contains("serving /metrics")
+                || !matches!(self.child.try_wait(), Ok(None))
+        });
         self.signal("TERM");
         assert_eq!(self.wait(timeout), Some(0), "log:\n{}", self.log_text());
     }

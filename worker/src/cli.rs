@@ -94,23 +94,30 @@ pub enum ModelsCmd {
 
 /// First SIGINT/SIGTERM: drain and stop, within `drain` if given (a
 /// watchdog exits the process once it has passed, whatever is stuck).
-/// Second: exit at once.
+/// Second: exit at once. The handlers are registered before this returns,
+/// so a signal that arrives while the worker starts is not lost to the
+/// default action (which would end the process without a drain or exit 0).
 fn install_signals(cancel: CancellationToken, drain: Option<std::time::Duration>) {
+    #[cfg(unix)]
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!(error = %e, "cannot install the SIGTERM/SIGINT handlers");
+                return;
+            }
+        }
+    };
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot install the SIGTERM handler");
-                    return;
-                }
-            };
         let mut seen = 0;
         loop {
             #[cfg(unix)]
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             #[cfg(not(unix))]
