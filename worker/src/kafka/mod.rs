@@ -217,6 +217,22 @@ pub fn partition_count<C: ClientContext>(
     Ok(partitions_of(&md, topic))
 }
 
+/// The low watermark (first held offset) of `topic`'s `partition`; None,
+/// logged, when the broker does not answer.
+pub fn low_watermark<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    match client.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+        Ok((low, _)) => Some(low),
+        Err(e) => {
+            tracing::warn!(topic, partition, error = %e, "cannot read the partition's low watermark");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

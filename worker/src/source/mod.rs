@@ -281,13 +281,12 @@ impl Source {
                     self.replay_from_start(p, c, low);
                 }
                 (_, Some(c)) => {
-                    let mut from = resume_from(covers, c);
-                    if low > from {
-                        // Never seek below the log start: the records up
-                        // to it are gone (counted), the state is kept.
-                        self.count_retention_gap(p, Resumed { from, committed: c }, low);
-                        from = low;
-                    }
+                    // The state is kept where the records since are gone.
+                    let r = Resumed {
+                        from: resume_from(covers, c),
+                        committed: c,
+                    };
+                    let from = self.above_log_start(p, r, low);
                     if from < c {
                         // The changelog trails the commit (dead letters at
                         // the end change no state; otherwise a changelog
@@ -324,16 +323,8 @@ impl Source {
             from: 0,
             committed: until,
         };
-        if low > 0 {
-            self.count_retention_gap(partition, r, low);
-        }
-        self.expect_first.insert(
-            partition,
-            Resumed {
-                from: low,
-                committed: until,
-            },
-        );
+        let from = self.above_log_start(partition, r, low);
+        self.expect_first.insert(partition, Resumed { from, ..r });
         self.resume_at(partition, Offset::Beginning);
     }
 
@@ -387,16 +378,19 @@ impl Source {
     /// Whether `partition` holds no record below `offset` any more (its low
     /// watermark has reached it). A failed lookup counts as not deleted.
     fn deleted_by_retention(&self, partition: i32, offset: i64) -> bool {
-        match self
-            .consumer
-            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
-        {
-            Ok((low, _)) => low >= offset,
-            Err(e) => {
-                tracing::warn!(partition, error = %e, "cannot read the partition's low watermark");
-                false
-            }
+        crate::kafka::low_watermark(self.consumer.client(), &self.topic, partition)
+            .is_some_and(|low| low >= offset)
+    }
+
+    /// `r.from` raised to the partition's low watermark `low`: a resume
+    /// never seeks below the log start; the records it skips are gone
+    /// (counted, logged).
+    fn above_log_start(&self, partition: i32, r: Resumed, low: i64) -> i64 {
+        if low <= r.from {
+            return r.from;
         }
+        self.count_retention_gap(partition, r, low);
+        low
     }
 
     /// Records `r.from..first` were deleted before the restore read them:

@@ -71,16 +71,7 @@ impl Restorer {
     /// The low watermark of `topic`'s `partition` (None, logged, when the
     /// broker does not answer).
     pub fn low_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
-        match self
-            .consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        {
-            Ok((low, _)) => Some(low),
-            Err(e) => {
-                tracing::warn!(topic, partition, error = %e, "cannot read the partition's low watermark");
-                None
-            }
-        }
+        crate::kafka::low_watermark(self.consumer.client(), topic, partition)
     }
 
     /// Reads `partition` from its low to its high watermark.
