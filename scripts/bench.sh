@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end benchmark on the real broker (Tansu on loopback), one worker:
+# End-to-end benchmark on Apache Kafka (scripts/broker.sh, loopback), one worker:
 #   passthrough (consume→produce, no decoding) — the limit;
 #   the full worker: records/s, ratio to passthrough, CPU per record, peak RSS,
 #   and again with the drift sidecar off (its overhead);
@@ -93,7 +93,7 @@ lat_rows+="$(EXTRA_NOTE=", --linger-ms 1" latency_run 1000 8000 "low load" --lin
 {
   echo "| measure | value |"
   echo "|---|---|"
-  echo "| machine | $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); broker Tansu 0.6 (memory) on loopback |"
+  echo "| machine | $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); broker Apache Kafka $(scripts/broker.sh version) (one node) on loopback |"
   echo "| records | $N transactions from 2018-07-01; label history one week (${LABEL_MS:-?}) |"
   echo "| rates | records/s over the second half of the records (steady state) |"
   echo "| passthrough (consume→produce, no decoding) | ${PT_RATE} records/s, $(cpu_us "$PT_U" "$PT_S" "$N") µs CPU/record |"

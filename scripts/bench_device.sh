@@ -3,13 +3,14 @@
 # toolchain, package registry or network needed there):
 #   1. the inference bench (criterion, `benches/stages.rs`): flex (CPU) and
 #      wgpu, batch sizes 1…4096, on whatever adapter wgpu finds;
-#   2. the end-to-end bench (`scripts/bench.sh`) against Tansu on loopback;
+#   2. the end-to-end bench (`scripts/bench.sh`) against Apache Kafka on loopback;
 #   3. one worker run scoring on wgpu and one on the CPU, same records.
 #
 #   scripts/bench_device.sh PACK OUT
 #
 # PACK holds bin/riskstream and bin/stages (built with `--features wgpu`),
-# bin/tansu, bin/time (GNU time, used when /usr/bin/time is missing), lib/
+# kafka/ (the libs/ folder scripts/broker.sh installs; the machine needs a
+# Java 17 runtime), bin/time (GNU time, used when /usr/bin/time is missing), lib/
 # (libssl, libcrypto, libz: used only when the machine lacks them) and a
 # transactions CSV (transactions.csv.gz, a slice of the handbook's).
 # The bench binary reads the registry from RISKSTREAM_MODELS_DIR (this
@@ -39,8 +40,9 @@ fi
 
 echo "== end-to-end bench" >&2
 export RISKSTREAM_CACHE=/tmp/riskstream-cache
-mkdir -p "$RISKSTREAM_CACHE/tansu/bin"
-cp "$PACK/bin/tansu" "$RISKSTREAM_CACHE/tansu/bin/tansu"
+mkdir -p "$RISKSTREAM_CACHE/kafka-$(scripts/broker.sh version)"
+cp -r "$PACK/kafka" "$RISKSTREAM_CACHE/kafka-$(scripts/broker.sh version)/libs"
+touch "$RISKSTREAM_CACHE/kafka-$(scripts/broker.sh version)/libs/.complete"
 RISKSTREAM_BIN="$B" BENCH_CSV="$CSV" BENCH_OUT="$OUT/bench-e2e.md" timeout 300 scripts/bench.sh 2> "$OUT/bench-e2e.log"
 
 echo "== worker: wgpu against CPU" >&2

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# State benchmarks on Tansu's SQLite engine (exact fetches, compaction), a
-# broker of its own on BENCH_STATE_PORT (default 9096), wiped first:
+# State benchmarks on an Apache Kafka node of their own on BENCH_STATE_PORT
+# (default 9096), wiped first:
 #   for 41 and then 82 days of history on an 8-partition topic (same last
 #   day, so the same live customers): one worker scores and commits it all,
 #   the broker compacts the changelog, then a new instance takes every
@@ -21,7 +21,7 @@ BROKERS="127.0.0.1:$PORT"
 CSV="${BENCH_CSV:-../shared/data/handbook/transactions.csv.gz}"
 B="$(scripts/bench_bin.sh)"
 BROKER_PORT=$PORT scripts/broker.sh stop --wipe >&2 || true
-BROKER_PORT=$PORT BROKER_STORAGE=sqlite BROKER_MAINTENANCE=30s scripts/broker.sh start >&2
+BROKER_PORT=$PORT scripts/broker.sh start >&2
 trap 'BROKER_PORT=$PORT scripts/broker.sh stop >&2 || true' EXIT
 LOGS=$(mktemp -d)
 strip() { sed 's/\x1b\[[0-9;]*m//g'; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end: builds the worker, starts the project's broker
-# (Tansu on loopback, installed on first use by scripts/broker.sh) unless
+# (Apache Kafka on loopback, installed on first use by scripts/broker.sh) unless
 # --brokers B or RISKSTREAM_BROKERS names one, replays July–mid-August 2018
 # of the handbook data, scores it, and prints a live summary. Extra arguments
 # go to `riskstream demo` (which, run by hand without --brokers, uses

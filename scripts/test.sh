@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: installs and starts the broker, builds, runs every
+# The whole test suite: installs and starts Apache Kafka, builds, runs every
 # test (unit, integration against the real broker), stops the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,26 +13,27 @@ scripts/deps.sh
 # interoperability tests check against (a venv in the cache).
 RISKSTREAM_PYTHON="$(scripts/pyenv.sh)"
 export RISKSTREAM_PYTHON
+# The Avro reference implementation and the Kafka Java client
+# (tests/interop/java, built with Maven into the cache).
+RISKSTREAM_JAVA_PEER="$(scripts/javapeer.sh)"
+export RISKSTREAM_JAVA_PEER
 # promtool, the reference for the Prometheus exposition format.
 RISKSTREAM_PROMTOOL="$(scripts/promtool.sh)"
 export RISKSTREAM_PROMTOOL
 
-# Two brokers from one Tansu install: the in-memory engine (throughput,
-# most tests) and the SQLite engine (fetches by record offset, survives a
-# restart, compacts: the state, restart and fault tests), wiped per run.
-export SQLITE_BROKER_PORT="${SQLITE_BROKER_PORT:-9094}"
-export RISKSTREAM_TEST_BROKERS_SQLITE="127.0.0.1:$SQLITE_BROKER_PORT"
-started=0
-if ! scripts/broker.sh status >/dev/null 2>&1; then
-  scripts/broker.sh start
-  started=1
-fi
-BROKER_PORT="$SQLITE_BROKER_PORT" scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
-BROKER_PORT="$SQLITE_BROKER_PORT" BROKER_STORAGE=sqlite scripts/broker.sh start
-cleanup() {
-  BROKER_PORT="$SQLITE_BROKER_PORT" scripts/broker.sh stop || true
-  if [ "$started" = 1 ]; then scripts/broker.sh stop || true; fi
+# Apache Kafka (KRaft, one node) from Maven Central, wiped per run so every
+# run starts from an empty cluster; tests that need their own broker (the
+# broker restart, the three-node failover) start it through broker.sh too.
+# The brokers tests start themselves: tests/broker_restart.rs (one node on
+# 9095) and tests/failover.rs (three nodes on 19092-19094).
+own_brokers() {
+  BROKER_PORT=9095 scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
+  BROKER_PORT=19092 BROKER_NODES=3 scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
 }
+own_brokers
+scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
+scripts/broker.sh start
+cleanup() { scripts/broker.sh stop --wipe || true; own_brokers; }
 trap cleanup EXIT
 
 cargo build --release --locked --all-targets

@@ -1,6 +1,4 @@
-//! Durable, bounded customer state, against Tansu's SQLite engine (it
-//! fetches by record offset, keeps records and committed offsets across a
-//! restart, and answers timestamp lookups from the records):
+//! Durable, bounded customer state, against Apache Kafka:
 //! - a restart after the whole history was committed restores every
 //!   partition from the changelog, replays nothing and scores the new
 //!   records exactly as the offline engine does;
@@ -16,10 +14,10 @@
 //!   offline over what any consumer could still see;
 //! - a label topic holding six months is read only from inside the
 //!   terminal window;
-//! - a third instance joining under load: with
-//!   cooperative rebalancing, the partitions that keep their owner never
-//!   pause for 1 s, nothing is lost, every score equals offline; with
-//!   eager rebalancing, duplicates stay within a batch per partition.
+//! - a third instance joining under load (the default cooperative
+//!   rebalancing): the partitions that keep their owner never pause for
+//!   1 s, nothing is lost, duplicates stay within a batch per moved
+//!   partition, every score equals offline.
 
 mod common;
 
@@ -30,11 +28,8 @@ use common::*;
 use riskstream::codec::{Codec, FraudLabel, Transaction};
 
 const PARTS: i32 = 4;
-/// Consumer-group session timeout of the kill test's instances (the
-/// worker's default). Shorter ones expire under load: on a busy machine the
-/// SQLite broker once answered no heartbeat for 2 s, the instance rejoined
-/// as a new member while the broker still held its old one, and Tansu gave
-/// the new member nothing (README, "The broker"), so the round stalled.
+/// Consumer-group session timeout of the kill test's instances: a killed
+/// member's partitions wait this long for their next owner.
 const SESSION: Duration = Duration::from_secs(6);
 
 /// The cooperative join test measures pauses against a bound; it runs with
@@ -151,7 +146,6 @@ fn assert_new_scored_once_as_offline(
 async fn a_restart_after_the_whole_history_was_committed_reads_only_new_input_and_scores_as_offline(
 ) {
     let _cpu = CPU.read().await;
-    use_sqlite_broker();
     let t = Topics::new("restart");
     t.create(PARTS).await;
     let all = txs(10, 14_000);
@@ -168,9 +162,63 @@ async fn a_restart_after_the_whole_history_was_committed_reads_only_new_input_an
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upstream_transactions_leave_offset_gaps_and_a_restart_restores_from_the_changelog_replaying_nothing(
+) {
+    let _cpu = CPU.read().await;
+    let t = Topics::new("upstreamtx");
+    t.create(PARTS).await;
+    let all = txs(10, 8_000);
+    let (history, new) = all.split_at(6_000);
+    // Aborted records: other transactions, never to be scored.
+    let aborted = txs(40, 3_000);
+    produce_in_transactions(&t.input, history, &aborted[..1_500], 500);
+    // Everything committed: the committed offset of each partition is its
+    // last transaction's commit marker (the end offset less one).
+    let mut a = Worker::start(&t, &[]);
+    let caught_up = || {
+        let ends = high_watermarks(&t.input, PARTS);
+        committed(&t.group, &t.input, PARTS)
+            .iter()
+            .zip(&ends)
+            .all(|(c, e)| *c >= e - 1)
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), caught_up),
+        "the history committed; log:\n{}",
+        a.log_text()
+    );
+    a.stop_cleanly(Duration::from_secs(30));
+    produce_in_transactions(&t.input, new, &aborted[1_500..], 500);
+    let w = Worker::start(&t, &[]);
+    let out = scored(&t.output, all.len(), Duration::from_secs(90));
+    let (_, m) = http_get(&w.log_text(), "/metrics");
+    assert_eq!(
+        metric(&m, "riskstream_state_restores_total{reason=\"changelog\"}"),
+        f64::from(PARTS),
+        "every partition restored from the changelog; {m}"
+    );
+    assert_eq!(
+        metric(&m, "riskstream_records_replayed_total"),
+        0.0,
+        "nothing replayed; {m}"
+    );
+    assert_eq!(
+        metric(&m, "riskstream_records_consumed_total"),
+        new.len() as f64
+    );
+    let aborted_ids: HashSet<&str> = aborted.iter().map(|t| t.transaction_id.as_str()).collect();
+    assert!(
+        out.iter()
+            .all(|(_, s)| !aborted_ids.contains(s.transaction_id.as_str())),
+        "no aborted record scored"
+    );
+    assert_eq!(out.len(), all.len(), "each committed record scored once");
+    assert_new_scored_once_as_offline(out, new, &all);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_five_random_points_loses_nothing_and_recovers_offline_features() {
     let _cpu = CPU.read().await;
-    use_sqlite_broker();
     let t = Topics::new("kill9");
     t.create(PARTS).await;
     let all = txs(20, 50_000);
@@ -204,10 +252,6 @@ async fn kill_9_at_five_random_points_loses_nothing_and_recovers_offline_feature
         std::thread::sleep(Duration::from_millis(next() % 3000));
         w.signal("KILL");
         drop(w);
-        // Tansu hands a dead member's partitions to nobody if the
-        // replacement joins before the member's session expired (README,
-        // "The broker"): let it expire first.
-        std::thread::sleep(SESSION + Duration::from_secs(1));
     }
     producer.await.expect("producer");
     let mut last = Worker::start(&t, &session);
@@ -236,7 +280,6 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
     // writing the changelog; C restores the older changelog, replays only
     // B's records into state (not scored) and scores the new ones.
     let _cpu = CPU.read().await;
-    use_sqlite_broker();
     let t = Topics::new("trailing");
     t.create(PARTS).await;
     let all = txs(12, 12_000);
@@ -259,7 +302,6 @@ async fn a_lost_changelog_falls_back_to_replaying_the_input_counts_it_and_scores
     // (Deleting the topic itself cannot be tested on Tansu's SQLite engine:
     // it deletes every topic of the cluster; README, "The broker".)
     let _cpu = CPU.read().await;
-    use_sqlite_broker();
     let t = Topics::new("nolog");
     t.create(PARTS).await;
     let all = txs(16, 10_000);
@@ -310,9 +352,13 @@ async fn create_deleting_topic(topic: &str, partitions: i32) {
         .create()
         .expect("admin client");
     let retention = RETENTION_MS.to_string();
+    // Kafka deletes whole segments: one is rolled when a record's timestamp
+    // is a minute past the segment's first (the expiring records are
+    // stamped a day back), so the new records start a segment of their own.
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
         .set("cleanup.policy", "delete")
-        .set("retention.ms", &retention);
+        .set("retention.ms", &retention)
+        .set("segment.ms", "60000");
     let res = admin
         .create_topics([&new], &AdminOptions::new())
         .await
@@ -361,7 +407,6 @@ async fn after_retention_deleted_the_input_history_a_restart_keeps_the_changelog
     // the new records exactly as the offline engine does over h1 and them
     // (the best any consumer can do once h2 and h3 are gone).
     let _cpu = CPU.read().await;
-    use_sqlite_broker();
     let t = Topics::new("retention");
     create_deleting_topic(&t.input, PARTS).await;
     t.create(PARTS).await;
@@ -395,9 +440,7 @@ async fn after_retention_deleted_the_input_history_a_restart_keeps_the_changelog
         "log:\n{}",
         c.log_text()
     );
-    // Read to the end: each new record scored once (Tansu's SQLite engine
-    // answers a fetch below a partition's first record so that the
-    // consumer fetches those records again; riskstream never seeks there).
+    // Read to the end: each new record scored once.
     let out = scored(&t.output, usize::MAX, Duration::from_secs(5));
     assert_eq!(out.len(), want, "nothing scored twice");
     let (_, m) = http_get(&c.log_text(), "/metrics");
@@ -433,7 +476,6 @@ async fn after_retention_deleted_the_input_history_a_restart_keeps_the_changelog
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_of_six_months_are_read_only_from_inside_the_terminal_window() {
     let _cpu = CPU.read().await;
-    use_sqlite_broker();
     let t = Topics::new("labels6m");
     t.create(2).await;
     let codec = Codec::new().unwrap();
@@ -486,11 +528,8 @@ async fn labels_of_six_months_are_read_only_from_inside_the_terminal_window() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_more_than_1_s() {
-    // On the SQLite engine, like the other state tests (it fetches by
-    // record offset and reports true high watermarks). The default
-    // assignor: cooperative-sticky.
+    // The default assignor: cooperative-sticky.
     let _cpu = CPU.write().await;
-    use_sqlite_broker();
     let t = Topics::new("scaleout");
     let parts = 6;
     t.create(parts).await;
@@ -529,13 +568,7 @@ async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_mo
     }
     let settled = joined_at + 12_000;
     // Kept: held by one and the same instance, and by no other, all
-    // through the join (sampled every 100 ms). Tansu 0.6's coordinator
-    // sometimes lists a member as owning nothing, or leaves a rejoining
-    // member out of the member list, and the leader's assignor then gives
-    // a partition to a second instance while its owner still holds it;
-    // such a partition is not counted as kept (its outputs interleave two
-    // owners), and the duplicates it causes are not bounded here (the
-    // eager test below bounds them where the broker is not in the way).
+    // through the join (sampled every 100 ms).
     let holders = |p: i32, at: i64| -> Vec<usize> {
         (0..logs.len())
             .filter(|&w| held_at(&logs[w], at).contains(&p))
@@ -573,10 +606,13 @@ async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_mo
     );
     // Every output, duplicates included, is the offline engine's score.
     assert_offline_scores(&out, &all);
-    // Not bounded here: Tansu 0.6's coordinator gives a partition to a
-    // second instance while its owner still holds it (both score it for
-    // seconds; the eager test below bounds duplicates).
+    // A revoke drains and commits before it lets go: duplicates at most
+    // one batch (512 records) per moved partition.
     let duplicates = out.len() - ids.len();
+    assert!(
+        duplicates <= 512 * others.len(),
+        "{duplicates} duplicates for the moved partitions {others:?}"
+    );
     // Each kept partition receives about 330 records/s in bursts every
     // 100 ms: the longest gap between two of its records being scored,
     // around C's join, is how long it paused. The output is keyed by
@@ -621,165 +657,6 @@ async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_mo
     }
 }
 
-/// Partitions named in the log lines containing `what` ("partitions=[..]").
-fn partitions_in(log: &str, what: &str) -> Vec<i32> {
-    partitions_since(log, what, 0)
-}
-
-/// The same, only in lines logged at or after `since_ms` (wall clock ms;
-/// compared by time of day, the log's `…THH:MM:SS.ffffffZ`).
-fn partitions_since(log: &str, what: &str, since_ms: i64) -> Vec<i32> {
-    let since = since_ms.rem_euclid(riskstream::features::DAY_MS);
-    let mut out: Vec<i32> = log
-        .lines()
-        .filter(|l| l.contains(what))
-        .filter(|l| since_ms == 0 || line_ms(l).is_some_and(|t| t >= since))
-        .flat_map(partitions_named)
-        .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_third_instance_joins_under_eager_rebalancing_loses_nothing_and_duplicates_at_most_a_batch_per_partition(
-) {
-    // On the SQLite engine, as the test above.
-    let _cpu = CPU.read().await;
-    use_sqlite_broker();
-    let t = Topics::new("scaleout");
-    let parts = 6;
-    t.create(parts).await;
-    let all = txs(30, 36_000);
-    let input = t.input.clone();
-    let feed = all.clone();
-    // About 2,000 records/s for 18 s.
-    let producer = tokio::spawn(async move {
-        for chunk in feed.chunks(200) {
-            produce_transactions(&input, chunk).await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    // Eager rebalancing: every partition moves at each join, and the
-    // pause measured is the join round plus the restore from the
-    // changelog. What this bounds is the revoke's drain: Tansu 0.6's
-    // coordinator hands partitions to a second owner under cooperative
-    // rebalancing (see the test above), so duplicates are bounded here.
-    let eager = ["--partition-assignment", "range"];
-    let mut a = Worker::start(&t, &eager);
-    let mut b = Worker::start(&t, &eager);
-    let both_own = || {
-        partitions_in(&a.log_text(), "partitions assigned partitions")
-            .len()
-            .min(partitions_in(&b.log_text(), "partitions assigned partitions").len())
-            > 0
-    };
-    assert!(
-        wait_for(Duration::from_secs(60), both_own),
-        "A and B share the partitions; logs:\n{}\n{}",
-        a.log_text(),
-        b.log_text()
-    );
-    std::thread::sleep(Duration::from_secs(4));
-    let joined_at = riskstream::message::now_ms();
-    let mut c = Worker::start(&t, &eager);
-    producer.await.expect("producer");
-    assert_all_committed(&t, parts, all.len(), &c);
-    // Moved: revoked from A or B once C started, or taken by C.
-    let moved: Vec<i32> = partitions_since(&a.log_text(), "partitions revoked", joined_at)
-        .into_iter()
-        .chain(partitions_since(
-            &b.log_text(),
-            "partitions revoked",
-            joined_at,
-        ))
-        .chain(partitions_in(
-            &c.log_text(),
-            "partitions assigned partitions",
-        ))
-        .collect();
-    let got_c = partitions_in(&c.log_text(), "partitions assigned partitions");
-    assert!(
-        !got_c.is_empty(),
-        "C got partitions; log:\n{}",
-        c.log_text()
-    );
-    for w in [&mut a, &mut b, &mut c] {
-        w.stop_cleanly(Duration::from_secs(30));
-    }
-    let out = scored(&t.output, usize::MAX, Duration::from_secs(5));
-    let ids: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
-    assert_eq!(ids.len(), all.len(), "nothing lost");
-    let duplicates = out.len() - all.len();
-    // How long each record of a partition that never moved waited, from
-    // its production (the input's CreateTime) to being scored, around C's
-    // join: a paused partition shows as a wait that long. The output is
-    // keyed by customer like the input, with as many partitions and
-    // librdkafka's partitioner on both sides: an output partition is its
-    // input partition.
-    let produced = produced_at(&t.input, all.len());
-    let mut waits = Vec::new();
-    // Every partition that was scoring just before C started.
-    let scoring_before = |p: i32| {
-        out.iter()
-            .filter(|(r, s)| {
-                r.partition == p && (joined_at - 3_000..joined_at).contains(&s.scored_at)
-            })
-            .count()
-            > 50
-    };
-    for p in (0..parts).filter(|p| scoring_before(*p)) {
-        let wait_of = |s: &riskstream::codec::ScoredTransaction| {
-            Some(s.scored_at - produced.get(&s.transaction_id)?)
-        };
-        let mut usual: Vec<i64> = out
-            .iter()
-            .filter(|(r, _)| r.partition == p)
-            .filter_map(|(_, s)| wait_of(s))
-            .collect();
-        usual.sort_unstable();
-        let median = usual.get(usual.len() / 2).copied().unwrap_or(0);
-        let mut around: Vec<i64> = out
-            .iter()
-            .filter(|(r, s)| {
-                r.partition == p && (joined_at - 2_000..joined_at + 15_000).contains(&s.scored_at)
-            })
-            .filter_map(|(_, s)| wait_of(s))
-            .collect();
-        around.sort_unstable();
-        let p99 = around.get(around.len() * 99 / 100).copied().unwrap_or(0);
-        let worst = around.last().copied().unwrap_or(0);
-        waits.push((p, p99, worst, median, around.len()));
-    }
-    eprintln!("moved {moved:?} (C got {got_c:?}); {duplicates} duplicates; produce → scored wait while C joined (partition, p99 ms, longest ms, the partition's median ms over the run, outputs): {waits:?}");
-    assert!(
-        !waits.is_empty(),
-        "some partitions were scoring before C joined"
-    );
-    for (p, p99, worst, median, n) in &waits {
-        assert!(*n > 100, "partition {p} scored during the join ({n})");
-        // A pause holds up the ~300 records/s that arrive meanwhile, so it
-        // shows in the 99th percentile of the waits (a lone slow record on
-        // two busy cores does not); measured beyond the partition's usual
-        // wait: the eager rebalance (Tansu holds each join round about 3 s,
-        // and a join can take two rounds: 5.4 s seen) plus the changelog
-        // restore (~0.1 s). What this bounds is a stall: a revoke that waits
-        // out its drain time (30 s) or a restore that never ends.
-        assert!(
-            p99 - median < 10_000,
-            "partition {p} paused: p99 wait {p99} ms (longest {worst}) while C joined, usually {median} ms"
-        );
-    }
-    // A revoke drains and commits before it lets go: duplicates at most
-    // one batch per partition.
-    assert!(
-        duplicates <= 512 * parts as usize,
-        "{duplicates} duplicates for {parts} partitions"
-    );
-    // Every output, duplicates included, is the offline engine's score.
-    assert_offline_scores(&out, &all);
-}
-
 /// Transaction id → when it was produced (the input's CreateTime, ms).
 fn produced_at(input: &str, n: usize) -> std::collections::HashMap<String, i64> {
     let codec = Codec::new().unwrap();
@@ -792,24 +669,6 @@ fn produced_at(input: &str, n: usize) -> std::collections::HashMap<String, i64> 
             Some((tx.transaction_id, r.timestamp?))
         })
         .collect()
-}
-
-/// Input (partition, offset) of the records whose transaction id is not
-/// in `scored`, first 50.
-fn lost_at(input: &str, scored: &HashSet<&str>) -> Vec<(i32, i64)> {
-    let codec = Codec::new().unwrap();
-    let mut lost: Vec<(i32, i64)> = read_topic(input, usize::MAX, Duration::from_secs(5))
-        .into_iter()
-        .filter(|r| {
-            codec
-                .decode_transaction(r.key.as_deref(), r.payload.as_deref())
-                .is_ok_and(|tx| !scored.contains(tx.transaction_id.as_str()))
-        })
-        .map(|r| (r.partition, r.offset))
-        .collect();
-    lost.sort_unstable();
-    lost.truncate(50);
-    lost
 }
 
 fn total_committed_of(t: &Topics, parts: i32) -> i64 {
@@ -842,9 +701,9 @@ fn held_at(log: &str, at_ms: i64) -> Vec<i32> {
 /// partitions that changed owner, and for those that kept theirs the
 /// longest gap between two of their scored records and the p99 produce →
 /// scored wait in the 15 s after the step (against their median over the
-/// run); then lost and duplicated records. Eager rebalancing by default,
-/// as in the join test above (Tansu 0.6 and cooperative rebalances);
-/// `BENCH_SCALE_ASSIGNMENT=cooperative-sticky` for the incremental one.
+/// run); then lost and duplicated records. The classic protocol with
+/// `BENCH_SCALE_ASSIGNMENT` (default cooperative-sticky), or KIP-848's with
+/// `BENCH_SCALE_PROTOCOL=consumer` (the broker assigns).
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark: scripts/bench_scale.sh"]
 async fn scale_out_one_two_four_under_load() {
@@ -872,8 +731,17 @@ async fn scale_out_one_two_four_under_load() {
             tokio::time::sleep_until(next).await;
         }
     });
-    let assignor = std::env::var("BENCH_SCALE_ASSIGNMENT").unwrap_or_else(|_| "range".into());
-    let eager = ["--partition-assignment", assignor.as_str()];
+    let protocol = std::env::var("BENCH_SCALE_PROTOCOL").unwrap_or_else(|_| "classic".into());
+    let assignor = if protocol == "consumer" {
+        "uniform (KIP-848)".to_string()
+    } else {
+        std::env::var("BENCH_SCALE_ASSIGNMENT").unwrap_or_else(|_| "cooperative-sticky".into())
+    };
+    let eager: Vec<&str> = if protocol == "consumer" {
+        vec!["--group-protocol", "consumer"]
+    } else {
+        vec!["--partition-assignment", assignor.as_str()]
+    };
     let mut workers = vec![Worker::start(&t, &eager)];
     assert!(wait_for(Duration::from_secs(60), || held_at(
         &workers[0].log_text(),

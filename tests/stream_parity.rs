@@ -462,15 +462,15 @@ async fn scores_do_not_depend_on_which_instance_scored_them() {
         .map(|(_, s)| s.transaction_id.as_str())
         .collect();
     assert_eq!(ids.len(), n, "log:\n{}", b.log_text());
-    // Its state comes back before scoring: from the changelog, or by a
-    // bounded replay where the memory engine's inexact fetch was detected
-    // (which one depends on the partitions the first instance reached).
+    // Its state comes back before scoring, from the changelog: every
+    // partition restored, none replayed from the input.
     let log = b.log_text();
-    assert!(
-        log.contains("customer state rebuilt; scoring resumes")
-            || log.contains("partition state restored; resuming"),
+    assert_eq!(
+        log.matches("partition state restored; resuming").count(),
+        4,
         "log:\n{log}"
     );
+    assert!(!log.contains("customer state rebuilt"), "log:\n{log}");
     compare(&online, &offline);
 }
 
@@ -511,18 +511,11 @@ async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everyth
     };
     // The labels first (every worker loads them before it scores), then
     // four workers, each owning one partition before any transaction
-    // arrives: no rebalance while the stream flows. Eager assignment: in a
-    // cooperative rebalance with several members Tansu 0.6 can give a
-    // partition two owners for seconds (see tests/state.rs).
+    // arrives: no rebalance while the stream flows.
     replay(&args(&format!("{}.labels-only", t.input), &t.labels))
         .await
         .unwrap();
-    let opts = [
-        "--labels-wait-ms",
-        "60000",
-        "--partition-assignment",
-        "range",
-    ];
+    let opts = ["--labels-wait-ms", "60000"];
     let workers: Vec<Worker> = (0..4).map(|_| Worker::start(&t, &opts)).collect();
     let settled = wait_for(Duration::from_secs(120), || {
         let mut owned: Vec<i32> = workers

@@ -14,26 +14,16 @@ use rdkafka::{Offset, TopicPartitionList};
 use riskstream::codec::{Codec, Transaction};
 use riskstream::dataset::{for_each_row, HandbookRow};
 
-/// Set by [`use_sqlite_broker`]: this test binary talks to that broker.
+/// Set by [`use_broker`]: this test binary talks to that broker.
 static BROKER_OVERRIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// The broker under test (started by scripts/test.sh): Tansu's in-memory
-/// engine, or its SQLite engine after [`use_sqlite_broker`].
+/// The broker under test: Apache Kafka started by scripts/test.sh
+/// (`RISKSTREAM_TEST_BROKERS`), or the one set by [`use_broker`].
 pub fn brokers() -> String {
     if let Some(b) = BROKER_OVERRIDE.get() {
         return b.clone();
     }
     std::env::var("RISKSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-/// Every helper of this test binary uses the SQLite-engine broker
-/// (`RISKSTREAM_TEST_BROKERS_SQLITE`, started by scripts/test.sh): it
-/// fetches by record offset, keeps records across a broker restart and
-/// compacts. Call first in each test of a binary that needs it.
-pub fn use_sqlite_broker() {
-    let b =
-        std::env::var("RISKSTREAM_TEST_BROKERS_SQLITE").unwrap_or_else(|_| "127.0.0.1:9094".into());
-    use_broker(&b);
 }
 
 /// Every helper of this test binary uses the broker at `addr`.
@@ -249,6 +239,84 @@ pub async fn produce_transactions(topic: &str, txs: &[Transaction]) {
         })
         .collect();
     produce_raw(topic, &recs).await;
+}
+
+/// Produces `committed` as an upstream service with a transactional
+/// producer would: in transactions of `chunk` records, each followed by a
+/// transaction of the next `chunk` of `aborted` that is written and then
+/// aborted (while any are left). The topic's offsets then have gaps: a
+/// commit or abort marker after every transaction, and aborted records
+/// that `read_committed` consumers never see. The last transaction commits.
+pub fn produce_in_transactions(
+    topic: &str,
+    committed: &[Transaction],
+    aborted: &[Transaction],
+    chunk: usize,
+) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let codec = Codec::new().unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("upstream"))
+        .create()
+        .expect("transactional producer");
+    let t = Duration::from_secs(30);
+    producer.init_transactions(t).expect("init transactions");
+    let send = |txs: &[Transaction]| {
+        for tx in txs {
+            let payload = codec.encode_transaction(tx).unwrap();
+            let rec = BaseRecord::to(topic)
+                .key(tx.customer_id.as_bytes())
+                .payload(&payload);
+            producer.send(rec).map_err(|(e, _)| e).expect("send");
+        }
+    };
+    let mut aborts = aborted.chunks(chunk);
+    for c in committed.chunks(chunk) {
+        producer.begin_transaction().expect("begin");
+        send(c);
+        producer.commit_transaction(t).expect("commit");
+        if let Some(a) = aborts.next() {
+            producer.begin_transaction().expect("begin");
+            send(a);
+            producer.flush(t).expect("aborted records written");
+            producer.abort_transaction(t).expect("abort");
+        }
+    }
+}
+
+/// The high watermark of each of `topic`'s `partitions`.
+pub fn high_watermarks(topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .collect()
+}
+
+/// Input (partition, offset) of the records whose transaction id is not
+/// in `scored`, first 50.
+pub fn lost_at(input: &str, scored: &std::collections::HashSet<&str>) -> Vec<(i32, i64)> {
+    let codec = Codec::new().unwrap();
+    let mut lost: Vec<(i32, i64)> = read_topic(input, usize::MAX, Duration::from_secs(5))
+        .into_iter()
+        .filter(|r| {
+            codec
+                .decode_transaction(r.key.as_deref(), r.payload.as_deref())
+                .is_ok_and(|tx| !scored.contains(tx.transaction_id.as_str()))
+        })
+        .map(|r| (r.partition, r.offset))
+        .collect();
+    lost.sort_unstable();
+    lost.truncate(50);
+    lost
 }
 
 /// One consumed record.

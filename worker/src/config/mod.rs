@@ -77,6 +77,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub state: StateFileConfig,
     pub group_instance_id: Option<String>,
+    pub group_protocol: Option<crate::source::GroupProtocol>,
     pub partition_assignment: Option<crate::source::Assignment>,
 }
 
@@ -198,8 +199,13 @@ pub struct RunArgs {
     /// per instance (Kubernetes: the pod name) [default: unset].
     #[arg(long, env = "RISKSTREAM_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
-    /// Partition assignor: incremental (cooperative-sticky) or eager (range)
-    /// [default: cooperative-sticky].
+    /// Consumer group protocol: classic, or consumer (KIP-848, Kafka 4.0+:
+    /// the broker assigns partitions and sets the session timeout, so
+    /// session_timeout_ms and partition_assignment do not apply) [default: classic].
+    #[arg(long, env = "RISKSTREAM_GROUP_PROTOCOL", value_enum)]
+    pub group_protocol: Option<crate::source::GroupProtocol>,
+    /// Partition assignor of the classic protocol: incremental
+    /// (cooperative-sticky) or eager (range) [default: cooperative-sticky].
     #[arg(long, env = "RISKSTREAM_PARTITION_ASSIGNMENT", value_enum)]
     pub partition_assignment: Option<crate::source::Assignment>,
     /// Customer-state changelog topic [default: <input_topic>.state.<group>].
@@ -252,6 +258,7 @@ pub struct RunConfig {
     pub input: crate::source::guard::InputLimits,
     pub state: StateConfig,
     pub group_instance_id: Option<String>,
+    pub group_protocol: crate::source::GroupProtocol,
     pub partition_assignment: crate::source::Assignment,
 }
 
@@ -276,8 +283,17 @@ pub const GUARDED_KAFKA_KEYS: &[(&str, &str)] = &[
         "the assignor is part of the rebalance protocol riskstream implements",
     ),
     ("group.id", "use --group"),
+    ("group.protocol", "use --group-protocol"),
     ("bootstrap.servers", "use --brokers"),
     ("metadata.broker.list", "use --brokers"),
+];
+
+/// librdkafka options of the classic group protocol that librdkafka refuses
+/// with `group.protocol=consumer` (KIP-848: the broker sets them).
+const CLASSIC_ONLY_KAFKA_KEYS: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
 ];
 
 /// Challenger, A/B, shadow and the registry watch.
@@ -372,6 +388,38 @@ fn serving(args: &RunArgs, file: &FileConfig) -> ServingConfig {
             .or_else(|| file.shadow_topic.clone()),
         registry_poll: ms_or_never(args.registry_poll_ms, file.registry_poll_ms, 2000),
     }
+}
+
+/// The group protocol. Under KIP-848 the broker sets the session timeout
+/// and assigns: a session timeout or assignor set anyway is an error, not
+/// silently dropped.
+fn group_protocol(
+    args: &RunArgs,
+    file: &FileConfig,
+    errors: &mut Vec<String>,
+) -> crate::source::GroupProtocol {
+    use crate::source::GroupProtocol;
+    let protocol = args
+        .group_protocol
+        .or(file.group_protocol)
+        .unwrap_or_default();
+    if protocol == GroupProtocol::Consumer {
+        if args
+            .session_timeout_ms
+            .or(file.session_timeout_ms)
+            .is_some()
+        {
+            errors.push("session_timeout_ms: not used with group_protocol = consumer (the broker's group.consumer.session.timeout.ms applies)".into());
+        }
+        if args
+            .partition_assignment
+            .or(file.partition_assignment)
+            .is_some()
+        {
+            errors.push("partition_assignment: not used with group_protocol = consumer (the broker assigns; pass group.remote.assignor through --kafka to pick its assignor)".into());
+        }
+    }
+    protocol
 }
 
 /// The HTTP endpoint's address; None when "off".
@@ -472,6 +520,7 @@ impl RunConfig {
                 .clone()
                 .or_else(|| f.group_instance_id.clone())
                 .filter(|s| !s.is_empty()),
+            group_protocol: group_protocol(a, f, errors),
             partition_assignment: a
                 .partition_assignment
                 .or(f.partition_assignment)
@@ -518,6 +567,15 @@ impl RunConfig {
                 errors.push(format!(
                     "kafka option {k}: set by riskstream itself and not overridable ({why})"
                 ));
+            }
+        }
+        if self.group_protocol == crate::source::GroupProtocol::Consumer {
+            for k in CLASSIC_ONLY_KAFKA_KEYS {
+                if self.kafka.contains_key(*k) {
+                    errors.push(format!(
+                        "kafka option {k}: not supported with group_protocol = consumer (the broker sets it)"
+                    ));
+                }
             }
         }
     }
@@ -577,6 +635,7 @@ impl RunConfig {
             input_topic: self.input_topic.clone(),
             session_timeout_ms: self.session_timeout_ms,
             group_instance_id: self.group_instance_id.clone(),
+            group_protocol: self.group_protocol,
             assignment: self.partition_assignment,
             revoke_drain: self.drain_timeout.min(SourceConfig::MAX_REVOKE_DRAIN),
             input: self.input.clone(),
@@ -755,6 +814,52 @@ mod tests {
         assert_eq!(RunConfig::resolve(&args).unwrap().input.max_amount, 9.0);
         args.input.max_amount = Some(f64::NAN);
         assert!(RunConfig::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn group_protocol_layers_and_refuses_what_the_broker_sets_under_kip_848() {
+        use crate::source::GroupProtocol;
+        let c = RunConfig::resolve(&RunArgs::default()).unwrap();
+        assert_eq!(c.group_protocol, GroupProtocol::Classic);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "group_protocol = \"consumer\"").unwrap();
+        let mut args = RunArgs {
+            config: Some(f.path().to_path_buf()),
+            group_instance_id: Some("pod-0".into()),
+            ..Default::default()
+        };
+        let c = RunConfig::resolve(&args).unwrap();
+        assert_eq!(c.group_protocol, GroupProtocol::Consumer);
+        assert_eq!(c.source().group_protocol, GroupProtocol::Consumer);
+        assert_eq!(c.group_instance_id.as_deref(), Some("pod-0"));
+        args.group_protocol = Some(GroupProtocol::Classic);
+        let c = RunConfig::resolve(&args).unwrap();
+        assert_eq!(c.group_protocol, GroupProtocol::Classic, "flag over file");
+        let args = RunArgs {
+            group_protocol: Some(GroupProtocol::Consumer),
+            session_timeout_ms: Some(10_000),
+            partition_assignment: Some(crate::source::Assignment::Range),
+            kafka: vec![
+                "heartbeat.interval.ms=100".into(),
+                "group.protocol=classic".into(),
+            ],
+            ..Default::default()
+        };
+        let err = RunConfig::resolve(&args).unwrap_err().to_string();
+        for k in [
+            "session_timeout_ms",
+            "partition_assignment",
+            "heartbeat.interval.ms",
+            "group.protocol",
+        ] {
+            assert!(err.contains(k), "{k}: {err}");
+        }
+        let args = RunArgs {
+            session_timeout_ms: Some(10_000),
+            kafka: vec!["heartbeat.interval.ms=100".into()],
+            ..Default::default()
+        };
+        assert!(RunConfig::resolve(&args).is_ok(), "classic takes both");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub enum KafkaSetupError {
         input: String,
         input_partitions: usize,
     },
-    #[error("cannot reach the Kafka cluster at {brokers} ({source}); is the broker running? (scripts/broker.sh start)")]
+    #[error("cannot reach the Kafka cluster at {brokers}")]
     Unreachable {
         brokers: String,
         #[source]
@@ -47,14 +47,9 @@ pub enum KafkaSetupError {
     },
 }
 
-/// `fetch.wait.max.ms` of the input and label consumers (and passthrough's).
-/// Apache Kafka answers a fetch as soon as data is there, so this only
-/// bounds how long an idle fetch is held (100 empty fetches/s per broker at
-/// most). Tansu holds a fetch for about this long even when data arrives,
-/// so with librdkafka's 500 ms default records reached the consumer in
-/// quarter-second bursts, and waited there. Override: `--kafka
-/// fetch.wait.max.ms=…`.
-pub const FETCH_WAIT_MAX_MS: &str = "10";
+/// Replication factor of the topics riskstream creates: -1, the cluster's
+/// `default.replication.factor` (Kafka 2.4 and later).
+const BROKER_DEFAULT_REPLICATION: i32 = -1;
 
 /// Base client config: brokers, quiet librdkafka logging, pass-through options.
 pub fn client_config(brokers: &str, passthrough: &BTreeMap<String, String>) -> ClientConfig {
@@ -94,7 +89,13 @@ pub async fn ensure_topics(
     }
     let new: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(
+                t,
+                partitions,
+                TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION),
+            )
+        })
         .collect();
     create(&admin, &new, brokers).await
 }
@@ -197,8 +198,12 @@ pub async fn ensure_changelog(
         return Ok(());
     }
     let n = i32::try_from(n_input.max(1)).unwrap_or(default_partitions);
-    let topic =
-        NewTopic::new(changelog, n, TopicReplication::Fixed(1)).set("cleanup.policy", "compact");
+    let topic = NewTopic::new(
+        changelog,
+        n,
+        TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION),
+    )
+    .set("cleanup.policy", "compact");
     create(&admin, &[topic], brokers).await?;
     tracing::info!(
         changelog,

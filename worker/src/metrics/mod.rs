@@ -152,7 +152,6 @@ pub const EVENT_SERIES: &[(&str, &str, &[&str])] = &[
             "no_commit",
             "replayed_no_changelog",
             "replayed_read_failed",
-            "replayed_inexact_fetch",
             "replayed_changelog_off",
         ],
     ),

@@ -1,5 +1,5 @@
-//! The input consumer: group membership (cooperative-sticky, optionally
-//! static), the rebalance callbacks (drain in-flight work of revoked
+//! The input consumer: group membership (classic with cooperative-sticky,
+//! or KIP-848; optionally static), the rebalance callbacks (drain in-flight work of revoked
 //! partitions; restore the state of assigned ones from the changelog while
 //! they are paused, the other partitions scoring on) and consumer-lag
 //! statistics.
@@ -48,6 +48,29 @@ impl Assignment {
     }
 }
 
+/// The consumer group protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupProtocol {
+    /// The client-side protocol: the group's leader assigns with
+    /// `partition_assignment`; session timeout set by the client.
+    #[default]
+    Classic,
+    /// KIP-848 (Kafka 4.0+): the broker assigns (incrementally, with its
+    /// `group.consumer.assignors`, `uniform` by default) and sets the session
+    /// timeout (`group.consumer.session.timeout.ms`).
+    Consumer,
+}
+
+impl GroupProtocol {
+    fn librdkafka_name(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
 /// The source stage's settings.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
@@ -60,6 +83,8 @@ pub struct SourceConfig {
     /// Static membership (`group.instance.id`): a restarted instance with
     /// the same id gets its partitions back without a rebalance.
     pub group_instance_id: Option<String>,
+    pub group_protocol: GroupProtocol,
+    /// The assignor (classic protocol only).
     pub assignment: Assignment,
     /// Longest a revoke waits for the revoked partitions' in-flight records.
     pub revoke_drain: Duration,
@@ -324,6 +349,11 @@ impl SourceContext {
         state: &StateRestore,
         cooperative: bool,
     ) {
+        if tpl.count() == 0 {
+            // An incremental assignment that adds nothing.
+            take_assigned(consumer, tpl, cooperative);
+            return;
+        }
         let parts = self.committed_of(consumer, tpl);
         if !take_assigned(consumer, tpl, cooperative) {
             return;
@@ -354,9 +384,7 @@ impl SourceContext {
 
     /// Rewrites a new assignment so each partition with a committed offset
     /// starts from its beginning: the records before the committed offset
-    /// rebuild customer state (no output), the rest are scored. This also
-    /// avoids resuming inside a record batch, which Tansu 0.6 answers with
-    /// the next batch (losing the records in between).
+    /// rebuild customer state (no output), the rest are scored.
     fn prepare_assignment(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let committed = self.committed_of(consumer, tpl);
         let mut until = self.replay_until.lock().unwrap_or_else(|e| e.into_inner());
@@ -384,6 +412,9 @@ impl ConsumerContext for SourceContext {
         tpl: &mut TopicPartitionList,
     ) {
         use rdkafka::types::RDKafkaRespErr as E;
+        // Incremental under cooperative-sticky and under KIP-848 (librdkafka
+        // reports the `consumer` group protocol as cooperative): the event
+        // lists only the partitions added or revoked.
         let cooperative = matches!(
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
@@ -567,13 +598,16 @@ pub fn input_consumer(
     c.set("group.id", &cfg.group)
         .set("auto.commit.interval.ms", "500")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (cfg.session_timeout_ms / 3).max(100).to_string(),
-        )
-        .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS)
         .set("statistics.interval.ms", "5000");
+    // KIP-848: the broker sets the session and heartbeat (librdkafka
+    // refuses these keys with `group.protocol=consumer`).
+    if cfg.group_protocol == GroupProtocol::Classic {
+        c.set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (cfg.session_timeout_ms / 3).max(100).to_string(),
+            );
+    }
     if let Some(id) = &cfg.group_instance_id {
         c.set("group.instance.id", id);
     }
@@ -581,12 +615,17 @@ pub fn input_consumer(
         c.set(k, v);
     }
     // The guarantee, after the user's options (config refuses these keys).
+    // Under KIP-848 the broker's assignor decides (`group.remote.assignor`,
+    // a pass-through option, picks one); every rebalance is incremental.
     c.set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
-        .set(
+        .set("group.protocol", cfg.group_protocol.librdkafka_name());
+    if cfg.group_protocol == GroupProtocol::Classic {
+        c.set(
             "partition.assignment.strategy",
             cfg.assignment.librdkafka_name(),
         );
+    }
     let ctx = SourceContext {
         tracker,
         topic: cfg.input_topic.clone(),

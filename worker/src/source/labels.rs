@@ -89,9 +89,13 @@ const SHORT_LABEL_TOPIC: i64 = 10_000;
 /// Read labels reported up to a day before the window's start.
 const LABEL_MARGIN_MS: i64 = crate::features::DAY_MS;
 
-/// The newest record timestamp of a partition: read from near its end
-/// (stepping back where a broker answers a fetch inside a record batch
-/// with nothing).
+/// Offsets before a partition's end read for its newest timestamp: the
+/// last offsets need not be records (a transactional producer's commit
+/// markers, records compaction removed).
+const NEWEST_TAIL: i64 = 100;
+
+/// The newest record timestamp of a partition (`low`..`high`): read from
+/// just before its end to the end of the partition.
 fn newest_timestamp(
     consumer: &BaseConsumer<LabelContext>,
     topic: &str,
@@ -99,33 +103,27 @@ fn newest_timestamp(
     low: i64,
     high: i64,
 ) -> Option<i64> {
-    for back in [1, 1_000, 100_000] {
-        let from = (high - back).max(low);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
-            .ok()?;
-        consumer.assign(&tpl).ok()?;
-        let mut newest = None;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let ts = m.timestamp().to_millis();
-                    newest = newest.max(ts);
-                    if m.offset() >= high - 1 {
-                        break;
-                    }
+    let from = (high - NEWEST_TAIL).max(low);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .ok()?;
+    consumer.assign(&tpl).ok()?;
+    let mut newest = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                newest = newest.max(m.timestamp().to_millis());
+                if m.offset() >= high - 1 {
+                    break;
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                _ => {}
             }
-        }
-        let _ = consumer.unassign();
-        if newest.is_some() || from == low {
-            return newest;
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
+            _ => {}
         }
     }
-    None
+    let _ = consumer.unassign();
+    newest
 }
 
 /// Where each label partition stands: at its end, and the newest report time.
@@ -193,10 +191,7 @@ impl LabelReader {
         let mut c = client_config(&self.cfg.brokers, &self.cfg.kafka);
         c.set("group.id", format!("{}.labels", self.cfg.group))
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            // With Tansu's held fetches the label history took ~1 s to read
-            // at start (67k labels) instead of ~0.1 s.
-            .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS);
+            .set("enable.partition.eof", "true");
         // The user's options win.
         for (k, v) in &self.cfg.kafka {
             c.set(k, v);

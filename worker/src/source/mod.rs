@@ -28,7 +28,9 @@ use rdkafka::Offset;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use consumer::{input_consumer, Assignment, InputConsumer, SourceConfig, SourceContext};
+pub use consumer::{
+    input_consumer, Assignment, GroupProtocol, InputConsumer, SourceConfig, SourceContext,
+};
 pub use headers::{raw_headers, DEAD_LETTER_HEADER_BYTES};
 pub use labels::{LabelConfig, LabelReader};
 pub use offsets::OffsetTracker;
@@ -66,13 +68,15 @@ pub struct Source {
     /// this thread and the rebalance callbacks (on this thread, inside
     /// `poll`) lock it, so it is never contended.
     chunk: Arc<Mutex<Chunk>>,
-    /// Partitions resumed after a restore: the first record fetched must
-    /// be the resume offset, unless the topic's retention deleted the ones
-    /// before it (a broker answering a fetch inside a record batch with the
-    /// next batch would skip records).
+    /// Partitions resumed after a restore, until their first record: one
+    /// past the resume offset is normal (transaction markers and compaction
+    /// leave gaps in offsets), but where the low watermark has passed the
+    /// resume offset, retention deleted records the restore needed (counted).
     expect_first: HashMap<i32, Resumed>,
     /// The changelog is on: scored records wait for it to commit.
     stateful: bool,
+    /// When idle partitions' positions were last stored for commit.
+    idle_stored_at: Instant,
     dead: LogSummary,
     errors: LogSummary,
 }
@@ -180,6 +184,7 @@ impl Source {
             chunk,
             expect_first: HashMap::default(),
             stateful,
+            idle_stored_at: Instant::now(),
             dead: LogSummary::new("records sent to the dead-letter topic", log_interval),
             errors: LogSummary::new("consumer errors (retrying)", log_interval),
         }
@@ -220,7 +225,10 @@ impl Source {
                 break;
             }
             let next = match polled {
-                None if self.chunk().drained() => Next::Continue,
+                None if self.chunk().drained() => {
+                    self.store_idle_positions();
+                    Next::Continue
+                }
                 None => Next::Stop,
                 Some(Ok(m)) => self.take(&m, wall_ms),
                 Some(Err(e)) if consumer::is_fatal(&e) => return Err(SourceError::Fatal(e)),
@@ -235,6 +243,37 @@ impl Source {
             }
         }
         Ok(())
+    }
+
+    /// Commits an idle partition up to its position, past its last record:
+    /// the offsets after that record (an upstream transactional producer's
+    /// commit and abort markers, aborted records that `read_committed`
+    /// skips) would otherwise stay as lag for ever. Only partitions with
+    /// nothing in flight, none restoring or replaying; every 500 ms at most.
+    fn store_idle_positions(&mut self) {
+        if self.idle_stored_at.elapsed() < Duration::from_millis(500)
+            || !self.expect_first.is_empty()
+        {
+            return;
+        }
+        self.idle_stored_at = Instant::now();
+        if self.consumer.context().rebuilding(&self.consumer) {
+            return;
+        }
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for e in positions.elements_for_topic(&self.topic) {
+            let (p, Offset::Offset(at)) = (e.partition(), e.offset()) else {
+                continue;
+            };
+            if at > 0 && self.tracker.in_flight(&[p]) == 0 {
+                // librdkafka commits a stored offset + 1. (Stored again at
+                // each idle turn: a delivery settled meanwhile may have
+                // stored its own, lower offset.)
+                let _ = self.consumer.store_offset(&self.topic, p, at - 1);
+            }
+        }
     }
 
     fn chunk(&self) -> MutexGuard<'_, Chunk> {
@@ -252,16 +291,11 @@ impl Source {
             let (outcome, replay) = restore_outcome(&d);
             let covers = d.result.as_ref().ok().and_then(|r| r.covers);
             let low = d.input_low.unwrap_or(0);
-            let (customers, records, beyond_high, ms) = match d.result {
-                Ok(r) => (
-                    r.customers,
-                    r.records,
-                    r.beyond_high,
-                    r.elapsed.as_millis() as u64,
-                ),
+            let (customers, records, ms) = match d.result {
+                Ok(r) => (r.customers, r.records, r.elapsed.as_millis() as u64),
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "cannot read the state changelog");
-                    (Vec::new(), 0, 0, 0)
+                    (Vec::new(), 0, 0)
                 }
             };
             let n = customers.len();
@@ -306,7 +340,6 @@ impl Source {
                 outcome,
                 customers = n,
                 changelog_records = records,
-                beyond_high_watermark = beyond_high,
                 restore_ms = ms,
                 "partition state restored; resuming"
             );
@@ -343,43 +376,22 @@ impl Source {
         consumer::wake_fetchers(&self.consumer, &self.topic, &[partition]);
     }
 
-    /// The first record after a restore is past the resume offset. If the
-    /// topic no longer holds the records before it (its retention deleted
-    /// them), the restored state is kept and the gap counted: the record is
-    /// taken as usual. Otherwise the broker skipped records (it answered a
-    /// fetch from inside a record batch with the next batch): the
-    /// partition's history is replayed instead, this partition only. True
-    /// when the record is to be dropped (it is fetched again).
-    fn skipped_records(&mut self, partition: i32, offset: i64) -> bool {
+    /// The first record of `partition` after its restore, at `offset`.
+    /// Past the resume offset is normal on its own (transaction markers,
+    /// compaction); where the partition's low watermark is past it too, the
+    /// topic's retention deleted records between the restore's lookup and
+    /// this fetch: the restored state is kept and the gap counted.
+    fn check_resumed(&mut self, partition: i32, offset: i64) {
         let Some(r) = self.expect_first.remove(&partition) else {
-            return false;
+            return;
         };
         if offset <= r.from {
-            return false;
+            return;
         }
-        if self.deleted_by_retention(partition, offset) {
-            self.count_retention_gap(partition, r, offset);
-            return false;
+        let low = crate::kafka::low_watermark(self.consumer.client(), &self.topic, partition);
+        if let Some(low) = low.filter(|low| *low > r.from) {
+            self.count_retention_gap(partition, r, low.min(offset));
         }
-        self.shared
-            .metrics
-            .event("state_restores", "replayed_inexact_fetch", 1);
-        tracing::warn!(partition, requested = r.from, got = offset, "the broker skipped records when fetching from the committed offset (a fetch inside a record batch?): replaying this partition's history instead");
-        // The replay rebuilds the partition's customers from nothing, as
-        // where no changelog was found: the state restored from the
-        // changelog is dropped first, not replayed over.
-        let _ = self
-            .chunk()
-            .control(Work::State(StateOp::Revoke(vec![partition])));
-        self.replay_from_start(partition, r.committed.max(r.from), 0);
-        true
-    }
-
-    /// Whether `partition` holds no record below `offset` any more (its low
-    /// watermark has reached it). A failed lookup counts as not deleted.
-    fn deleted_by_retention(&self, partition: i32, offset: i64) -> bool {
-        crate::kafka::low_watermark(self.consumer.client(), &self.topic, partition)
-            .is_some_and(|low| low >= offset)
     }
 
     /// `r.from` raised to the partition's low watermark `low`: a resume
@@ -426,8 +438,8 @@ impl Source {
             // Fetched before the pause took hold: fetched again on resume.
             return Next::Continue;
         }
-        if !self.expect_first.is_empty() && self.skipped_records(partition, offset) {
-            return Next::Continue;
+        if !self.expect_first.is_empty() {
+            self.check_resumed(partition, offset);
         }
         let codec = self.shared.codec.clone();
         let Some(decoded) = decode_waiting(&self.shared.metrics, &self.shared.cancel, || {

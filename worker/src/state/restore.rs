@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -27,9 +28,6 @@ pub struct Restored {
     pub records: u64,
     /// Records that did not decode (skipped, counted).
     pub bad: u64,
-    /// Records at or past the high watermark the broker reported (read
-    /// on: a broker whose watermark trails its records).
-    pub beyond_high: u64,
     pub elapsed: Duration,
 }
 
@@ -53,12 +51,15 @@ impl Restorer {
         timeout: Duration,
     ) -> Result<Self, StateError> {
         let mut c = client_config(brokers, kafka);
-        c.set("group.id", format!("{group}.restore"))
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS);
-        for (k, v) in kafka {
-            c.set(k, v);
-        }
+        c.set("group.id", format!("{group}.restore"));
+        // What the read relies on, over the user's options: the end of the
+        // partition is an event (where the read stops), only committed
+        // records are state, and a start offset retention has passed
+        // meanwhile starts at the first record still held.
+        c.set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
         let consumer = c.create().map_err(StateError::Client)?;
         Ok(Self {
             consumer,
@@ -74,7 +75,8 @@ impl Restorer {
         crate::kafka::low_watermark(self.consumer.client(), topic, partition)
     }
 
-    /// Reads `partition` from its low to its high watermark.
+    /// Reads `partition` from its low watermark to its end (the high
+    /// watermark, or the last stable offset where a transaction is open).
     pub fn read(&self, partition: i32) -> Result<Restored, StateError> {
         let t0 = Instant::now();
         let (low, high) = self
@@ -95,8 +97,7 @@ impl Restorer {
             .map_err(StateError::Client)?;
         self.consumer.assign(&tpl).map_err(StateError::Client)?;
         let mut latest: HashMap<String, Option<Vec<CustomerTx>>> = HashMap::default();
-        let mut next = low;
-        while next < high {
+        loop {
             if t0.elapsed() > self.timeout {
                 let _ = self.consumer.unassign();
                 return Err(StateError::RestoreTimeout {
@@ -106,29 +107,23 @@ impl Restorer {
                     waited: self.timeout,
                 });
             }
-            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else {
-                continue;
-            };
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(error = %e, "changelog read error (retrying)");
-                    continue;
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    self.take(partition, &m, &mut out, &mut latest);
+                    if m.offset() + 1 >= high {
+                        break;
+                    }
                 }
-            };
-            next = m.offset() + 1;
-            self.take(partition, &m, &mut out, &mut latest);
-        }
-        // A broker whose high watermark trails its records (Tansu 0.6's
-        // in-memory engine reports the last batch's first offset + 1) would
-        // have the read stop inside the last batch, and the newest states
-        // (those a revoke flushed last) would be lost. The rest of that
-        // batch came in the same fetch: take what is already here.
-        while let Some(Ok(m)) = self.consumer.poll(Duration::ZERO) {
-            if m.offset() >= high {
-                out.beyond_high += 1;
+                // Offsets below `high` need not all be records (transaction
+                // markers, records compaction removed): the end is where the
+                // consumer's position reaches the end of the partition, which
+                // librdkafka reports as this event.
+                Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "changelog read error (retrying)");
+                }
+                None => {}
             }
-            self.take(partition, &m, &mut out, &mut latest);
         }
         let _ = self.consumer.unassign();
         out.customers = latest

@@ -72,13 +72,12 @@ pub struct PassthroughArgs {
 }
 
 /// Records moved and seconds from the first record to the last delivery.
-/// The output topic must exist (auto-creation on Tansu is 20× slower):
-/// `main` creates it first.
+/// The output topic must exist (a broker may not auto-create it, and where
+/// it does, the first sends wait for it): `main` creates it first.
 pub fn passthrough(args: &PassthroughArgs) -> Result<PassthroughReport, KafkaError> {
     let mut c = client_config(&args.brokers, &BTreeMap::new());
     c.set("group.id", format!("passthrough-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", crate::kafka::FETCH_WAIT_MAX_MS)
         .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = c.create()?;
     consumer.subscribe(&[&args.input_topic])?;

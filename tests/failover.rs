@@ -1,0 +1,281 @@
+//! Broker failover on a three-node Apache Kafka cluster of this test file's
+//! own (`BROKER_NODES=3 scripts/broker.sh` on ports 19092-19094: every
+//! topic replicated three times, `min.insync.replicas=2`), under load:
+//! - the leaders of the input, output, changelog and `__consumer_offsets`
+//!   partitions killed with SIGKILL in turn and restarted: nothing lost,
+//!   duplicates at most one batch per partition, scoring resumes within
+//!   the election time;
+//! - two of three brokers down (below `min.insync.replicas`): nothing lost
+//!   or dead-lettered, the worker holds, SIGTERM still ends it within the
+//!   drain time, and scoring resumes when a broker returns.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::Producer;
+use riskstream::codec::{Codec, Transaction};
+
+const PORT: &str = "19092";
+const PARTS: i32 = 4;
+/// The worker's default drain time.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// The tests of this file share the cluster: one at a time.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn cluster(args: &[&str]) {
+    let ok = Command::new(repo().join("scripts/broker.sh"))
+        .args(args)
+        .env("BROKER_PORT", PORT)
+        .env("BROKER_NODES", "3")
+        .status()
+        .expect("run scripts/broker.sh")
+        .success();
+    assert!(ok, "scripts/broker.sh {args:?}");
+}
+
+/// Starts every node that is not running and points this binary at them.
+fn cluster_up() {
+    cluster(&["start"]);
+    use_broker("127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094");
+}
+
+/// The node that leads `topic`'s `partition`.
+fn leader(topic: &str, partition: i32) -> i32 {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("client");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .find(|p| p.id() == partition)
+        .map(|p| p.leader())
+        .expect("partition")
+}
+
+/// The `__consumer_offsets` partition of `group`, as Kafka picks it:
+/// Java's `String.hashCode` of the group id, made positive, modulo the
+/// topic's partition count (4 on the project's brokers).
+fn offsets_partition(group: &str) -> i32 {
+    let h = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    (h & 0x7fff_ffff) % 4
+}
+
+/// Produces `txs` at about `per_s` records a second, idempotently (the
+/// test's own producer survives the failovers without duplicating input).
+fn feed(topic: String, txs: Vec<Transaction>, per_s: usize) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let codec = Codec::new().unwrap();
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let tick = per_s / 10;
+        let mut next = tokio::time::Instant::now();
+        for chunk in txs.chunks(tick) {
+            let sends: Vec<_> = chunk
+                .iter()
+                .map(|t| {
+                    let payload = codec.encode_transaction(t).unwrap();
+                    let key = t.customer_id.clone();
+                    let p = producer.clone();
+                    let topic = topic.clone();
+                    async move {
+                        p.send(
+                            rdkafka::producer::FutureRecord::to(&topic)
+                                .key(&key)
+                                .payload(&payload),
+                            Duration::from_secs(300),
+                        )
+                        .await
+                    }
+                })
+                .collect();
+            // Not awaited here: a failover holds deliveries, not the feed.
+            tokio::spawn(async move {
+                for r in futures::future::join_all(sends).await {
+                    r.map_err(|(e, _)| e).expect("input delivered");
+                }
+            });
+            next += Duration::from_millis(100);
+            tokio::time::sleep_until(next).await;
+        }
+        producer
+            .flush(Duration::from_secs(300))
+            .expect("input flushed");
+    })
+}
+
+fn total_committed(t: &Topics) -> i64 {
+    committed(&t.group, &t.input, PARTS)
+        .iter()
+        .map(|o| (*o).max(0))
+        .sum()
+}
+
+/// Every input scored and nothing dead-lettered; the output's duplicates.
+fn check_output(t: &Topics, all: &[Transaction], log: &str) -> usize {
+    let out = scored(&t.output, usize::MAX, Duration::from_secs(5));
+    let ids: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert_eq!(
+        lost(all, &out),
+        0,
+        "nothing lost ({} outputs); lost (input partition, offset): {:?}; warnings:\n{}",
+        out.len(),
+        lost_at(&t.input, &ids),
+        warnings.join("\n")
+    );
+    let dead = read_topic(&t.dlq, usize::MAX, Duration::from_secs(2));
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+    out.len() - all.len()
+}
+
+/// The longest time without a scored record between `from` and `to`
+/// (wall ms), and when it began.
+fn longest_pause(t: &Topics, from: i64, to: i64) -> (i64, i64) {
+    let mut at: Vec<i64> = scored(&t.output, usize::MAX, Duration::from_secs(3))
+        .iter()
+        .map(|(_, s)| s.scored_at)
+        .filter(|s| (from..to).contains(s))
+        .collect();
+    at.sort_unstable();
+    at.windows(2)
+        .map(|w| (w[1] - w[0], w[0] - from))
+        .max()
+        .unwrap_or((to - from, 0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leaders_killed_in_turn_under_load_lose_nothing_and_scoring_resumes_within_the_election_time(
+) {
+    let _one = CLUSTER.lock().await;
+    cluster_up();
+    let t = Topics::new("failover");
+    t.create(PARTS).await;
+    // 1,000 records/s for 60 s.
+    let all: Vec<_> = rows(20, 60_000).iter().map(|r| r.transaction()).collect();
+    let mut w = Worker::start(&t, &[]);
+    assert!(
+        wait_for(Duration::from_secs(60), || w
+            .log_text()
+            .contains("serving /metrics")),
+        "{}",
+        w.log_text()
+    );
+    let producer = feed(t.input.clone(), all.clone(), 1_000);
+    std::thread::sleep(Duration::from_secs(6));
+    let t0 = riskstream::message::now_ms();
+    let targets = [
+        ("input", t.input.clone(), 0),
+        ("output", t.output.clone(), 0),
+        ("changelog", t.changelog(), 0),
+        (
+            "__consumer_offsets",
+            "__consumer_offsets".to_string(),
+            offsets_partition(&t.group),
+        ),
+    ];
+    let mut killed = Vec::new();
+    for (what, topic, partition) in &targets {
+        let node = leader(topic, *partition);
+        cluster(&["kill", &node.to_string()]);
+        let at = riskstream::message::now_ms();
+        std::thread::sleep(Duration::from_secs(6));
+        cluster(&["start"]);
+        killed.push((*what, node, at));
+        std::thread::sleep(Duration::from_secs(4));
+    }
+    let t1 = riskstream::message::now_ms();
+    producer.await.expect("feed");
+    assert!(
+        wait_for(Duration::from_secs(240), || total_committed(&t)
+            == all.len() as i64),
+        "everything committed; log:\n{}",
+        w.log_text()
+    );
+    w.stop_cleanly(DRAIN);
+    let duplicates = check_output(&t, &all, &w.log_text());
+    let (pause, after) = longest_pause(&t, t0, t1);
+    eprintln!(
+        "killed (leader of, node, at): {killed:?}; {} inputs, {duplicates} duplicates; longest pause in scoring {pause} ms ({after} ms after the first kill)",
+        all.len()
+    );
+    assert!(
+        duplicates <= 512 * PARTS as usize,
+        "{duplicates} duplicates: more than a batch per partition"
+    );
+    // A new leader is elected once the dead node's broker session (4 s)
+    // expires; the clients find it at their next metadata refresh.
+    assert!(
+        pause < 15_000,
+        "scoring paused {pause} ms after a leader was killed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_of_three_brokers_down_loses_nothing_holds_stops_within_the_drain_time_and_resumes() {
+    let _one = CLUSTER.lock().await;
+    cluster_up();
+    let t = Topics::new("quorum");
+    t.create(PARTS).await;
+    let all: Vec<_> = rows(25, 30_000).iter().map(|r| r.transaction()).collect();
+    let mut a = Worker::start(&t, &[]);
+    let producer = feed(t.input.clone(), all.clone(), 1_000);
+    assert!(
+        wait_for(Duration::from_secs(60), || a.delivered() > 2_000.0),
+        "{}",
+        a.log_text()
+    );
+    // Below min.insync.replicas, and the controller quorum lost too.
+    cluster(&["kill", "2"]);
+    cluster(&["kill", "3"]);
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(
+        matches!(a.child.try_wait(), Ok(None)),
+        "the worker holds while two brokers are down; log:\n{}",
+        a.log_text()
+    );
+    // SIGTERM: it drains what it can and ends within the drain time.
+    let t0 = Instant::now();
+    a.signal("TERM");
+    let code = a.wait(DRAIN + Duration::from_secs(10));
+    assert!(
+        code.is_some() && t0.elapsed() < DRAIN + Duration::from_secs(5),
+        "stopped after {:?} with {code:?}; log:\n{}",
+        t0.elapsed(),
+        a.log_text()
+    );
+    // A new instance waits with the cluster; one broker back and it scores.
+    let mut b = Worker::start(&t, &[]);
+    std::thread::sleep(Duration::from_secs(5));
+    cluster(&["start"]);
+    producer.await.expect("feed");
+    assert!(
+        wait_for(Duration::from_secs(240), || total_committed(&t)
+            == all.len() as i64),
+        "everything committed once the brokers returned; log:\n{}",
+        b.log_text()
+    );
+    b.stop_cleanly(DRAIN);
+    let duplicates = check_output(&t, &all, &b.log_text());
+    eprintln!("{} inputs, {duplicates} duplicates", all.len());
+    let ids: HashSet<&str> = all.iter().map(|t| t.transaction_id.as_str()).collect();
+    assert_eq!(ids.len(), all.len());
+}

@@ -1,0 +1,195 @@
+//! Consumer-group membership on Apache Kafka:
+//! - KIP-848 (`--group-protocol consumer`, the broker assigns) is a
+//!   supported choice: a second instance joins under load, nothing is
+//!   lost, duplicates stay within a batch per moved partition, every score
+//!   equals offline;
+//! - static membership: an instance restarted with the same
+//!   `--group-instance-id` within its session timeout gets its partitions
+//!   back without a rebalance, and the other instance's partitions never
+//!   pause.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use riskstream::codec::Transaction;
+
+const PARTS: i32 = 4;
+
+/// The tests of this file measure pauses: one at a time.
+static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
+    rows(from_day, n).iter().map(|r| r.transaction()).collect()
+}
+
+/// Produces `txs` at 2,000 records/s (a tenth every 100 ms).
+fn feed(topic: String, txs: Vec<Transaction>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut next = tokio::time::Instant::now();
+        for chunk in txs.chunks(200) {
+            produce_transactions(&topic, chunk).await;
+            next += Duration::from_millis(100);
+            tokio::time::sleep_until(next).await;
+        }
+    })
+}
+
+fn all_committed(t: &Topics, n: usize) -> bool {
+    committed(&t.group, &t.input, PARTS)
+        .iter()
+        .map(|o| (*o).max(0))
+        .sum::<i64>()
+        == n as i64
+}
+
+/// Partitions held now by the instance that wrote `log`.
+fn holds(log: &str) -> Vec<i32> {
+    let mut h = held_after(log.lines());
+    h.sort_unstable();
+    h
+}
+
+/// The longest gap between two scored records of `partitions` whose
+/// scoring time falls in `from..to` (wall ms).
+fn longest_gap(
+    out: &[(Rec, riskstream::codec::ScoredTransaction)],
+    partitions: &[i32],
+    from: i64,
+    to: i64,
+) -> i64 {
+    partitions
+        .iter()
+        .map(|p| {
+            let mut at: Vec<i64> = out
+                .iter()
+                .filter(|(r, s)| r.partition == *p && (from..to).contains(&s.scored_at))
+                .map(|(_, s)| s.scored_at)
+                .collect();
+            at.sort_unstable();
+            at.windows(2)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap_or(to - from)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kip_848_consumer_protocol_scales_out_under_load_without_loss() {
+    let _one = ONE.lock().await;
+    let t = Topics::new("kip848");
+    t.create(PARTS).await;
+    let all = txs(30, 30_000);
+    let opts = ["--group-protocol", "consumer"];
+    let mut a = Worker::start(&t, &opts);
+    assert!(
+        wait_for(Duration::from_secs(60), || holds(&a.log_text()).len()
+            == PARTS as usize),
+        "A owns every partition; log:\n{}",
+        a.log_text()
+    );
+    let producer = feed(t.input.clone(), all.clone());
+    std::thread::sleep(Duration::from_secs(5));
+    let mut b = Worker::start(&t, &opts);
+    producer.await.expect("producer");
+    assert!(
+        wait_for(Duration::from_secs(120), || all_committed(&t, all.len())),
+        "everything committed; logs:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let (la, lb) = (a.log_text(), b.log_text());
+    let (ha, hb) = (holds(&la), holds(&lb));
+    a.stop_cleanly(Duration::from_secs(30));
+    b.stop_cleanly(Duration::from_secs(30));
+    assert!(
+        !ha.is_empty() && !hb.is_empty() && ha.len() + hb.len() == PARTS as usize,
+        "the broker shared the partitions: A {ha:?}, B {hb:?}; logs:\n{la}\n{lb}"
+    );
+    let out = scored(&t.output, usize::MAX, Duration::from_secs(5));
+    let ids: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "nothing lost");
+    let duplicates = out.len() - all.len();
+    eprintln!("KIP-848: A {ha:?}, B {hb:?}; {duplicates} duplicates");
+    assert!(
+        duplicates <= 512 * hb.len(),
+        "{duplicates} duplicates for {} moved partitions",
+        hb.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_without_a_rebalance()
+{
+    let _one = ONE.lock().await;
+    let t = Topics::new("static");
+    t.create(PARTS).await;
+    let all = txs(30, 30_000);
+    let member = |id: &'static str| ["--group-instance-id", id, "--session-timeout-ms", "20000"];
+    let mut a = Worker::start(&t, &member("static-a"));
+    let mut b = Worker::start(&t, &member("static-b"));
+    let shared = || {
+        let (ha, hb) = (holds(&a.log_text()), holds(&b.log_text()));
+        !ha.is_empty() && !hb.is_empty() && ha.len() + hb.len() == PARTS as usize
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), shared),
+        "A and B share the partitions; logs:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let held_a = holds(&a.log_text());
+    let held_b = holds(&b.log_text());
+    let b_lines = b.log_text().lines().count();
+    let producer = feed(t.input.clone(), all.clone());
+    std::thread::sleep(Duration::from_secs(4));
+    // A restart, as a rolling update does it: SIGTERM, then the same
+    // instance id again, well within the session timeout.
+    let restart_at = riskstream::message::now_ms();
+    a.stop_cleanly(Duration::from_secs(30));
+    let mut a2 = Worker::start(&t, &member("static-a"));
+    producer.await.expect("producer");
+    assert!(
+        wait_for(Duration::from_secs(120), || all_committed(&t, all.len())),
+        "everything committed; logs:\n{}\n{}",
+        a2.log_text(),
+        b.log_text()
+    );
+    let end = riskstream::message::now_ms();
+    let (la2, lb) = (a2.log_text(), b.log_text());
+    a2.stop_cleanly(Duration::from_secs(30));
+    b.stop_cleanly(Duration::from_secs(30));
+    assert_eq!(
+        holds(&la2),
+        held_a,
+        "A's partitions came back to A; log:\n{la2}"
+    );
+    // B saw no rebalance: nothing revoked or assigned since the restart.
+    let since: Vec<&str> = lb
+        .lines()
+        .skip(b_lines)
+        .filter(|l| l.contains("partitions revoked") || l.contains("partitions assigned"))
+        .collect();
+    assert!(since.is_empty(), "B was rebalanced: {since:?}");
+    let out = scored(&t.output, usize::MAX, Duration::from_secs(5));
+    let ids: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
+    assert_eq!(ids.len(), all.len(), "nothing lost");
+    let gap = longest_gap(
+        &out,
+        &held_b,
+        restart_at - 1_000,
+        end.min(restart_at + 10_000),
+    );
+    eprintln!(
+        "A {held_a:?} restarted, B {held_b:?}: B's longest gap {gap} ms; {} duplicates",
+        out.len() - all.len()
+    );
+    assert!(
+        gap < 1_000,
+        "B's partitions paused {gap} ms while A restarted"
+    );
+}
