@@ -33,7 +33,13 @@ own_brokers() {
 own_brokers
 scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
 scripts/broker.sh start
-cleanup() { scripts/broker.sh stop --wipe || true; own_brokers; }
+# Apicurio Registry 2.6 (in memory, from Maven Central): the real
+# Confluent-compatible registry tests/schema_registry.rs also runs against.
+scripts/registry.sh stop >/dev/null 2>&1 || true
+scripts/registry.sh start
+RISKSTREAM_TEST_REGISTRY_URL="$(scripts/registry.sh url)"
+export RISKSTREAM_TEST_REGISTRY_URL
+cleanup() { scripts/broker.sh stop --wipe || true; scripts/registry.sh stop || true; own_brokers; }
 trap cleanup EXIT
 
 cargo build --release --locked --all-targets
@@ -41,4 +47,4 @@ cargo build --release --locked --all-targets
 # it needs a GPU machine (see README, "Device"). Checking takes ~4 minutes
 # cold, a full wgpu build about an hour, so CI checks.
 CARGO_TARGET_DIR="$RISKSTREAM_CACHE/wgpu-check" cargo clippy --release --locked --features wgpu --lib -- -D warnings
-cargo test --release --locked -- --test-threads="${TEST_THREADS:-2}"
+cargo test --release --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"

@@ -313,9 +313,12 @@ fn last_record_ends(p: &Peer, partitions: usize) -> Vec<i64> {
     end
 }
 
+/// A poison record: key, payload, and the dead-letter reason it gets.
+type Poison = (Option<Vec<u8>>, Vec<u8>, &'static str);
+
 /// Poison records from outside Java (rdkafka, not transactional): each with
 /// the dead-letter reason riskstream gives it.
-fn garbage(good: &Transaction) -> Vec<(Option<Vec<u8>>, Vec<u8>, &'static str)> {
+fn garbage(good: &Transaction) -> Vec<Poison> {
     let codec = Codec::new().unwrap();
     let valid = codec.encode_transaction(good).unwrap();
     let key = Some(good.customer_id.as_bytes().to_vec());

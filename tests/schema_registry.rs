@@ -1,7 +1,6 @@
-//! Confluent Schema Registry framing and the registry client. No
-//! Confluent-compatible registry server can be installed on these machines,
-//! so the tests run against a small HTTP(S) stand-in (below) that follows the
-//! registry's REST contract for the calls riskstream makes:
+//! Confluent Schema Registry framing and the registry client. Most tests run
+//! against a small HTTP(S) stand-in (below) that follows the registry's REST
+//! contract for the calls riskstream makes:
 //! `POST /subjects/{subject}/versions` with
 //! `Content-Type: application/vnd.schemaregistry.v1+json` and
 //! `{"schema": "..."}` → `{"id": N}` (the same schema gets the same id under
@@ -10,6 +9,13 @@
 //! 401 without the expected basic auth, 415 for another media type).
 //! It can also play an outage (every answer one status) and answer chosen
 //! ids with hostile bodies.
+//!
+//! The end-to-end tests (framing round trip, the worker reading and writing
+//! framed records) also run against a real registry: Apicurio Registry's
+//! Confluent API (`scripts/registry.sh start`, then
+//! `export RISKSTREAM_TEST_REGISTRY_URL=$(scripts/registry.sh url)`). The
+//! `apicurio` tests fail without that variable. Apicurio is shared by the
+//! whole run, so those tests use subjects of their own ([`unique`]).
 //!
 //! The worker tests at the end need the broker (`RISKSTREAM_TEST_BROKERS`).
 
@@ -943,21 +949,92 @@ fn sample(n: usize) -> Vec<riskstream::codec::Transaction> {
     rows(100, n).iter().map(|r| r.transaction()).collect()
 }
 
-#[test]
-fn confluent_framing_round_trips_through_the_registry() {
-    let (url, state) = stand_in();
+/// The Confluent API base URL of the Apicurio Registry under test.
+fn apicurio_url() -> String {
+    match std::env::var("RISKSTREAM_TEST_REGISTRY_URL") {
+        Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_string(),
+        _ => panic!(
+            "RISKSTREAM_TEST_REGISTRY_URL is not set: this test runs against a real schema \
+             registry (Apicurio Registry's Confluent API). Run `scripts/registry.sh start` and \
+             `export RISKSTREAM_TEST_REGISTRY_URL=$(scripts/registry.sh url)`"
+        ),
+    }
+}
+
+/// The registry a shared test body runs against: the stand-in, whose
+/// state it can check too, or a real one, asked only over its REST API.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    StandIn(&'a Mutex<Registry>),
+    Real,
+}
+
+impl Target<'_> {
+    /// The id registered under `subject` (its latest version), if any.
+    fn subject_id(self, url: &str, subject: &str) -> Option<u32> {
+        match self {
+            Target::StandIn(state) => state.lock().unwrap().subjects.get(subject).copied(),
+            // `GET /subjects/{subject}/versions/latest` → `{"id": N, ...}`,
+            // off any runtime the caller is on (blocking client).
+            Target::Real => std::thread::scope(|s| {
+                s.spawn(|| {
+                    let url = format!("{url}/subjects/{subject}/versions/latest");
+                    let client = reqwest::blocking::Client::builder()
+                        .no_proxy()
+                        .timeout(Duration::from_secs(10))
+                        .build()
+                        .unwrap();
+                    let resp = client.get(&url).send().unwrap();
+                    let status = resp.status();
+                    let body = resp.text().unwrap();
+                    if status == reqwest::StatusCode::NOT_FOUND {
+                        return None;
+                    }
+                    assert!(status.is_success(), "GET {url}: {status} {body}");
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let id = v["id"].as_u64().unwrap_or_else(|| panic!("{url}: {body}"));
+                    Some(u32::try_from(id).unwrap())
+                })
+                .join()
+                .unwrap()
+            }),
+        }
+    }
+
+    /// `GET /schemas/ids/{id}` requests the stand-in has answered (None for
+    /// a real registry).
+    fn gets(self) -> Option<usize> {
+        match self {
+            Target::StandIn(state) => Some(state.lock().unwrap().gets),
+            Target::Real => None,
+        }
+    }
+}
+
+/// Records framed through the registry at `url` round-trip; records
+/// framed with ids it does not know are refused as the record's fault.
+/// Subjects are `{topic}-value` and `{topic}.copy-value`.
+fn framing_round_trips(url: &str, target: Target, topic: &str) {
     let mut writer = Codec::new().unwrap();
-    writer.connect_registry(&url).unwrap();
-    let id = writer
-        .register_output(Written::Transaction, "payments")
-        .unwrap();
+    writer.connect_registry(url).unwrap();
+    let id = writer.register_output(Written::Transaction, topic).unwrap();
+    assert_eq!(target.subject_id(url, &format!("{topic}-value")), Some(id));
+    // One id per schema: the same schema under another subject, and again
+    // under the first, gets the same id.
+    let copy = format!("{topic}.copy");
     assert_eq!(
-        state.lock().unwrap().subjects.get("payments-value"),
-        Some(&id)
+        writer.register_output(Written::Transaction, &copy).unwrap(),
+        id
+    );
+    assert_eq!(target.subject_id(url, &format!("{copy}-value")), Some(id));
+    assert_eq!(
+        writer.register_output(Written::Transaction, topic).unwrap(),
+        id
     );
     let txs = sample(100);
     let mut reader = Codec::new().unwrap();
-    reader.connect_registry(&url).unwrap();
+    reader.connect_registry(url).unwrap();
+    let gets = target.gets();
     for tx in &txs {
         let bytes = writer.encode_transaction(tx).unwrap();
         assert_eq!(bytes[0], 0);
@@ -971,21 +1048,52 @@ fn confluent_framing_round_trips_through_the_registry() {
         assert_eq!(&back, tx);
     }
     // One lookup for 100 records: the schema is cached by id.
-    assert_eq!(state.lock().unwrap().gets, 1);
+    assert_eq!(target.gets(), gets.map(|g| g + 1));
+    // The registry gives back the schema registered (whatever its
+    // formatting): same canonical form.
+    let back = SchemaRegistry::new(url).unwrap().schema(id).unwrap();
+    assert_eq!(back.fingerprint, transaction_schema().fingerprint);
     // Scored records too, under their own subject.
     let sid = writer
-        .register_output(Written::Scored, "payments.scored")
+        .register_output(Written::Scored, &format!("{topic}.scored"))
         .unwrap();
     assert_ne!(sid, id);
-    // Bad framing: unknown id, short header, no registry configured.
+    assert_eq!(
+        target.subject_id(url, &format!("{topic}.scored-value")),
+        Some(sid)
+    );
+    // An id the registry does not know: not found (Confluent's 40403),
+    // permanent; a record framed with it is refused for its schema id.
+    let unknown = i32::MAX as u32;
+    let e = SchemaRegistry::new(url)
+        .unwrap()
+        .schema(unknown)
+        .unwrap_err();
+    assert!(e.is_not_found() && !e.is_transient(), "{}", everything(&e));
     let key = Some(txs[0].customer_id.as_bytes());
-    let unknown = [0u8, 0, 0, 3, 231, 2, 0];
-    let e = reader.decode_transaction(key, Some(&unknown)).unwrap_err();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&unknown.to_be_bytes());
+    framed.extend_from_slice(&[2, 0]);
+    let e = reader.decode_transaction(key, Some(&framed)).unwrap_err();
     assert!(
-        matches!(e, DecodeError::UnknownSchemaId { id: 999, .. }),
+        matches!(e, DecodeError::UnknownSchemaId { id, .. } if id == unknown),
         "{e}"
     );
     assert_eq!(e.reason(), "unknown_schema_id");
+    // Ids above i32::MAX (registry ids are Java ints) name no schema: not
+    // found without asking.
+    let gets = target.gets();
+    for above in [1u32 << 31, u32::MAX] {
+        let e = SchemaRegistry::new(url).unwrap().schema(above).unwrap_err();
+        assert!(e.is_not_found() && !e.is_transient(), "{}", everything(&e));
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&above.to_be_bytes());
+        framed.extend_from_slice(&[2, 0]);
+        let e = reader.decode_transaction(key, Some(&framed)).unwrap_err();
+        assert_eq!(e.reason(), "unknown_schema_id", "{e}");
+    }
+    assert_eq!(target.gets(), gets);
+    // Bad framing: short header, no registry configured.
     let e = reader
         .decode_transaction(key, Some(&[0u8, 0, 1]))
         .unwrap_err();
@@ -1006,13 +1114,24 @@ fn confluent_framing_round_trips_through_the_registry() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_reads_and_writes_confluent_framed_records() {
+#[test]
+fn confluent_framing_round_trips_through_the_registry() {
     let (url, state) = stand_in();
-    let t = Topics::new("sr");
+    framing_round_trips(&url, Target::StandIn(&state), "payments");
+}
+
+#[test]
+fn apicurio_registry_confluent_framing_round_trips() {
+    framing_round_trips(&apicurio_url(), Target::Real, &unique("payments"));
+}
+
+/// A worker with `--schema-registry-url url` scores Confluent-framed input
+/// and frames its output (and drift reports) with ids it registered.
+async fn worker_round_trip(url: &str, target: Target<'_>, name: &str) {
+    let t = Topics::new(name);
     t.create(4).await;
     let mut writer = Codec::new().unwrap();
-    writer.connect_registry(&url).unwrap();
+    writer.connect_registry(url).unwrap();
     writer
         .register_output(Written::Transaction, &t.input)
         .unwrap();
@@ -1027,17 +1146,14 @@ async fn worker_reads_and_writes_confluent_framed_records() {
         })
         .collect();
     produce_raw(&t.input, &recs).await;
-    let w = Worker::start(&t, &["--schema-registry-url", &url]);
+    let w = Worker::start(&t, &["--schema-registry-url", url]);
     let out = read_topic(&t.output, txs.len(), Duration::from_secs(60));
     assert_eq!(out.len(), txs.len(), "log:\n{}", w.log_text());
-    let scored_id = *state
-        .lock()
-        .unwrap()
-        .subjects
-        .get(&format!("{}-value", t.output))
-        .unwrap();
+    let scored_id = target
+        .subject_id(url, &format!("{}-value", t.output))
+        .expect("the worker registered its output's schema");
     let mut reader = Codec::new().unwrap();
-    reader.connect_registry(&url).unwrap();
+    reader.connect_registry(url).unwrap();
     for r in &out {
         let p = r.payload.as_deref().unwrap();
         assert_eq!(
@@ -1053,12 +1169,21 @@ async fn worker_reads_and_writes_confluent_framed_records() {
         let s = reader.decode_scored(Some(p)).unwrap();
         assert_eq!(s.model_name, "fraud-mlp");
     }
-    assert!(state
-        .lock()
-        .unwrap()
-        .subjects
-        .contains_key(&format!("{}-value", t.drift)));
+    assert!(target
+        .subject_id(url, &format!("{}-value", t.drift))
+        .is_some());
     assert_eq!(read_topic(&t.dlq, 1, Duration::from_secs(2)).len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_reads_and_writes_confluent_framed_records() {
+    let (url, state) = stand_in();
+    worker_round_trip(&url, Target::StandIn(&state), "sr").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reads_and_writes_confluent_framed_records_through_apicurio() {
+    worker_round_trip(&apicurio_url(), Target::Real, "sr-apicurio").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -289,7 +289,8 @@ impl SchemaRegistry {
     }
 
     /// `GET /schemas/ids/{id}`, cached; ids the registry does not know are
-    /// remembered for [`RegistryOptions::negative_ttl`].
+    /// remembered for [`RegistryOptions::negative_ttl`]. An id above
+    /// `i32::MAX` is not found without asking.
     pub fn schema(&self, id: u32) -> Result<Arc<KnownSchema>, RegistryError> {
         if let Some(s) = self
             .by_id
@@ -298,6 +299,15 @@ impl SchemaRegistry {
             .get(&id)
         {
             return Ok(s.clone());
+        }
+        // Registry ids are Java ints (Confluent's and Apicurio's REST APIs
+        // take the id as a signed 32-bit path parameter): one above
+        // i32::MAX names no schema. Asked anyway, a registry answers a 404
+        // that is not "schema not found" (Apicurio: error code 0, "Unable to
+        // extract parameter"), which is neither recognised nor cached, so
+        // every such record would ask again.
+        if id > i32::MAX as u32 {
+            return Err(self.not_found(id));
         }
         if let Some(e) = self.negatively_cached(id) {
             return Err(e);

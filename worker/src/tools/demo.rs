@@ -224,7 +224,7 @@ pub async fn demo(
             names.topic("transactions.scored")
         );
     } else {
-        eprintln!("(the in-process broker stops now; use --brokers with scripts/broker.sh start to keep the topics)");
+        eprintln!("(the in-process broker stops now; run with --brokers HOST:PORT to keep the topics on a Kafka cluster)");
     }
     Ok(())
 }
