@@ -649,6 +649,7 @@ impl RunConfig {
             kafka: self.kafka.clone(),
             group: self.group.clone(),
             labels_topic: self.labels_topic.clone(),
+            input_topic: self.input_topic.clone(),
         }
     }
 

@@ -32,6 +32,9 @@ pub struct LabelConfig {
     /// The worker's group; the reader's client id is `<group>.labels`.
     pub group: String,
     pub labels_topic: String,
+    /// The input topic: where its oldest unscored record stands in event
+    /// time decides how far back labels are read.
+    pub input_topic: String,
 }
 
 /// Context of the label reader: end-of-partition is how it knows it caught
@@ -231,9 +234,61 @@ impl LabelReader {
         self.to_scoring.send(chunk).is_ok()
     }
 
+    /// The event time of the oldest input record the group has still to
+    /// score: per input partition, the record at the group's committed
+    /// offset (the partition's first where none), decoded. None where the
+    /// input is empty or a lookup fails.
+    fn oldest_unscored(&self) -> Option<i64> {
+        let mut c = client_config(&self.cfg.brokers, &self.cfg.kafka);
+        c.set("group.id", &self.cfg.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        let consumer: BaseConsumer = c.create().ok()?;
+        let topic = &self.cfg.input_topic;
+        let n = crate::kafka::partition_count(consumer.client(), topic).ok()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..n as i32 {
+            tpl.add_partition(topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .ok()?;
+        let mut at = TopicPartitionList::new();
+        for e in committed.elements_for_topic(topic) {
+            let start = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            at.add_partition_offset(topic, e.partition(), start).ok()?;
+        }
+        consumer.assign(&at).ok()?;
+        let (mut oldest, mut pending) = (None::<i64>, n);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut seen = std::collections::HashSet::new();
+        while pending > 0 && std::time::Instant::now() < deadline {
+            let p = match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if let Ok(tx) = self.shared.codec.decode_transaction(m.key(), m.payload()) {
+                        oldest = Some(oldest.map_or(tx.event_time, |o| o.min(tx.event_time)));
+                    }
+                    m.partition()
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => p,
+                _ => continue,
+            };
+            if seen.insert(p) {
+                pending -= 1;
+            }
+        }
+        oldest
+    }
+
     /// Where each label partition is read from: the labels that can still
-    /// reach a terminal window, i.e. reported after (newest label time −
-    /// 37 days − a day's margin), found by the broker's timestamp index.
+    /// reach a terminal window, i.e. reported after (the older of the
+    /// newest label time and the oldest input record still to score − 37
+    /// days − a day's margin), found by the broker's timestamp index. A
+    /// live stream reads about the window; a backlog (an instance down for
+    /// a day, a replay of history) reads back to what its records need.
     /// The beginning where the topic is short or the lookup fails.
     fn start_offsets(&self, consumer: &BaseConsumer<LabelContext>, n_parts: usize) -> Vec<Offset> {
         let topic = &self.cfg.labels_topic;
@@ -254,7 +309,10 @@ impl LabelReader {
         if total < SHORT_LABEL_TOPIC || newest == i64::MIN {
             return begin;
         }
-        let from = newest - crate::features::TERMINAL_HORIZON_MS - LABEL_MARGIN_MS;
+        let oldest_unscored = self.oldest_unscored();
+        let from = newest.min(oldest_unscored.unwrap_or(i64::MAX))
+            - crate::features::TERMINAL_HORIZON_MS
+            - LABEL_MARGIN_MS;
         let mut tpl = TopicPartitionList::new();
         for p in 0..n_parts as i32 {
             if tpl
@@ -280,7 +338,7 @@ impl LabelReader {
                 },
             )
             .collect();
-        tracing::info!(from_ms = from, starts = ?starts, "reading labels inside the terminal window only");
+        tracing::info!(from_ms = from, newest_label_ms = newest, oldest_unscored_ms = ?oldest_unscored, starts = ?starts, "reading the labels that can reach a terminal window");
         starts
     }
 
