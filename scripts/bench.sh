@@ -63,7 +63,8 @@ read -r _ ND_U ND_S _ _ < "$LOGS/nd.time"
 # 3. latency at fractions of the maximum rate: the worker, then passthrough at the same rate
 latency_run() { # rate n label extra-worker-args...
   local rate=$1 n=$2 label=$3; shift 3
-  local topic="$T.lat$label"
+  # Topic names allow [a-zA-Z0-9._-] only.
+  local topic="$T.lat${label//[^a-zA-Z0-9]/}"
   "$B" replay --csv "$CSV" --topic "$topic" --labels-topic "" --from 2018-07-01 --limit 1 --timestamp-now --quiet >&2
   "$B" run ${BENCH_RUN_ARGS:-} --group "$topic.g" --input-topic "$topic" --output-topic "$topic.out" --labels-topic "$T.labels" \
     --dlq-topic "$T.dlq" --metrics-addr off --device cpu --max-records $(( n + 1 )) "$@" 2> "$LOGS/lat$label.log" &

@@ -19,6 +19,8 @@
 #                     (three combined nodes: replication factor 3,
 #                     min.insync.replicas 2)
 #   BROKER_HEAP       JVM heap per node (default 512m for one node, 384m for three)
+#   BROKER_GC         JVM collector flags (default G1 with a 20 ms pause goal;
+#                     each node logs its pauses to gc.log in its folder)
 #
 # Settings suit a 2-core machine: two network and two I/O threads, four
 # partitions for the internal topics, no initial rebalance delay, short
@@ -82,7 +84,8 @@ bootstrap() {
 # shares 2 cores with the workers under test).
 broker_jvm() {
   local heap="${BROKER_HEAP:-$([ "$NODES" = 1 ] && echo 512m || echo 384m)}"
-  JVM=(java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError
+  JVM=(java -Xms"$heap" -Xmx"$heap" ${BROKER_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20} -XX:+ExitOnOutOfMemoryError
+       "-Xlog:gc:file=$(node_dir "$1")/gc.log:time,uptime:filecount=2,filesize=10m"
        -Djava.awt.headless=true -cp "$LIBS/*")
 }
 
@@ -184,7 +187,7 @@ start_node() {
   write_config "$n"
   format_node "$n"
   # setsid: the broker outlives the shell that started it.
-  broker_jvm
+  broker_jvm "$n"
   (exec setsid "${JVM[@]}" -Dlog4j2.configurationFile="$dir/log4j2.properties" \
     -Dkafka.logs.dir="$dir" kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 </dev/null) &
   echo $! >"$dir/kafka.pid"

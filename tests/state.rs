@@ -297,19 +297,17 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_changelog_falls_back_to_replaying_the_input_counts_it_and_scores_as_offline() {
-    // The restart reads a changelog topic that holds nothing (as after the
-    // changelog was deleted): `--state-topic` points it at a fresh one.
-    // (Deleting the topic itself cannot be tested on Tansu's SQLite engine:
-    // it deletes every topic of the cluster; README, "The broker".)
+    // The changelog topic is deleted under committed offsets; the restart
+    // creates it again, empty.
     let _cpu = CPU.read().await;
     let t = Topics::new("nolog");
     t.create(PARTS).await;
     let all = txs(16, 10_000);
     let (history, new) = all.split_at(8_000);
     score_until_committed(&t, history, &[], history.len()).await;
+    delete_topic(&t.changelog()).await;
     produce_transactions(&t.input, new).await;
-    let fresh = format!("{}.lost", t.changelog());
-    let mut w = Worker::start(&t, &["--state-topic", &fresh]);
+    let mut w = Worker::start(&t, &[]);
     let out = scored(&t.output, all.len(), Duration::from_secs(90));
     assert_eq!(out.len(), all.len(), "log:\n{}", w.log_text());
     let (_, m) = http_get(&w.log_text(), "/metrics");
@@ -339,12 +337,36 @@ async fn a_lost_changelog_falls_back_to_replaying_the_input_counts_it_and_scores
     w.stop_cleanly(Duration::from_secs(30));
 }
 
+/// Deletes `topic` and waits until the cluster no longer lists it.
+async fn delete_topic(topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let res = admin
+        .delete_topics(&[topic], &AdminOptions::new())
+        .await
+        .expect("delete topic");
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("client");
+    let gone = wait_for(Duration::from_secs(30), || {
+        c.fetch_metadata(None, Duration::from_secs(5))
+            .is_ok_and(|md| md.topics().iter().all(|t| t.name() != topic))
+    });
+    assert!(gone, "{topic} deleted");
+}
+
 /// Retention of the input topic in the retention test (a day; its records
 /// are stamped to expire 90 s after they are produced).
 const RETENTION_MS: i64 = riskstream::features::DAY_MS;
 
 /// Creates `topic` with `cleanup.policy=delete` and [`RETENTION_MS`]
-/// (Tansu's SQLite engine deletes expired records at each maintenance).
+/// (the project's broker checks retention every 5 s).
 async fn create_deleting_topic(topic: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()

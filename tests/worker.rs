@@ -575,11 +575,11 @@ fn demo_scores_every_replayed_transaction() {
     assert!(err.contains(&format!("done: {expected} records")), "{err}");
 }
 
-/// A changelog partition is read to its last record, also on a broker
-/// whose high watermark trails its records (Tansu 0.6's in-memory engine,
-/// this binary's broker, reports the last batch's first offset + 1): the
-/// newest state of every customer is the one restored. Three batches,
-/// each rewriting the same 100 customers with one transaction more.
+/// A changelog partition is read to its end, also where its last offsets
+/// are transaction markers and aborted records (a changelog written by a
+/// transactional producer): the newest committed state of every customer
+/// is the one restored. Three committed batches, each rewriting the same
+/// 100 customers with one transaction more, then a fourth that is aborted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changelog_restore_reads_the_newest_state_of_every_customer() {
     use riskstream::features::CustomerTx;
@@ -590,7 +590,7 @@ async fn a_changelog_restore_reads_the_newest_state_of_every_customer() {
         .expect("create the changelog");
     let codec = Codec::new().unwrap();
     let known = codec.customer_state_schema();
-    for batch in 0..3i64 {
+    for batch in 0..4i64 {
         let records: Vec<(Option<Vec<u8>>, Vec<u8>)> = (0..100)
             .map(|c| {
                 let customer = format!("c{c}");
@@ -613,7 +613,7 @@ async fn a_changelog_restore_reads_the_newest_state_of_every_customer() {
                 (Some(customer.into_bytes()), out)
             })
             .collect();
-        produce_raw(&topic, &records).await;
+        produce_raw_transaction(&topic, &records, batch < 3);
     }
     let restorer = Restorer::new(
         &brokers(),

@@ -285,6 +285,33 @@ pub fn produce_in_transactions(
     }
 }
 
+/// Produces raw records in one transaction of a transactional producer of
+/// its own, then commits it or (having written them) aborts it.
+pub fn produce_raw_transaction(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)], commit: bool) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("transactional.id", unique("raw-tx"))
+        .create()
+        .expect("transactional producer");
+    let t = Duration::from_secs(30);
+    producer.init_transactions(t).expect("init transactions");
+    producer.begin_transaction().expect("begin");
+    for (key, payload) in records {
+        let mut rec = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(payload);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        producer.send(rec).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(t).expect("written");
+    if commit {
+        producer.commit_transaction(t).expect("commit");
+    } else {
+        producer.abort_transaction(t).expect("abort");
+    }
+}
+
 /// The high watermark of each of `topic`'s `partitions`.
 pub fn high_watermarks(topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
