@@ -162,6 +162,8 @@ fn longest_pause(t: &Topics, from: i64, to: i64) -> (i64, i64) {
         .map(|(_, s)| s.scored_at)
         .filter(|s| (from..to).contains(s))
         .collect();
+    // From `from` itself: a pause that began with a kill counts whole.
+    at.push(from);
     at.sort_unstable();
     at.windows(2)
         .map(|w| (w[1] - w[0], w[0] - from))
@@ -202,8 +204,8 @@ async fn leaders_killed_in_turn_under_load_lose_nothing_and_scoring_resumes_with
     let mut killed = Vec::new();
     for (what, topic, partition) in &targets {
         let node = leader(topic, *partition);
-        cluster(&["kill", &node.to_string()]);
         let at = riskstream::message::now_ms();
+        cluster(&["kill", &node.to_string()]);
         std::thread::sleep(Duration::from_secs(6));
         cluster(&["start"]);
         killed.push((*what, node, at));
