@@ -44,7 +44,7 @@ log() { echo "broker.sh: $*" >&2; }
 
 install() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
-  command -v java >/dev/null || { log "java (17 or later) is required"; exit 1; }
+  command -v java >/dev/null || { log "java (17 or later) is required (scripts/deps.sh installs it)"; exit 1; }
   command -v mvn >/dev/null || { log "maven (mvn) is required to fetch Kafka from Maven Central"; exit 1; }
   log "installing Apache Kafka $VERSION from Maven Central into $HOME_DIR"
   local t0=$SECONDS

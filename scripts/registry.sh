@@ -39,7 +39,7 @@ log() { echo "registry.sh: $*" >&2; }
 
 install() {
   if [ -f "$HOME_DIR/.complete" ]; then return 0; fi
-  command -v java >/dev/null || { log "java (17 or later) is required"; exit 1; }
+  command -v java >/dev/null || { log "java (17 or later) is required (scripts/deps.sh installs it)"; exit 1; }
   command -v mvn >/dev/null || { log "maven (mvn) is required to fetch Apicurio Registry from Maven Central"; exit 1; }
   log "installing Apicurio Registry $VERSION from Maven Central into $HOME_DIR"
   local t0=$SECONDS tarball="$HOME_DIR/apicurio-registry-app-$VERSION-all.tar.gz"

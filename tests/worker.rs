@@ -613,7 +613,7 @@ async fn a_changelog_restore_reads_the_newest_state_of_every_customer() {
                 (Some(customer.into_bytes()), out)
             })
             .collect();
-        produce_raw_transaction(&topic, &records, batch < 3);
+        write_transaction(&transactional_producer(), &topic, &records, batch < 3);
     }
     let restorer = Restorer::new(
         &brokers(),

@@ -241,61 +241,31 @@ pub async fn produce_transactions(topic: &str, txs: &[Transaction]) {
     produce_raw(topic, &recs).await;
 }
 
-/// Produces `committed` as an upstream service with a transactional
-/// producer would: in transactions of `chunk` records, each followed by a
-/// transaction of the next `chunk` of `aborted` that is written and then
-/// aborted (while any are left). The topic's offsets then have gaps: a
-/// commit or abort marker after every transaction, and aborted records
-/// that `read_committed` consumers never see. The last transaction commits.
-pub fn produce_in_transactions(
-    topic: &str,
-    committed: &[Transaction],
-    aborted: &[Transaction],
-    chunk: usize,
-) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let codec = Codec::new().unwrap();
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
+/// A transactional producer of its own (a fresh `transactional.id`), its
+/// transactions initialised.
+pub fn transactional_producer() -> rdkafka::producer::BaseProducer {
+    use rdkafka::producer::Producer;
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("transactional.id", unique("upstream"))
         .create()
         .expect("transactional producer");
-    let t = Duration::from_secs(30);
-    producer.init_transactions(t).expect("init transactions");
-    let send = |txs: &[Transaction]| {
-        for tx in txs {
-            let payload = codec.encode_transaction(tx).unwrap();
-            let rec = BaseRecord::to(topic)
-                .key(tx.customer_id.as_bytes())
-                .payload(&payload);
-            producer.send(rec).map_err(|(e, _)| e).expect("send");
-        }
-    };
-    let mut aborts = aborted.chunks(chunk);
-    for c in committed.chunks(chunk) {
-        producer.begin_transaction().expect("begin");
-        send(c);
-        producer.commit_transaction(t).expect("commit");
-        if let Some(a) = aborts.next() {
-            producer.begin_transaction().expect("begin");
-            send(a);
-            producer.flush(t).expect("aborted records written");
-            producer.abort_transaction(t).expect("abort");
-        }
-    }
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init transactions");
+    producer
 }
 
-/// Produces raw records in one transaction of a transactional producer of
-/// its own, then commits it or (having written them) aborts it.
-pub fn produce_raw_transaction(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)], commit: bool) {
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let producer: BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("transactional.id", unique("raw-tx"))
-        .create()
-        .expect("transactional producer");
+/// Writes raw records in one transaction of `producer`, then commits it or
+/// (having written them) aborts it.
+pub fn write_transaction(
+    producer: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    records: &[(Option<Vec<u8>>, Vec<u8>)],
+    commit: bool,
+) {
+    use rdkafka::producer::{BaseRecord, Producer};
     let t = Duration::from_secs(30);
-    producer.init_transactions(t).expect("init transactions");
     producer.begin_transaction().expect("begin");
     for (key, payload) in records {
         let mut rec = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(payload);
@@ -309,6 +279,37 @@ pub fn produce_raw_transaction(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>
         producer.commit_transaction(t).expect("commit");
     } else {
         producer.abort_transaction(t).expect("abort");
+    }
+}
+
+/// Produces `committed` as an upstream service with a transactional
+/// producer would: in transactions of `chunk` records, each followed by a
+/// transaction of the next `chunk` of `aborted` that is written and then
+/// aborted (while any are left). The topic's offsets then have gaps: a
+/// commit or abort marker after every transaction, and aborted records
+/// that `read_committed` consumers never see. The last transaction commits.
+pub fn produce_in_transactions(
+    topic: &str,
+    committed: &[Transaction],
+    aborted: &[Transaction],
+    chunk: usize,
+) {
+    let codec = Codec::new().unwrap();
+    let raw = |txs: &[Transaction]| -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+        txs.iter()
+            .map(|t| {
+                let payload = codec.encode_transaction(t).unwrap();
+                (Some(t.customer_id.as_bytes().to_vec()), payload)
+            })
+            .collect()
+    };
+    let producer = transactional_producer();
+    let mut aborts = aborted.chunks(chunk);
+    for c in committed.chunks(chunk) {
+        write_transaction(&producer, topic, &raw(c), true);
+        if let Some(a) = aborts.next() {
+            write_transaction(&producer, topic, &raw(a), false);
+        }
     }
 }
 

@@ -231,7 +231,16 @@ impl Source {
                 }
                 None => Next::Stop,
                 Some(Ok(m)) => self.take(&m, wall_ms),
-                Some(Err(e)) if consumer::is_fatal(&e) => return Err(SourceError::Fatal(e)),
+                Some(Err(e)) if consumer::is_fatal(&e) => {
+                    // librdkafka's own cause, e.g. a static member
+                    // (`group.instance.id`) still held by a predecessor the
+                    // broker has not expired yet (KIP-848:
+                    // UNRELEASED_INSTANCE_ID).
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        tracing::error!(error = %code, reason, "fatal consumer error");
+                    }
+                    return Err(SourceError::Fatal(e));
+                }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "consumer error (retrying)");
                     self.errors.note("consumer_error", || e.to_string());
