@@ -598,7 +598,8 @@ pub fn input_consumer(
     c.set("group.id", &cfg.group)
         .set("auto.commit.interval.ms", "500")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        .set("fetch.wait.max.ms", crate::kafka::INPUT_FETCH_WAIT_MS);
     // KIP-848: the broker sets the session and heartbeat (librdkafka
     // refuses these keys with `group.protocol=consumer`).
     if cfg.group_protocol == GroupProtocol::Classic {

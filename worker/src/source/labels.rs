@@ -194,7 +194,8 @@ impl LabelReader {
         let mut c = client_config(&self.cfg.brokers, &self.cfg.kafka);
         c.set("group.id", format!("{}.labels", self.cfg.group))
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", crate::kafka::READ_TO_END_FETCH_WAIT_MS);
         // The user's options win.
         for (k, v) in &self.cfg.kafka {
             c.set(k, v);
@@ -242,7 +243,8 @@ impl LabelReader {
         let mut c = client_config(&self.cfg.brokers, &self.cfg.kafka);
         c.set("group.id", &self.cfg.group)
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", crate::kafka::READ_TO_END_FETCH_WAIT_MS);
         let consumer: BaseConsumer = c.create().ok()?;
         let topic = &self.cfg.input_topic;
         let n = crate::kafka::partition_count(consumer.client(), topic).ok()?;

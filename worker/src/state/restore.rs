@@ -58,6 +58,7 @@ impl Restorer {
         // meanwhile starts at the first record still held.
         c.set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", crate::kafka::READ_TO_END_FETCH_WAIT_MS)
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
         let consumer = c.create().map_err(StateError::Client)?;
