@@ -42,11 +42,7 @@ async fn a_broker_killed_and_restarted_mid_stream_loses_nothing() {
     std::thread::sleep(Duration::from_secs(3));
     broker(&["start"]);
     let done = wait_for(Duration::from_secs(180), || {
-        committed(&t.group, &t.input, PARTS)
-            .iter()
-            .map(|o| (*o).max(0))
-            .sum::<i64>()
-            == input.len() as i64
+        t.total_committed(PARTS) == input.len() as i64
     });
     assert!(
         done,

@@ -81,7 +81,11 @@ fn offsets_partition(group: &str) -> i32 {
 
 /// Produces `txs` at about `per_s` records a second, idempotently (the
 /// test's own producer survives the failovers without duplicating input).
-fn feed(topic: String, txs: Vec<Transaction>, per_s: usize) -> tokio::task::JoinHandle<()> {
+fn feed_idempotently(
+    topic: String,
+    txs: Vec<Transaction>,
+    per_s: usize,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let codec = Codec::new().unwrap();
         let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
@@ -126,15 +130,24 @@ fn feed(topic: String, txs: Vec<Transaction>, per_s: usize) -> tokio::task::Join
     })
 }
 
-fn total_committed(t: &Topics) -> i64 {
-    committed(&t.group, &t.input, PARTS)
-        .iter()
-        .map(|o| (*o).max(0))
-        .sum()
-}
-
-/// Every input scored and nothing dead-lettered; the output's duplicates.
-fn check_output(t: &Topics, all: &[Transaction], log: &str) -> usize {
+/// Waits for the feed and for the group to commit every input, stops `w`,
+/// and checks the output: every input scored, nothing dead-lettered.
+/// Returns the scoring times of the output (wall ms) and its duplicates.
+async fn finish(
+    t: &Topics,
+    all: &[Transaction],
+    producer: tokio::task::JoinHandle<()>,
+    w: &mut Worker,
+) -> (Vec<i64>, usize) {
+    producer.await.expect("feed");
+    assert!(
+        wait_for(Duration::from_secs(240), || t.total_committed(PARTS)
+            == all.len() as i64),
+        "everything committed; log:\n{}",
+        w.log_text()
+    );
+    w.stop_cleanly(DRAIN);
+    let log = w.log_text();
     let out = scored(&t.output, usize::MAX, Duration::from_secs(5));
     let ids: HashSet<&str> = out.iter().map(|(_, s)| s.transaction_id.as_str()).collect();
     let warnings: Vec<&str> = log
@@ -151,15 +164,16 @@ fn check_output(t: &Topics, all: &[Transaction], log: &str) -> usize {
     );
     let dead = read_topic(&t.dlq, usize::MAX, Duration::from_secs(2));
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
-    out.len() - all.len()
+    let times = out.iter().map(|(_, s)| s.scored_at).collect();
+    (times, out.len() - all.len())
 }
 
-/// The longest time without a scored record between `from` and `to`
-/// (wall ms), and when it began.
-fn longest_pause(t: &Topics, from: i64, to: i64) -> (i64, i64) {
-    let mut at: Vec<i64> = scored(&t.output, usize::MAX, Duration::from_secs(3))
+/// The longest time without a scored record (`scored_at`, wall ms) between
+/// `from` and `to`, and when it began.
+fn longest_pause(scored_at: &[i64], from: i64, to: i64) -> (i64, i64) {
+    let mut at: Vec<i64> = scored_at
         .iter()
-        .map(|(_, s)| s.scored_at)
+        .copied()
         .filter(|s| (from..to).contains(s))
         .collect();
     // From `from` itself: a pause that began with a kill counts whole.
@@ -179,7 +193,7 @@ async fn leaders_killed_in_turn_under_load_lose_nothing_and_scoring_resumes_with
     let t = Topics::new("failover");
     t.create(PARTS).await;
     // 1,000 records/s for 60 s.
-    let all: Vec<_> = rows(20, 60_000).iter().map(|r| r.transaction()).collect();
+    let all = txs(20, 60_000);
     let mut w = Worker::start(&t, &SESSION);
     assert!(
         wait_for(Duration::from_secs(60), || w
@@ -188,7 +202,7 @@ async fn leaders_killed_in_turn_under_load_lose_nothing_and_scoring_resumes_with
         "{}",
         w.log_text()
     );
-    let producer = feed(t.input.clone(), all.clone(), 1_000);
+    let producer = feed_idempotently(t.input.clone(), all.clone(), 1_000);
     std::thread::sleep(Duration::from_secs(6));
     let t0 = riskstream::message::now_ms();
     let targets = [
@@ -212,21 +226,13 @@ async fn leaders_killed_in_turn_under_load_lose_nothing_and_scoring_resumes_with
         std::thread::sleep(Duration::from_secs(4));
     }
     let t1 = riskstream::message::now_ms();
-    producer.await.expect("feed");
-    assert!(
-        wait_for(Duration::from_secs(240), || total_committed(&t)
-            == all.len() as i64),
-        "everything committed; log:\n{}",
-        w.log_text()
-    );
-    w.stop_cleanly(DRAIN);
-    let duplicates = check_output(&t, &all, &w.log_text());
+    let (times, duplicates) = finish(&t, &all, producer, &mut w).await;
     // Per kill, the longest time without a scored record in the 12 s after it.
     let pauses: Vec<(&str, i32, i64)> = killed
         .iter()
-        .map(|(what, node, at)| (*what, *node, longest_pause(&t, *at, at + 12_000).0))
+        .map(|(what, node, at)| (*what, *node, longest_pause(&times, *at, at + 12_000).0))
         .collect();
-    let (pause, after) = longest_pause(&t, t0, t1);
+    let (pause, after) = longest_pause(&times, t0, t1);
     eprintln!(
         "{} inputs, {duplicates} duplicates; longest pause after each kill (leader of, node, ms): {pauses:?}; overall {pause} ms ({after} ms after the first kill)",
         all.len()
@@ -249,9 +255,9 @@ async fn two_of_three_brokers_down_loses_nothing_holds_stops_within_the_drain_ti
     cluster_up();
     let t = Topics::new("quorum");
     t.create(PARTS).await;
-    let all: Vec<_> = rows(25, 30_000).iter().map(|r| r.transaction()).collect();
+    let all = txs(25, 30_000);
     let mut a = Worker::start(&t, &SESSION);
-    let producer = feed(t.input.clone(), all.clone(), 1_000);
+    let producer = feed_idempotently(t.input.clone(), all.clone(), 1_000);
     assert!(
         wait_for(Duration::from_secs(60), || a.delivered() > 2_000.0),
         "{}",
@@ -280,15 +286,7 @@ async fn two_of_three_brokers_down_loses_nothing_holds_stops_within_the_drain_ti
     let mut b = Worker::start(&t, &SESSION);
     std::thread::sleep(Duration::from_secs(5));
     cluster(&["start"]);
-    producer.await.expect("feed");
-    assert!(
-        wait_for(Duration::from_secs(240), || total_committed(&t)
-            == all.len() as i64),
-        "everything committed once the brokers returned; log:\n{}",
-        b.log_text()
-    );
-    b.stop_cleanly(DRAIN);
-    let duplicates = check_output(&t, &all, &b.log_text());
+    let (_, duplicates) = finish(&t, &all, producer, &mut b).await;
     eprintln!("{} inputs, {duplicates} duplicates", all.len());
     let ids: HashSet<&str> = all.iter().map(|t| t.transaction_id.as_str()).collect();
     assert_eq!(ids.len(), all.len());

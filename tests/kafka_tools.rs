@@ -54,11 +54,11 @@ fn lags(describe: &str, topic: &str) -> BTreeMap<i32, String> {
 async fn kafka_tools_show_lag_zero_and_read_every_scored_record() {
     let t = Topics::new("tools");
     t.create(PARTS).await;
-    let input: Vec<_> = rows(12, 4_000).iter().map(|r| r.transaction()).collect();
+    let input = txs(12, 4_000);
     produce_transactions(&t.input, &input).await;
     let mut w = Worker::start(&t, &[]);
     let done = wait_for(Duration::from_secs(120), || {
-        committed(&t.group, &t.input, PARTS).iter().sum::<i64>() == input.len() as i64
+        t.total_committed(PARTS) == input.len() as i64
     });
     assert!(done, "everything committed; log:\n{}", w.log_text());
     w.stop_cleanly(Duration::from_secs(30));

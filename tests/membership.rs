@@ -14,36 +14,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use riskstream::codec::Transaction;
 
 const PARTS: i32 = 4;
 
 /// The tests of this file measure pauses: one at a time.
 static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
-    rows(from_day, n).iter().map(|r| r.transaction()).collect()
-}
-
-/// Produces `txs` at 2,000 records/s (a tenth every 100 ms).
-fn feed(topic: String, txs: Vec<Transaction>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut next = tokio::time::Instant::now();
-        for chunk in txs.chunks(200) {
-            produce_transactions(&topic, chunk).await;
-            next += Duration::from_millis(100);
-            tokio::time::sleep_until(next).await;
-        }
-    })
-}
-
-fn all_committed(t: &Topics, n: usize) -> bool {
-    committed(&t.group, &t.input, PARTS)
-        .iter()
-        .map(|o| (*o).max(0))
-        .sum::<i64>()
-        == n as i64
-}
 
 /// Partitions held now by the instance that wrote `log`.
 fn holds(log: &str) -> Vec<i32> {
@@ -92,12 +67,13 @@ async fn kip_848_consumer_protocol_scales_out_under_load_without_loss() {
         "A owns every partition; log:\n{}",
         a.log_text()
     );
-    let producer = feed(t.input.clone(), all.clone());
+    let producer = feed(&t.input, all.clone(), 200);
     std::thread::sleep(Duration::from_secs(5));
     let mut b = Worker::start(&t, &opts);
     producer.await.expect("producer");
     assert!(
-        wait_for(Duration::from_secs(120), || all_committed(&t, all.len())),
+        wait_for(Duration::from_secs(120), || t.total_committed(PARTS)
+            == all.len() as i64),
         "everything committed; logs:\n{}\n{}",
         a.log_text(),
         b.log_text()
@@ -145,7 +121,7 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     let held_a = holds(&a.log_text());
     let held_b = holds(&b.log_text());
     let b_lines = b.log_text().lines().count();
-    let producer = feed(t.input.clone(), all.clone());
+    let producer = feed(&t.input, all.clone(), 200);
     std::thread::sleep(Duration::from_secs(4));
     // A restart, as a rolling update does it: SIGTERM, then the same
     // instance id again, well within the session timeout.
@@ -154,7 +130,8 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
     let mut a2 = Worker::start(&t, &member("static-a"));
     producer.await.expect("producer");
     assert!(
-        wait_for(Duration::from_secs(120), || all_committed(&t, all.len())),
+        wait_for(Duration::from_secs(120), || t.total_committed(PARTS)
+            == all.len() as i64),
         "everything committed; logs:\n{}\n{}",
         a2.log_text(),
         b.log_text()

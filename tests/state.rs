@@ -38,10 +38,6 @@ const SESSION: Duration = Duration::from_secs(6);
 /// share the lock.
 static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
-    rows(from_day, n).iter().map(|r| r.transaction()).collect()
-}
-
 /// Every online score equals the offline one (features equal).
 fn assert_offline_scores(out: &[(Rec, riskstream::codec::ScoredTransaction)], all: &[Transaction]) {
     let offline = offline_scores_of(all);
@@ -62,13 +58,6 @@ fn assert_offline_scores(out: &[(Rec, riskstream::codec::ScoredTransaction)], al
     );
 }
 
-fn total_committed(t: &Topics) -> i64 {
-    committed(&t.group, &t.input, PARTS)
-        .iter()
-        .map(|o| (*o).max(0))
-        .sum()
-}
-
 /// Produces `batch`, then runs one instance with `args` until the group has
 /// committed `committed_after` records, and stops it cleanly.
 async fn score_until_committed(
@@ -80,7 +69,7 @@ async fn score_until_committed(
     produce_transactions(&t.input, batch).await;
     let mut w = Worker::start(t, args);
     assert!(
-        wait_for(Duration::from_secs(180), || total_committed(t)
+        wait_for(Duration::from_secs(180), || t.total_committed(PARTS)
             == committed_after as i64),
         "{committed_after} records committed (instance with {args:?}); log:\n{}",
         w.log_text()
@@ -176,11 +165,11 @@ async fn upstream_transactions_leave_offset_gaps_and_a_restart_restores_from_the
     // last transaction's commit marker (the end offset less one).
     let mut a = Worker::start(&t, &[]);
     let caught_up = || {
-        let ends = high_watermarks(&t.input, PARTS);
+        let ends = watermarks(&t.input, PARTS);
         committed(&t.group, &t.input, PARTS)
             .iter()
             .zip(&ends)
-            .all(|(c, e)| *c >= e - 1)
+            .all(|(c, (_, e))| *c >= e - 1)
     };
     assert!(
         wait_for(Duration::from_secs(120), caught_up),
@@ -256,7 +245,7 @@ async fn kill_9_at_five_random_points_loses_nothing_and_recovers_offline_feature
     producer.await.expect("producer");
     let mut last = Worker::start(&t, &session);
     assert!(
-        wait_for(Duration::from_secs(240), || total_committed(&t)
+        wait_for(Duration::from_secs(240), || t.total_committed(PARTS)
             == all.len() as i64),
         "everything committed in the end; log:\n{}",
         last.log_text()
@@ -405,20 +394,6 @@ async fn produce_expiring(topic: &str, txs: &[Transaction], expires_in: Duration
     produce_stamped(topic, &recs).await;
 }
 
-/// The low watermarks of `topic`'s partitions 0..n.
-fn low_watermarks(topic: &str, partitions: i32) -> Vec<i64> {
-    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    (0..partitions)
-        .map(|p| {
-            rdkafka::consumer::Consumer::fetch_watermarks(&c, topic, p, Duration::from_secs(10))
-                .map_or(-1, |(low, _)| low)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn after_retention_deleted_the_input_history_a_restart_keeps_the_changelog_state_counts_the_gap_and_scores_as_offline(
 ) {
@@ -447,12 +422,18 @@ async fn after_retention_deleted_the_input_history_a_restart_keeps_the_changelog
     produce_transactions(&t.input, new).await;
     let gone = (h1.len() + h2.len() + h3.len()) as i64;
     assert!(
-        wait_for(Duration::from_secs(240), || low_watermarks(&t.input, PARTS)
+        wait_for(Duration::from_secs(240), || watermarks(&t.input, PARTS)
+            .iter()
+            .map(|w| w.0)
+            .collect::<Vec<_>>()
             .iter()
             .sum::<i64>()
             == gone),
         "the broker deleted the expired records: low watermarks {:?}",
-        low_watermarks(&t.input, PARTS)
+        watermarks(&t.input, PARTS)
+            .iter()
+            .map(|w| w.0)
+            .collect::<Vec<_>>()
     );
     let mut c = Worker::start(&t, &[]);
     let want = h1.len() + h2.len() + new.len();
@@ -569,16 +550,8 @@ async fn a_third_instance_joins_under_load_and_unmoved_partitions_never_pause_mo
         a.log_text(),
         b.log_text()
     );
-    let (input, feed) = (t.input.clone(), all.clone());
     // 2,000 records/s for 20 s, a tenth every 100 ms; C joins after 5 s.
-    let producer = tokio::spawn(async move {
-        let mut next = tokio::time::Instant::now();
-        for chunk in feed.chunks(200) {
-            produce_transactions(&input, chunk).await;
-            next += Duration::from_millis(100);
-            tokio::time::sleep_until(next).await;
-        }
-    });
+    let producer = feed(&t.input, all.clone(), 200);
     std::thread::sleep(Duration::from_secs(5));
     let joined_at = now();
     let mut c = Worker::start(&t, &[]);
@@ -693,13 +666,6 @@ fn produced_at(input: &str, n: usize) -> std::collections::HashMap<String, i64> 
         .collect()
 }
 
-fn total_committed_of(t: &Topics, parts: i32) -> i64 {
-    committed(&t.group, &t.input, parts)
-        .iter()
-        .map(|o| (*o).max(0))
-        .sum()
-}
-
 /// Time of day (ms) of a log line (`…THH:MM:SS.ffffffZ` at its start).
 fn line_ms(l: &str) -> Option<i64> {
     let t = l.get(11..23)?;
@@ -743,16 +709,7 @@ async fn scale_out_one_two_four_under_load() {
     let parts = 8;
     t.create(parts).await;
     let all = txs(30, (rate * seconds) as usize);
-    let (input, feed) = (t.input.clone(), all.clone());
-    let per_tick = (rate / 10).max(1) as usize;
-    let producer = tokio::spawn(async move {
-        let mut next = tokio::time::Instant::now();
-        for chunk in feed.chunks(per_tick) {
-            produce_transactions(&input, chunk).await;
-            next += Duration::from_millis(100);
-            tokio::time::sleep_until(next).await;
-        }
-    });
+    let producer = feed(&t.input, all.clone(), (rate / 10).max(1) as usize);
     let protocol = std::env::var("BENCH_SCALE_PROTOCOL").unwrap_or_else(|_| "classic".into());
     let assignor = if protocol == "consumer" {
         "uniform (KIP-848)".to_string()
@@ -782,7 +739,7 @@ async fn scale_out_one_two_four_under_load() {
     }
     producer.await.expect("producer");
     let done = wait_for(Duration::from_secs(180), || {
-        total_committed_of(&t, parts) == all.len() as i64
+        t.total_committed(parts) == all.len() as i64
     });
     assert!(done, "everything committed");
     let logs: Vec<String> = workers.iter().map(Worker::log_text).collect();
@@ -855,7 +812,7 @@ async fn scale_out_one_two_four_under_load() {
 /// the input's `parts` partitions; shows the log of the instance that joined.
 fn assert_all_committed(t: &Topics, parts: i32, n: usize, joined: &Worker) {
     assert!(
-        wait_for(Duration::from_secs(120), || total_committed_of(t, parts)
+        wait_for(Duration::from_secs(120), || t.total_committed(parts)
             == n as i64),
         "everything committed; log of the instance that joined:\n{}",
         joined.log_text()

@@ -36,10 +36,6 @@ fn tail_json(topic: &str, max: usize) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
-    rows(from_day, n).iter().map(|r| r.transaction()).collect()
-}
-
 /// Every input id appears in the output; returns how many times each did.
 fn counts(out: &[(Rec, riskstream::codec::ScoredTransaction)]) -> HashMap<String, usize> {
     let mut c = HashMap::new();

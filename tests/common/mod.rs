@@ -143,6 +143,15 @@ impl Topics {
         all
     }
 
+    /// Records the group has committed on the input's `partitions` (an
+    /// unset offset counts 0).
+    pub fn total_committed(&self, partitions: i32) -> i64 {
+        committed(&self.group, &self.input, partitions)
+            .iter()
+            .map(|o| (*o).max(0))
+            .sum()
+    }
+
     pub async fn create(&self, partitions: i32) {
         riskstream::kafka::ensure_topics(
             &brokers(),
@@ -313,8 +322,8 @@ pub fn produce_in_transactions(
     }
 }
 
-/// The high watermark of each of `topic`'s `partitions`.
-pub fn high_watermarks(topic: &str, partitions: i32) -> Vec<i64> {
+/// The (low, high) watermarks of each of `topic`'s `partitions`.
+pub fn watermarks(topic: &str, partitions: i32) -> Vec<(i64, i64)> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
@@ -324,9 +333,27 @@ pub fn high_watermarks(topic: &str, partitions: i32) -> Vec<i64> {
             consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .expect("watermarks")
-                .1
         })
         .collect()
+}
+
+/// Transactions of `n` handbook rows from `from_day` on.
+pub fn txs(from_day: i64, n: usize) -> Vec<Transaction> {
+    rows(from_day, n).iter().map(|r| r.transaction()).collect()
+}
+
+/// Produces `txs` to `topic` in the background, `per_tick` records every
+/// 100 ms.
+pub fn feed(topic: &str, txs: Vec<Transaction>, per_tick: usize) -> tokio::task::JoinHandle<()> {
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        let mut next = tokio::time::Instant::now();
+        for chunk in txs.chunks(per_tick) {
+            produce_transactions(&topic, chunk).await;
+            next += Duration::from_millis(100);
+            tokio::time::sleep_until(next).await;
+        }
+    })
 }
 
 /// Input (partition, offset) of the records whose transaction id is not

@@ -264,10 +264,11 @@ impl LabelReader {
             at.add_partition_offset(topic, e.partition(), start).ok()?;
         }
         consumer.assign(&at).ok()?;
-        let (mut oldest, mut pending) = (None::<i64>, n);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // One record (or the end) of each partition is enough.
+        let mut oldest = None::<i64>;
         let mut seen = std::collections::HashSet::new();
-        while pending > 0 && std::time::Instant::now() < deadline {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.len() < n && std::time::Instant::now() < deadline {
             let p = match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     if let Ok(tx) = self.shared.codec.decode_transaction(m.key(), m.payload()) {
@@ -278,9 +279,7 @@ impl LabelReader {
                 Some(Err(KafkaError::PartitionEOF(p))) => p,
                 _ => continue,
             };
-            if seen.insert(p) {
-                pending -= 1;
-            }
+            seen.insert(p);
         }
         oldest
     }
