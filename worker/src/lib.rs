@@ -9,13 +9,15 @@
 //! - [`codec`]    — Avro schemas and single-object encoding; poison detection.
 //! - [`features`] — the one feature engine (online and offline).
 //! - [`message`]  — the messages between stages, the shared handles, the clock.
+//! - [`commit`]   — the one place that decides when an input offset is committed.
 //! - [`state`]    — the customer-state changelog: its records, flushes, restore.
 //! - [`dataset`]  — the handbook CSV, offline featurising, reading a run's topics.
 //! - [`model`]    — the burn MLP, model card, device choice, [`model::Scorer`].
-//! - [`source`]   — the `Source` stage (group consumer), the `LabelReader`, offsets.
+//! - [`source`]   — the `Source` stage (group consumer, each partition's life:
+//!   restore, replay, score, revoke), the `LabelReader`.
 //! - [`drift`]    — reference distributions, statistics, the `DriftSidecar`, `riskstream drift`.
 //! - [`scoring`]  — the `Scoring` stage: the `Batcher`, features, inference, serving.
-//! - [`sink`]     — the `Sink` stage: idempotent producer, dead letters, offsets on delivery.
+//! - [`sink`]     — the `Sink` stage: idempotent producer, dead letters, deliveries reported to `commit`.
 //! - [`config`]   — settings, layered defaults < file < env < flags; each stage's section.
 //! - [`pipeline`] — wiring, readiness, start-up and graceful shutdown of `run`.
 //! - [`train`]    — training and evaluation with burn.
@@ -34,6 +36,7 @@
 
 pub mod cli;
 pub mod codec;
+pub mod commit;
 pub mod config;
 pub mod dataset;
 pub mod drift;

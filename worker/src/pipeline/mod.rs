@@ -17,7 +17,7 @@ pub mod health;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,7 +30,8 @@ use crate::metrics::Metrics;
 use crate::scoring::serving::{load_checked, spawn_watcher, WatchConfig};
 use crate::scoring::{ModelSet, ModelUpdate, Role, Scoring, ScoringIo};
 use crate::sink::{producer, OutputProducer, Sink, SinkContext};
-use crate::source::{input_consumer, InputConsumer, LabelReader, OffsetTracker, Source};
+use crate::commit::Commits;
+use crate::source::{input_consumer, InputConsumer, LabelReader, Source};
 use crate::state::restore::Restorer;
 use crate::state::Changelog;
 use health::Readiness;
@@ -238,7 +239,7 @@ fn restorer(cfg: &RunConfig, shared: &Shared) -> Result<Option<Restorer>, Pipeli
 /// The started stages, until shutdown.
 struct Running {
     consumer: Arc<InputConsumer>,
-    offsets: Arc<OffsetTracker>,
+    offsets: Arc<Commits>,
     producer: OutputProducer,
     sink_rx: tokio::sync::mpsc::Receiver<SinkItem>,
     tasks: TaskTracker,
@@ -300,10 +301,10 @@ impl Running {
             labels = %cfg.labels_topic, dlq = %cfg.dlq_topic, kafka_options = ?cfg.kafka_keys(),
             "starting worker"
         );
-        let (offsets, consumer, producer) = open_clients(cfg, handles, &shared)?;
+        let ch = Channels::new(cfg);
+        let (offsets, consumer, producer) = open_clients(cfg, handles, &shared, ch.to_scoring)?;
         let tasks = TaskTracker::new();
         warm_producer(&tasks, &producer, &cfg.output_topic);
-        let ch = Channels::new(cfg);
         let progress = Arc::new(LabelProgress::default());
         let labels_cancel = CancellationToken::new();
         let (labels, source) = spawn_inputs(
@@ -311,7 +312,7 @@ impl Running {
             &tasks,
             &shared,
             (consumer.clone(), offsets.clone()),
-            (ch.labels_tx, ch.to_scoring, ch.sink_tx.clone()),
+            (ch.labels_tx, ch.sink_tx.clone()),
             (&progress, &labels_cancel),
         );
         let updates = start_watcher(cfg, &models, drift.is_some(), &shared)?;
@@ -395,7 +396,7 @@ impl Running {
         input_res?;
         scoring_res?;
         label_res?;
-        commit_final(&self.consumer, handled, self.offsets.total_in_flight());
+        self.offsets.commit_final(handled);
         self.consumer.unsubscribe();
         if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
             .await
@@ -407,24 +408,26 @@ impl Running {
     }
 }
 
-/// The offset tracker, the input consumer (with its changelog reader) and
-/// the output producer that settles offsets in it.
+/// The input's commits, the input consumer (with its changelog reader,
+/// handing records to `to_scoring`) and the output producer that settles
+/// deliveries in the commits.
 fn open_clients(
     cfg: &RunConfig,
     handles: &Handles,
     shared: &Shared,
-) -> Result<(Arc<OffsetTracker>, Arc<InputConsumer>, OutputProducer), PipelineError> {
-    let offsets = Arc::new(OffsetTracker::new());
+    to_scoring: std::sync::mpsc::SyncSender<Work>,
+) -> Result<(Arc<Commits>, Arc<InputConsumer>, OutputProducer), PipelineError> {
+    let offsets = Arc::new(Commits::new(&cfg.input_topic));
     let consumer = input_consumer(
         &cfg.source(),
         offsets.clone(),
         handles.metrics.clone(),
         restorer(cfg, shared)?,
+        to_scoring,
     )?;
     let sink_cfg = cfg.sink();
     let ctx = SinkContext::new(
         &sink_cfg,
-        consumer.clone(),
         offsets.clone(),
         handles.metrics.clone(),
         handles.cancel.clone(),
@@ -440,15 +443,14 @@ fn spawn_inputs(
     cfg: &RunConfig,
     tasks: &TaskTracker,
     shared: &Shared,
-    input: (Arc<InputConsumer>, Arc<OffsetTracker>),
+    input: (Arc<InputConsumer>, Arc<Commits>),
     channels: (
         std::sync::mpsc::SyncSender<Vec<FraudLabel>>,
-        std::sync::mpsc::SyncSender<Work>,
         tokio::sync::mpsc::Sender<SinkItem>,
     ),
     labels: (&Arc<LabelProgress>, &CancellationToken),
 ) -> (SourceTask, SourceTask) {
-    let (labels_tx, to_scoring, to_sink) = channels;
+    let (labels_tx, to_sink) = channels;
     let (progress, labels_cancel) = labels;
     let reader_shared = Shared {
         cancel: labels_cancel.clone(),
@@ -462,25 +464,11 @@ fn spawn_inputs(
         consumer,
         shared.clone(),
         offsets,
-        (to_scoring, to_sink),
+        to_sink,
         &cfg.source(),
         interval,
     );
     (labels, tasks.spawn_blocking(move || source.run()))
-}
-
-/// Everything consumed was delivered: commit the stored offsets now.
-fn commit_final(consumer: &InputConsumer, handled: u64, in_flight: usize) {
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => tracing::info!(handled, in_flight, "final offsets committed"),
-        // Auto-commit already committed everything stored.
-        Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::NoOffset) => {
-            tracing::info!(handled, in_flight, "all offsets were already committed")
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "final commit failed; the next owner may re-score the last records")
-        }
-    }
 }
 
 fn report(
@@ -566,7 +554,7 @@ fn start_watcher(
 struct Watch {
     consumer: Arc<InputConsumer>,
     progress: Arc<LabelProgress>,
-    offsets: Arc<OffsetTracker>,
+    offsets: Arc<Commits>,
     stall: health::StallWatch,
 }
 

@@ -25,7 +25,7 @@ use crate::message::{
 };
 use crate::metrics::Metrics;
 use crate::model::ModelError;
-use crate::source::OffsetTracker;
+use crate::commit::Commits;
 use crate::state::{Changelog, Draft};
 
 pub mod batcher;
@@ -193,7 +193,7 @@ pub struct ScoringIo {
     /// The state changelog's writer side, when it is on.
     pub changelog: Option<Changelog>,
     /// Where changelog flushes are begun (commits wait for them).
-    pub offsets: Arc<OffsetTracker>,
+    pub offsets: Arc<Commits>,
 }
 
 /// The scoring stage: owns the feature engine and the models.
@@ -210,7 +210,7 @@ pub struct Scoring {
     progress: Arc<LabelProgress>,
     cancel: CancellationToken,
     state: State,
-    offsets: Arc<OffsetTracker>,
+    offsets: Arc<Commits>,
     last_behind_warn: Instant,
 }
 

@@ -1,12 +1,11 @@
 //! Sink: the idempotent producer that writes scored records and dead
-//! letters, and the only place offsets become committable.
+//! letters, and reports each delivery to [`Commits`].
 //!
 //! Records are handed to librdkafka without blocking; each carries its
 //! [`Origin`] as the delivery opaque. Acknowledgements are settled in the
 //! producer's delivery callback ([`SinkContext::delivery`], on librdkafka's
 //! polling thread): only when a record's output is acknowledged is its input
-//! offset marked done in the [`OffsetTracker`] and the contiguous delivered
-//! prefix stored for auto-commit. No future, channel or wake-up per record.
+//! reported done to [`Commits`], which decides what is committed. No future, channel or wake-up per record.
 //! A full producer queue or too many records in flight means "wait a
 //! millisecond, then retry", never an error.
 //!
@@ -24,7 +23,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -36,7 +34,7 @@ use crate::kafka::client_config;
 use crate::message::{now_ms, DeadLetter, SinkItem};
 use crate::metrics::Metrics;
 use crate::outcome::{decide, Domain, Outcome};
-use crate::source::{InputConsumer, OffsetTracker};
+use crate::commit::Commits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -198,10 +196,8 @@ struct Failed {
 
 /// Settles deliveries: offsets, metrics, the record limit, failed records.
 pub struct SinkContext {
-    consumer: Arc<InputConsumer>,
-    tracker: Arc<OffsetTracker>,
+    commits: Arc<Commits>,
     metrics: Arc<Metrics>,
-    input_topic: String,
     /// Stop after this many handled records (tests, benchmarks): `cancel`
     /// is cancelled.
     max_records: Option<u64>,
@@ -216,16 +212,13 @@ pub struct SinkContext {
 impl SinkContext {
     pub fn new(
         cfg: &SinkConfig,
-        consumer: Arc<InputConsumer>,
-        tracker: Arc<OffsetTracker>,
+        commits: Arc<Commits>,
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
     ) -> Self {
         Self {
-            consumer,
-            tracker,
+            commits,
             metrics,
-            input_topic: cfg.input_topic.clone(),
             max_records: cfg.max_records,
             cancel,
             in_flight: AtomicUsize::new(0),
@@ -237,23 +230,10 @@ impl SinkContext {
         }
     }
 
-    /// Marks a record's input offset done and stores the contiguous done
-    /// prefix for commit: after its output was delivered, or without output
-    /// (a dead letter the DLQ refused even small).
+    /// A record's input is done: after its output was delivered, or
+    /// without output (a dead letter the DLQ refused even small).
     fn settle(&self, origin: &Origin) {
-        if let Some(o) = self.tracker.complete(origin.partition, origin.offset) {
-            self.store(origin.partition, o);
-        }
-    }
-
-    /// Stores the end of a partition's committable prefix for auto-commit.
-    fn store(&self, partition: i32, offset: i64) {
-        if let Err(e) = self
-            .consumer
-            .store_offset(&self.input_topic, partition, offset)
-        {
-            tracing::debug!(partition, offset, error = %e, "offset not stored (partition no longer assigned)");
-        }
+        self.commits.delivered(origin.partition, origin.offset);
     }
 
     fn delivered(&self, origin: &Origin) {
@@ -299,9 +279,7 @@ impl SinkContext {
         if ack.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        if let Some(o) = self.tracker.flush_acked(ack.partition, ack.seq) {
-            self.store(ack.partition, o);
-        }
+        self.commits.flush_acked(ack.partition, ack.seq);
     }
 
     /// Scored records and dead letters delivered so far.

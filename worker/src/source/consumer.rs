@@ -5,25 +5,25 @@
 //! statistics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::guard::InputLimits;
-use super::{Chunk, OffsetTracker, SourceError};
+use super::lifecycle::Partitions;
+use super::{Chunk, SourceError};
+use crate::commit::Commits;
 use crate::kafka::client_config;
 use crate::message::{StateOp, Work};
 use crate::metrics::Metrics;
 use crate::state::restore::{Restored, Restorer};
 use crate::state::StateError;
-
-type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// The group's partition assignor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
@@ -120,17 +120,12 @@ pub struct RestoreDone {
     pub result: Result<Restored, StateError>,
 }
 
-/// The changelog side of the consumer context (state on).
+/// The changelog side of the consumer context (state on): reads
+/// changelogs on a thread of its own; the source takes the results.
 pub struct StateRestore {
     restorer: Arc<Mutex<Restorer>>,
     /// The input topic (its low watermarks are looked up with each read).
     input: Arc<str>,
-    /// Partitions paused while their changelog is read, with the
-    /// generation of that read (a revoke makes a late result stale).
-    restoring: Mutex<rustc_hash::FxHashMap<i32, u64>>,
-    /// `restoring.len()`, read without the lock on every polled record.
-    restoring_n: AtomicUsize,
-    generation: AtomicU64,
     done: Arc<Mutex<Vec<RestoreDone>>>,
     ready: Arc<AtomicBool>,
 }
@@ -140,57 +135,22 @@ impl StateRestore {
         Self {
             restorer: Arc::new(Mutex::new(restorer)),
             input: input.into(),
-            restoring: Mutex::default(),
-            restoring_n: AtomicUsize::new(0),
-            generation: AtomicU64::new(0),
             done: Arc::default(),
             ready: Arc::default(),
         }
     }
 
-    /// Whether some partition is being restored.
-    pub fn busy(&self) -> bool {
-        self.restoring_n.load(Ordering::Acquire) > 0
-    }
-
-    /// Whether `partition` is being restored (its records are not handed on).
-    #[inline]
-    pub fn is_restoring(&self, partition: i32) -> bool {
-        self.busy()
-            && self
-                .restoring
-                .lock()
-                .is_ok_and(|r| r.contains_key(&partition))
-    }
-
-    /// Finished reads whose partition is still ours (taken once).
-    pub fn take_done(&self) -> Vec<RestoreDone> {
+    /// Finished reads (taken once; the source drops stale ones).
+    pub(crate) fn take_done(&self) -> Vec<RestoreDone> {
         if !self.ready.swap(false, Ordering::AcqRel) {
             return Vec::new();
         }
-        let done = std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut restoring = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh: Vec<RestoreDone> = done
-            .into_iter()
-            .filter(|d| restoring.get(&d.partition) == Some(&d.generation))
-            .collect();
-        for d in &fresh {
-            restoring.remove(&d.partition);
-        }
-        self.restoring_n.store(restoring.len(), Ordering::Release);
-        fresh
+        std::mem::take(&mut *self.done.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Reads the partitions' changelogs on a thread of its own.
-    fn start(&self, parts: Vec<(i32, Option<i64>)>) {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        {
-            let mut r = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
-            for (p, _) in &parts {
-                r.insert(*p, generation);
-            }
-            self.restoring_n.store(r.len(), Ordering::Release);
-        }
+    /// Reads the partitions' changelogs (read `generation`) on a thread of
+    /// its own.
+    fn start(&self, parts: Vec<(i32, Option<i64>)>, generation: u64) {
         let (restorer, done, ready) =
             (self.restorer.clone(), self.done.clone(), self.ready.clone());
         let input = self.input.clone();
@@ -218,31 +178,23 @@ impl StateRestore {
             tracing::error!(error = %e, "cannot start the state restore thread");
         }
     }
-
-    fn forget(&self, parts: &[i32]) {
-        let mut r = self.restoring.lock().unwrap_or_else(|e| e.into_inner());
-        for p in parts {
-            r.remove(p);
-        }
-        self.restoring_n.store(r.len(), Ordering::Release);
-    }
 }
 
-/// Consumer context: drains in-flight work of revoked partitions before
-/// they are given up, then commits what was delivered.
+/// Consumer context: the rebalance callbacks. A revoke drains the revoked
+/// partitions' records in flight and commits; an assignment starts each
+/// partition's life ([`Partitions`]): restore, replay, score.
 pub struct SourceContext {
-    tracker: Arc<OffsetTracker>,
+    commits: Arc<Commits>,
     topic: String,
     /// The source's gathered records: a revoke hands over what is held
     /// for the revoked partitions before it waits for them.
-    pub(super) handover: OnceLock<Arc<Mutex<Chunk>>>,
+    pub(super) handover: Arc<Mutex<Chunk>>,
     /// The changelog restore (None: state off, assignments replay history).
     pub state: Option<StateRestore>,
+    /// Every assigned partition's phase.
+    pub(crate) partitions: Partitions,
     /// Where the consumer-lag gauge goes.
     metrics: Arc<Metrics>,
-    /// Per assigned partition, the committed offset below which records are
-    /// replayed into customer state without output (state rebuild).
-    replay_until: std::sync::Mutex<HashMap<i32, i64>>,
     /// Partitions currently assigned (readiness, logs, and the scoring
     /// thread's eviction watermark).
     pub assigned: Arc<std::sync::Mutex<Vec<i32>>>,
@@ -269,16 +221,13 @@ impl ClientContext for SourceContext {
 }
 
 impl SourceContext {
-    /// Whether any assigned partition is still replaying its history
-    /// (its position has not reached the committed offset yet).
+    /// Whether any assigned partition is still restoring or replaying its
+    /// history (its position has not reached the committed offset yet).
     pub fn rebuilding(&self, consumer: &BaseConsumer<Self>) -> bool {
-        if self.state.as_ref().is_some_and(StateRestore::busy) {
+        if self.partitions.any_restoring() {
             return true;
         }
-        let pending: Vec<(i32, i64)> = match self.replay_until.lock() {
-            Ok(m) => m.iter().map(|(p, u)| (*p, *u)).collect(),
-            Err(_) => return false,
-        };
+        let pending = self.partitions.replaying();
         if pending.is_empty() {
             return false;
         }
@@ -293,25 +242,10 @@ impl SourceContext {
         })
     }
 
-    /// Records of `partition` below `until` are replayed, not scored.
-    /// (A bound already set for the partition and not yet reached stays if
-    /// higher: a fallback replay from the start keeps a changelog gap's.)
-    pub(crate) fn replay_until(&self, partition: i32, until: i64) {
-        self.replay_until
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(partition)
-            .and_modify(|u| *u = (*u).max(until))
-            .or_insert(until);
-    }
-
     /// Hands `w` to scoring after what the source holds; false when
     /// scoring has gone.
     pub(super) fn hand_over(&self, w: Option<Work>) -> bool {
-        let Some(h) = self.handover.get() else {
-            return true;
-        };
-        let mut chunk = h.lock().unwrap_or_else(|e| e.into_inner());
+        let mut chunk = self.handover.lock().unwrap_or_else(|e| e.into_inner());
         match w {
             Some(w) => chunk.control(w),
             None => chunk.flush(),
@@ -362,24 +296,9 @@ impl SourceContext {
             tracing::warn!(error = %e, "cannot pause the assigned partitions during their restore");
         }
         tracing::info!(committed = ?parts, cooperative, "restoring the state of newly assigned partitions from the changelog");
-        state.start(parts);
-    }
-
-    /// Offset below which a record of `partition` is replayed, not scored.
-    pub(crate) fn replay_bound(&self, partition: i32, offset: i64) -> Option<i64> {
-        let mut m = self.replay_until.lock().ok()?;
-        match m.get(&partition) {
-            Some(&until) if offset < until => Some(until),
-            Some(_) => {
-                m.remove(&partition);
-                tracing::info!(
-                    partition,
-                    "customer state rebuilt; scoring resumes at the committed offset"
-                );
-                None
-            }
-            None => None,
-        }
+        let ids: Vec<i32> = parts.iter().map(|(p, _)| *p).collect();
+        let generation = self.partitions.restoring(&ids);
+        state.start(parts, generation);
     }
 
     /// Rewrites a new assignment so each partition with a committed offset
@@ -387,19 +306,23 @@ impl SourceContext {
     /// rebuild customer state (no output), the rest are scored.
     fn prepare_assignment(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let committed = self.committed_of(consumer, tpl);
-        let mut until = self.replay_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut replays = Vec::new();
         for (p, c) in committed {
             let Some(c) = c.filter(|c| *c > 0) else {
                 continue;
             };
-            until.insert(p, c);
-            if let Err(e) = tpl.set_partition_offset(&self.topic, p, Offset::Beginning) {
-                tracing::warn!(partition = p, error = %e, "cannot rewind for the state rebuild");
-                until.remove(&p);
+            match tpl.set_partition_offset(&self.topic, p, Offset::Beginning) {
+                Ok(()) => {
+                    self.partitions.replay(p, c);
+                    replays.push((p, c));
+                }
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot rewind for the state rebuild")
+                }
             }
         }
-        if !until.is_empty() {
-            tracing::info!(replay_until = ?*until, "rebuilding customer state from the partitions' history before scoring");
+        if !replays.is_empty() {
+            tracing::info!(replay_until = ?replays, "rebuilding customer state from the partitions' history before scoring");
         }
     }
 }
@@ -444,11 +367,6 @@ impl ConsumerContext for SourceContext {
                 if let Err(e) = res {
                     tracing::warn!(error = %e, "unassign failed");
                 }
-                if let Ok(mut m) = self.replay_until.lock() {
-                    for el in tpl.elements_for_topic(&self.topic) {
-                        m.remove(&el.partition());
-                    }
-                }
                 self.post_rebalance(consumer, &r);
             }
             (other, _) => {
@@ -463,12 +381,12 @@ impl ConsumerContext for SourceContext {
         self.metrics.partitions_assigned.set(assigned.len() as i64);
         let kept: Vec<i32> = assigned
             .into_iter()
-            .filter(|p| !self.state.as_ref().is_some_and(|s| s.is_restoring(*p)))
+            .filter(|p| !self.partitions.is_restoring(*p))
             .collect();
         wake_fetchers(consumer, &self.topic, &kept);
     }
 
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl
                 .elements_for_topic(&self.topic)
@@ -479,15 +397,11 @@ impl ConsumerContext for SourceContext {
             // What the source holds goes to scoring first, then the state
             // of everything scored is written out (so both can settle).
             self.hand_over(self.state.as_ref().map(|_| Work::State(StateOp::Flush)));
-            let drained = self.tracker.wait_drained(&parts, self.revoke_drain);
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::debug!(error = %e, "commit on revoke");
-            }
-            if let Some(state) = &self.state {
-                state.forget(&parts);
+            let drained = self.commits.revoke(&parts, self.revoke_drain);
+            self.partitions.revoke(&parts);
+            if self.state.is_some() {
                 self.hand_over(Some(Work::State(StateOp::Revoke(parts.clone()))));
             }
-            self.tracker.remove(&parts);
             if let Ok(mut a) = self.assigned.lock() {
                 a.retain(|p| !parts.contains(p));
             }
@@ -508,6 +422,7 @@ impl ConsumerContext for SourceContext {
                     .map(|e| e.partition())
                     .collect();
                 tracing::info!(partitions = ?parts, "partitions assigned");
+                self.partitions.assigned(&parts);
                 if let Ok(mut a) = self.assigned.lock() {
                     a.extend(parts);
                     a.sort_unstable();
@@ -588,11 +503,13 @@ pub(crate) fn wake_fetchers<C: ConsumerContext>(
 
 /// Creates the group consumer and subscribes it to the input topic.
 /// `restorer`: the changelog reader (None: state off).
+/// `to_scoring`: where the source (and a revoke) hands records over.
 pub fn input_consumer(
     cfg: &SourceConfig,
-    tracker: Arc<OffsetTracker>,
+    commits: Arc<Commits>,
     metrics: Arc<Metrics>,
     restorer: Option<Restorer>,
+    to_scoring: std::sync::mpsc::SyncSender<Work>,
 ) -> Result<Arc<InputConsumer>, SourceError> {
     let mut c = client_config(&cfg.brokers, &cfg.kafka);
     c.set("group.id", &cfg.group)
@@ -628,14 +545,14 @@ pub fn input_consumer(
         );
     }
     let ctx = SourceContext {
-        tracker,
+        commits: commits.clone(),
         topic: cfg.input_topic.clone(),
-        replay_until: std::sync::Mutex::new(HashMap::default()),
+        partitions: Partitions::default(),
         metrics,
         assigned: Arc::new(std::sync::Mutex::new(Vec::new())),
         joined: AtomicBool::new(false),
         revoke_drain: cfg.revoke_drain,
-        handover: OnceLock::new(),
+        handover: Arc::new(Mutex::new(Chunk::new(to_scoring))),
         state: restorer.map(|r| StateRestore::new(r, &cfg.input_topic)),
     };
     let consumer: InputConsumer = c.create_with_context(ctx).map_err(SourceError::Create)?;
@@ -645,7 +562,9 @@ pub fn input_consumer(
             topic: cfg.input_topic.clone(),
             source,
         })?;
-    Ok(Arc::new(consumer))
+    let consumer = Arc::new(consumer);
+    commits.attach(&consumer);
+    Ok(consumer)
 }
 
 pub(crate) fn is_fatal(e: &KafkaError) -> bool {

@@ -15,10 +15,11 @@ pub mod consumer;
 pub mod guard;
 pub mod headers;
 pub mod labels;
-pub mod offsets;
+mod lifecycle;
 
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, MutexGuard};
+
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
@@ -33,9 +34,10 @@ pub use consumer::{
 };
 pub use headers::{raw_headers, DEAD_LETTER_HEADER_BYTES};
 pub use labels::{LabelConfig, LabelReader};
-pub use offsets::OffsetTracker;
 
 use crate::codec::DecodeError;
+use crate::commit::Commits;
+use lifecycle::{Resumed, Route};
 use crate::message::{now_ms, DeadLetter, Incoming, Shared, SinkItem, StateOp, Work, CHUNK};
 use crate::metrics::{LogSummary, Metrics};
 
@@ -60,7 +62,7 @@ pub enum SourceError {
 pub struct Source {
     consumer: Arc<InputConsumer>,
     shared: Shared,
-    tracker: Arc<OffsetTracker>,
+    commits: Arc<Commits>,
     to_sink: mpsc::Sender<SinkItem>,
     topic: String,
     guard: guard::InputGuard,
@@ -68,37 +70,12 @@ pub struct Source {
     /// this thread and the rebalance callbacks (on this thread, inside
     /// `poll`) lock it, so it is never contended.
     chunk: Arc<Mutex<Chunk>>,
-    /// Partitions resumed after a restore, until their first record: one
-    /// past the resume offset is normal (transaction markers and compaction
-    /// leave gaps in offsets), but where the low watermark has passed the
-    /// resume offset, retention deleted records the restore needed (counted).
-    expect_first: HashMap<i32, Resumed>,
     /// The changelog is on: scored records wait for it to commit.
     stateful: bool,
     /// When idle partitions' positions were last stored for commit.
     idle_stored_at: Instant,
     dead: LogSummary,
     errors: LogSummary,
-}
-
-type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
-
-/// Where a restored partition resumed, and the group's committed offset.
-#[derive(Debug, Clone, Copy)]
-struct Resumed {
-    from: i64,
-    committed: i64,
-}
-
-impl Resumed {
-    /// The records from the resume offset up to `first` (the first one the
-    /// topic still holds), split at the committed offset: (scored before,
-    /// never scored).
-    fn deleted_before(self, first: i64) -> (i64, i64) {
-        let state_only = (first.min(self.committed) - self.from).max(0);
-        let unscored = (first - self.from.max(self.committed)).max(0);
-        (state_only, unscored)
-    }
 }
 
 /// Records gathered for one hand-over to scoring.
@@ -111,6 +88,14 @@ struct Chunk {
 }
 
 impl Chunk {
+    fn new(to_scoring: SyncSender<Work>) -> Self {
+        Self {
+            items: Vec::with_capacity(CHUNK),
+            to_scoring: Some(to_scoring),
+            unmarked: false,
+        }
+    }
+
     /// Hands the gathered records over; false when scoring has gone.
     fn flush(&mut self) -> bool {
         if self.items.is_empty() {
@@ -157,32 +142,26 @@ enum Next {
 
 impl Source {
     /// `log_interval`: of the WARN summaries of dead letters and errors.
+    /// Records go to scoring through the consumer's hand-over (see
+    /// [`input_consumer`]), dead letters to `to_sink`.
     pub fn new(
         consumer: Arc<InputConsumer>,
         shared: Shared,
-        tracker: Arc<OffsetTracker>,
-        channels: (SyncSender<Work>, mpsc::Sender<SinkItem>),
+        commits: Arc<Commits>,
+        to_sink: mpsc::Sender<SinkItem>,
         cfg: &SourceConfig,
         log_interval: Duration,
     ) -> Self {
-        let (to_scoring, to_sink) = channels;
-        let chunk = Arc::new(Mutex::new(Chunk {
-            items: Vec::with_capacity(CHUNK),
-            to_scoring: Some(to_scoring),
-            unmarked: false,
-        }));
-        // Before the first poll: no rebalance callback can have run yet.
-        let _ = consumer.context().handover.set(chunk.clone());
+        let chunk = consumer.context().handover.clone();
         let stateful = consumer.context().state.is_some();
         Self {
             consumer,
             shared,
-            tracker,
+            commits,
             to_sink,
             topic: cfg.input_topic.clone(),
             guard: guard::InputGuard::new(cfg.input.clone()),
             chunk,
-            expect_first: HashMap::default(),
             stateful,
             idle_stored_at: Instant::now(),
             dead: LogSummary::new("records sent to the dead-letter topic", log_interval),
@@ -221,6 +200,12 @@ impl Source {
                 Duration::ZERO
             };
             let polled = consumer.poll(wait);
+            let revoked = consumer.context().partitions.take_revoked();
+            if !revoked.is_empty() {
+                // Their event-time clocks go with them: a later owner of
+                // the partition starts its own.
+                self.guard.forget(&revoked);
+            }
             if !self.apply_restores() {
                 break;
             }
@@ -254,34 +239,17 @@ impl Source {
         Ok(())
     }
 
-    /// Commits an idle partition up to its position, past its last record:
-    /// the offsets after that record (an upstream transactional producer's
-    /// commit and abort markers, aborted records that `read_committed`
-    /// skips) would otherwise stay as lag for ever. Only partitions with
-    /// nothing in flight, none restoring or replaying; every 500 ms at most.
+    /// Every 500 ms at most, while no partition is restoring, replaying or
+    /// resuming: idle partitions' positions go to [`Commits::store_idle`].
     fn store_idle_positions(&mut self) {
-        if self.idle_stored_at.elapsed() < Duration::from_millis(500)
-            || !self.expect_first.is_empty()
+        let ctx = self.consumer.context();
+        if self.idle_stored_at.elapsed() < Duration::from_millis(500) || ctx.partitions.settling()
         {
             return;
         }
         self.idle_stored_at = Instant::now();
-        if self.consumer.context().rebuilding(&self.consumer) {
-            return;
-        }
-        let Ok(positions) = self.consumer.position() else {
-            return;
-        };
-        for e in positions.elements_for_topic(&self.topic) {
-            let (p, Offset::Offset(at)) = (e.partition(), e.offset()) else {
-                continue;
-            };
-            if at > 0 && self.tracker.in_flight(&[p]) == 0 {
-                // librdkafka commits a stored offset + 1. (Stored again at
-                // each idle turn: a delivery settled meanwhile may have
-                // stored its own, lower offset.)
-                let _ = self.consumer.store_offset(&self.topic, p, at - 1);
-            }
+        if let Ok(positions) = self.consumer.position() {
+            self.commits.store_idle(&positions);
         }
     }
 
@@ -295,8 +263,13 @@ impl Source {
         let Some(state) = &self.consumer.context().state else {
             return true;
         };
+        let partitions = &self.consumer.context().partitions;
         for d in state.take_done() {
             let p = d.partition;
+            if !partitions.restored(p, d.generation) {
+                // Revoked (or re-assigned) while its changelog was read.
+                continue;
+            }
             let (outcome, replay) = restore_outcome(&d);
             let covers = d.result.as_ref().ok().and_then(|r| r.covers);
             let low = d.input_low.unwrap_or(0);
@@ -337,9 +310,9 @@ impl Source {
                         // replayed into state, not scored. A transaction
                         // already in a history is not counted twice.
                         tracing::info!(partition = p, covers = ?covers, committed = c, "the state changelog trails the committed offset: replaying the records between (state only)");
-                        self.consumer.context().replay_until(p, c);
+                        partitions.replay(p, c);
                     }
-                    self.expect_first.insert(p, Resumed { from, committed: c });
+                    partitions.resumed(p, Resumed { from, committed: c });
                     self.resume_at(p, Offset::Offset(from));
                 }
                 (_, None) => self.resume_at(p, Offset::Beginning),
@@ -359,14 +332,15 @@ impl Source {
     /// Replays `partition` from its beginning (`low`, its low watermark
     /// when known, else 0) into state, scoring from `until` (the committed
     /// offset) on.
-    fn replay_from_start(&mut self, partition: i32, until: i64, low: i64) {
-        self.consumer.context().replay_until(partition, until);
+    fn replay_from_start(&self, partition: i32, until: i64, low: i64) {
+        let partitions = &self.consumer.context().partitions;
+        partitions.replay(partition, until);
         let r = Resumed {
             from: 0,
             committed: until,
         };
         let from = self.above_log_start(partition, r, low);
-        self.expect_first.insert(partition, Resumed { from, ..r });
+        partitions.resumed(partition, Resumed { from, ..r });
         self.resume_at(partition, Offset::Beginning);
     }
 
@@ -390,10 +364,7 @@ impl Source {
     /// compaction); where the partition's low watermark is past it too, the
     /// topic's retention deleted records between the restore's lookup and
     /// this fetch: the restored state is kept and the gap counted.
-    fn check_resumed(&mut self, partition: i32, offset: i64) {
-        let Some(r) = self.expect_first.remove(&partition) else {
-            return;
-        };
+    fn check_resumed(&self, partition: i32, offset: i64, r: Resumed) {
         if offset <= r.from {
             return;
         }
@@ -433,74 +404,79 @@ impl Source {
         );
     }
 
-    /// One polled record: replayed, handed to scoring or dead-lettered.
+    /// One polled record: routed by its partition's phase, decoded,
+    /// registered, handed over (replayed, scored or dead-lettered).
     fn take(&mut self, m: &BorrowedMessage<'_>, wall_ms: i64) -> Next {
         let (partition, offset) = (m.partition(), m.offset());
-        if self.stateful
-            && self
-                .consumer
-                .context()
-                .state
-                .as_ref()
-                .is_some_and(|s| s.is_restoring(partition))
-        {
-            // Fetched before the pause took hold: fetched again on resume.
+        let (route, resumed) = self.consumer.context().partitions.route(partition, offset);
+        if let Some(r) = resumed {
+            self.check_resumed(partition, offset, r);
+        }
+        if route == Route::Skip {
             return Next::Continue;
         }
-        if !self.expect_first.is_empty() {
-            self.check_resumed(partition, offset);
-        }
-        let codec = self.shared.codec.clone();
-        let Some(decoded) = decode_waiting(&self.shared.metrics, &self.shared.cancel, || {
-            codec.decode_transaction(m.key(), m.payload())
-        }) else {
+        let Some(decoded) = self.decode(m, wall_ms) else {
             // Cancelled while the registry was down: the held record was
             // not registered, so its offset is not committed.
             return Next::Stop;
         };
-        let decoded =
-            decoded.and_then(|tx| self.guard.check(partition, &tx, wall_ms).map(|r| (tx, r)));
-        if let Ok((_, guard::Resync::Jumped { partition, by_ms })) = &decoded {
-            self.shared
-                .metrics
-                .event("event_clock_resyncs", "ahead_run", 1);
-            tracing::warn!(partition, jumped_ms = by_ms, "partition event-time clock moved forward after a run of far-ahead records (a gap in the stream?)");
-        }
-        let metrics = &self.shared.metrics;
-        if self
-            .consumer
-            .context()
-            .replay_bound(partition, offset)
-            .is_some()
-        {
+        let handed = match (route, decoded) {
             // History before the committed offset: state only, no output.
-            if let Ok((tx, _)) = decoded {
-                metrics.replayed.increment(1);
-                if !self.chunk().push(Work::Replay(partition, tx)) {
-                    return Next::Stop;
+            (Route::Replay, Ok(tx)) => {
+                self.shared.metrics.replayed.increment(1);
+                self.chunk().push(Work::Replay(partition, tx))
+            }
+            (Route::Replay, Err(_)) => true,
+            (_, decoded) => {
+                let metrics = &self.shared.metrics;
+                metrics.consumed.increment(1);
+                metrics.first_consumed.get_or_init(Instant::now);
+                self.commits
+                    .register(partition, offset, self.stateful && decoded.is_ok());
+                match decoded {
+                    Ok(tx) => self.chunk().push(Work::Score(Incoming {
+                        partition,
+                        offset,
+                        tx,
+                        consumed_at: Instant::now(),
+                        produced_at: m.timestamp().to_millis(),
+                    })),
+                    Err(e) => self.dead_letter(m, &e),
                 }
             }
-            return Next::Continue;
-        }
-        metrics.consumed.increment(1);
-        metrics.first_consumed.get_or_init(Instant::now);
-        self.tracker
-            .register(partition, offset, self.stateful && decoded.is_ok());
-        let ok = match decoded {
-            Ok((tx, _)) => self.chunk().push(Work::Score(Incoming {
-                partition,
-                offset,
-                tx,
-                consumed_at: Instant::now(),
-                produced_at: m.timestamp().to_millis(),
-            })),
-            Err(e) => self.dead_letter(m, &e),
         };
-        if ok {
+        if handed {
             Next::Continue
         } else {
             Next::Stop
         }
+    }
+
+    /// Decodes a record and checks it against the input guard; None if
+    /// cancelled while waiting for the schema registry.
+    fn decode(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        wall_ms: i64,
+    ) -> Option<Result<crate::codec::Transaction, DecodeError>> {
+        let codec = self.shared.codec.clone();
+        let decoded = decode_waiting(&self.shared.metrics, &self.shared.cancel, || {
+            codec.decode_transaction(m.key(), m.payload())
+        })?;
+        let partition = m.partition();
+        let checked = decoded.and_then(|tx| {
+            let resync = self.guard.check(partition, &tx, wall_ms)?;
+            Ok((tx, resync))
+        });
+        Some(checked.map(|(tx, resync)| {
+            if let guard::Resync::Jumped { partition, by_ms } = resync {
+                self.shared
+                    .metrics
+                    .event("event_clock_resyncs", "ahead_run", 1);
+                tracing::warn!(partition, jumped_ms = by_ms, "partition event-time clock moved forward after a run of far-ahead records (a gap in the stream?)");
+            }
+            tx
+        }))
     }
 
     /// Sends a record that failed decoding or its guard to the sink as a
@@ -695,24 +671,5 @@ mod tests {
             restore_outcome(&done(Some(100), failed)),
             ("replayed_read_failed", true)
         );
-    }
-
-    #[test]
-    fn records_deleted_before_a_resume_split_at_the_commit() {
-        use super::Resumed;
-        let r = |from, committed| Resumed { from, committed };
-        assert_eq!(r(100, 100).deleted_before(160), (0, 60), "all unscored");
-        assert_eq!(
-            r(80, 100).deleted_before(160),
-            (20, 60),
-            "trailing changelog"
-        );
-        assert_eq!(r(80, 100).deleted_before(90), (10, 0), "inside the gap");
-        assert_eq!(
-            r(0, 50).deleted_before(40),
-            (40, 0),
-            "replay from the start"
-        );
-        assert_eq!(r(100, 100).deleted_before(100), (0, 0));
     }
 }

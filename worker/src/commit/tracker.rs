@@ -1,4 +1,5 @@
-//! Per-partition low watermark of handled records.
+//! Per-partition low watermark of handled records ([`super::Commits`]
+//! stores and commits what it finds done).
 //!
 //! The source registers every offset it hands downstream; the sink marks an
 //! offset done once its output (scored record or dead letter) is delivered.
@@ -48,7 +49,7 @@ impl PartitionState {
 
 /// Shared between the source thread (register, revoke) and the sink (complete).
 #[derive(Debug, Default)]
-pub struct OffsetTracker {
+pub(crate) struct OffsetTracker {
     parts: Mutex<HashMap<i32, PartitionState>>,
     /// Signalled whenever records complete, so a revoke can wait for a drain.
     drained: Condvar,
@@ -58,10 +59,6 @@ pub struct OffsetTracker {
 }
 
 impl OffsetTracker {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     fn lock(&self) -> MutexGuard<'_, HashMap<i32, PartitionState>> {
         // A poisoned lock only means another thread panicked mid-update of
         // plain integers; the data is still consistent enough to go on.
@@ -70,7 +67,7 @@ impl OffsetTracker {
 
     /// Records that `offset` of `partition` went downstream; `stateful`:
     /// it changes customer state, so it waits for the changelog too.
-    pub fn register(&self, partition: i32, offset: i64, stateful: bool) {
+    pub(crate) fn register(&self, partition: i32, offset: i64, stateful: bool) {
         self.lock()
             .entry(partition)
             .or_default()
@@ -80,7 +77,7 @@ impl OffsetTracker {
 
     /// The scoring stage begins a changelog flush of `partition` covering
     /// every state change up to `covers`; its sequence number.
-    pub fn flush_begun(&self, partition: i32, covers: i64) -> u64 {
+    pub(crate) fn flush_begun(&self, partition: i32, covers: i64) -> u64 {
         let mut parts = self.lock();
         let st = parts.entry(partition).or_default();
         let seq = st.next_flush;
@@ -91,7 +88,7 @@ impl OffsetTracker {
 
     /// Every record of flush `seq` of `partition` is acknowledged. Returns
     /// the new end of the committable prefix, if it advanced.
-    pub fn flush_acked(&self, partition: i32, seq: u64) -> Option<i64> {
+    pub(crate) fn flush_acked(&self, partition: i32, seq: u64) -> Option<i64> {
         let mut parts = self.lock();
         let st = parts.get_mut(&partition)?;
         if let Some(f) = st.flushes.iter_mut().find(|f| f.0 == seq) {
@@ -111,7 +108,7 @@ impl OffsetTracker {
     /// Marks `offset` delivered. Returns the highest offset whose every
     /// predecessor (since the last return) is delivered, if it advanced:
     /// store it for commit (librdkafka commits it + 1).
-    pub fn complete(&self, partition: i32, offset: i64) -> Option<i64> {
+    pub(crate) fn complete(&self, partition: i32, offset: i64) -> Option<i64> {
         let mut parts = self.lock();
         let st = parts.get_mut(&partition)?;
         if let Ok(i) = st.pending.binary_search_by_key(&offset, |(o, _, _)| *o) {
@@ -125,7 +122,7 @@ impl OffsetTracker {
     }
 
     /// Records in flight for these partitions.
-    pub fn in_flight(&self, partitions: &[i32]) -> usize {
+    pub(crate) fn in_flight(&self, partitions: &[i32]) -> usize {
         let parts = self.lock();
         partitions
             .iter()
@@ -135,12 +132,12 @@ impl OffsetTracker {
     }
 
     /// Records in flight over all partitions.
-    pub fn total_in_flight(&self) -> usize {
+    pub(crate) fn total_in_flight(&self) -> usize {
         self.lock().values().map(|s| s.pending.len()).sum()
     }
 
     /// No delivery will settle any more (the sink has stopped).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
         self.drained.notify_all();
@@ -148,7 +145,7 @@ impl OffsetTracker {
 
     /// Blocks until nothing is in flight for `partitions`, or `timeout`, or
     /// the tracker is closed. Returns whether they drained.
-    pub fn wait_drained(&self, partitions: &[i32], timeout: Duration) -> bool {
+    pub(crate) fn wait_drained(&self, partitions: &[i32], timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut parts = self.lock();
         loop {
@@ -181,7 +178,7 @@ impl OffsetTracker {
     }
 
     /// Forgets partitions that were revoked.
-    pub fn remove(&self, partitions: &[i32]) {
+    pub(crate) fn remove(&self, partitions: &[i32]) {
         let mut parts = self.lock();
         for p in partitions {
             parts.remove(p);
@@ -195,7 +192,7 @@ mod tests {
 
     #[test]
     fn commits_only_the_delivered_prefix() {
-        let t = OffsetTracker::new();
+        let t = OffsetTracker::default();
         for o in [10, 11, 12, 14] {
             t.register(0, o, false);
         }
@@ -212,7 +209,7 @@ mod tests {
 
     #[test]
     fn wait_drained_returns_when_the_partition_empties() {
-        let t = std::sync::Arc::new(OffsetTracker::new());
+        let t = std::sync::Arc::new(OffsetTracker::default());
         t.register(3, 1, false);
         assert!(!t.wait_drained(&[3], Duration::from_millis(20)));
         let t2 = t.clone();
@@ -226,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_stateful_record_waits_for_every_earlier_changelog_flush() {
-        let t = OffsetTracker::new();
+        let t = OffsetTracker::default();
         for o in 0..4 {
             t.register(0, o, o != 1);
         }
