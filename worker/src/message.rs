@@ -35,24 +35,28 @@ pub struct Incoming {
     pub produced_at: Option<i64>,
 }
 
-/// What the scoring stage receives from the source.
+/// What the scoring stage receives from the source: records and control
+/// messages, in consumption order.
 #[derive(Debug)]
 pub enum Work {
-    /// Score this record and produce its output.
+    /// Records of one hand-over (one channel operation and at most one
+    /// wake-up per poll burst instead of one per record). `drained`: the
+    /// source holds nothing more (the fetched burst is used up), so a batch
+    /// being gathered should be scored now rather than wait out its linger.
+    Records { records: Vec<Record>, drained: bool },
+    /// A change of which partitions' state this instance owns, after the
+    /// records handed over before it.
+    State(StateOp),
+}
+
+/// One input record on its way to scoring.
+#[derive(Debug)]
+pub enum Record {
+    /// Score it and produce its output.
     Score(Incoming),
     /// Add this earlier record to customer state without output (state
     /// rebuild after a partition was assigned), from this partition.
     Replay(i32, Transaction),
-    /// Several of the above, in order: the source hands over what one
-    /// poll burst returned at once (one channel operation and at most one
-    /// wake-up instead of one per record).
-    Many(Vec<Work>),
-    /// The source has nothing more buffered (the fetched burst is used up):
-    /// a batch being gathered should be scored now rather than wait out
-    /// its linger for records that are not there yet.
-    Drained,
-    /// A change of which partitions' state this instance owns.
-    State(StateOp),
 }
 
 /// Ownership changes of customer state, in order with the records.

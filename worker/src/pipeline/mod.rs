@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{Codec, FraudLabel, Written};
+use crate::commit::Commits;
 use crate::config::RunConfig;
 use crate::drift::sidecar::DriftSidecar;
 use crate::message::{LabelProgress, Shared, SinkItem, Work, CHUNK};
@@ -30,7 +31,6 @@ use crate::metrics::Metrics;
 use crate::scoring::serving::{load_checked, spawn_watcher, WatchConfig};
 use crate::scoring::{ModelSet, ModelUpdate, Role, Scoring, ScoringIo};
 use crate::sink::{producer, OutputProducer, Sink, SinkContext};
-use crate::commit::Commits;
 use crate::source::{input_consumer, InputConsumer, LabelReader, Source};
 use crate::state::restore::Restorer;
 use crate::state::Changelog;

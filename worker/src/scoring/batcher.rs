@@ -1,6 +1,7 @@
 //! The size-or-linger batcher: gathers up to `batch_max` records, or what
 //! arrived within `linger` of the batch's first record, or what was there
-//! when the source said it had nothing more buffered ([`Work::Drained`]).
+//! when the source said it had nothing more buffered (`drained` of
+//! [`Work::Records`]).
 //!
 //! It reads time only through a [`Clock`] and records only through a
 //! [`WorkSource`], so its tests run under a paused clock that moves only
@@ -10,7 +11,42 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use crate::message::{Incoming, Work};
+use crate::codec::Transaction;
+use crate::message::{Incoming, Record, StateOp, Work};
+
+/// What the batcher takes from the source channel, one at a time.
+#[derive(Debug)]
+pub enum Item {
+    Score(Incoming),
+    /// Not scored: applied to state in order with the records.
+    Side(Side),
+    /// The source had nothing more buffered at this point.
+    Drained,
+}
+
+/// What the scoring stage applies to state between records.
+#[derive(Debug)]
+pub enum Side {
+    /// An earlier record of this partition, into customer state (no output).
+    Replay(i32, Transaction),
+    State(StateOp),
+}
+
+/// Unpacks one message of the source channel into `pending`.
+fn unpack(w: Work, pending: &mut VecDeque<Item>) {
+    match w {
+        Work::Records { records, drained } => {
+            pending.extend(records.into_iter().map(|r| match r {
+                Record::Score(i) => Item::Score(i),
+                Record::Replay(p, tx) => Item::Side(Side::Replay(p, tx)),
+            }));
+            if drained {
+                pending.push_back(Item::Drained);
+            }
+        }
+        Work::State(op) => pending.push_back(Item::Side(Side::State(op))),
+    }
+}
 
 /// Where the batcher reads the time.
 pub trait Clock {
@@ -30,18 +66,19 @@ impl Clock for SystemClock {
 /// Where the batcher takes records from.
 pub trait WorkSource {
     /// The next item, waiting at most `d`.
-    fn recv_timeout(&mut self, d: Duration) -> Result<Work, RecvTimeoutError>;
+    fn recv_timeout(&mut self, d: Duration) -> Result<Item, RecvTimeoutError>;
     /// The next item if one is there now.
-    fn try_recv(&mut self) -> Result<Work, TryRecvError>;
+    fn try_recv(&mut self) -> Result<Item, TryRecvError>;
     /// Items already unpacked and waiting here (not in the channel).
     fn has_pending(&self) -> bool;
 }
 
-/// The scoring stage's end of the source channel: unpacks [`Work::Many`].
+/// The scoring stage's end of the source channel: unpacks [`Work`] into
+/// [`Item`]s.
 #[derive(Debug)]
 pub struct Inbox {
     rx: Receiver<Work>,
-    pending: VecDeque<Work>,
+    pending: VecDeque<Item>,
 }
 
 impl Inbox {
@@ -51,30 +88,24 @@ impl Inbox {
             pending: VecDeque::new(),
         }
     }
-
-    fn unpack(&mut self, w: Work) -> Work {
-        match w {
-            Work::Many(items) => {
-                self.pending.extend(items);
-                self.pending.pop_front().unwrap_or(Work::Many(Vec::new()))
-            }
-            w => w,
-        }
-    }
 }
 
 impl WorkSource for Inbox {
-    fn recv_timeout(&mut self, d: Duration) -> Result<Work, RecvTimeoutError> {
-        match self.pending.pop_front() {
-            Some(w) => Ok(w),
-            None => self.rx.recv_timeout(d).map(|w| self.unpack(w)),
+    fn recv_timeout(&mut self, d: Duration) -> Result<Item, RecvTimeoutError> {
+        loop {
+            if let Some(i) = self.pending.pop_front() {
+                return Ok(i);
+            }
+            unpack(self.rx.recv_timeout(d)?, &mut self.pending);
         }
     }
 
-    fn try_recv(&mut self) -> Result<Work, TryRecvError> {
-        match self.pending.pop_front() {
-            Some(w) => Ok(w),
-            None => self.rx.try_recv().map(|w| self.unpack(w)),
+    fn try_recv(&mut self) -> Result<Item, TryRecvError> {
+        loop {
+            if let Some(i) = self.pending.pop_front() {
+                return Ok(i);
+            }
+            unpack(self.rx.try_recv()?, &mut self.pending);
         }
     }
 
@@ -123,18 +154,17 @@ impl Batcher {
         inbox: &mut impl WorkSource,
         clock: &impl Clock,
         batch: &mut Vec<Incoming>,
-        side: &mut impl FnMut(Work),
+        side: &mut impl FnMut(Side),
     ) -> Gathered {
         // The first record: wait for it, replaying history meanwhile.
         loop {
             match inbox.recv_timeout(self.idle) {
-                Ok(Work::Score(i)) => {
+                Ok(Item::Score(i)) => {
                     batch.push(i);
                     break;
                 }
-                Ok(w @ (Work::Replay(..) | Work::State(_))) => side(w),
-                // Only an empty `Many` can get here: nothing to do.
-                Ok(Work::Many(_) | Work::Drained) => {}
+                Ok(Item::Side(s)) => side(s),
+                Ok(Item::Drained) => {}
                 Err(RecvTimeoutError::Timeout) => return Gathered::Idle,
                 Err(RecvTimeoutError::Disconnected) => return Gathered::Closed,
             }
@@ -151,12 +181,11 @@ impl Batcher {
                 inbox.recv_timeout(wait)
             };
             match got {
-                Ok(Work::Score(i)) => batch.push(i),
-                Ok(w @ (Work::Replay(..) | Work::State(_))) => side(w),
-                Ok(Work::Many(_)) => {}
+                Ok(Item::Score(i)) => batch.push(i),
+                Ok(Item::Side(s)) => side(s),
                 // The source has nothing more: score what we have now.
-                Ok(Work::Drained) if !inbox.has_pending() => break,
-                Ok(Work::Drained) => {}
+                Ok(Item::Drained) if !inbox.has_pending() => break,
+                Ok(Item::Drained) => {}
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return Gathered::Batch { open: false },
             }
@@ -168,7 +197,6 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::Transaction;
     use std::cell::Cell;
     use std::rc::Rc;
 
@@ -191,7 +219,7 @@ mod tests {
         clock: Paused,
         items: VecDeque<(Duration, Work)>,
         close: bool,
-        pending: VecDeque<Work>,
+        pending: VecDeque<Item>,
     }
 
     impl Script {
@@ -207,20 +235,15 @@ mod tests {
             }
         }
 
-        fn take(&mut self) -> Work {
+        fn take(&mut self) -> Item {
             let (_, w) = self.items.pop_front().expect("an item is due");
-            match w {
-                Work::Many(v) => {
-                    self.pending.extend(v);
-                    self.pending.pop_front().unwrap_or(Work::Drained)
-                }
-                w => w,
-            }
+            unpack(w, &mut self.pending);
+            self.pending.pop_front().unwrap_or(Item::Drained)
         }
     }
 
     impl WorkSource for Script {
-        fn recv_timeout(&mut self, d: Duration) -> Result<Work, RecvTimeoutError> {
+        fn recv_timeout(&mut self, d: Duration) -> Result<Item, RecvTimeoutError> {
             if let Some(w) = self.pending.pop_front() {
                 return Ok(w);
             }
@@ -238,7 +261,7 @@ mod tests {
             }
         }
 
-        fn try_recv(&mut self) -> Result<Work, TryRecvError> {
+        fn try_recv(&mut self) -> Result<Item, TryRecvError> {
             self.recv_timeout(Duration::ZERO).map_err(|e| match e {
                 RecvTimeoutError::Timeout => TryRecvError::Empty,
                 RecvTimeoutError::Disconnected => TryRecvError::Disconnected,
@@ -257,9 +280,18 @@ mod tests {
         }
     }
 
-    /// A record consumed at `ms` on the paused clock.
+    /// One record consumed at `ms` on the paused clock, handed over alone.
     fn rec(clock: &Paused, ms: u64, offset: i64) -> Work {
-        Work::Score(Incoming {
+        records(vec![score(clock, ms, offset)], false)
+    }
+
+    fn records(records: Vec<Record>, drained: bool) -> Work {
+        Work::Records { records, drained }
+    }
+
+    /// A record consumed at `ms` on the paused clock.
+    fn score(clock: &Paused, ms: u64, offset: i64) -> Record {
+        Record::Score(Incoming {
             partition: 0,
             offset,
             tx: Transaction {
@@ -317,7 +349,7 @@ mod tests {
     #[test]
     fn a_drained_burst_is_scored_without_waiting_for_the_linger() {
         let c = paused();
-        let burst = Work::Many(vec![rec(&c, 0, 0), rec(&c, 0, 1), Work::Drained]);
+        let burst = records(vec![score(&c, 0, 0), score(&c, 0, 1)], true);
         let mut s = Script::new(&c, vec![(0, burst), (50, rec(&c, 50, 2))], false);
         let b = Batcher::new(100, Duration::from_millis(20));
         assert_eq!(gather(&b, &mut s, &c).1, vec![0, 1]);
@@ -325,25 +357,26 @@ mod tests {
     }
 
     #[test]
-    fn a_drained_marker_with_records_behind_it_does_not_cut_the_batch() {
+    fn a_burst_without_the_drained_mark_waits_out_the_linger() {
         let c = paused();
-        let burst = Work::Many(vec![rec(&c, 0, 0), Work::Drained, rec(&c, 0, 1)]);
-        let mut s = Script::new(&c, vec![(0, burst)], false);
+        let burst = records(vec![score(&c, 0, 0), score(&c, 0, 1)], false);
+        let mut s = Script::new(&c, vec![(0, burst), (3, rec(&c, 3, 2))], false);
         let b = Batcher::new(100, Duration::from_millis(5));
-        assert_eq!(gather(&b, &mut s, &c).1, vec![0, 1]);
+        assert_eq!(gather(&b, &mut s, &c).1, vec![0, 1, 2]);
+        assert_eq!(c.now.get(), Duration::from_millis(5));
     }
 
     #[test]
     fn replays_are_applied_while_gathering_and_idle_and_close_are_reported() {
         let c = paused();
-        let tx = match rec(&c, 0, 9) {
-            Work::Score(i) => i.tx,
-            _ => unreachable!(),
+        let tx = match score(&c, 0, 9) {
+            Record::Score(i) => i.tx,
+            Record::Replay(..) => unreachable!(),
         };
         let items = vec![
-            (0, Work::Replay(0, tx.clone())),
+            (0, records(vec![Record::Replay(0, tx.clone())], false)),
             (1, rec(&c, 1, 0)),
-            (2, Work::Replay(0, tx)),
+            (2, records(vec![Record::Replay(0, tx)], false)),
         ];
         let mut s = Script::new(&c, items, true);
         let b = Batcher::new(100, Duration::from_millis(5));

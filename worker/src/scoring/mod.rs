@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{Codec, FraudLabel, Verdict};
+use crate::commit::Commits;
 use crate::drift::performance::tx_fingerprint;
 use crate::drift::task::DriftSender;
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
@@ -25,12 +26,11 @@ use crate::message::{
 };
 use crate::metrics::Metrics;
 use crate::model::ModelError;
-use crate::commit::Commits;
 use crate::state::{Changelog, Draft};
 
 pub mod batcher;
 pub mod serving;
-pub use batcher::{Batcher, Gathered, Inbox, SystemClock};
+pub use batcher::{Batcher, Gathered, Inbox, Side, SystemClock};
 pub use serving::{ModelSet, ModelUpdate, Role};
 
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +143,7 @@ pub struct ScoringConfig {
     pub batch_max: usize,
     /// Longest the first record of a batch waits for more; the batch is
     /// scored earlier when full or when the source reports it has nothing
-    /// more buffered ([`Work::Drained`]).
+    /// more buffered (`drained` of [`Work::Records`]).
     pub linger: Duration,
     pub labels_wait: Duration,
     /// Longest scoring waits for the label history at start; then it
@@ -231,10 +231,10 @@ struct State {
 impl State {
     /// A replayed record or a state ownership change, in order with the
     /// records around it.
-    fn side(&mut self, w: Work, metrics: &Metrics) {
-        match w {
-            Work::Replay(p, tx) => self.replay(p, &tx),
-            Work::State(StateOp::Restore {
+    fn side(&mut self, s: Side, metrics: &Metrics) {
+        match s {
+            Side::Replay(p, tx) => self.replay(p, &tx),
+            Side::State(StateOp::Restore {
                 partition,
                 customers,
             }) => {
@@ -245,15 +245,14 @@ impl State {
                     .state_restored_customers
                     .increment(customers.len() as u64);
             }
-            Work::State(StateOp::Flush) => self.flush_now = true,
-            Work::State(StateOp::Revoke(parts)) => {
+            Side::State(StateOp::Flush) => self.flush_now = true,
+            Side::State(StateOp::Revoke(parts)) => {
                 if let Some(log) = self.changelog.as_mut() {
                     self.drafts.extend(log.drain(&mut self.engine));
                 }
                 let dropped = self.engine.drop_partitions(&parts);
                 tracing::debug!(partitions = ?parts, customers = dropped, "state of revoked partitions dropped");
             }
-            Work::Score(_) | Work::Many(_) | Work::Drained => {}
         }
     }
 

@@ -30,11 +30,11 @@ use rdkafka::{ClientContext, Message};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::commit::Commits;
 use crate::kafka::client_config;
 use crate::message::{now_ms, DeadLetter, SinkItem};
 use crate::metrics::Metrics;
 use crate::outcome::{decide, Domain, Outcome};
-use crate::commit::Commits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

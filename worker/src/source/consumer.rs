@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{
-    BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
-};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -242,12 +240,12 @@ impl SourceContext {
         })
     }
 
-    /// Hands `w` to scoring after what the source holds; false when
+    /// Hands `op` to scoring after what the source holds; false when
     /// scoring has gone.
-    pub(super) fn hand_over(&self, w: Option<Work>) -> bool {
+    pub(super) fn hand_over(&self, op: Option<StateOp>) -> bool {
         let mut chunk = self.handover.lock().unwrap_or_else(|e| e.into_inner());
-        match w {
-            Some(w) => chunk.control(w),
+        match op {
+            Some(op) => chunk.control(op),
             None => chunk.flush(),
         }
     }
@@ -396,11 +394,11 @@ impl ConsumerContext for SourceContext {
             let t0 = Instant::now();
             // What the source holds goes to scoring first, then the state
             // of everything scored is written out (so both can settle).
-            self.hand_over(self.state.as_ref().map(|_| Work::State(StateOp::Flush)));
+            self.hand_over(self.state.as_ref().map(|_| StateOp::Flush));
             let drained = self.commits.revoke(&parts, self.revoke_drain);
             self.partitions.revoke(&parts);
             if self.state.is_some() {
-                self.hand_over(Some(Work::State(StateOp::Revoke(parts.clone()))));
+                self.hand_over(Some(StateOp::Revoke(parts.clone())));
             }
             if let Ok(mut a) = self.assigned.lock() {
                 a.retain(|p| !parts.contains(p));

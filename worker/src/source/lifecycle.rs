@@ -30,10 +30,14 @@ type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 enum Phase {
     /// Paused while its changelog is read by restore `generation` (a revoke
     /// makes a late result of that read stale).
-    Restoring { generation: u64 },
+    Restoring {
+        generation: u64,
+    },
     /// Records below `until` (the committed offset) rebuild customer state
     /// without output.
-    Replaying { until: i64 },
+    Replaying {
+        until: i64,
+    },
     Scoring,
 }
 
@@ -290,7 +294,11 @@ mod tests {
             committed: 10,
         };
         p.resumed(0, r);
-        assert_eq!(p.route(0, 8), (Route::Replay, Some(r)), "first record checked");
+        assert_eq!(
+            p.route(0, 8),
+            (Route::Replay, Some(r)),
+            "first record checked"
+        );
         assert_eq!(p.route(0, 9), (Route::Replay, None));
         assert_eq!(p.replaying(), vec![(0, 10)]);
         assert_eq!(p.route(0, 10), (Route::Score, None));

@@ -37,9 +37,11 @@ pub use labels::{LabelConfig, LabelReader};
 
 use crate::codec::DecodeError;
 use crate::commit::Commits;
-use lifecycle::{Resumed, Route};
-use crate::message::{now_ms, DeadLetter, Incoming, Shared, SinkItem, StateOp, Work, CHUNK};
+use crate::message::{
+    now_ms, DeadLetter, Incoming, Record, Shared, SinkItem, StateOp, Work, CHUNK,
+};
 use crate::metrics::{LogSummary, Metrics};
+use lifecycle::{Resumed, Route};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -80,7 +82,7 @@ pub struct Source {
 
 /// Records gathered for one hand-over to scoring.
 struct Chunk {
-    items: Vec<Work>,
+    items: Vec<Record>,
     /// None once the source has stopped (scoring then sees the channel close).
     to_scoring: Option<SyncSender<Work>>,
     /// Records were handed over since the last `Drained` marker.
@@ -96,29 +98,38 @@ impl Chunk {
         }
     }
 
+    fn send(&self, w: Work) -> bool {
+        self.to_scoring
+            .as_ref()
+            .is_some_and(|tx| tx.send(w).is_ok())
+    }
+
+    /// Hands the gathered records over; `drained`: nothing more is
+    /// buffered. False when scoring has gone.
+    fn hand_over(&mut self, drained: bool) -> bool {
+        let records = std::mem::replace(&mut self.items, Vec::with_capacity(CHUNK));
+        self.send(Work::Records { records, drained })
+    }
+
     /// Hands the gathered records over; false when scoring has gone.
     fn flush(&mut self) -> bool {
         if self.items.is_empty() {
             return true;
         }
         self.unmarked = true;
-        let items = std::mem::replace(&mut self.items, Vec::with_capacity(CHUNK));
-        self.to_scoring
-            .as_ref()
-            .is_some_and(|tx| tx.send(Work::Many(items)).is_ok())
+        self.hand_over(false)
     }
 
     /// Adds a record, handing the chunk over when full; false when scoring
     /// has gone.
-    fn push(&mut self, w: Work) -> bool {
-        self.items.push(w);
+    fn push(&mut self, r: Record) -> bool {
+        self.items.push(r);
         self.items.len() < CHUNK || self.flush()
     }
 
-    /// Hands over what is gathered, then `w`; false when scoring has gone.
-    fn control(&mut self, w: Work) -> bool {
-        self.items.push(w);
-        self.flush()
+    /// Hands over what is gathered, then `op`; false when scoring has gone.
+    fn control(&mut self, op: StateOp) -> bool {
+        self.flush() && self.send(Work::State(op))
     }
 
     /// Nothing more is buffered: hand over what we have and say so.
@@ -126,10 +137,8 @@ impl Chunk {
         if !self.unmarked && self.items.is_empty() {
             return true;
         }
-        self.items.push(Work::Drained);
-        let ok = self.flush();
         self.unmarked = false;
-        ok
+        self.hand_over(true)
     }
 }
 
@@ -243,8 +252,7 @@ impl Source {
     /// resuming: idle partitions' positions go to [`Commits::store_idle`].
     fn store_idle_positions(&mut self) {
         let ctx = self.consumer.context();
-        if self.idle_stored_at.elapsed() < Duration::from_millis(500) || ctx.partitions.settling()
-        {
+        if self.idle_stored_at.elapsed() < Duration::from_millis(500) || ctx.partitions.settling() {
             return;
         }
         self.idle_stored_at = Instant::now();
@@ -284,10 +292,10 @@ impl Source {
             let metrics = &self.shared.metrics;
             metrics.event("state_restores", outcome, 1);
             metrics.state_restore_records.increment(records);
-            let op = Work::State(StateOp::Restore {
+            let op = StateOp::Restore {
                 partition: p,
                 customers,
-            });
+            };
             if !self.chunk().control(op) {
                 return false;
             }
@@ -424,7 +432,7 @@ impl Source {
             // History before the committed offset: state only, no output.
             (Route::Replay, Ok(tx)) => {
                 self.shared.metrics.replayed.increment(1);
-                self.chunk().push(Work::Replay(partition, tx))
+                self.chunk().push(Record::Replay(partition, tx))
             }
             (Route::Replay, Err(_)) => true,
             (_, decoded) => {
@@ -434,7 +442,7 @@ impl Source {
                 self.commits
                     .register(partition, offset, self.stateful && decoded.is_ok());
                 match decoded {
-                    Ok(tx) => self.chunk().push(Work::Score(Incoming {
+                    Ok(tx) => self.chunk().push(Record::Score(Incoming {
                         partition,
                         offset,
                         tx,
