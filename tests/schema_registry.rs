@@ -32,7 +32,7 @@ use common::*;
 use proptest::prelude::*;
 use riskstream::codec::registry::{
     parse_register_response, parse_registry_schema, parse_schema_response, BasicAuth,
-    RegistryError, RegistryOptions, ResponseLimits, SchemaRegistry,
+    RegistryOptions, ResponseLimits, SchemaRegistry, SchemaRegistryError,
 };
 use riskstream::codec::{Codec, DecodeError, Written, TRANSACTION_SCHEMA};
 
@@ -330,7 +330,7 @@ fn https_with_the_ca_file_and_refused_without_it() {
         .register("payments-value", &schema, TRANSACTION_SCHEMA)
         .unwrap_err();
     assert!(
-        matches!(e, RegistryError::Connect { .. }),
+        matches!(e, SchemaRegistryError::Connect { .. }),
         "{}",
         everything(&e)
     );
@@ -394,7 +394,7 @@ fn https_with_the_ca_file_and_refused_without_it() {
         assert!(
             matches!(
                 e,
-                RegistryError::CaFile { .. } | RegistryError::Client { .. }
+                SchemaRegistryError::CaFile { .. } | SchemaRegistryError::Client { .. }
             ),
             "{}",
             everything(&e)
@@ -414,7 +414,7 @@ fn outages_are_transient_and_not_cached() {
         for _ in 0..2 {
             let e = reg.schema(1).unwrap_err();
             assert!(
-                matches!(e, RegistryError::Status { status: s, .. } if s == status),
+                matches!(e, SchemaRegistryError::Status { status: s, .. } if s == status),
                 "{e}"
             );
             assert!(e.is_transient(), "{e}");
@@ -449,7 +449,7 @@ fn outages_are_transient_and_not_cached() {
     let closed = format!("http://127.0.0.1:{}", closed_port());
     let e = SchemaRegistry::new(&closed).unwrap().schema(1).unwrap_err();
     assert!(
-        matches!(e, RegistryError::Connect { .. }),
+        matches!(e, SchemaRegistryError::Connect { .. }),
         "{}",
         everything(&e)
     );
@@ -478,7 +478,7 @@ fn outages_are_transient_and_not_cached() {
     let t0 = Instant::now();
     let e = slow.schema(1).unwrap_err();
     assert!(
-        matches!(e, RegistryError::Timeout { .. }),
+        matches!(e, SchemaRegistryError::Timeout { .. }),
         "{}",
         everything(&e)
     );
@@ -539,7 +539,7 @@ fn unknown_ids_are_fetched_once_then_negatively_cached() {
         assert!(
             matches!(
                 e,
-                RegistryError::Status {
+                SchemaRegistryError::Status {
                     status: 404,
                     error_code: Some(404),
                     ..
@@ -569,14 +569,14 @@ fn oversized_responses_are_refused() {
     // Announced too large: refused before the body is read.
     let e = reg.schema(7).unwrap_err();
     assert!(
-        matches!(e, RegistryError::TooLarge { limit: 1048576, length: Some(n) } if n == big.len() as u64),
+        matches!(e, SchemaRegistryError::TooLarge { limit: 1048576, length: Some(n) } if n == big.len() as u64),
         "{e}"
     );
     assert!(!e.is_transient());
     // Streamed without a length: cut off at the limit.
     let e = reg.schema(8).unwrap_err();
     assert!(
-        matches!(e, RegistryError::TooLarge { length: None, .. }),
+        matches!(e, SchemaRegistryError::TooLarge { length: None, .. }),
         "{e}"
     );
     assert!(!e.is_transient());
@@ -606,11 +606,11 @@ fn oversized_responses_are_refused() {
     .unwrap();
     assert!(matches!(
         small.schema(id),
-        Err(RegistryError::TooLarge { limit: 256, .. })
+        Err(SchemaRegistryError::TooLarge { limit: 256, .. })
     ));
     assert!(matches!(
         parse_schema_response(&big, &ResponseLimits::default()),
-        Err(RegistryError::TooLarge { .. })
+        Err(SchemaRegistryError::TooLarge { .. })
     ));
 }
 
@@ -654,21 +654,21 @@ fn deep_and_recursive_schemas_are_refused_without_exhausting_the_stack() {
             let reg = SchemaRegistry::new(&url2).unwrap();
             let e = reg.schema(20).unwrap_err();
             assert!(
-                matches!(e, RegistryError::SchemaTooDeep { limit: 32 }),
+                matches!(e, SchemaRegistryError::SchemaTooDeep { limit: 32 }),
                 "{e}"
             );
             assert!(!e.is_transient());
             let e = reg.schema(21).unwrap_err();
-            assert!(matches!(e, RegistryError::BadResponse { .. }), "{e}");
+            assert!(matches!(e, SchemaRegistryError::BadResponse { .. }), "{e}");
             // Deep JSON in a field the client ignores: skipped or refused.
             match reg.schema(22) {
                 Ok(s) => assert_eq!(s.full_name, "Int"),
-                Err(e) => assert!(matches!(e, RegistryError::BadResponse { .. }), "{e}"),
+                Err(e) => assert!(matches!(e, SchemaRegistryError::BadResponse { .. }), "{e}"),
             }
             for id in [23, 24] {
                 let e = reg.schema(id).unwrap_err();
                 assert!(
-                    matches!(e, RegistryError::SchemaRefused { .. }),
+                    matches!(e, SchemaRegistryError::SchemaRefused { .. }),
                     "{id}: {e}"
                 );
                 assert!(e.to_string().contains("recursive"), "{e}");
@@ -684,7 +684,7 @@ fn deep_and_recursive_schemas_are_refused_without_exhausting_the_stack() {
             let limits = ResponseLimits::default();
             assert!(matches!(
                 parse_schema_response(&deep_body, &limits),
-                Err(RegistryError::SchemaTooDeep { .. })
+                Err(SchemaRegistryError::SchemaTooDeep { .. })
             ));
         })
         .unwrap()
@@ -800,7 +800,7 @@ fn credentials_are_sent_as_basic_auth() {
     ] {
         let e = SchemaRegistry::new(&bad).unwrap().schema(id).unwrap_err();
         assert!(
-            matches!(e, RegistryError::Status { status: 401, .. }),
+            matches!(e, SchemaRegistryError::Status { status: 401, .. }),
             "{e}"
         );
         assert!(!e.is_transient());

@@ -2,7 +2,7 @@
 //! burn model → Kafka out, at least once, scaled by starting more instances.
 //!
 //! # Modules, floor first (each imports only modules above it: `tests/structure.rs` checks)
-//! - [`outcome`]  — whose fault an error is, and what follows (one decision).
+//! - [`outcome`]  — whose fault an error is, and what follows (one decision); an error shown with each cause once.
 //! - [`metrics`]  — series on the `metrics` crate, Prometheus exposition, HTTP endpoint.
 //! - [`kafka`]    — client config, pass-through options, topic creation.
 //! - [`registry`] — `models/<name>/<version>` and aliases.

@@ -37,7 +37,9 @@ fn main() -> ExitCode {
     match rt.block_on(riskstream::cli::dispatch(cli.cmd)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once: messages say what was being done, their
+            // sources what went wrong.
+            eprintln!("error: {}", riskstream::outcome::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -17,7 +17,7 @@ use serde_json::Value;
 /// Why a schema has no canonical form.
 #[derive(Debug, thiserror::Error)]
 pub enum CanonicalError {
-    #[error("schema is not JSON: {0}")]
+    #[error("schema is not JSON")]
     Json(#[source] serde_json::Error),
     #[error("schema nests deeper than {0} levels")]
     TooDeep(usize),

@@ -191,14 +191,7 @@ impl GuardError {
 impl From<GuardError> for DecodeError {
     /// `Malformed`, with the error and its causes in the message.
     fn from(e: GuardError) -> Self {
-        let mut msg = e.to_string();
-        let mut cause = std::error::Error::source(&e);
-        while let Some(c) = cause {
-            msg.push_str(": ");
-            msg.push_str(&c.to_string());
-            cause = c.source();
-        }
-        DecodeError::Malformed(msg)
+        DecodeError::Malformed(crate::outcome::chain(&e).to_string())
     }
 }
 

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 pub mod canonical;
 pub mod guard;
 pub mod registry;
-pub use registry::{RegistryError, SchemaRegistry, CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC};
+pub use registry::{SchemaRegistry, SchemaRegistryError, CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC};
 use std::sync::Arc;
 
 /// Marker bytes that open every single-object encoded record.
@@ -82,7 +82,7 @@ impl DecodeError {
             DecodeError::RegistryUnavailable { .. } => {
                 crate::outcome::Domain::External { transient: true }
             }
-            _ => crate::outcome::Domain::Input,
+            _ => crate::outcome::Domain::Input(crate::outcome::Input::Record),
         }
     }
 
@@ -112,19 +112,19 @@ impl DecodeError {
 /// Errors loading schemas.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("cannot parse Avro schema {origin}: {source}")]
+    #[error("cannot parse Avro schema {origin}")]
     Parse {
         origin: String,
         #[source]
         source: Box<apache_avro::Error>,
     },
-    #[error("Avro schema {origin} has no canonical form: {source}")]
+    #[error("Avro schema {origin} has no canonical form")]
     Canonical {
         origin: String,
         #[source]
         source: canonical::CanonicalError,
     },
-    #[error("cannot read schema file {path}: {source}")]
+    #[error("cannot read schema file {path}")]
     Io {
         path: String,
         #[source]
@@ -133,7 +133,7 @@ pub enum SchemaError {
     #[error("cannot encode {what}: {detail}")]
     Encode { what: &'static str, detail: String },
     #[error(transparent)]
-    Registry(#[from] RegistryError),
+    Registry(#[from] SchemaRegistryError),
 }
 
 /// Which record type a topic carries (for registering its subject).
@@ -414,7 +414,9 @@ impl Codec {
     /// returns its id. Needs [`Codec::connect_registry`] first.
     pub fn register_output(&mut self, which: Written, topic: &str) -> Result<u32, SchemaError> {
         let reg = self.registry.clone().ok_or_else(|| {
-            SchemaError::Registry(RegistryError::Url("(no schema registry configured)".into()))
+            SchemaError::Registry(SchemaRegistryError::Url(
+                "(no schema registry configured)".into(),
+            ))
         })?;
         let (schema, text) = match which {
             Written::Transaction => (&self.transaction, TRANSACTION_SCHEMA),
@@ -489,7 +491,7 @@ impl Codec {
             };
             let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
             let writer = reg.schema(id).map_err(|e| {
-                let detail = e.to_string();
+                let detail = crate::outcome::chain(&e).to_string();
                 if e.is_transient() {
                     DecodeError::RegistryUnavailable { id, detail }
                 } else {

@@ -10,7 +10,7 @@
 //! typed structs, a schema's nesting depth is checked before the Avro parser
 //! sees it, and recursive named types (whose decoding recursion is driven by
 //! the datum) are refused. Errors say whether they are worth retrying
-//! ([`RegistryError::is_transient`]) and never contain credentials.
+//! ([`SchemaRegistryError::is_transient`]) and never contain credentials.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -24,7 +24,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 
-use super::{KnownSchema, SchemaError};
+use super::KnownSchema;
 
 /// First byte of a Confluent-framed record.
 pub const CONFLUENT_MAGIC: u8 = 0;
@@ -125,12 +125,12 @@ impl Default for ResponseLimits {
 
 /// A failed registry call. URLs in it never carry credentials.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub enum SchemaRegistryError {
     /// A URL that parses but cannot be used (shown with its user info as `***`).
     #[error("schema registry URL {0}: expected http[s]://[user:password@]host[:port][/path]")]
     Url(String),
     /// A URL that does not parse (shown with its user info as `***`).
-    #[error("schema registry URL {url} does not parse: {source}")]
+    #[error("schema registry URL {url} does not parse")]
     UrlParse {
         url: String,
         #[source]
@@ -143,13 +143,13 @@ pub enum RegistryError {
         #[source]
         source: Option<BoxError>,
     },
-    #[error("cannot set up the schema registry HTTP client: {source}")]
+    #[error("cannot set up the schema registry HTTP client")]
     Client {
         #[source]
         source: BoxError,
     },
     /// Connection refused, DNS, TLS handshake: transient.
-    #[error("schema registry {url}: cannot connect: {source}")]
+    #[error("schema registry {url}: cannot connect")]
     Connect {
         url: String,
         #[source]
@@ -163,7 +163,7 @@ pub enum RegistryError {
         source: Option<BoxError>,
     },
     /// The connection failed mid-request or mid-response: transient.
-    #[error("schema registry {url}: {source}")]
+    #[error("schema registry {url}: the request failed")]
     Transport {
         url: String,
         #[source]
@@ -184,21 +184,21 @@ pub enum RegistryError {
     SchemaNotFound { url: String, id: u32 },
     #[error("schema registry response is larger than the {limit}-byte limit")]
     TooLarge { limit: usize, length: Option<u64> },
-    #[error("schema registry response to {what} is not the expected JSON: {}", brief(.source))]
+    #[error("schema registry response to {what} is not the expected JSON")]
     BadResponse {
         what: &'static str,
         #[source]
-        source: serde_json::Error,
+        source: Quoted,
     },
     #[error("schema registry returned a {schema_type:?} schema, not Avro")]
     NotAvro { schema_type: String },
     #[error("schema from the registry nests deeper than {limit} levels")]
     SchemaTooDeep { limit: usize },
-    #[error("schema {id} from the registry does not parse: {}", brief(.source))]
+    #[error("schema {id} from the registry does not parse")]
     Schema {
         id: u32,
         #[source]
-        source: Box<SchemaError>,
+        source: Quoted,
     },
     /// Parses, but is not accepted (recursive type), or failed before and
     /// is answered from the negative cache.
@@ -206,17 +206,17 @@ pub enum RegistryError {
     SchemaRefused { id: u32, detail: String },
 }
 
-impl RegistryError {
+impl SchemaRegistryError {
     /// Worth waiting and retrying (the registry or the network is at fault,
     /// not the record): connect errors, timeouts, broken connections, HTTP
     /// 5xx, 429 and 408. Everything else (404/40403, other 4xx, oversized or
     /// unparsable answers, refused schemas, bad configuration) is permanent.
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Connect { .. }
-            | RegistryError::Timeout { .. }
-            | RegistryError::Transport { .. } => true,
-            RegistryError::Status { status, .. } => {
+            SchemaRegistryError::Connect { .. }
+            | SchemaRegistryError::Timeout { .. }
+            | SchemaRegistryError::Transport { .. } => true,
+            SchemaRegistryError::Status { status, .. } => {
                 *status >= 500 || *status == 429 || *status == 408
             }
             _ => false,
@@ -225,7 +225,7 @@ impl RegistryError {
 
     /// The registry does not know the schema id.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, RegistryError::SchemaNotFound { .. })
+        matches!(self, SchemaRegistryError::SchemaNotFound { .. })
     }
 }
 
@@ -260,11 +260,11 @@ impl std::fmt::Debug for SchemaRegistry {
 impl SchemaRegistry {
     /// A registry at `url` (`http[s]://[user:password@]host[:port][/path]`)
     /// with the default options.
-    pub fn new(url: &str) -> Result<Self, RegistryError> {
+    pub fn new(url: &str) -> Result<Self, SchemaRegistryError> {
         Self::with_options(url, RegistryOptions::default())
     }
 
-    pub fn with_options(url: &str, options: RegistryOptions) -> Result<Self, RegistryError> {
+    pub fn with_options(url: &str, options: RegistryOptions) -> Result<Self, SchemaRegistryError> {
         let (base, shown, url_auth) = parse_url(url)?;
         let auth = options.basic_auth.clone().or(url_auth);
         let client = off_runtime(&shown, || build_client(&options))?;
@@ -291,7 +291,7 @@ impl SchemaRegistry {
     /// `GET /schemas/ids/{id}`, cached; ids the registry does not know are
     /// remembered for [`RegistryOptions::negative_ttl`]. An id above
     /// `i32::MAX` is not found without asking.
-    pub fn schema(&self, id: u32) -> Result<Arc<KnownSchema>, RegistryError> {
+    pub fn schema(&self, id: u32) -> Result<Arc<KnownSchema>, SchemaRegistryError> {
         if let Some(s) = self
             .by_id
             .read()
@@ -315,7 +315,7 @@ impl SchemaRegistry {
         let url = self.endpoint(&["schemas", "ids", &id.to_string()])?;
         let reply = match self.execute(Method::GET, url, None) {
             Ok(r) => r,
-            Err(e @ RegistryError::TooLarge { .. }) => {
+            Err(e @ SchemaRegistryError::TooLarge { .. }) => {
                 self.remember(id, Negative::Refused(refusal(&e)));
                 return Err(e);
             }
@@ -323,7 +323,7 @@ impl SchemaRegistry {
         };
         if !reply.status.is_success() {
             let e = self.status_error(&reply);
-            if let RegistryError::Status {
+            if let SchemaRegistryError::Status {
                 status: 404,
                 error_code: None | Some(SCHEMA_NOT_FOUND_CODE),
                 ..
@@ -360,7 +360,7 @@ impl SchemaRegistry {
         subject: &str,
         schema: &KnownSchema,
         text: &str,
-    ) -> Result<u32, RegistryError> {
+    ) -> Result<u32, SchemaRegistryError> {
         let url = self.endpoint(&["subjects", subject, "versions"])?;
         let body = serde_json::json!({ "schema": text }).to_string();
         let reply = self.execute(Method::POST, url, Some(body))?;
@@ -379,14 +379,14 @@ impl SchemaRegistry {
         Ok(id)
     }
 
-    fn not_found(&self, id: u32) -> RegistryError {
-        RegistryError::SchemaNotFound {
+    fn not_found(&self, id: u32) -> SchemaRegistryError {
+        SchemaRegistryError::SchemaNotFound {
             url: self.url.clone(),
             id,
         }
     }
 
-    fn negatively_cached(&self, id: u32) -> Option<RegistryError> {
+    fn negatively_cached(&self, id: u32) -> Option<SchemaRegistryError> {
         let mut neg = self.negative.lock().unwrap_or_else(|e| e.into_inner());
         let (until, why) = neg.get(&id)?;
         if Instant::now() >= *until {
@@ -395,7 +395,7 @@ impl SchemaRegistry {
         }
         Some(match why {
             Negative::NotFound => self.not_found(id),
-            Negative::Refused(detail) => RegistryError::SchemaRefused {
+            Negative::Refused(detail) => SchemaRegistryError::SchemaRefused {
                 id,
                 detail: format!("{detail} (cached)"),
             },
@@ -421,10 +421,10 @@ impl SchemaRegistry {
     }
 
     /// The base URL with `segments` appended (each percent-encoded).
-    fn endpoint(&self, segments: &[&str]) -> Result<Url, RegistryError> {
+    fn endpoint(&self, segments: &[&str]) -> Result<Url, SchemaRegistryError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
-            .map_err(|()| RegistryError::Url(self.url.clone()))?
+            .map_err(|()| SchemaRegistryError::Url(self.url.clone()))?
             .pop_if_empty()
             .extend(segments);
         Ok(url)
@@ -437,7 +437,7 @@ impl SchemaRegistry {
         method: Method,
         url: Url,
         body: Option<String>,
-    ) -> Result<Reply, RegistryError> {
+    ) -> Result<Reply, SchemaRegistryError> {
         off_runtime(&self.url, || {
             let deadline = Instant::now() + self.options.timeout;
             let mut req = self
@@ -463,45 +463,45 @@ impl SchemaRegistry {
         })
     }
 
-    fn request_error(&self, e: reqwest::Error) -> RegistryError {
+    fn request_error(&self, e: reqwest::Error) -> SchemaRegistryError {
         let url = self.url.clone();
         let (timeout, connect, builder) = (e.is_timeout(), e.is_connect(), e.is_builder());
         // Our own error names the URL (without credentials) already.
         let source: BoxError = Box::new(e.without_url());
         if timeout {
-            RegistryError::Timeout {
+            SchemaRegistryError::Timeout {
                 url,
                 source: Some(source),
             }
         } else if connect {
-            RegistryError::Connect { url, source }
+            SchemaRegistryError::Connect { url, source }
         } else if builder {
-            RegistryError::Client { source }
+            SchemaRegistryError::Client { source }
         } else {
-            RegistryError::Transport { url, source }
+            SchemaRegistryError::Transport { url, source }
         }
     }
 
-    fn read_error(&self, e: ReadFail) -> RegistryError {
+    fn read_error(&self, e: ReadFail) -> SchemaRegistryError {
         let url = self.url.clone();
         match e {
-            ReadFail::TooLarge(length) => RegistryError::TooLarge {
+            ReadFail::TooLarge(length) => SchemaRegistryError::TooLarge {
                 limit: self.options.max_response_bytes,
                 length,
             },
-            ReadFail::Deadline => RegistryError::Timeout { url, source: None },
+            ReadFail::Deadline => SchemaRegistryError::Timeout { url, source: None },
             ReadFail::Io(e) => {
                 let timed_out = e.kind() == std::io::ErrorKind::TimedOut
                     || e.get_ref()
                         .and_then(|i| i.downcast_ref::<reqwest::Error>())
                         .is_some_and(reqwest::Error::is_timeout);
                 if timed_out {
-                    RegistryError::Timeout {
+                    SchemaRegistryError::Timeout {
                         url,
                         source: Some(Box::new(e)),
                     }
                 } else {
-                    RegistryError::Transport {
+                    SchemaRegistryError::Transport {
                         url,
                         source: Box::new(e),
                     }
@@ -510,7 +510,7 @@ impl SchemaRegistry {
         }
     }
 
-    fn status_error(&self, reply: &Reply) -> RegistryError {
+    fn status_error(&self, reply: &Reply) -> SchemaRegistryError {
         let (error_code, mut message) = parse_error_body(&reply.body);
         if message.trim().is_empty() {
             message = reply.status.canonical_reason().unwrap_or("").to_string();
@@ -519,7 +519,7 @@ impl SchemaRegistry {
             Some(c) => format!("error code {c}: {message}"),
             None => message,
         };
-        RegistryError::Status {
+        SchemaRegistryError::Status {
             url: self.url.clone(),
             status: reply.status.as_u16(),
             error_code,
@@ -529,10 +529,10 @@ impl SchemaRegistry {
 }
 
 /// What a refused lookup is remembered as.
-fn refusal(e: &RegistryError) -> String {
+fn refusal(e: &SchemaRegistryError) -> String {
     match e {
-        RegistryError::SchemaRefused { detail, .. } => detail.clone(),
-        other => other.to_string(),
+        SchemaRegistryError::SchemaRefused { detail, .. } => detail.clone(),
+        other => crate::outcome::chain(other).to_string(),
     }
 }
 
@@ -591,8 +591,8 @@ fn read_limited(
 /// (`reqwest::blocking` must not run inside one).
 fn off_runtime<T: Send>(
     url: &str,
-    f: impl FnOnce() -> Result<T, RegistryError> + Send,
-) -> Result<T, RegistryError> {
+    f: impl FnOnce() -> Result<T, SchemaRegistryError> + Send,
+) -> Result<T, SchemaRegistryError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return f();
     }
@@ -600,7 +600,7 @@ fn off_runtime<T: Send>(
         let handle = std::thread::Builder::new()
             .name("schema-registry".into())
             .spawn_scoped(s, f)
-            .map_err(|e| RegistryError::Transport {
+            .map_err(|e| SchemaRegistryError::Transport {
                 url: url.to_string(),
                 source: Box::new(e),
             })?;
@@ -611,7 +611,7 @@ fn off_runtime<T: Send>(
     })
 }
 
-fn build_client(options: &RegistryOptions) -> Result<Client, RegistryError> {
+fn build_client(options: &RegistryOptions) -> Result<Client, SchemaRegistryError> {
     let mut b = Client::builder()
         .use_rustls_tls()
         .timeout(options.timeout)
@@ -622,7 +622,7 @@ fn build_client(options: &RegistryOptions) -> Result<Client, RegistryError> {
         .user_agent(concat!("riskstream/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &options.ca_file {
         let shown = path.display().to_string();
-        let ca_err = |detail: &str, source: Option<BoxError>| RegistryError::CaFile {
+        let ca_err = |detail: &str, source: Option<BoxError>| SchemaRegistryError::CaFile {
             path: shown.clone(),
             detail: detail.to_string(),
             source,
@@ -643,7 +643,7 @@ fn build_client(options: &RegistryOptions) -> Result<Client, RegistryError> {
             b = b.add_root_certificate(c);
         }
     }
-    b.build().map_err(|e| RegistryError::Client {
+    b.build().map_err(|e| SchemaRegistryError::Client {
         source: Box::new(e),
     })
 }
@@ -659,8 +659,8 @@ fn redact(url: &str) -> String {
 
 /// Base URL (no credentials, no trailing slash), the URL to show, and the
 /// URL's credentials.
-fn parse_url(raw: &str) -> Result<(Url, String, Option<BasicAuth>), RegistryError> {
-    let mut url = Url::parse(raw).map_err(|e| RegistryError::UrlParse {
+fn parse_url(raw: &str) -> Result<(Url, String, Option<BasicAuth>), SchemaRegistryError> {
+    let mut url = Url::parse(raw).map_err(|e| SchemaRegistryError::UrlParse {
         url: redact(raw),
         source: Box::new(e),
     })?;
@@ -670,19 +670,19 @@ fn parse_url(raw: &str) -> Result<(Url, String, Option<BasicAuth>), RegistryErro
         || url.query().is_some()
         || url.fragment().is_some();
     if unusable {
-        return Err(RegistryError::Url(redact(raw)));
+        return Err(SchemaRegistryError::Url(redact(raw)));
     }
     let auth = (!url.username().is_empty() || url.password().is_some()).then(|| BasicAuth {
         username: percent_decode(url.username()),
         password: url.password().map(percent_decode),
     });
     if url.set_username("").is_err() || url.set_password(None).is_err() {
-        return Err(RegistryError::Url(redact(raw)));
+        return Err(SchemaRegistryError::Url(redact(raw)));
     }
     let path = url.path().trim_end_matches('/').to_string();
     url.set_path(&path);
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
-        return Err(RegistryError::Url(redact(raw)));
+        return Err(SchemaRegistryError::Url(redact(raw)));
     };
     let shown = format!("{}://{host}:{port}{path}", url.scheme());
     Ok((url, shown, auth))
@@ -711,11 +711,28 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// An error whose message may quote what the registry sent (serde and the
-/// Avro parser quote values), bounded like [`sanitize`].
-fn brief(e: &dyn std::fmt::Display) -> String {
-    sanitize(&e.to_string())
+/// A cause whose text may quote what the registry sent (serde and the Avro
+/// parser quote values): shown as one message, its own causes included
+/// ([`crate::outcome::chain`]), bounded and without control characters
+/// like [`sanitize`]. The original error is kept for `Debug`.
+#[derive(Debug)]
+pub struct Quoted(BoxError);
+
+impl Quoted {
+    fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
 }
+
+impl std::fmt::Display for Quoted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e: &(dyn std::error::Error + 'static) = &*self.0;
+        f.write_str(&sanitize(&crate::outcome::chain(e).to_string()))
+    }
+}
+
+/// No `source`: its causes are in its text, sanitized.
+impl std::error::Error for Quoted {}
 
 /// A registry-supplied message made safe to log: control characters
 /// replaced, cut at [`MESSAGE_MAX_CHARS`].
@@ -765,25 +782,25 @@ fn parse_error_body(body: &[u8]) -> (Option<i64>, String) {
 pub fn parse_schema_response(
     body: &[u8],
     limits: &ResponseLimits,
-) -> Result<String, RegistryError> {
+) -> Result<String, SchemaRegistryError> {
     if body.len() > limits.max_response_bytes {
-        return Err(RegistryError::TooLarge {
+        return Err(SchemaRegistryError::TooLarge {
             limit: limits.max_response_bytes,
             length: Some(body.len() as u64),
         });
     }
     let r: SchemaResponse =
-        serde_json::from_slice(body).map_err(|source| RegistryError::BadResponse {
+        serde_json::from_slice(body).map_err(|source| SchemaRegistryError::BadResponse {
             what: "a schema lookup",
-            source,
+            source: Quoted::new(source),
         })?;
     if let Some(t) = r.schema_type.filter(|t| !t.eq_ignore_ascii_case("AVRO")) {
-        return Err(RegistryError::NotAvro {
+        return Err(SchemaRegistryError::NotAvro {
             schema_type: sanitize(&t),
         });
     }
     if json_depth_exceeds(&r.schema, limits.max_schema_depth) {
-        return Err(RegistryError::SchemaTooDeep {
+        return Err(SchemaRegistryError::SchemaTooDeep {
             limit: limits.max_schema_depth,
         });
     }
@@ -792,12 +809,12 @@ pub fn parse_schema_response(
 
 /// The id of a `POST /subjects/{subject}/versions` answer (`{"id": N}`).
 /// Never panics.
-pub fn parse_register_response(body: &[u8]) -> Result<u32, RegistryError> {
+pub fn parse_register_response(body: &[u8]) -> Result<u32, SchemaRegistryError> {
     serde_json::from_slice::<RegisterResponse>(body)
         .map(|r| r.id)
-        .map_err(|source| RegistryError::BadResponse {
+        .map_err(|source| SchemaRegistryError::BadResponse {
             what: "a schema registration",
-            source,
+            source: Quoted::new(source),
         })
 }
 
@@ -806,24 +823,24 @@ pub fn parse_register_response(body: &[u8]) -> Result<u32, RegistryError> {
 /// type contains itself. Recursive types are legal Avro, but decoding them
 /// recurses as deep as the datum says, so a hostile record could exhaust
 /// the stack; riskstream's records are flat.
-pub fn parse_registry_schema(id: u32, text: &str) -> Result<KnownSchema, RegistryError> {
+pub fn parse_registry_schema(id: u32, text: &str) -> Result<KnownSchema, SchemaRegistryError> {
     // apache-avro 0.21 panics on some invalid names (it unwraps their
     // validation): refuse those first; a panic elsewhere is still caught.
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
-        check_names(&json).map_err(|detail| RegistryError::SchemaRefused { id, detail })?;
+        check_names(&json).map_err(|detail| SchemaRegistryError::SchemaRefused { id, detail })?;
     }
     let parsed =
         std::panic::catch_unwind(|| KnownSchema::parse(text, &format!("registry id {id}")))
-            .map_err(|_| RegistryError::SchemaRefused {
+            .map_err(|_| SchemaRegistryError::SchemaRefused {
                 id,
                 detail: "the Avro schema parser panicked".into(),
             })?;
-    let s = parsed.map_err(|e| RegistryError::Schema {
+    let s = parsed.map_err(|e| SchemaRegistryError::Schema {
         id,
-        source: Box::new(e),
+        source: Quoted::new(e),
     })?;
     if let Some(name) = recursive_type(&s.schema) {
-        return Err(RegistryError::SchemaRefused {
+        return Err(SchemaRegistryError::SchemaRefused {
             id,
             detail: format!("recursive type {}", sanitize(&name)),
         });
@@ -1075,7 +1092,7 @@ mod tests {
         ] {
             let e = parse_registry_schema(2, text).unwrap_err();
             assert!(
-                matches!(e, RegistryError::SchemaRefused { .. }),
+                matches!(e, SchemaRegistryError::SchemaRefused { .. }),
                 "{text}: {e}"
             );
         }
@@ -1088,7 +1105,7 @@ mod tests {
         ] {
             let e = parse_registry_schema(4, text).unwrap_err();
             assert!(
-                matches!(e, RegistryError::SchemaRefused { .. }),
+                matches!(e, SchemaRegistryError::SchemaRefused { .. }),
                 "{text}: {e}"
             );
         }
@@ -1115,11 +1132,11 @@ mod tests {
         );
         assert!(matches!(
             parse_schema_response(br#"{"schema":"x","schemaType":"PROTOBUF"}"#, &lim),
-            Err(RegistryError::NotAvro { .. })
+            Err(SchemaRegistryError::NotAvro { .. })
         ));
         assert!(matches!(
             parse_schema_response(br#"{"schema":7}"#, &lim),
-            Err(RegistryError::BadResponse { .. })
+            Err(SchemaRegistryError::BadResponse { .. })
         ));
         let small = ResponseLimits {
             max_response_bytes: 8,
@@ -1127,7 +1144,7 @@ mod tests {
         };
         assert!(matches!(
             parse_schema_response(br#"{"schema":"\"int\""}"#, &small),
-            Err(RegistryError::TooLarge { .. })
+            Err(SchemaRegistryError::TooLarge { .. })
         ));
         assert_eq!(parse_register_response(br#"{"id":7}"#).unwrap(), 7);
         for bad in [
@@ -1146,7 +1163,8 @@ mod tests {
         // Messages quoting what was sent stay short.
         let huge = format!(r#"{{"id":"{}"}}"#, "y".repeat(100_000));
         let e = parse_register_response(huge.as_bytes()).unwrap_err();
-        assert!(e.to_string().len() < 1000, "{}", e.to_string().len());
+        let shown = crate::outcome::chain(&e).to_string();
+        assert!(shown.len() < 1000, "{}", shown.len());
         let long = "x".repeat(10_000);
         let (code, msg) = parse_error_body(long.as_bytes());
         assert_eq!((code, msg.chars().count()), (None, MESSAGE_MAX_CHARS + 1));
@@ -1154,7 +1172,7 @@ mod tests {
 
     #[test]
     fn classification() {
-        let st = |status| RegistryError::Status {
+        let st = |status| SchemaRegistryError::Status {
             url: String::new(),
             status,
             error_code: None,
@@ -1162,12 +1180,12 @@ mod tests {
         };
         assert!(st(503).is_transient() && st(500).is_transient() && st(429).is_transient());
         assert!(!st(404).is_transient() && !st(401).is_transient() && !st(422).is_transient());
-        assert!(!RegistryError::SchemaNotFound {
+        assert!(!SchemaRegistryError::SchemaNotFound {
             url: String::new(),
             id: 1
         }
         .is_transient());
-        assert!(RegistryError::Timeout {
+        assert!(SchemaRegistryError::Timeout {
             url: String::new(),
             source: None
         }

@@ -23,13 +23,13 @@ pub const EPOCH_2018_04_01_MS: i64 = 1_522_540_800_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("cannot open {path}: {source}")]
+    #[error("cannot open {path}")]
     Open {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}, line {line}: {source}")]
+    #[error("{path}, line {line}: bad row")]
     BadRow {
         path: String,
         line: u64,

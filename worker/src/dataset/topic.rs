@@ -31,13 +31,13 @@ pub struct TopicRead {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
-    #[error("kafka: {0}")]
+    #[error("the Kafka client failed")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Schema(#[from] crate::codec::SchemaError),
     #[error("topic {0} does not exist")]
     NoTopic(String),
-    #[error("cannot write output: {0}")]
+    #[error("cannot write output")]
     Io(#[from] std::io::Error),
 }
 

@@ -12,13 +12,13 @@ use rdkafka::types::RDKafkaErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
-    #[error("cannot create Kafka client for {brokers}: {source}")]
+    #[error("cannot create a Kafka client for {brokers}")]
     Client {
         brokers: String,
         #[source]
         source: KafkaError,
     },
-    #[error("cannot create topic {topic} on {brokers}: {source}")]
+    #[error("cannot create topic {topic} on {brokers}")]
     CreateTopics {
         topic: String,
         brokers: String,

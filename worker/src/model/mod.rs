@@ -15,6 +15,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::features::{FeatureVector, FEATURE_NAMES, N_FEATURES};
+use crate::outcome::{decide, Domain, Input, Outcome};
 
 /// Where scoring runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -56,8 +57,8 @@ pub const MAX_LAYERS: usize = 16;
 /// Why a file was refused before it was read.
 #[derive(Debug, thiserror::Error)]
 pub enum SizeError {
-    #[error("{0}")]
-    Stat(#[source] std::io::Error),
+    #[error(transparent)]
+    Stat(std::io::Error),
     #[error("{len} bytes, more than the {max} accepted")]
     TooLarge { len: u64, max: u64 },
 }
@@ -73,7 +74,7 @@ fn check_size(path: &Path, max: u64) -> Result<(), SizeError> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read model card {path}: {source}")]
+    #[error("cannot read model card {path}")]
     CardSize {
         path: String,
         #[source]
@@ -82,13 +83,13 @@ pub enum ModelError {
     /// The network the card describes is beyond the accepted limits.
     #[error("cannot read model card {path}: {detail}")]
     CardShape { path: String, detail: String },
-    #[error("cannot read model card {path}: {source}")]
+    #[error("cannot read model card {path}")]
     ReadCard {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read model card {path}: {source}")]
+    #[error("model card {path} is not a valid card")]
     ParseCard {
         path: String,
         #[source]
@@ -96,25 +97,25 @@ pub enum ModelError {
     },
     #[error("model card {path} does not fit this worker: {detail}")]
     Incompatible { path: String, detail: String },
-    #[error("cannot load weights {path}: {source}")]
+    #[error("cannot load weights {path}")]
     WeightsSize {
         path: String,
         #[source]
         source: SizeError,
     },
-    #[error("cannot load weights {path}: {source}")]
+    #[error("cannot load weights {path}")]
     LoadWeights {
         path: String,
         #[source]
         source: burn::store::RecordError,
     },
-    #[error("cannot write model to {path}: {source}")]
+    #[error("cannot serialise the model card for {path}")]
     SerialiseCard {
         path: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("cannot write model to {path}: {source}")]
+    #[error("cannot write model to {path}")]
     WriteCard {
         path: String,
         #[source]
@@ -122,10 +123,36 @@ pub enum ModelError {
     },
     #[error("device {0:?} is not available: {1}")]
     Device(DeviceChoice, String),
-    #[error("inference failed: {0}")]
+    #[error("inference failed")]
     Inference(#[source] burn::tensor::TensorReadError),
-    #[error("cannot read the weights of a layer: {0}")]
+    #[error("cannot read the weights of a layer")]
     ReadWeights(#[source] burn::tensor::DataError),
+}
+
+impl ModelError {
+    /// Whose fault it is: the model files the worker was pointed at, the
+    /// device it was told to use, or (inference) the worker itself.
+    pub fn domain(&self) -> Domain {
+        match self {
+            ModelError::CardSize { .. }
+            | ModelError::CardShape { .. }
+            | ModelError::ReadCard { .. }
+            | ModelError::ParseCard { .. }
+            | ModelError::Incompatible { .. }
+            | ModelError::WeightsSize { .. }
+            | ModelError::LoadWeights { .. }
+            | ModelError::Device(..) => Domain::Input(Input::Settings),
+            ModelError::SerialiseCard { .. } | ModelError::WriteCard { .. } => {
+                Domain::External { transient: false }
+            }
+            ModelError::Inference(_) | ModelError::ReadWeights(_) => Domain::Internal,
+        }
+    }
+
+    /// What follows ([`crate::outcome::decide`]).
+    pub fn outcome(&self) -> Outcome {
+        decide(self.domain())
+    }
 }
 
 /// Hyper-parameters that define the network's shape.

@@ -41,7 +41,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Schema(#[from] crate::codec::SchemaError),
     #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
+    Registry(#[from] crate::registry::ModelRegistryError),
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
@@ -54,19 +54,19 @@ pub enum PipelineError {
     Scoring(#[from] crate::scoring::ScoringError),
     #[error(transparent)]
     State(#[from] crate::state::StateError),
-    #[error("cannot serve HTTP on {addr}: {source} (set --metrics-addr, or \"off\")")]
+    #[error("cannot serve HTTP on {addr} (set --metrics-addr, or \"off\")")]
     Http {
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the {what} thread: {source}")]
+    #[error("cannot start the {what} thread")]
     Spawn {
         what: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("the {stage} stage panicked or was aborted: {source}")]
+    #[error("the {stage} stage panicked or was aborted")]
     StageFailed {
         stage: &'static str,
         #[source]

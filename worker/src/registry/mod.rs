@@ -10,30 +10,30 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
+pub enum ModelRegistryError {
     #[error("model {reference:?}: {detail}")]
     NotFound { reference: String, detail: String },
     #[error("cannot read {path}: {size} bytes, more than {MAX_ALIASES_BYTES} accepted")]
     AliasesTooLarge { path: String, size: u64 },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     ReadFile {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("alias table {path} is not valid")]
     ParseAliases {
         path: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot serialise the alias table for {path}")]
     SerialiseAliases {
         path: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     WriteFile {
         path: String,
         #[source]
@@ -55,13 +55,13 @@ const MAX_ALIASES_BYTES: u64 = 1 << 20;
 
 /// A model name, version or alias must be one plain path component, so
 /// nothing in `aliases.json` or a reference can point outside the registry.
-pub fn check_component(what: &str, s: &str) -> Result<(), RegistryError> {
+pub fn check_component(what: &str, s: &str) -> Result<(), ModelRegistryError> {
     let plain =
         !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0']) && s.len() <= 255;
     if plain {
         Ok(())
     } else {
-        Err(RegistryError::NotFound {
+        Err(ModelRegistryError::NotFound {
             reference: s.to_string(),
             detail: format!("{what} must be a single path component inside the registry"),
         })
@@ -69,24 +69,29 @@ pub fn check_component(what: &str, s: &str) -> Result<(), RegistryError> {
 }
 
 /// Reads a model's alias table (empty when there is none).
-pub fn read_aliases(root: &Path, name: &str) -> Result<BTreeMap<String, String>, RegistryError> {
+pub fn read_aliases(
+    root: &Path,
+    name: &str,
+) -> Result<BTreeMap<String, String>, ModelRegistryError> {
     check_component("model name", name)?;
     let path = root.join(name).join(ALIASES_FILE);
     if let Ok(m) = std::fs::metadata(&path) {
         if m.len() > MAX_ALIASES_BYTES {
-            return Err(RegistryError::AliasesTooLarge {
+            return Err(ModelRegistryError::AliasesTooLarge {
                 path: path.display().to_string(),
                 size: m.len(),
             });
         }
     }
     match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|source| RegistryError::ParseAliases {
-            path: path.display().to_string(),
-            source,
-        }),
+        Ok(text) => {
+            serde_json::from_str(&text).map_err(|source| ModelRegistryError::ParseAliases {
+                path: path.display().to_string(),
+                source,
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(source) => Err(RegistryError::ReadFile {
+        Err(source) => Err(ModelRegistryError::ReadFile {
             path: path.display().to_string(),
             source,
         }),
@@ -94,12 +99,17 @@ pub fn read_aliases(root: &Path, name: &str) -> Result<BTreeMap<String, String>,
 }
 
 /// Points `alias` of model `name` at `version` (atomic rename).
-pub fn set_alias(root: &Path, name: &str, alias: &str, version: &str) -> Result<(), RegistryError> {
+pub fn set_alias(
+    root: &Path,
+    name: &str,
+    alias: &str,
+    version: &str,
+) -> Result<(), ModelRegistryError> {
     check_component("model name", name)?;
     check_component("alias", alias)?;
     check_component("version", version)?;
     if !root.join(name).join(version).join("card.json").is_file() {
-        return Err(RegistryError::NotFound {
+        return Err(ModelRegistryError::NotFound {
             reference: format!("{name}/{version}"),
             detail: "no such version (card.json missing)".into(),
         });
@@ -108,12 +118,12 @@ pub fn set_alias(root: &Path, name: &str, alias: &str, version: &str) -> Result<
     aliases.insert(alias.to_string(), version.to_string());
     let path = root.join(name).join(ALIASES_FILE);
     let tmp = path.with_extension("json.tmp");
-    let werr = |source: std::io::Error| RegistryError::WriteFile {
+    let werr = |source: std::io::Error| ModelRegistryError::WriteFile {
         path: path.display().to_string(),
         source,
     };
     let text = serde_json::to_string_pretty(&aliases).map_err(|source| {
-        RegistryError::SerialiseAliases {
+        ModelRegistryError::SerialiseAliases {
             path: path.display().to_string(),
             source,
         }
@@ -124,9 +134,9 @@ pub fn set_alias(root: &Path, name: &str, alias: &str, version: &str) -> Result<
 }
 
 /// Versions of a model, in numeric order where they are numbers.
-pub fn versions(root: &Path, name: &str) -> Result<Vec<String>, RegistryError> {
+pub fn versions(root: &Path, name: &str) -> Result<Vec<String>, ModelRegistryError> {
     let dir = root.join(name);
-    let rd = std::fs::read_dir(&dir).map_err(|source| RegistryError::ReadFile {
+    let rd = std::fs::read_dir(&dir).map_err(|source| ModelRegistryError::ReadFile {
         path: dir.display().to_string(),
         source,
     })?;
@@ -151,8 +161,8 @@ pub fn next_version(root: &Path, name: &str) -> String {
 }
 
 /// Resolves a model reference against the registry root.
-pub fn resolve(root: &Path, reference: &str) -> Result<ModelLocation, RegistryError> {
-    let nf = |detail: String| RegistryError::NotFound {
+pub fn resolve(root: &Path, reference: &str) -> Result<ModelLocation, ModelRegistryError> {
+    let nf = |detail: String| ModelRegistryError::NotFound {
         reference: reference.to_string(),
         detail,
     };

@@ -39,6 +39,20 @@ pub enum ScoringError {
     Model(#[from] ModelError),
 }
 
+impl ScoringError {
+    /// Whose fault it is: the model's ([`ModelError::domain`]).
+    pub fn domain(&self) -> crate::outcome::Domain {
+        match self {
+            ScoringError::Model(e) => e.domain(),
+        }
+    }
+
+    /// What follows ([`crate::outcome::decide`]): the worker stops.
+    pub fn outcome(&self) -> crate::outcome::Outcome {
+        crate::outcome::decide(self.domain())
+    }
+}
+
 /// The latest event time seen on each assigned input partition. Their
 /// minimum caps the feature engine's eviction clock, so state a lagging
 /// partition still needs is kept while others run ahead (a backlog is

@@ -234,7 +234,7 @@ fn watch(
                 Err(e) => {
                     // Counted every time, logged at ERROR once per distinct error.
                     metrics.event("watcher_errors", "error", 1);
-                    let text = e.to_string();
+                    let text = crate::outcome::chain(&e).to_string();
                     if last_error.as_deref() != Some(text.as_str()) {
                         tracing::error!(error = %text, reference = %reference, "registry watcher cannot resolve the model; retrying (the serving version keeps serving)");
                         last_error = Some(text);
@@ -259,7 +259,7 @@ fn watch(
                 let drift = match (&cfg.drift, role) {
                     (Some(settings), Role::Champion) => Reference::read(&loc.dir)
                         .and_then(|r| DriftMonitor::new(&r, &scorer.card.inputs, settings.clone()))
-                        .map_err(|e| tracing::warn!(error = %e, "the new version has no usable drift reference: drift monitoring stops"))
+                        .map_err(|e| tracing::warn!(error = %crate::outcome::chain(&e), "the new version has no usable drift reference: drift monitoring stops"))
                         .ok(),
                     _ => None,
                 };
@@ -280,8 +280,8 @@ fn watch(
                 Err(e) => {
                     metrics.model_refused.increment(1);
                     tracing::error!(
-                        model = %loc.name, version = %loc.version, role = role.as_str(), error = %e,
-                        "refusing {}/{}: {e}; {}/{old} keeps serving", loc.name, loc.version, loc.name
+                        model = %loc.name, version = %loc.version, role = role.as_str(), error = %crate::outcome::chain(&e),
+                        "refusing {}/{}: {}; {}/{old} keeps serving", loc.name, loc.version, crate::outcome::chain(&e), loc.name
                     );
                     refused.insert(key, stamp(&loc));
                 }

@@ -38,9 +38,9 @@ use crate::outcome::{decide, Domain, Outcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("cannot create producer: {0}")]
+    #[error("cannot create the Kafka producer")]
     Create(#[source] KafkaError),
-    #[error("fatal producer error (check brokers, credentials and topic ACLs): {0}")]
+    #[error("fatal producer error (check brokers, credentials and topic ACLs)")]
     Fatal(#[source] KafkaError),
     /// The topic or cluster refuses every record: no retry can help.
     #[error("cannot write to topic {topic}: {code} — {fix}")]
@@ -49,6 +49,26 @@ pub enum SinkError {
         code: RDKafkaErrorCode,
         fix: &'static str,
     },
+}
+
+impl SinkError {
+    /// Whose fault it is: librdkafka refusing the client options is the
+    /// settings'; a fatal producer error or a topic that refuses every
+    /// record is the cluster's, and not transient (transient delivery
+    /// errors never get here: [`classify`] retries them).
+    pub fn domain(&self) -> Domain {
+        match self {
+            SinkError::Create(_) => Domain::Input(crate::outcome::Input::Settings),
+            SinkError::Fatal(_) | SinkError::Refused { .. } => {
+                Domain::External { transient: false }
+            }
+        }
+    }
+
+    /// What follows ([`decide`]): the worker stops.
+    pub fn outcome(&self) -> Outcome {
+        decide(self.domain())
+    }
 }
 
 /// What a delivery error means for the record.
@@ -67,7 +87,7 @@ impl Class {
     pub fn domain(self) -> Domain {
         match self {
             Class::Transient => Domain::External { transient: true },
-            Class::Record(_) => Domain::Input,
+            Class::Record(_) => Domain::Input(crate::outcome::Input::Record),
             Class::Fatal(_) => Domain::External { transient: false },
         }
     }

@@ -45,16 +45,36 @@ use lifecycle::{Resumed, Route};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot create consumer: {0}")]
+    #[error("cannot create the Kafka consumer")]
     Create(#[source] KafkaError),
-    #[error("cannot subscribe to {topic}: {source}")]
+    #[error("cannot subscribe to {topic}")]
     Subscribe {
         topic: String,
         #[source]
         source: KafkaError,
     },
-    #[error("fatal consumer error (check brokers, credentials and topic ACLs): {0}")]
+    #[error("fatal consumer error (check brokers, credentials and topic ACLs)")]
     Fatal(#[source] KafkaError),
+}
+
+impl SourceError {
+    /// Whose fault it is: librdkafka refusing the client options is the
+    /// settings'; a subscription or consumer the cluster refuses is the
+    /// cluster's, and not transient (librdkafka retries the rest itself).
+    pub fn domain(&self) -> crate::outcome::Domain {
+        use crate::outcome::{Domain, Input};
+        match self {
+            SourceError::Create(_) => Domain::Input(Input::Settings),
+            SourceError::Subscribe { .. } | SourceError::Fatal(_) => {
+                Domain::External { transient: false }
+            }
+        }
+    }
+
+    /// What follows ([`crate::outcome::decide`]): the worker stops.
+    pub fn outcome(&self) -> crate::outcome::Outcome {
+        crate::outcome::decide(self.domain())
+    }
 }
 
 /// The input stage: polls the group consumer, decodes and guards each
@@ -284,7 +304,7 @@ impl Source {
             let (customers, records, ms) = match d.result {
                 Ok(r) => (r.customers, r.records, r.elapsed.as_millis() as u64),
                 Err(e) => {
-                    tracing::warn!(partition = p, error = %e, "cannot read the state changelog");
+                    tracing::warn!(partition = p, error = %crate::outcome::chain(&e), "cannot read the state changelog");
                     (Vec::new(), 0, 0)
                 }
             };

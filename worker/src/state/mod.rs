@@ -34,9 +34,9 @@ type KeySet = hashbrown::HashMap<String, (), rustc_hash::FxBuildHasher>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("changelog client: {0}")]
+    #[error("the state changelog's client failed")]
     Client(#[source] KafkaError),
-    #[error("cannot read the watermarks of {topic}/{partition}: {source}")]
+    #[error("cannot read the watermarks of {topic}/{partition}")]
     Watermarks {
         topic: String,
         partition: i32,

@@ -35,7 +35,7 @@ pub struct DemoArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("cannot start the in-process broker: {0}")]
+    #[error("cannot start the in-process broker")]
     Mock(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

@@ -67,12 +67,12 @@ pub enum ReplayError {
     Kafka(#[from] crate::kafka::KafkaSetupError),
     #[error(transparent)]
     Schema(#[from] crate::codec::SchemaError),
-    #[error("producer: {0}")]
+    #[error("the replay producer failed")]
     Produce(#[from] KafkaError),
     #[error("{0} records could not be delivered")]
     Undelivered(u64),
     /// The replay task panicked or was cancelled.
-    #[error("replay task failed: {0}")]
+    #[error("the replay task failed")]
     Task(#[source] tokio::task::JoinError),
 }
 

@@ -399,7 +399,7 @@ fn write_report(dir: &Path, md: &str, curves: &[(Vec<f32>, Vec<bool>)]) -> Resul
                 let _ = writeln!(text, "![{f}]({f})");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "plots not written"),
+        Err(e) => tracing::warn!(error = %crate::outcome::chain(&*e), "plots not written"),
     }
     std::fs::write(dir.join("report.md"), text).map_err(werr)
 }

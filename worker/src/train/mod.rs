@@ -28,48 +28,48 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
+    Registry(#[from] crate::registry::ModelRegistryError),
     #[error("{0}")]
     Invalid(String),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot create {path}")]
     CreateDir {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     WriteWeights {
         path: String,
         #[source]
         source: burn::store::RecordError,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write the drift reference to {path}")]
     WriteReference {
         path: String,
         #[source]
         source: crate::drift::DriftError,
     },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     WriteCsv {
         path: String,
         #[source]
         source: csv::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("cannot open {path}")]
     OpenCsv {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    ReadCsv(#[source] csv::Error),
-    #[error("cannot write {path}: {source}")]
+    #[error(transparent)]
+    ReadCsv(csv::Error),
+    #[error("cannot write {path}")]
     WriteReport {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("reading {topic}: {source}")]
+    #[error("cannot read topic {topic}")]
     ReadTopic {
         topic: String,
         #[source]
