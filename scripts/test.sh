@@ -44,7 +44,7 @@ trap cleanup EXIT
 
 cargo build --release --locked --all-targets
 # The GPU path (burn wgpu) type-checks and lints here; building and running
-# it needs a GPU machine (see README, "Device"). Checking takes ~4 minutes
+# it needs a GPU machine (see docs/serving.md, "Device"). Checking takes ~4 minutes
 # cold, a full wgpu build about an hour, so CI checks.
 CARGO_TARGET_DIR="$RISKSTREAM_CACHE/wgpu-check" cargo clippy --release --locked --features wgpu --lib -- -D warnings
 cargo test --release --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-2}"
