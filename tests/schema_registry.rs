@@ -18,6 +18,8 @@
 //! whole run, so those tests use subjects of their own ([`unique`]).
 //!
 //! The worker tests at the end need the broker (`RISKSTREAM_TEST_BROKERS`).
+//! They and the `apicurio` tests are tier 2 (built with the
+//! `external-tests` feature, docs/testing.md); the rest is tier 1.
 
 mod common;
 
@@ -949,23 +951,13 @@ fn sample(n: usize) -> Vec<riskstream::codec::Transaction> {
     rows(100, n).iter().map(|r| r.transaction()).collect()
 }
 
-/// The Confluent API base URL of the Apicurio Registry under test.
-fn apicurio_url() -> String {
-    match std::env::var("RISKSTREAM_TEST_REGISTRY_URL") {
-        Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_string(),
-        _ => panic!(
-            "RISKSTREAM_TEST_REGISTRY_URL is not set: this test runs against a real schema \
-             registry (Apicurio Registry's Confluent API). Run `scripts/registry.sh start` and \
-             `export RISKSTREAM_TEST_REGISTRY_URL=$(scripts/registry.sh url)`"
-        ),
-    }
-}
-
 /// The registry a shared test body runs against: the stand-in, whose
 /// state it can check too, or a real one, asked only over its REST API.
 #[derive(Clone, Copy)]
 enum Target<'a> {
     StandIn(&'a Mutex<Registry>),
+    /// Only tier 2 has a real registry.
+    #[cfg_attr(not(feature = "external-tests"), allow(dead_code))]
     Real,
 }
 
@@ -1120,136 +1112,154 @@ fn confluent_framing_round_trips_through_the_registry() {
     framing_round_trips(&url, Target::StandIn(&state), "payments");
 }
 
-#[test]
-fn apicurio_registry_confluent_framing_round_trips() {
-    framing_round_trips(&apicurio_url(), Target::Real, &unique("payments"));
-}
+/// Tier 2: a real registry (Apicurio) and the broker.
+#[cfg(feature = "external-tests")]
+mod external {
+    use super::*;
 
-/// A worker with `--schema-registry-url url` scores Confluent-framed input
-/// and frames its output (and drift reports) with ids it registered.
-async fn worker_round_trip(url: &str, target: Target<'_>, name: &str) {
-    let t = Topics::new(name);
-    t.create(4).await;
-    let mut writer = Codec::new().unwrap();
-    writer.connect_registry(url).unwrap();
-    writer
-        .register_output(Written::Transaction, &t.input)
-        .unwrap();
-    let txs = sample(1000);
-    let recs: Vec<_> = txs
-        .iter()
-        .map(|tx| {
-            (
-                Some(tx.customer_id.as_bytes().to_vec()),
-                writer.encode_transaction(tx).unwrap(),
-            )
-        })
-        .collect();
-    produce_raw(&t.input, &recs).await;
-    let w = Worker::start(&t, &["--schema-registry-url", url]);
-    let out = read_topic(&t.output, txs.len(), Duration::from_secs(60));
-    assert_eq!(out.len(), txs.len(), "log:\n{}", w.log_text());
-    let scored_id = target
-        .subject_id(url, &format!("{}-value", t.output))
-        .expect("the worker registered its output's schema");
-    let mut reader = Codec::new().unwrap();
-    reader.connect_registry(url).unwrap();
-    for r in &out {
-        let p = r.payload.as_deref().unwrap();
-        assert_eq!(
-            p[..5],
-            [
-                0,
-                (scored_id >> 24) as u8,
-                (scored_id >> 16) as u8,
-                (scored_id >> 8) as u8,
-                scored_id as u8
-            ]
-        );
-        let s = reader.decode_scored(Some(p)).unwrap();
-        assert_eq!(s.model_name, "fraud-mlp");
+    /// The Confluent API base URL of the Apicurio Registry under test.
+    fn apicurio_url() -> String {
+        match std::env::var("RISKSTREAM_TEST_REGISTRY_URL") {
+            Ok(url) if !url.trim().is_empty() => url.trim().trim_end_matches('/').to_string(),
+            _ => panic!(
+                "RISKSTREAM_TEST_REGISTRY_URL is not set: this test runs against a real schema \
+                 registry (Apicurio Registry's Confluent API). Run `scripts/registry.sh start` and \
+                 `export RISKSTREAM_TEST_REGISTRY_URL=$(scripts/registry.sh url)`"
+            ),
+        }
     }
-    assert!(target
-        .subject_id(url, &format!("{}-value", t.drift))
-        .is_some());
-    assert_eq!(read_topic(&t.dlq, 1, Duration::from_secs(2)).len(), 0);
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn worker_reads_and_writes_confluent_framed_records() {
-    let (url, state) = stand_in();
-    worker_round_trip(&url, Target::StandIn(&state), "sr").await;
-}
+    #[test]
+    fn apicurio_registry_confluent_framing_round_trips() {
+        framing_round_trips(&apicurio_url(), Target::Real, &unique("payments"));
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_reads_and_writes_confluent_framed_records_through_apicurio() {
-    worker_round_trip(&apicurio_url(), Target::Real, "sr-apicurio").await;
-}
+    /// A worker with `--schema-registry-url url` scores Confluent-framed input
+    /// and frames its output (and drift reports) with ids it registered.
+    async fn worker_round_trip(url: &str, target: Target<'_>, name: &str) {
+        let t = Topics::new(name);
+        t.create(4).await;
+        let mut writer = Codec::new().unwrap();
+        writer.connect_registry(url).unwrap();
+        writer
+            .register_output(Written::Transaction, &t.input)
+            .unwrap();
+        let txs = sample(1000);
+        let recs: Vec<_> = txs
+            .iter()
+            .map(|tx| {
+                (
+                    Some(tx.customer_id.as_bytes().to_vec()),
+                    writer.encode_transaction(tx).unwrap(),
+                )
+            })
+            .collect();
+        produce_raw(&t.input, &recs).await;
+        let w = Worker::start(&t, &["--schema-registry-url", url]);
+        let out = read_topic(&t.output, txs.len(), Duration::from_secs(60));
+        assert_eq!(out.len(), txs.len(), "log:\n{}", w.log_text());
+        let scored_id = target
+            .subject_id(url, &format!("{}-value", t.output))
+            .expect("the worker registered its output's schema");
+        let mut reader = Codec::new().unwrap();
+        reader.connect_registry(url).unwrap();
+        for r in &out {
+            let p = r.payload.as_deref().unwrap();
+            assert_eq!(
+                p[..5],
+                [
+                    0,
+                    (scored_id >> 24) as u8,
+                    (scored_id >> 16) as u8,
+                    (scored_id >> 8) as u8,
+                    scored_id as u8
+                ]
+            );
+            let s = reader.decode_scored(Some(p)).unwrap();
+            assert_eq!(s.model_name, "fraud-mlp");
+        }
+        assert!(target
+            .subject_id(url, &format!("{}-value", t.drift))
+            .is_some());
+        assert_eq!(read_topic(&t.dlq, 1, Duration::from_secs(2)).len(), 0);
+    }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_registry_outage_holds_the_records_instead_of_dead_lettering_them() {
-    let (url, state) = stand_in();
-    let t = Topics::new("sr-outage");
-    t.create(1).await;
-    let mut writer = Codec::new().unwrap();
-    writer.connect_registry(&url).unwrap();
-    writer
-        .register_output(Written::Transaction, &t.input)
-        .unwrap();
-    let mut w = Worker::start(&t, &["--schema-registry-url", &url]);
-    assert!(
-        wait_for(Duration::from_secs(30), || w
-            .log_text()
-            .contains("Confluent framing")),
-        "{}",
-        w.log_text()
-    );
-    // The registry goes down before the worker has seen the input's schema id.
-    state.lock().unwrap().fail_with = Some(503);
-    let txs = sample(200);
-    let recs: Vec<_> = txs
-        .iter()
-        .map(|tx| {
-            (
-                Some(tx.customer_id.as_bytes().to_vec()),
-                writer.encode_transaction(tx).unwrap(),
-            )
-        })
-        .collect();
-    produce_raw(&t.input, &recs).await;
-    assert!(
-        wait_for(Duration::from_secs(20), || w
-            .log_text()
-            .contains("schema registry unavailable")),
-        "{}",
-        w.log_text()
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        read_topic(&t.output, 1, Duration::from_secs(1)).len(),
-        0,
-        "nothing scored"
-    );
-    assert_eq!(
-        read_topic(&t.dlq, 1, Duration::from_secs(1)).len(),
-        0,
-        "nothing dead-lettered"
-    );
-    assert!(
-        committed(&t.group, &t.input, 1).iter().all(|o| *o <= 0),
-        "nothing committed"
-    );
-    let (_, metrics) = http_get(&w.log_text(), "/metrics");
-    assert!(
-        metrics.contains("riskstream_schema_registry_waiting 1"),
-        "{metrics}"
-    );
-    // Back up: every record is scored, none was lost.
-    state.lock().unwrap().fail_with = None;
-    let out = read_topic(&t.output, txs.len(), Duration::from_secs(60));
-    assert_eq!(out.len(), txs.len(), "log:\n{}", w.log_text());
-    assert_eq!(read_topic(&t.dlq, 1, Duration::from_secs(2)).len(), 0);
-    assert!(w.log_text().contains("schema registry reachable again"));
-    w.stop_cleanly(Duration::from_secs(30));
-    assert_eq!(committed(&t.group, &t.input, 1), vec![txs.len() as i64]);
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn worker_reads_and_writes_confluent_framed_records() {
+        let (url, state) = stand_in();
+        worker_round_trip(&url, Target::StandIn(&state), "sr").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_reads_and_writes_confluent_framed_records_through_apicurio() {
+        worker_round_trip(&apicurio_url(), Target::Real, "sr-apicurio").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_registry_outage_holds_the_records_instead_of_dead_lettering_them() {
+        let (url, state) = stand_in();
+        let t = Topics::new("sr-outage");
+        t.create(1).await;
+        let mut writer = Codec::new().unwrap();
+        writer.connect_registry(&url).unwrap();
+        writer
+            .register_output(Written::Transaction, &t.input)
+            .unwrap();
+        let mut w = Worker::start(&t, &["--schema-registry-url", &url]);
+        assert!(
+            wait_for(Duration::from_secs(30), || w
+                .log_text()
+                .contains("Confluent framing")),
+            "{}",
+            w.log_text()
+        );
+        // The registry goes down before the worker has seen the input's schema id.
+        state.lock().unwrap().fail_with = Some(503);
+        let txs = sample(200);
+        let recs: Vec<_> = txs
+            .iter()
+            .map(|tx| {
+                (
+                    Some(tx.customer_id.as_bytes().to_vec()),
+                    writer.encode_transaction(tx).unwrap(),
+                )
+            })
+            .collect();
+        produce_raw(&t.input, &recs).await;
+        assert!(
+            wait_for(Duration::from_secs(20), || w
+                .log_text()
+                .contains("schema registry unavailable")),
+            "{}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            read_topic(&t.output, 1, Duration::from_secs(1)).len(),
+            0,
+            "nothing scored"
+        );
+        assert_eq!(
+            read_topic(&t.dlq, 1, Duration::from_secs(1)).len(),
+            0,
+            "nothing dead-lettered"
+        );
+        assert!(
+            committed(&t.group, &t.input, 1).iter().all(|o| *o <= 0),
+            "nothing committed"
+        );
+        let (_, metrics) = http_get(&w.log_text(), "/metrics");
+        assert!(
+            metrics.contains("riskstream_schema_registry_waiting 1"),
+            "{metrics}"
+        );
+        // Back up: every record is scored, none was lost.
+        state.lock().unwrap().fail_with = None;
+        let out = read_topic(&t.output, txs.len(), Duration::from_secs(60));
+        assert_eq!(out.len(), txs.len(), "log:\n{}", w.log_text());
+        assert_eq!(read_topic(&t.dlq, 1, Duration::from_secs(2)).len(), 0);
+        assert!(w.log_text().contains("schema registry reachable again"));
+        w.stop_cleanly(Duration::from_secs(30));
+        assert_eq!(committed(&t.group, &t.input, 1), vec![txs.len() as i64]);
+    }
 }
