@@ -136,7 +136,8 @@ fn a_decode_error_says_whether_the_framing_or_the_datum_failed() {
     nan.amount = f64::NAN;
     let nan = c.encode_transaction(&nan).unwrap();
     let bad_fingerprint = [&good[..2], &[9u8; 8][..], &good[HEADER_LEN..]].concat();
-    let cases: Vec<(Option<&[u8]>, Vec<u8>, DecodeStage)> = vec![
+    type Case<'a> = (Option<&'a [u8]>, Vec<u8>, DecodeStage);
+    let cases: Vec<Case<'_>> = vec![
         (Some(b"596"), vec![], DecodeStage::Framing),
         (
             Some(b"596"),
