@@ -37,13 +37,19 @@ mixed=()
 for f in tests/*.rs; do
   name="$(basename "$f" .rs)"
   [[ " ${tier2[*]} " == *" $name "* ]] && continue
-  tier1+=(--test "$name")
-  grep -q '^mod external {' "$f" && mixed+=(--test "$name")
+  tier1+=("$name")
+  if grep -q '^mod external {' "$f"; then mixed+=("$name"); fi
 done
-tier2_args=()
-for name in "${tier2[@]}"; do tier2_args+=(--test "$name"); done
-echo "test.sh: tier 1: lib, bins, doc, ${tier1[*]//--test /}"
-echo "test.sh: tier 2: ${tier2[*]}, and \`mod external\` of lib ${mixed[*]//--test /}"
+echo "test.sh: tier 1: unit tests, doc tests, ${tier1[*]}"
+if [ ${#tier2[@]} -eq 0 ]; then
+  echo "test.sh: no tier-2 [[test]] entries read from Cargo.toml" >&2
+  exit 1
+fi
+echo "test.sh: tier 2: ${tier2[*]}; the external:: tests of the unit tests and of ${mixed[*]}"
+tests_of() { for name in "$@"; do printf -- '--test\n%s\n' "$name"; done; }
+mapfile -t tier1_args < <(tests_of "${tier1[@]}")
+mapfile -t tier2_args < <(tests_of "${tier2[@]}")
+mapfile -t mixed_args < <(tests_of "${mixed[@]}")
 
 cargo build --release --locked --all-targets --features external-tests
 # The GPU path (burn wgpu) type-checks and lints here; building and running
@@ -56,7 +62,7 @@ status=0
 start=$SECONDS
 hermetic=(env -u RISKSTREAM_TEST_BROKERS -u RISKSTREAM_TEST_REGISTRY_URL -u RISKSTREAM_PYTHON
   -u RISKSTREAM_JAVA_PEER -u RISKSTREAM_PROMTOOL)
-"${hermetic[@]}" "${CARGO[@]}" --lib --bins "${tier1[@]}" -- --test-threads="$THREADS" --skip external:: || status=1
+"${hermetic[@]}" "${CARGO[@]}" --lib --bins "${tier1_args[@]}" -- --test-threads="$THREADS" --skip external:: || status=1
 "${hermetic[@]}" "${CARGO[@]}" --doc || status=1
 echo "test.sh: tier 1 took $((SECONDS - start)) s (status $status)"
 
@@ -98,6 +104,6 @@ cleanup() { scripts/broker.sh stop --wipe || true; scripts/registry.sh stop || t
 trap cleanup EXIT
 
 "${CARGO[@]}" "${tier2_args[@]}" -- --test-threads="$THREADS" || status=1
-"${CARGO[@]}" --lib "${mixed[@]}" -- --test-threads="$THREADS" external:: || status=1
+"${CARGO[@]}" --lib "${mixed_args[@]}" -- --test-threads="$THREADS" external:: || status=1
 echo "test.sh: tier 2 took $((SECONDS - start)) s (status $status)"
 exit "$status"
