@@ -16,5 +16,5 @@ export BROKER_PORT="${BROKER_PORT:-9092}"
 export RISKSTREAM_TEST_BROKERS="127.0.0.1:$BROKER_PORT"
 OUT="${BENCH_OUT:-bench-scale-results.md}"
 scripts/broker.sh start >&2
-cargo test --release --locked --test state scale_out_one_two_four_under_load -- --ignored --nocapture \
+cargo test --release --locked --features external-tests --test state scale_out_one_two_four_under_load -- --ignored --nocapture \
   --test-threads 1 2>/dev/null | grep -E '^\||^[0-9]+ transactions|assignment$' | tee "$OUT"

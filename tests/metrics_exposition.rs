@@ -1,7 +1,8 @@
 //! `/metrics` against Prometheus' own checker: every series the worker can
 //! expose, populated (labels with quotes, backslashes and newlines
 //! included), passes `promtool check metrics`, with `# HELP` and `# TYPE`
-//! for each. Needs no broker.
+//! for each. Needs no broker; the promtool tests are tier 2 (the
+//! `external-tests` feature, docs/testing.md), the rest is tier 1.
 
 mod common;
 
@@ -56,26 +57,6 @@ fn populated() -> Metrics {
 }
 
 #[test]
-fn the_exposition_passes_promtool() {
-    let text = populated().render();
-    let problems = common::promtool_check(&text);
-    assert!(
-        problems.is_empty(),
-        "promtool check metrics:\n{problems}\n---\n{text}"
-    );
-}
-
-#[test]
-fn promtool_is_a_real_check() {
-    // The same checker refuses a broken exposition (so the test above can fail).
-    let problems = common::promtool_check("# TYPE x counter\nx{a=\"1} 1\n");
-    assert!(
-        !problems.is_empty(),
-        "promtool accepted a broken exposition"
-    );
-}
-
-#[test]
 fn every_series_is_described_and_typed() {
     let text = populated().render();
     let mut bases = std::collections::BTreeSet::new();
@@ -106,4 +87,30 @@ fn every_series_is_described_and_typed() {
         text.contains(r#"reason="a \"quoted\" \\ reason\n""#),
         "{text}"
     );
+}
+
+/// Tier 2: promtool, an outside tool (scripts/promtool.sh installs it).
+#[cfg(feature = "external-tests")]
+mod external {
+    use super::*;
+
+    #[test]
+    fn the_exposition_passes_promtool() {
+        let text = populated().render();
+        let problems = common::promtool_check(&text);
+        assert!(
+            problems.is_empty(),
+            "promtool check metrics:\n{problems}\n---\n{text}"
+        );
+    }
+
+    #[test]
+    fn promtool_is_a_real_check() {
+        // The same checker refuses a broken exposition (so the test above can fail).
+        let problems = common::promtool_check("# TYPE x counter\nx{a=\"1} 1\n");
+        assert!(
+            !problems.is_empty(),
+            "promtool accepted a broken exposition"
+        );
+    }
 }

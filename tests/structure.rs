@@ -1,6 +1,7 @@
 //! The shape of `worker/src`, checked: the import graph of its top-level
 //! modules has no circles, no non-test function is over 80 lines, and no
-//! `too_many_arguments` allow is left. Reads the sources; needs no broker.
+//! `too_many_arguments` allow is left, and the tests of tier 2 sit where
+//! scripts/test.sh runs them. Reads the sources; needs no broker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -284,4 +285,90 @@ fn no_too_many_arguments_allow_is_left() {
             p.display()
         );
     }
+}
+
+/// The lines of `text` that gate tests on the `external-tests` feature
+/// (test tier 2, docs/testing.md) other than as scripts/test.sh expects:
+/// `#[cfg(feature = "external-tests")]` on a `mod external` (doc comments
+/// and attributes between them allowed), and every `mod external` so gated.
+/// The one other use allowed is
+/// `#[cfg_attr(not(feature = "external-tests"), allow(dead_code))]`.
+fn misplaced_tier_gates(text: &str) -> Vec<String> {
+    const FEATURE: &str = "feature = \"external-tests\"";
+    const GATE: &str = "#[cfg(feature = \"external-tests\")]";
+    const DEAD: &str = "#[cfg_attr(not(feature = \"external-tests\"), allow(dead_code))]";
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let decoration = |l: &str| l.starts_with("#[") || l.starts_with("//");
+    let mut bad = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let next = lines[i + 1..].iter().find(|l| !decoration(l));
+        let gates_module = next.is_some_and(|n| n.starts_with("mod external {"));
+        let code = !l.starts_with("//");
+        if code && l.contains(FEATURE) && !(*l == GATE && gates_module || *l == DEAD) {
+            bad.push(format!("line {}: {l}", i + 1));
+        }
+        if l.starts_with("mod external") {
+            let mut above = lines[..i].iter().rev().take_while(|a| decoration(a));
+            if !above.any(|a| *a == GATE) {
+                bad.push(format!("line {}: {l} without {GATE}", i + 1));
+            }
+        }
+    }
+    bad
+}
+
+/// A test that needs a system outside the repository is tier 2: in a test
+/// file that is tier 2 as a whole (a `[[test]]` entry in Cargo.toml that
+/// requires the `external-tests` feature), or in a `mod external` behind
+/// `#[cfg(feature = "external-tests")]`, which scripts/test.sh runs in
+/// tier 2 (filter `external::`) and leaves out of tier 1. A test gated any
+/// other way would run in neither tier.
+#[test]
+fn tier_two_tests_sit_where_scripts_test_sh_runs_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("tests"), &mut files);
+    rust_files(Path::new(SRC), &mut files);
+    let mut modules = 0;
+    let mut bad = Vec::new();
+    for p in &files {
+        let text = std::fs::read_to_string(p).expect("readable source");
+        modules += text
+            .lines()
+            .filter(|l| l.trim() == "mod external {")
+            .count();
+        bad.extend(
+            misplaced_tier_gates(&text)
+                .into_iter()
+                .map(|b| format!("{}: {b}", p.display())),
+        );
+    }
+    assert!(
+        bad.is_empty(),
+        "tier-2 gates scripts/test.sh would miss:\n{}",
+        bad.join("\n")
+    );
+    // schema_registry.rs and metrics_exposition.rs have one each.
+    assert!(modules >= 2, "{modules} `mod external` found");
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(
+        manifest.contains("required-features = [\"external-tests\"]"),
+        "no tier-2 test target in Cargo.toml"
+    );
+}
+
+#[test]
+fn the_tier_gate_check_finds_a_misplaced_gate() {
+    let good = "/// `#[cfg(feature = \"external-tests\")]` in a comment.\n\
+                #[cfg(feature = \"external-tests\")]\n/// Doc.\nmod external {\n}\n\
+                #[cfg_attr(not(feature = \"external-tests\"), allow(dead_code))]\nstruct X;\n";
+    assert!(
+        misplaced_tier_gates(good).is_empty(),
+        "{:?}",
+        misplaced_tier_gates(good)
+    );
+    let on_a_test = "#[cfg(feature = \"external-tests\")]\n#[test]\nfn needs_kafka() {}\n";
+    assert_eq!(misplaced_tier_gates(on_a_test).len(), 1);
+    let ungated = "#[cfg(test)]\nmod external {\n}\n";
+    assert_eq!(misplaced_tier_gates(ungated).len(), 1);
 }

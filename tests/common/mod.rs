@@ -17,18 +17,44 @@ use riskstream::dataset::{for_each_row, HandbookRow};
 /// Set by [`use_broker`]: this test binary talks to that broker.
 static BROKER_OVERRIDE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-/// The broker under test: Apache Kafka started by scripts/test.sh
-/// (`RISKSTREAM_TEST_BROKERS`), or the one set by [`use_broker`].
+thread_local! {
+    /// Set by [`use_broker_on_this_thread`]: the helpers called from this
+    /// thread talk to that broker.
+    static THREAD_BROKER: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The broker under test: the one set for this thread by
+/// [`use_broker_on_this_thread`], else the one set by [`use_broker`], else
+/// Apache Kafka started by scripts/test.sh (`RISKSTREAM_TEST_BROKERS`).
+/// Without any of them the test fails, saying how to start one.
 pub fn brokers() -> String {
+    if let Some(b) = THREAD_BROKER.with(|b| b.borrow().clone()) {
+        return b;
+    }
     if let Some(b) = BROKER_OVERRIDE.get() {
         return b.clone();
     }
-    std::env::var("RISKSTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    match std::env::var("RISKSTREAM_TEST_BROKERS") {
+        Ok(b) if !b.trim().is_empty() => b,
+        _ => panic!(
+            "RISKSTREAM_TEST_BROKERS is not set: this tier-2 test needs Apache Kafka. \
+             Run scripts/test.sh, or `scripts/broker.sh start` and \
+             `export RISKSTREAM_TEST_BROKERS=127.0.0.1:9092` (docs/testing.md)"
+        ),
+    }
 }
 
 /// Every helper of this test binary uses the broker at `addr`.
 pub fn use_broker(addr: &str) {
     let _ = BROKER_OVERRIDE.set(addr.to_string());
+}
+
+/// The helpers called from this thread use the broker at `addr` (a mock
+/// cluster of one test): tests of one binary, each on a thread of its
+/// own, can each have theirs and run side by side. The body of a
+/// `#[tokio::test]` runs on the test's thread; tasks it spawns do not.
+pub fn use_broker_on_this_thread(addr: &str) {
+    THREAD_BROKER.with(|b| *b.borrow_mut() = Some(addr.to_string()));
 }
 
 /// The value of a series without labels (or the sum over its labels) in

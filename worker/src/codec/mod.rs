@@ -107,6 +107,35 @@ impl DecodeError {
             DecodeError::EventTimeOutOfRange(_) => "event_time_out_of_range",
         }
     }
+
+    /// Where decoding stopped: at the framing, before the datum was read,
+    /// or in the decoder proper.
+    pub fn stage(&self) -> DecodeStage {
+        match self {
+            DecodeError::EmptyPayload
+            | DecodeError::NotSingleObject(_)
+            | DecodeError::UnknownFingerprint(_)
+            | DecodeError::UnknownSchemaId { .. }
+            | DecodeError::RegistryUnavailable { .. }
+            | DecodeError::WrongSchema { .. } => DecodeStage::Framing,
+            DecodeError::MissingKey
+            | DecodeError::Malformed(_)
+            | DecodeError::Invalid { .. }
+            | DecodeError::InvalidAmount(_)
+            | DecodeError::EventTimeOutOfRange(_) => DecodeStage::Datum,
+        }
+    }
+}
+
+/// Where a decode failed ([`DecodeError::stage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeStage {
+    /// The framing: no payload, the single-object magic and fingerprint or
+    /// the Confluent schema id, a writer schema of another record type.
+    Framing,
+    /// The datum, read by the decoder proper: the Avro body and the checks
+    /// of its fields (the key against the customer id among them).
+    Datum,
 }
 
 /// Errors loading schemas.

@@ -116,6 +116,63 @@ fn rejects_poison_records_with_a_reason() {
     }
 }
 
+/// The stage tells a record refused at its framing (the decoder proper never
+/// saw it) from one whose datum was read (tests/fuzz_decoders.rs counts
+/// how many generated inputs get that far).
+#[test]
+fn a_decode_error_says_whether_the_framing_or_the_datum_failed() {
+    let c = Codec::new().unwrap();
+    let good = c.encode_transaction(&tx()).unwrap();
+    let label = FraudLabel {
+        transaction_id: "42".into(),
+        customer_id: "596".into(),
+        terminal_id: "3156".into(),
+        event_time: 1,
+        is_fraud: false,
+        reported_at: 2,
+    };
+    let label = c.encode_label(&label).unwrap();
+    let mut nan = tx();
+    nan.amount = f64::NAN;
+    let nan = c.encode_transaction(&nan).unwrap();
+    let bad_fingerprint = [&good[..2], &[9u8; 8][..], &good[HEADER_LEN..]].concat();
+    type Case<'a> = (Option<&'a [u8]>, Vec<u8>, DecodeStage);
+    let cases: Vec<Case<'_>> = vec![
+        (Some(b"596"), vec![], DecodeStage::Framing),
+        (
+            Some(b"596"),
+            b"garbage bytes here".to_vec(),
+            DecodeStage::Framing,
+        ),
+        (
+            Some(b"596"),
+            good[..HEADER_LEN - 1].to_vec(),
+            DecodeStage::Framing,
+        ),
+        (Some(b"596"), bad_fingerprint, DecodeStage::Framing),
+        (Some(b"596"), vec![0, 0, 0, 0, 1, 2], DecodeStage::Framing),
+        (Some(b"596"), label, DecodeStage::Framing),
+        (
+            Some(b"596"),
+            good[..good.len() - 1].to_vec(),
+            DecodeStage::Datum,
+        ),
+        (
+            Some(b"596"),
+            [&good[..], &[0][..]].concat(),
+            DecodeStage::Datum,
+        ),
+        (Some(b"597"), good.clone(), DecodeStage::Datum),
+        (None, good.clone(), DecodeStage::Datum),
+        (Some(b"596"), nan, DecodeStage::Datum),
+    ];
+    for (key, bytes, stage) in cases {
+        let err = c.decode_transaction(key, Some(&bytes)).unwrap_err();
+        assert_eq!(err.stage(), stage, "{err} ({bytes:02x?})");
+    }
+    assert_eq!(c.decode_transaction(Some(b"596"), Some(&good)), Ok(tx()));
+}
+
 #[test]
 fn scored_and_label_records_round_trip_and_render_as_json() {
     let c = Codec::new().unwrap();

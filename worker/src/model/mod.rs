@@ -630,10 +630,8 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "wgpu"))]
     fn wgpu_without_the_feature_is_a_clear_error() {
-        if cfg!(feature = "wgpu") {
-            return;
-        }
         let err = choose_device(DeviceChoice::Wgpu).unwrap_err().to_string();
         assert!(err.contains("--features wgpu"), "{err}");
     }
