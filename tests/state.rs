@@ -275,7 +275,13 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
     let (first, rest) = all.split_at(6_000);
     let (second, new) = rest.split_at(4_000);
     score_until_committed(&t, first, &[], first.len()).await;
-    score_until_committed(&t, second, &["--state-enabled=false"], first.len() + second.len()).await;
+    score_until_committed(
+        &t,
+        second,
+        &["--state-enabled=false"],
+        first.len() + second.len(),
+    )
+    .await;
     let (mut c, _) = restart_and_score(&t, &all, new, second.len()).await;
     assert!(
         c.log_text().contains("trails the committed offset"),

@@ -422,7 +422,10 @@ async fn readiness_is_false_while_state_rebuilds_and_true_after() {
     // Without the changelog (`--state-enabled=false`) B rebuilds customer state by
     // replaying the partitions' history: long enough to watch /readyz (the
     // changelog restore is in tests/state.rs).
-    let mut a = Worker::start(&t, &["--state-enabled=false", "--max-records", &n.to_string()]);
+    let mut a = Worker::start(
+        &t,
+        &["--state-enabled=false", "--max-records", &n.to_string()],
+    );
     assert_eq!(
         a.wait(Duration::from_secs(120)),
         Some(0),
