@@ -70,7 +70,8 @@ section! {
     /// `riskstream run`'s settings: its flags and environment, and the top
     /// level of the config file.
     pub struct RunArgs {
-        /// Config file (TOML); its keys are the long flag names with `_`.
+        /// Config file (TOML): top-level keys are the long flag names with `_`,
+        /// tables `[input]`, `[state]`, `[drift]` (keys without the prefix) and `[kafka]`.
         #[arg(long, env = "RISKSTREAM_CONFIG")]
         #[serde(skip)]
         pub(crate) config: Option<PathBuf>,
