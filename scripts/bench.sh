@@ -15,7 +15,7 @@
 # RISKSTREAM_BIN: a prebuilt binary (nothing is built or installed then);
 # BENCH_CSV: the transactions CSV (default: the handbook's);
 # BENCH_RUN_ARGS: extra `riskstream run` flags for every worker run (e.g.
-#   --no-state, to measure the state changelog's cost).
+#   --state-enabled=false, to measure the state changelog's cost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RISKSTREAM_CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"

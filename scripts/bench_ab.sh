@@ -5,7 +5,7 @@
 # every variant alike.
 #   scripts/bench_ab.sh NAME=BINARY[:EXTRA_FLAGS] ...
 # e.g. scripts/bench_ab.sh before=/tmp/rs-before after=/tmp/rs-head \
-#        no-state=/tmp/rs-head:--no-state
+#        no-state=/tmp/rs-head:--state-enabled=false
 # EXTRA_FLAGS: `riskstream run` flags, comma-separated. BENCH_RECORDS
 # (default 200000), ROUNDS (default 2). Prints a Markdown table.
 set -euo pipefail

@@ -173,29 +173,40 @@ cm, dep, svc, pdb, so = (one("ConfigMap"), one("Deployment"), one("Service"),
                          one("PodDisruptionBudget"), one("ScaledObject"))
 
 # --- 2. the config file the worker reads -----------------------------------
-# The keys serde accepts (deny_unknown_fields) are the fields of FileConfig and
-# DriftFileConfig: read them from worker/src so new settings are known here
-# without an edit; the lists below are the fallback if that parse fails.
+# The keys serde accepts (deny_unknown_fields) are the fields of RunArgs (the
+# top level) and of the sections its tables are: read them from worker/src so
+# new settings are known here without an edit; the lists below are the
+# fallback if that parse fails.
 TOP = {"brokers": str, "group": str, "input_topic": str, "output_topic": str,
        "labels_topic": str, "dlq_topic": str, "model": str, "models_dir": str,
        "device": str, "batch_max": int, "linger_ms": int, "queue_records": int,
        "labels_wait_ms": int, "session_timeout_ms": int, "topic_partitions": int,
        "schema_dir": str, "max_records": int, "metrics_addr": str,
-       "kafka": dict, "drift": dict}
+       "kafka": dict, "drift": dict, "state": dict, "input": dict}
 NUM = (int, float)
 DRIFT = {"topic": str, "scales": list, "false_alarms_per_year": NUM, "min_records": int,
          "clear_after": int, "max_lateness_seconds": int, "idle_partition_seconds": int,
          "channel_batches": int, "global": bool, "performance_margin": NUM,
          "performance_min_positives": int, "performance_horizon_days": int,
          "performance_max_tracked": int}
+STATE = {"enabled": bool, "topic": str, "flush_interval_ms": int, "restore_timeout_ms": int}
+INPUT = {"max_amount": NUM, "max_id_bytes": int, "event_time_min_ms": int,
+         "event_time_max_future_ms": int, "event_time_max_ahead_ms": int, "resync_after": int}
 
 
 def rust_fields(path, struct):
+    """A struct's fields (name: type) as serde reads them: `#[serde(skip)]` ones left out."""
     try:
-        body = re.search(r"pub struct " + struct + r"\s*\{(.*?)\n\}", open(path).read(), re.S)
+        body = re.search(r"pub struct " + struct + r"\s*\{(.*?)\n\s*\}\n", open(path).read(), re.S)
     except OSError:
         return None
-    fields = dict(re.findall(r"^\s*pub (\w+):\s*([^,\n]+),", body.group(1), re.M)) if body else {}
+    if not body:
+        return None
+    fields, start = {}, 0
+    for m in re.finditer(r"^\s*pub(?:\([\w:]+\))? (\w+):\s*([^,\n]+),", body.group(1), re.M):
+        if "serde(skip)" not in body.group(1)[start:m.start()]:
+            fields[m.group(1)] = m.group(2)
+        start = m.end()
     return fields or None
 
 
@@ -209,13 +220,15 @@ def py_type(rust):
         return bool
     if inner.startswith("Vec<"):
         return list
-    if re.match(r"(std::collections::)?(BTreeMap|HashMap)<", inner) or inner.endswith("FileConfig"):
+    if re.match(r"(std::collections::)?(BTreeMap|HashMap)<", inner) or inner.endswith("Section"):
         return dict
     return str  # String, PathBuf, enums such as DeviceChoice
 
 
-for table, path, struct in ((TOP, "worker/src/config/mod.rs", "FileConfig"),
-                            (DRIFT, "worker/src/drift/mod.rs", "DriftFileConfig")):
+for table, path, struct in ((TOP, "worker/src/config/mod.rs", "RunArgs"),
+                            (DRIFT, "worker/src/config/sections.rs", "DriftSection"),
+                            (STATE, "worker/src/config/sections.rs", "StateSection"),
+                            (INPUT, "worker/src/config/sections.rs", "InputSection")):
     fields = rust_fields(path, struct)
     if fields:
         table.clear()
@@ -223,6 +236,8 @@ for table, path, struct in ((TOP, "worker/src/config/mod.rs", "FileConfig"),
         print(f"info  config keys from {struct} in {path}: {len(table)}")
     else:
         notes.append(f"{struct} not found in {path}: config keys checked against the built-in list")
+# `[kafka]` is a table of strings (read as the `--kafka KEY=VALUE` entries).
+TOP["kafka"] = dict
 
 
 def typed(value, want):
@@ -243,16 +258,19 @@ for key, value in cfg.items():
         check(False, f"config key {key!r} is one the worker accepts")
     elif not typed(value, TOP[key]):
         check(False, f"config key {key!r} has the right type ({type(value).__name__})")
-for key, value in (cfg.get("drift") or {}).items():
-    if key not in DRIFT:
-        check(False, f"config key [drift].{key} is one the worker accepts")
-    elif not typed(value, DRIFT[key]):
-        check(False, f"config key [drift].{key} has the right type ({type(value).__name__})")
+for name, keys in (("drift", DRIFT), ("state", STATE), ("input", INPUT)):
+    for key, value in (cfg.get(name) or {}).items():
+        if key not in keys:
+            check(False, f"config key [{name}].{key} is one the worker accepts")
+        elif not typed(value, keys[key]):
+            check(False, f"config key [{name}].{key} has the right type ({type(value).__name__})")
 for key, value in (cfg.get("kafka") or {}).items():
     check(isinstance(value, str), f"config [kafka].{key} is a string")
 check(cfg.get("device", "auto") in ("auto", "cpu", "wgpu"), "config device is auto, cpu or wgpu")
-check(all(k in TOP for k in cfg) and all(k in DRIFT for k in cfg.get("drift") or {}),
-      "config keys are all ones the worker accepts (top level and [drift])")
+check(all(k in TOP for k in cfg)
+      and all(k in keys for name, keys in (("drift", DRIFT), ("state", STATE), ("input", INPUT))
+              for k in cfg.get(name) or {}),
+      "config keys are all ones the worker accepts (top level, [drift], [state], [input])")
 
 metrics_addr = cfg.get("metrics_addr", "0.0.0.0:9100")
 metrics_port = int(metrics_addr.rsplit(":", 1)[1]) if metrics_addr != "off" else None

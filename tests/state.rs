@@ -265,7 +265,7 @@ async fn kill_9_at_five_random_points_loses_nothing_and_recovers_offline_feature
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_into_state_and_scores_as_offline(
 ) {
-    // A runs with state; B (`--no-state`) commits more input without
+    // A runs with state; B (`--state-enabled=false`) commits more input without
     // writing the changelog; C restores the older changelog, replays only
     // B's records into state (not scored) and scores the new ones.
     let _cpu = CPU.read().await;
@@ -275,7 +275,13 @@ async fn a_changelog_that_trails_the_commit_has_the_records_between_replayed_int
     let (first, rest) = all.split_at(6_000);
     let (second, new) = rest.split_at(4_000);
     score_until_committed(&t, first, &[], first.len()).await;
-    score_until_committed(&t, second, &["--no-state"], first.len() + second.len()).await;
+    score_until_committed(
+        &t,
+        second,
+        &["--state-enabled=false"],
+        first.len() + second.len(),
+    )
+    .await;
     let (mut c, _) = restart_and_score(&t, &all, new, second.len()).await;
     assert!(
         c.log_text().contains("trails the committed offset"),
@@ -397,7 +403,7 @@ async fn produce_expiring(topic: &str, txs: &[Transaction], expires_in: Duration
 #[tokio::test(flavor = "multi_thread")]
 async fn after_retention_deleted_the_input_history_a_restart_keeps_the_changelog_state_counts_the_gap_and_scores_as_offline(
 ) {
-    // A (state) scores h1; B (`--no-state`) scores h2 without writing the
+    // A (state) scores h1; B (`--state-enabled=false`) scores h2 without writing the
     // changelog; h3 arrives while no instance runs. The topic's retention
     // then deletes all three. C restores h1's state from the changelog,
     // counts h2 as missing from state and h3 as never scored, and scores
@@ -417,7 +423,7 @@ async fn after_retention_deleted_the_input_history_a_restart_keeps_the_changelog
     produce_expiring(&t.input, h1, life).await;
     score_until_committed(&t, &[], &[], h1.len()).await;
     produce_expiring(&t.input, h2, life).await;
-    score_until_committed(&t, &[], &["--no-state"], h1.len() + h2.len()).await;
+    score_until_committed(&t, &[], &["--state-enabled=false"], h1.len() + h2.len()).await;
     produce_expiring(&t.input, h3, life).await;
     produce_transactions(&t.input, new).await;
     let gone = (h1.len() + h2.len() + h3.len()) as i64;

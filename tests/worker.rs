@@ -419,10 +419,13 @@ async fn readiness_is_false_while_state_rebuilds_and_true_after() {
     let input = txs(100, n);
     produce_transactions(&t.input, &input).await;
     // A scores everything and stops: its offsets are committed at the end.
-    // Without the changelog (`--no-state`) B rebuilds customer state by
+    // Without the changelog (`--state-enabled=false`) B rebuilds customer state by
     // replaying the partitions' history: long enough to watch /readyz (the
     // changelog restore is in tests/state.rs).
-    let mut a = Worker::start(&t, &["--no-state", "--max-records", &n.to_string()]);
+    let mut a = Worker::start(
+        &t,
+        &["--state-enabled=false", "--max-records", &n.to_string()],
+    );
     assert_eq!(
         a.wait(Duration::from_secs(120)),
         Some(0),
@@ -430,7 +433,7 @@ async fn readiness_is_false_while_state_rebuilds_and_true_after() {
         a.log_text()
     );
     // B owns every partition and must replay them into customer state.
-    let b = Worker::start(&t, &["--no-state"]);
+    let b = Worker::start(&t, &["--state-enabled=false"]);
     assert!(wait_for(Duration::from_secs(30), || b
         .log_text()
         .contains("serving /metrics")));

@@ -52,14 +52,14 @@ pub enum Cmd {
 pub enum ModelsCmd {
     /// Model names, versions and aliases.
     List {
-        #[arg(long, default_value = "models")]
+        #[arg(long, default_value = crate::config::DEFAULT_MODELS_DIR)]
         models_dir: std::path::PathBuf,
     },
     /// Print a version's model card.
     Describe {
         /// NAME/VERSION, NAME@ALIAS or a directory.
         reference: String,
-        #[arg(long, default_value = "models")]
+        #[arg(long, default_value = crate::config::DEFAULT_MODELS_DIR)]
         models_dir: std::path::PathBuf,
     },
     /// Rebuild a version's drift reference (reference.json) from its training period.
@@ -69,7 +69,7 @@ pub enum ModelsCmd {
         /// Transactions CSV the model was trained on.
         #[arg(long)]
         csv: std::path::PathBuf,
-        #[arg(long, default_value = "models")]
+        #[arg(long, default_value = crate::config::DEFAULT_MODELS_DIR)]
         models_dir: std::path::PathBuf,
     },
     /// Write a version's weights, standardisation and threshold as JSON (for other runtimes).
@@ -78,7 +78,7 @@ pub enum ModelsCmd {
         reference: String,
         #[arg(long)]
         out: std::path::PathBuf,
-        #[arg(long, default_value = "models")]
+        #[arg(long, default_value = crate::config::DEFAULT_MODELS_DIR)]
         models_dir: std::path::PathBuf,
     },
     /// Point an alias at a version.
@@ -87,7 +87,7 @@ pub enum ModelsCmd {
         version: String,
         #[arg(long, default_value = "champion")]
         alias: String,
-        #[arg(long, default_value = "models")]
+        #[arg(long, default_value = crate::config::DEFAULT_MODELS_DIR)]
         models_dir: std::path::PathBuf,
     },
 }

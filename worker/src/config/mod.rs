@@ -1,223 +1,239 @@
 //! Config: the worker's settings, layered defaults < file < environment < flags.
 //!
-//! Every setting has a config-file key (TOML, unknown keys rejected), an
-//! environment variable `RISKSTREAM_<KEY>` and a flag `--<key>` (clap reads
-//! the variable when the flag is absent, so the flag wins). librdkafka
-//! options pass through under `[kafka]` in the file or `--kafka key=value`.
-//! All validation errors are reported together.
+//! Each section of settings is one struct ([`RunArgs`] for the file's top
+//! level, [`InputSection`], [`StateSection`], [`DriftSection`] for its
+//! tables) that serves all three sources under one name per setting: the
+//! file key `key` (`[section] key` in a table; TOML, unknown keys refused),
+//! the variable `RISKSTREAM_<KEY>` and the flag `--<key>` (clap reads the
+//! variable when the flag is absent, so the flag wins; `[state]` and
+//! `[drift]` keys take the section as a prefix, `--state-topic`). The flags'
+//! and the file's structs are laid over each other field by field and each
+//! default, a named constant, is applied once when the merged settings are
+//! resolved into [`RunConfig`] (the help text shows the same constant).
+//! librdkafka options pass through under `[kafka]` in the file,
+//! `RISKSTREAM_KAFKA_*` or `--kafka key=value`. All validation errors are
+//! reported together.
+
+mod layer;
+mod sections;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use layer::{enum_name, help, section, Layered};
+pub use sections::{DriftSection, InputSection, StateSection};
 
 use crate::scoring::ScoringConfig;
 use crate::sink::SinkConfig;
-use crate::source::{LabelConfig, SourceConfig};
+use crate::source::{Assignment, GroupProtocol, LabelConfig, SourceConfig};
 use crate::state::StateConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path}: {detail}")]
-    Parse { path: String, detail: String },
+    #[error("config file {path}")]
+    Parse {
+        path: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),
 }
 
 pub use crate::model::DeviceChoice;
 
-/// The config file: every key optional, unknown keys rejected.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub brokers: Option<String>,
-    pub group: Option<String>,
-    pub input_topic: Option<String>,
-    pub output_topic: Option<String>,
-    pub labels_topic: Option<String>,
-    pub dlq_topic: Option<String>,
-    pub model: Option<String>,
-    pub models_dir: Option<PathBuf>,
-    pub device: Option<DeviceChoice>,
-    pub batch_max: Option<usize>,
-    pub linger_ms: Option<u64>,
-    pub queue_records: Option<usize>,
-    pub labels_wait_ms: Option<u64>,
-    pub session_timeout_ms: Option<u64>,
-    pub topic_partitions: Option<i32>,
-    pub schema_dir: Option<PathBuf>,
-    pub max_records: Option<u64>,
-    pub metrics_addr: Option<String>,
-    pub schema_registry_url: Option<String>,
-    pub challenger: Option<String>,
-    pub ab_share: Option<f64>,
-    pub shadow_topic: Option<String>,
-    pub registry_poll_ms: Option<u64>,
-    pub schema_registry_ca: Option<PathBuf>,
-    pub drain_timeout_ms: Option<u64>,
-    pub dlq_max_payload_bytes: Option<usize>,
-    pub labels_load_timeout_ms: Option<u64>,
-    pub stall_timeout_ms: Option<u64>,
-    /// `[input]`: bounds on what a record may carry.
-    #[serde(default)]
-    pub input: crate::source::guard::InputFileConfig,
-    #[serde(default)]
-    pub kafka: BTreeMap<String, String>,
-    /// `[drift]`: the drift sidecar.
-    #[serde(default)]
-    pub drift: crate::drift::DriftFileConfig,
-    /// `[state]`: the customer-state changelog.
-    #[serde(default)]
-    pub state: StateFileConfig,
-    pub group_instance_id: Option<String>,
-    pub group_protocol: Option<crate::source::GroupProtocol>,
-    pub partition_assignment: Option<crate::source::Assignment>,
-}
+// The defaults of the settings no stage owns (the others are the stage
+// types' `DEFAULT_*` constants).
+pub(crate) const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+pub(crate) const DEFAULT_GROUP: &str = "riskstream";
+pub(crate) const DEFAULT_INPUT_TOPIC: &str = "transactions";
+pub(crate) const DEFAULT_OUTPUT_TOPIC: &str = "transactions.scored";
+pub(crate) const DEFAULT_LABELS_TOPIC: &str = "transactions.labels";
+pub(crate) const DEFAULT_DLQ_TOPIC: &str = "transactions.dlq";
+pub(crate) const DEFAULT_MODEL: &str = "fraud-mlp@champion";
+pub(crate) const DEFAULT_MODELS_DIR: &str = "models";
+pub(crate) const DEFAULT_QUEUE_RECORDS: usize = 8192;
+pub(crate) const DEFAULT_TOPIC_PARTITIONS: i32 = 4;
+pub(crate) const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9100";
+pub(crate) const DEFAULT_AB_SHARE: f64 = 0.0;
+pub(crate) const DEFAULT_REGISTRY_POLL: Duration = Duration::from_millis(2000);
+pub(crate) const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `[state]` in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StateFileConfig {
-    pub enabled: Option<bool>,
-    pub topic: Option<String>,
-    pub flush_interval_ms: Option<u64>,
-    pub restore_timeout_ms: Option<u64>,
-}
-
-/// The same settings from flags and environment (clap fills env when a flag is absent).
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct RunArgs {
-    /// Config file (TOML); its keys are the long flag names with `_`.
-    #[arg(long, env = "RISKSTREAM_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Kafka bootstrap servers [default: 127.0.0.1:9092].
-    #[arg(long, env = "RISKSTREAM_BROKERS")]
-    pub brokers: Option<String>,
-    /// Consumer group id [default: riskstream].
-    #[arg(long, env = "RISKSTREAM_GROUP")]
-    pub group: Option<String>,
-    /// Input topic of transactions [default: transactions].
-    #[arg(long, env = "RISKSTREAM_INPUT_TOPIC")]
-    pub input_topic: Option<String>,
-    /// Output topic of scored transactions [default: transactions.scored].
-    #[arg(long, env = "RISKSTREAM_OUTPUT_TOPIC")]
-    pub output_topic: Option<String>,
-    /// Label-feedback topic [default: transactions.labels].
-    #[arg(long, env = "RISKSTREAM_LABELS_TOPIC")]
-    pub labels_topic: Option<String>,
-    /// Dead-letter topic [default: transactions.dlq].
-    #[arg(long, env = "RISKSTREAM_DLQ_TOPIC")]
-    pub dlq_topic: Option<String>,
-    /// Model: a directory, NAME/VERSION or NAME@alias under the models dir [default: fraud-mlp@champion].
-    #[arg(long, env = "RISKSTREAM_MODEL")]
-    pub model: Option<String>,
-    /// Model registry directory [default: models].
-    #[arg(long, env = "RISKSTREAM_MODELS_DIR")]
-    pub models_dir: Option<PathBuf>,
-    /// Scoring device [default: auto].
-    #[arg(long, env = "RISKSTREAM_DEVICE", value_enum)]
-    pub device: Option<DeviceChoice>,
-    /// Largest micro-batch, in records [default: 512].
-    #[arg(long, env = "RISKSTREAM_BATCH_MAX")]
-    pub batch_max: Option<usize>,
-    /// Longest a record waits for its batch to fill, ms [default: 5]. A
-    /// batch is scored earlier once the consumer has nothing more buffered.
-    #[arg(long, env = "RISKSTREAM_LINGER_MS")]
-    pub linger_ms: Option<u64>,
-    /// Capacity of each queue between stages, in records [default: 8192].
-    #[arg(long, env = "RISKSTREAM_QUEUE_RECORDS")]
-    pub queue_records: Option<usize>,
-    /// Longest a batch waits for the label stream to catch up with it, ms [default: 2000].
-    #[arg(long, env = "RISKSTREAM_LABELS_WAIT_MS")]
-    pub labels_wait_ms: Option<u64>,
-    /// Consumer-group session timeout, ms [default: 6000].
-    #[arg(long, env = "RISKSTREAM_SESSION_TIMEOUT_MS")]
-    pub session_timeout_ms: Option<u64>,
-    /// Partitions of topics the worker creates [default: 4].
-    #[arg(long, env = "RISKSTREAM_TOPIC_PARTITIONS")]
-    pub topic_partitions: Option<i32>,
-    /// Extra writer schemas (*.avsc) to accept on the input topic.
-    #[arg(long, env = "RISKSTREAM_SCHEMA_DIR")]
-    pub schema_dir: Option<PathBuf>,
-    /// Stop after this many records were handled (tests, benchmarks).
-    #[arg(long, env = "RISKSTREAM_MAX_RECORDS")]
-    pub max_records: Option<u64>,
-    /// Address of the HTTP endpoint (/metrics, /healthz, /readyz) [default: 0.0.0.0:9100]; "off" disables it.
-    #[arg(long, env = "RISKSTREAM_METRICS_ADDR")]
-    pub metrics_addr: Option<String>,
-    /// Confluent Schema Registry, http://[user:password@]host:port: decode `0x00`-framed
-    /// input and frame the outputs that way (subjects `<topic>-value`).
-    #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_URL")]
-    pub schema_registry_url: Option<String>,
-    /// Challenger model (NAME@alias, NAME/VERSION or a directory) for A/B and shadow scoring.
-    #[arg(long, env = "RISKSTREAM_CHALLENGER")]
-    pub challenger: Option<String>,
-    /// Share of customers (stable hash of the key) the challenger decides [default: 0].
-    #[arg(long, env = "RISKSTREAM_AB_SHARE")]
-    pub ab_share: Option<f64>,
-    /// Shadow topic: the challenger scores every record there and never decides.
-    #[arg(long, env = "RISKSTREAM_SHADOW_TOPIC")]
-    pub shadow_topic: Option<String>,
-    /// How often the registry is checked for moved aliases, ms; 0 = never [default: 2000].
-    #[arg(long, env = "RISKSTREAM_REGISTRY_POLL_MS")]
-    pub registry_poll_ms: Option<u64>,
-    /// PEM file of the CA that signs an https schema registry's certificate
-    /// (besides the system's roots).
-    #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_CA")]
-    pub schema_registry_ca: Option<PathBuf>,
-    /// Longest shutdown takes after SIGTERM, ms: deliveries still unsettled
-    /// then are abandoned (not committed) and the process exits [default: 30000].
-    #[arg(long, env = "RISKSTREAM_DRAIN_TIMEOUT_MS")]
-    pub drain_timeout_ms: Option<u64>,
-    /// Bytes of the original payload a dead letter keeps (the rest is cut) [default: 65536].
-    #[arg(long, env = "RISKSTREAM_DLQ_MAX_PAYLOAD_BYTES")]
-    pub dlq_max_payload_bytes: Option<usize>,
-    /// Longest scoring waits for the label history at start, ms [default: 120000].
-    #[arg(long, env = "RISKSTREAM_LABELS_LOAD_TIMEOUT_MS")]
-    pub labels_load_timeout_ms: Option<u64>,
-    /// /healthz fails when input is waiting but nothing was delivered for this long, ms; 0 = never [default: 120000].
-    #[arg(long, env = "RISKSTREAM_STALL_TIMEOUT_MS")]
-    pub stall_timeout_ms: Option<u64>,
-    #[command(flatten)]
-    pub input: crate::source::guard::InputArgs,
-    /// librdkafka option passed through, `key=value` (repeatable), e.g.
-    /// `security.protocol=SASL_SSL`. Wins over `[kafka]` in the file and
-    /// `RISKSTREAM_KAFKA_*` in the environment.
-    #[arg(long = "kafka", value_name = "KEY=VALUE")]
-    pub kafka: Vec<String>,
-    #[command(flatten)]
-    pub drift: crate::drift::DriftArgs,
-    /// Static group membership (`group.instance.id`): a restarted instance
-    /// with the same id gets its partitions back without a rebalance. Unique
-    /// per instance (Kubernetes: the pod name) [default: unset].
-    #[arg(long, env = "RISKSTREAM_GROUP_INSTANCE_ID")]
-    pub group_instance_id: Option<String>,
-    /// Consumer group protocol: classic, or consumer (KIP-848, Kafka 4.0+:
-    /// the broker assigns partitions and sets the session timeout, so
-    /// session_timeout_ms and partition_assignment do not apply) [default: classic].
-    #[arg(long, env = "RISKSTREAM_GROUP_PROTOCOL", value_enum)]
-    pub group_protocol: Option<crate::source::GroupProtocol>,
-    /// Partition assignor of the classic protocol: incremental
-    /// (cooperative-sticky) or eager (range) [default: cooperative-sticky].
-    #[arg(long, env = "RISKSTREAM_PARTITION_ASSIGNMENT", value_enum)]
-    pub partition_assignment: Option<crate::source::Assignment>,
-    /// Customer-state changelog topic [default: <input_topic>.state.<group>].
-    #[arg(long, env = "RISKSTREAM_STATE_TOPIC")]
-    pub state_topic: Option<String>,
-    /// No state changelog: every assignment replays the input partition's
-    /// retained history instead (state then depends on retention).
-    #[arg(long, env = "RISKSTREAM_NO_STATE")]
-    pub no_state: bool,
-    /// Changed customers are written to the changelog at most this often, ms [default: 1000].
-    #[arg(long, env = "RISKSTREAM_STATE_FLUSH_INTERVAL_MS")]
-    pub state_flush_interval_ms: Option<u64>,
+section! {
+    /// `riskstream run`'s settings: its flags and environment, and the top
+    /// level of the config file.
+    pub struct RunArgs {
+        /// Config file (TOML): top-level keys are the long flag names with `_`,
+        /// tables `[input]`, `[state]`, `[drift]` (keys without the prefix) and `[kafka]`.
+        #[arg(long, env = "RISKSTREAM_CONFIG")]
+        #[serde(skip)]
+        pub(crate) config: Option<PathBuf>,
+        #[arg(long, env = "RISKSTREAM_BROKERS", help = help(
+            "Kafka bootstrap servers",
+            DEFAULT_BROKERS,
+        ))]
+        pub(crate) brokers: Option<String>,
+        #[arg(long, env = "RISKSTREAM_GROUP", help = help("Consumer group id", DEFAULT_GROUP))]
+        pub(crate) group: Option<String>,
+        /// Static group membership (`group.instance.id`): a restarted instance
+        /// with the same id gets its partitions back without a rebalance. Unique
+        /// per instance (Kubernetes: the pod name); unset: dynamic membership.
+        #[arg(long, env = "RISKSTREAM_GROUP_INSTANCE_ID")]
+        pub(crate) group_instance_id: Option<String>,
+        #[arg(long, env = "RISKSTREAM_GROUP_PROTOCOL", value_enum, help = help(
+            "Consumer group protocol: classic, or consumer (KIP-848, Kafka 4.0+: the broker assigns partitions and sets the session timeout, so session_timeout_ms and partition_assignment do not apply)",
+            enum_name(GroupProtocol::default()),
+        ))]
+        pub(crate) group_protocol: Option<GroupProtocol>,
+        #[arg(long, env = "RISKSTREAM_SESSION_TIMEOUT_MS", help = help(
+            "Consumer-group session timeout, ms (classic protocol)",
+            SourceConfig::DEFAULT_SESSION_TIMEOUT_MS,
+        ))]
+        pub(crate) session_timeout_ms: Option<u64>,
+        #[arg(long, env = "RISKSTREAM_PARTITION_ASSIGNMENT", value_enum, help = help(
+            "Partition assignor of the classic protocol: incremental (cooperative-sticky) or eager (range)",
+            enum_name(Assignment::default()),
+        ))]
+        pub(crate) partition_assignment: Option<Assignment>,
+        #[arg(long, env = "RISKSTREAM_INPUT_TOPIC", help = help(
+            "Input topic of transactions",
+            DEFAULT_INPUT_TOPIC,
+        ))]
+        pub(crate) input_topic: Option<String>,
+        #[arg(long, env = "RISKSTREAM_OUTPUT_TOPIC", help = help(
+            "Output topic of scored transactions",
+            DEFAULT_OUTPUT_TOPIC,
+        ))]
+        pub(crate) output_topic: Option<String>,
+        #[arg(long, env = "RISKSTREAM_LABELS_TOPIC", help = help(
+            "Label-feedback topic",
+            DEFAULT_LABELS_TOPIC,
+        ))]
+        pub(crate) labels_topic: Option<String>,
+        #[arg(long, env = "RISKSTREAM_DLQ_TOPIC", help = help("Dead-letter topic", DEFAULT_DLQ_TOPIC))]
+        pub(crate) dlq_topic: Option<String>,
+        #[arg(long, env = "RISKSTREAM_TOPIC_PARTITIONS", help = help(
+            "Partitions of topics the worker creates",
+            DEFAULT_TOPIC_PARTITIONS,
+        ))]
+        pub(crate) topic_partitions: Option<i32>,
+        #[arg(long, env = "RISKSTREAM_MODEL", help = help(
+            "Model: a directory, NAME/VERSION or NAME@alias under the models dir",
+            DEFAULT_MODEL,
+        ))]
+        pub(crate) model: Option<String>,
+        #[arg(long, env = "RISKSTREAM_MODELS_DIR", help = help(
+            "Model registry directory",
+            DEFAULT_MODELS_DIR,
+        ))]
+        pub(crate) models_dir: Option<PathBuf>,
+        #[arg(long, env = "RISKSTREAM_DEVICE", value_enum, help = help(
+            "Scoring device",
+            enum_name(DeviceChoice::default()),
+        ))]
+        pub(crate) device: Option<DeviceChoice>,
+        #[arg(long, env = "RISKSTREAM_BATCH_MAX", help = help(
+            "Largest micro-batch, in records",
+            ScoringConfig::DEFAULT_BATCH_MAX,
+        ))]
+        pub(crate) batch_max: Option<usize>,
+        #[arg(long, env = "RISKSTREAM_LINGER_MS", help = help(
+            "Longest a record waits for its batch to fill, ms; a batch is scored earlier once the consumer has nothing more buffered",
+            ScoringConfig::DEFAULT_LINGER.as_millis(),
+        ))]
+        pub(crate) linger_ms: Option<u64>,
+        #[arg(long, env = "RISKSTREAM_QUEUE_RECORDS", help = help(
+            "Capacity of each queue between stages, in records",
+            DEFAULT_QUEUE_RECORDS,
+        ))]
+        pub(crate) queue_records: Option<usize>,
+        /// Outputs sent to Kafka and not yet acknowledged, at most; the sink
+        /// waits for acknowledgements beyond [default: queue_records].
+        #[arg(long, env = "RISKSTREAM_MAX_IN_FLIGHT")]
+        pub(crate) max_in_flight: Option<usize>,
+        #[arg(long, env = "RISKSTREAM_LABELS_WAIT_MS", help = help(
+            "Longest a batch waits for the label stream to catch up with it, ms",
+            ScoringConfig::DEFAULT_LABELS_WAIT.as_millis(),
+        ))]
+        pub(crate) labels_wait_ms: Option<u64>,
+        #[arg(long, env = "RISKSTREAM_LABELS_LOAD_TIMEOUT_MS", help = help(
+            "Longest scoring waits for the label history at start, ms",
+            ScoringConfig::DEFAULT_LABELS_LOAD_TIMEOUT.as_millis(),
+        ))]
+        pub(crate) labels_load_timeout_ms: Option<u64>,
+        /// Extra writer schemas (*.avsc) to accept on the input topic.
+        #[arg(long, env = "RISKSTREAM_SCHEMA_DIR")]
+        pub(crate) schema_dir: Option<PathBuf>,
+        /// Confluent Schema Registry, http://[user:password@]host:port: decode `0x00`-framed
+        /// input and frame the outputs that way (subjects `<topic>-value`).
+        #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_URL")]
+        pub(crate) schema_registry_url: Option<String>,
+        /// PEM file of the CA that signs an https schema registry's certificate
+        /// (besides the system's roots).
+        #[arg(long, env = "RISKSTREAM_SCHEMA_REGISTRY_CA")]
+        pub(crate) schema_registry_ca: Option<PathBuf>,
+        /// Stop after this many records were handled (tests, benchmarks).
+        #[arg(long, env = "RISKSTREAM_MAX_RECORDS")]
+        pub(crate) max_records: Option<u64>,
+        #[arg(long, env = "RISKSTREAM_METRICS_ADDR", help = help(
+            "Address of the HTTP endpoint (/metrics, /healthz, /readyz); \"off\" disables it",
+            DEFAULT_METRICS_ADDR,
+        ))]
+        pub(crate) metrics_addr: Option<String>,
+        #[arg(long, env = "RISKSTREAM_STALL_TIMEOUT_MS", help = help(
+            "/healthz fails when input is waiting but nothing was delivered for this long, ms; 0 = never",
+            DEFAULT_STALL_TIMEOUT.as_millis(),
+        ))]
+        pub(crate) stall_timeout_ms: Option<u64>,
+        #[arg(long, env = "RISKSTREAM_DRAIN_TIMEOUT_MS", help = help(
+            "Longest shutdown takes after SIGTERM, ms: deliveries still unsettled then are abandoned (not committed) and the process exits",
+            SinkConfig::DEFAULT_DRAIN_TIMEOUT.as_millis(),
+        ))]
+        pub(crate) drain_timeout_ms: Option<u64>,
+        #[arg(long, env = "RISKSTREAM_DLQ_MAX_PAYLOAD_BYTES", help = help(
+            "Bytes of the original payload a dead letter keeps (the rest is cut)",
+            crate::sink::DEFAULT_DLQ_MAX_PAYLOAD,
+        ))]
+        pub(crate) dlq_max_payload_bytes: Option<usize>,
+        /// Challenger model (NAME@alias, NAME/VERSION or a directory) for A/B and shadow scoring.
+        #[arg(long, env = "RISKSTREAM_CHALLENGER")]
+        pub(crate) challenger: Option<String>,
+        #[arg(long, env = "RISKSTREAM_AB_SHARE", help = help(
+            "Share of customers (stable hash of the key) the challenger decides",
+            DEFAULT_AB_SHARE,
+        ))]
+        pub(crate) ab_share: Option<f64>,
+        /// Shadow topic: the challenger scores every record there and never decides.
+        #[arg(long, env = "RISKSTREAM_SHADOW_TOPIC")]
+        pub(crate) shadow_topic: Option<String>,
+        #[arg(long, env = "RISKSTREAM_REGISTRY_POLL_MS", help = help(
+            "How often the registry is checked for moved aliases, ms; 0 = never",
+            DEFAULT_REGISTRY_POLL.as_millis(),
+        ))]
+        pub(crate) registry_poll_ms: Option<u64>,
+        /// librdkafka option passed through, `key=value` (repeatable), e.g.
+        /// `security.protocol=SASL_SSL`. Wins over `RISKSTREAM_KAFKA_*` in the
+        /// environment, which wins over `[kafka]` in the file.
+        #[arg(long = "kafka", value_name = "KEY=VALUE")]
+        #[serde(default, deserialize_with = "layer::kafka_table")]
+        pub(crate) kafka: Vec<String>,
+        #[command(flatten)]
+        #[serde(default)]
+        pub(crate) input: InputSection,
+        #[command(flatten)]
+        #[serde(default)]
+        pub(crate) state: StateSection,
+        #[command(flatten)]
+        #[serde(default)]
+        pub(crate) drift: DriftSection,
+    }
 }
 
 /// The resolved settings of `riskstream run`.
@@ -235,6 +251,8 @@ pub struct RunConfig {
     pub batch_max: usize,
     pub linger: Duration,
     pub queue_records: usize,
+    /// The sink's bound on unacknowledged outputs.
+    pub max_in_flight: usize,
     pub labels_wait: Duration,
     pub session_timeout_ms: u64,
     pub topic_partitions: i32,
@@ -258,8 +276,8 @@ pub struct RunConfig {
     pub input: crate::source::guard::InputLimits,
     pub state: StateConfig,
     pub group_instance_id: Option<String>,
-    pub group_protocol: crate::source::GroupProtocol,
-    pub partition_assignment: crate::source::Assignment,
+    pub group_protocol: GroupProtocol,
+    pub partition_assignment: Assignment,
 }
 
 /// librdkafka options that carry riskstream's delivery guarantee (or its
@@ -306,116 +324,31 @@ pub struct ServingConfig {
     pub registry_poll: Option<Duration>,
 }
 
-/// First of flag/env, file, default.
-fn pick(a: &Option<String>, f: &Option<String>, d: &str) -> String {
-    a.clone()
-        .or_else(|| f.clone())
-        .unwrap_or_else(|| d.to_string())
+/// A string setting or its default.
+fn or(value: Option<String>, default: &str) -> String {
+    value.unwrap_or_else(|| default.to_string())
 }
 
-/// Milliseconds from flag/env, file or default.
-fn ms(a: Option<u64>, f: Option<u64>, d: u64) -> Duration {
-    Duration::from_millis(a.or(f).unwrap_or(d))
+/// A duration in milliseconds or its default.
+fn ms(value: Option<u64>, default: Duration) -> Duration {
+    value.map_or(default, Duration::from_millis)
 }
 
-/// Milliseconds where 0 means "never" (None).
-fn ms_or_never(a: Option<u64>, f: Option<u64>, d: u64) -> Option<Duration> {
-    match a.or(f).unwrap_or(d) {
-        0 => None,
-        n => Some(Duration::from_millis(n)),
-    }
-}
-
-/// librdkafka options: file < environment < flags.
-fn layer_kafka(
-    args: &RunArgs,
-    file: &FileConfig,
-    errors: &mut Vec<String>,
-) -> BTreeMap<String, String> {
-    let mut kafka = file.kafka.clone();
-    // Secrets may come from the environment: RISKSTREAM_KAFKA_SASL_PASSWORD → sasl.password.
-    for (k, v) in std::env::vars() {
-        if let Some(rest) = k.strip_prefix("RISKSTREAM_KAFKA_") {
-            kafka.insert(rest.to_ascii_lowercase().replace('_', "."), v);
-        }
-    }
-    for kv in &args.kafka {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                kafka.insert(k.trim().to_string(), v.to_string());
-            }
-            // Never echo the value: it may be a secret.
-            _ => errors.push(format!(
-                "--kafka {:?}: expected KEY=VALUE",
-                kv.split('=').next().unwrap_or_default()
-            )),
-        }
-    }
-    kafka
-}
-
-fn state(a: &RunArgs, f: &FileConfig) -> StateConfig {
-    let input = pick(&a.input_topic, &f.input_topic, "transactions");
-    let group = pick(&a.group, &f.group, "riskstream");
-    let s = &f.state;
-    StateConfig {
-        enabled: !a.no_state && s.enabled.unwrap_or(true),
-        topic: pick(
-            &a.state_topic,
-            &s.topic,
-            &StateConfig::default_topic(&input, &group),
-        ),
-        flush_interval: ms(
-            a.state_flush_interval_ms,
-            s.flush_interval_ms,
-            StateConfig::DEFAULT_FLUSH_INTERVAL.as_millis() as u64,
-        ),
-        restore_timeout: ms(
-            None,
-            s.restore_timeout_ms,
-            StateConfig::DEFAULT_RESTORE_TIMEOUT.as_millis() as u64,
-        ),
-    }
-}
-
-fn serving(args: &RunArgs, file: &FileConfig) -> ServingConfig {
-    ServingConfig {
-        challenger: args.challenger.clone().or_else(|| file.challenger.clone()),
-        ab_share: args.ab_share.or(file.ab_share).unwrap_or(0.0),
-        shadow_topic: args
-            .shadow_topic
-            .clone()
-            .or_else(|| file.shadow_topic.clone()),
-        registry_poll: ms_or_never(args.registry_poll_ms, file.registry_poll_ms, 2000),
-    }
+/// A duration in milliseconds where 0 means "never" (None).
+fn ms_or_never(value: Option<u64>, default: Duration) -> Option<Duration> {
+    Some(ms(value, default)).filter(|d| !d.is_zero())
 }
 
 /// The group protocol. Under KIP-848 the broker sets the session timeout
 /// and assigns: a session timeout or assignor set anyway is an error, not
 /// silently dropped.
-fn group_protocol(
-    args: &RunArgs,
-    file: &FileConfig,
-    errors: &mut Vec<String>,
-) -> crate::source::GroupProtocol {
-    use crate::source::GroupProtocol;
-    let protocol = args
-        .group_protocol
-        .or(file.group_protocol)
-        .unwrap_or_default();
+fn group_protocol(s: &RunArgs, errors: &mut Vec<String>) -> GroupProtocol {
+    let protocol = s.group_protocol.unwrap_or_default();
     if protocol == GroupProtocol::Consumer {
-        if args
-            .session_timeout_ms
-            .or(file.session_timeout_ms)
-            .is_some()
-        {
+        if s.session_timeout_ms.is_some() {
             errors.push("session_timeout_ms: not used with group_protocol = consumer (the broker's group.consumer.session.timeout.ms applies)".into());
         }
-        if args
-            .partition_assignment
-            .or(file.partition_assignment)
-            .is_some()
-        {
+        if s.partition_assignment.is_some() {
             errors.push("partition_assignment: not used with group_protocol = consumer (the broker assigns; pass group.remote.assignor through --kafka to pick its assignor)".into());
         }
     }
@@ -423,12 +356,8 @@ fn group_protocol(
 }
 
 /// The HTTP endpoint's address; None when "off".
-fn metrics_addr(
-    args: &RunArgs,
-    file: &FileConfig,
-    errors: &mut Vec<String>,
-) -> Option<std::net::SocketAddr> {
-    match pick(&args.metrics_addr, &file.metrics_addr, "0.0.0.0:9100").as_str() {
+fn metrics_addr(addr: Option<String>, errors: &mut Vec<String>) -> Option<std::net::SocketAddr> {
+    match addr.as_deref().unwrap_or(DEFAULT_METRICS_ADDR) {
         "off" | "" => None,
         a => a
             .parse()
@@ -438,14 +367,19 @@ fn metrics_addr(
 }
 
 impl RunConfig {
-    /// Layers defaults < file < env/flags and validates everything at once.
+    /// Layers defaults < file < environment < flags and validates
+    /// everything at once.
     pub fn resolve(args: &RunArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(p) => load_file(p)?,
-            None => FileConfig::default(),
+            None => RunArgs::default(),
         };
+        // clap has laid the environment under the flags already, but for
+        // librdkafka's open-ended `RISKSTREAM_KAFKA_*` variables.
+        let mut upper = args.clone();
+        upper.kafka = args.kafka.clone().over(layer::kafka_env());
         let mut errors = Vec::new();
-        let cfg = Self::layer(args, &file, &mut errors);
+        let cfg = Self::layer(upper.over(file), &mut errors);
         cfg.check(&mut errors);
         if errors.is_empty() {
             Ok(cfg)
@@ -454,77 +388,61 @@ impl RunConfig {
         }
     }
 
-    fn layer(args: &RunArgs, file: &FileConfig, errors: &mut Vec<String>) -> Self {
-        let scoring = ScoringConfig::default();
-        let (a, f) = (args, file);
+    /// The merged settings with the defaults where unset.
+    fn layer(s: RunArgs, errors: &mut Vec<String>) -> Self {
+        let protocol = group_protocol(&s, errors);
+        let input_topic = or(s.input_topic, DEFAULT_INPUT_TOPIC);
+        let group = or(s.group, DEFAULT_GROUP);
+        let queue_records = s.queue_records.unwrap_or(DEFAULT_QUEUE_RECORDS);
         RunConfig {
-            brokers: pick(&a.brokers, &f.brokers, "127.0.0.1:9092"),
-            group: pick(&a.group, &f.group, "riskstream"),
-            input_topic: pick(&a.input_topic, &f.input_topic, "transactions"),
-            output_topic: pick(&a.output_topic, &f.output_topic, "transactions.scored"),
-            labels_topic: pick(&a.labels_topic, &f.labels_topic, "transactions.labels"),
-            dlq_topic: pick(&a.dlq_topic, &f.dlq_topic, "transactions.dlq"),
-            model: pick(&a.model, &f.model, "fraud-mlp@champion"),
-            models_dir: a
+            brokers: or(s.brokers, DEFAULT_BROKERS),
+            output_topic: or(s.output_topic, DEFAULT_OUTPUT_TOPIC),
+            labels_topic: or(s.labels_topic, DEFAULT_LABELS_TOPIC),
+            dlq_topic: or(s.dlq_topic, DEFAULT_DLQ_TOPIC),
+            model: or(s.model, DEFAULT_MODEL),
+            models_dir: s
                 .models_dir
-                .clone()
-                .or_else(|| f.models_dir.clone())
-                .unwrap_or_else(|| PathBuf::from("models")),
-            device: a.device.or(f.device).unwrap_or_default(),
-            batch_max: a.batch_max.or(f.batch_max).unwrap_or(scoring.batch_max),
-            linger: ms(a.linger_ms, f.linger_ms, scoring.linger.as_millis() as u64),
-            queue_records: a.queue_records.or(f.queue_records).unwrap_or(8192),
-            labels_wait: ms(
-                a.labels_wait_ms,
-                f.labels_wait_ms,
-                scoring.labels_wait.as_millis() as u64,
-            ),
-            session_timeout_ms: a
-                .session_timeout_ms
-                .or(f.session_timeout_ms)
-                .unwrap_or(SourceConfig::DEFAULT_SESSION_TIMEOUT_MS),
-            topic_partitions: a.topic_partitions.or(f.topic_partitions).unwrap_or(4),
-            schema_dir: a.schema_dir.clone().or_else(|| f.schema_dir.clone()),
-            max_records: a.max_records.or(f.max_records),
-            metrics_addr: metrics_addr(a, f, errors),
-            kafka: layer_kafka(a, f, errors),
-            drift: a.drift.resolve(&f.drift, errors),
-            schema_registry_url: a
-                .schema_registry_url
-                .clone()
-                .or_else(|| f.schema_registry_url.clone()),
-            schema_registry_ca: a
-                .schema_registry_ca
-                .clone()
-                .or_else(|| f.schema_registry_ca.clone()),
-            drain_timeout: ms(
-                a.drain_timeout_ms,
-                f.drain_timeout_ms,
-                SinkConfig::DEFAULT_DRAIN_TIMEOUT.as_millis() as u64,
-            ),
-            dlq_max_payload_bytes: a
-                .dlq_max_payload_bytes
-                .or(f.dlq_max_payload_bytes)
-                .unwrap_or(crate::sink::DEFAULT_DLQ_MAX_PAYLOAD),
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_MODELS_DIR)),
+            device: s.device.unwrap_or_default(),
+            batch_max: s.batch_max.unwrap_or(ScoringConfig::DEFAULT_BATCH_MAX),
+            linger: ms(s.linger_ms, ScoringConfig::DEFAULT_LINGER),
+            queue_records,
+            // Derived: as many unacknowledged outputs as a queue holds.
+            max_in_flight: s.max_in_flight.unwrap_or(queue_records),
+            labels_wait: ms(s.labels_wait_ms, ScoringConfig::DEFAULT_LABELS_WAIT),
             labels_load_timeout: ms(
-                a.labels_load_timeout_ms,
-                f.labels_load_timeout_ms,
-                scoring.labels_load_timeout.as_millis() as u64,
+                s.labels_load_timeout_ms,
+                ScoringConfig::DEFAULT_LABELS_LOAD_TIMEOUT,
             ),
-            stall_timeout: ms_or_never(a.stall_timeout_ms, f.stall_timeout_ms, 120_000),
-            input: crate::source::guard::InputLimits::resolve(&f.input, &a.input, errors),
-            serving: serving(a, f),
-            state: state(a, f),
-            group_instance_id: a
-                .group_instance_id
-                .clone()
-                .or_else(|| f.group_instance_id.clone())
-                .filter(|s| !s.is_empty()),
-            group_protocol: group_protocol(a, f, errors),
-            partition_assignment: a
-                .partition_assignment
-                .or(f.partition_assignment)
-                .unwrap_or_default(),
+            session_timeout_ms: s
+                .session_timeout_ms
+                .unwrap_or(SourceConfig::DEFAULT_SESSION_TIMEOUT_MS),
+            topic_partitions: s.topic_partitions.unwrap_or(DEFAULT_TOPIC_PARTITIONS),
+            schema_dir: s.schema_dir,
+            max_records: s.max_records,
+            metrics_addr: metrics_addr(s.metrics_addr, errors),
+            kafka: layer::kafka_options(&s.kafka, errors),
+            schema_registry_url: s.schema_registry_url,
+            schema_registry_ca: s.schema_registry_ca,
+            drain_timeout: ms(s.drain_timeout_ms, SinkConfig::DEFAULT_DRAIN_TIMEOUT),
+            dlq_max_payload_bytes: s
+                .dlq_max_payload_bytes
+                .unwrap_or(crate::sink::DEFAULT_DLQ_MAX_PAYLOAD),
+            stall_timeout: ms_or_never(s.stall_timeout_ms, DEFAULT_STALL_TIMEOUT),
+            serving: ServingConfig {
+                challenger: s.challenger,
+                ab_share: s.ab_share.unwrap_or(DEFAULT_AB_SHARE),
+                shadow_topic: s.shadow_topic,
+                registry_poll: ms_or_never(s.registry_poll_ms, DEFAULT_REGISTRY_POLL),
+            },
+            group_instance_id: s.group_instance_id.filter(|id| !id.is_empty()),
+            group_protocol: protocol,
+            partition_assignment: s.partition_assignment.unwrap_or_default(),
+            input: s.input.resolve(errors),
+            state: s.state.resolve(&input_topic, &group),
+            drift: s.drift.resolve(errors),
+            input_topic,
+            group,
         }
     }
 
@@ -558,6 +476,9 @@ impl RunConfig {
                 "queue_records ({}) must be at least batch_max ({})",
                 self.queue_records, self.batch_max
             ));
+        }
+        if self.max_in_flight == 0 {
+            errors.push("max_in_flight: must be at least 1".into());
         }
         if self.topic_partitions < 1 {
             errors.push("topic_partitions: must be at least 1".into());
@@ -673,7 +594,7 @@ impl RunConfig {
             input_topic: self.input_topic.clone(),
             shadow_topic: self.serving.shadow_topic.clone(),
             state_topic: self.state.enabled.then(|| self.state.topic.clone()),
-            max_in_flight: self.queue_records,
+            max_in_flight: self.max_in_flight,
             drain_timeout: self.drain_timeout,
             dlq_max_payload: self.dlq_max_payload_bytes,
             max_records: self.max_records,
@@ -686,14 +607,15 @@ impl RunConfig {
     }
 }
 
-pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// The config file: [`RunArgs`] as TOML.
+pub(crate) fn load_file(path: &Path) -> Result<RunArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
         path: path.display().to_string(),
-        detail: e.to_string(),
+        source,
     })
 }
 
@@ -701,6 +623,11 @@ pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The error as `main` prints it: the message and its causes.
+    fn chain(e: ConfigError) -> String {
+        format!("{:#}", anyhow::Error::from(e))
+    }
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
@@ -730,7 +657,7 @@ mod tests {
             config: Some(f.path().to_path_buf()),
             ..Default::default()
         };
-        let err = RunConfig::resolve(&args).unwrap_err().to_string();
+        let err = chain(RunConfig::resolve(&args).unwrap_err());
         assert!(err.contains("brokerz"), "{err}");
     }
 
@@ -798,7 +725,7 @@ mod tests {
             config: Some(f.path().to_path_buf()),
             ..Default::default()
         };
-        let err = RunConfig::resolve(&args).unwrap_err().to_string();
+        let err = chain(RunConfig::resolve(&args).unwrap_err());
         assert!(
             err.contains("bogus"),
             "unknown keys refused in [input]: {err}"
@@ -875,5 +802,194 @@ mod tests {
         assert!(err.contains("batch_max"), "{err}");
         assert!(err.contains("output_topic"), "{err}");
         assert!(err.contains("nonsense"), "{err}");
+    }
+
+    /// Tests that set or read (through clap) `RISKSTREAM_*` variables.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// `riskstream run ARGS`, parsed as the binary parses it (flags over
+    /// the environment) and resolved.
+    fn run(args: &[&str]) -> Result<RunConfig, String> {
+        use clap::Parser;
+        let argv = ["riskstream", "run"].iter().chain(args);
+        match crate::cli::Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .cmd
+        {
+            crate::cli::Cmd::Run(a) => RunConfig::resolve(&a).map_err(chain),
+            _ => Err("not run".into()),
+        }
+    }
+
+    #[test]
+    fn each_setting_layers_default_then_file_then_environment_then_flag() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "linger_ms = 7\n[state]\nflush_interval_ms = 70\n[drift]\nglobal = false\n[input]\nmax_id_bytes = 700"
+        )
+        .unwrap();
+        let path = f.path().to_str().unwrap().to_string();
+        let seen = |c: RunConfig| {
+            (
+                c.linger.as_millis() as u64,
+                c.state.flush_interval.as_millis() as u64,
+                c.drift.global,
+                c.input.max_id_bytes,
+            )
+        };
+        let default = seen(run(&[]).unwrap());
+        assert_eq!(
+            default,
+            (
+                ScoringConfig::DEFAULT_LINGER.as_millis() as u64,
+                StateConfig::DEFAULT_FLUSH_INTERVAL.as_millis() as u64,
+                crate::drift::DriftConfig::DEFAULT_GLOBAL,
+                crate::source::guard::InputLimits::DEFAULT_MAX_ID_BYTES,
+            )
+        );
+        let file = ["--config", path.as_str()];
+        assert_eq!(seen(run(&file).unwrap()), (7, 70, false, 700), "file");
+        let vars = [
+            ("RISKSTREAM_LINGER_MS", "8"),
+            ("RISKSTREAM_STATE_FLUSH_INTERVAL_MS", "80"),
+            ("RISKSTREAM_DRIFT_GLOBAL", "true"),
+            ("RISKSTREAM_MAX_ID_BYTES", "800"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let env = seen(run(&file).unwrap());
+        let flags = [
+            "--linger-ms",
+            "9",
+            "--state-flush-interval-ms",
+            "90",
+            "--drift-global=false",
+            "--max-id-bytes",
+            "900",
+        ];
+        let flag = seen(run(&[&file[..], &flags[..]].concat()).unwrap());
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        assert_eq!(env, (8, 80, true, 800), "environment over file");
+        assert_eq!(flag, (9, 90, false, 900), "flags over environment");
+    }
+
+    #[test]
+    fn the_help_shows_the_default_the_resolution_applies() {
+        use clap::CommandFactory;
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cli = crate::cli::Cli::command();
+        cli.build();
+        let run_cmd = cli.find_subcommand("run").unwrap();
+        let unset = |mut c: RunConfig| {
+            c.kafka.clear();
+            format!("{c:?}")
+        };
+        let defaults = unset(run(&[]).unwrap());
+        let mut shown = Vec::new();
+        for arg in run_cmd.get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some(value) = help
+                .split_once("[default: ")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(v, _)| v.to_string())
+            else {
+                continue;
+            };
+            let long = arg.get_long().unwrap();
+            // Defaults derived from other settings.
+            if value.starts_with('<') || value == "queue_records" {
+                continue;
+            }
+            let flag = format!("--{long}={value}");
+            let c = run(&[flag.as_str()]).unwrap_or_else(|e| panic!("{flag}: {e}"));
+            assert_eq!(unset(c), defaults, "{flag} is the default the help shows");
+            shown.push(long.to_string());
+        }
+        for long in [
+            "brokers",
+            "batch-max",
+            "linger-ms",
+            "queue-records",
+            "metrics-addr",
+            "group-protocol",
+            "max-amount",
+            "resync-after",
+            "state-enabled",
+            "state-flush-interval-ms",
+            "drift-topic",
+            "drift-scales",
+            "drift-global",
+            "drift-performance-max-tracked",
+        ] {
+            assert!(shown.iter().any(|s| s == long), "{long}: {shown:?}");
+        }
+        let batch_max = run_cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some("batch-max"))
+            .and_then(|a| a.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        assert!(
+            batch_max.ends_with(&format!("[default: {}]", ScoringConfig::DEFAULT_BATCH_MAX)),
+            "{batch_max}"
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        crate::cli::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn one_name_per_setting_for_state_and_drift_scope() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "[state]\nenabled = false\n[drift]\nglobal = false").unwrap();
+        let path = f.path().to_str().unwrap().to_string();
+        let c = run(&["--config", path.as_str()]).unwrap();
+        assert!(!c.state.enabled && !c.drift.global);
+        let c = run(&[
+            "--config",
+            path.as_str(),
+            "--state-enabled",
+            "--drift-global",
+        ])
+        .unwrap();
+        assert!(c.state.enabled && c.drift.global, "a bare flag is true");
+        let c = run(&["--state-enabled", "false", "--drift-global", "no"]).unwrap();
+        assert!(!c.state.enabled && !c.drift.global);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "config = \"other.toml\"").unwrap();
+        let err = run(&["--config", f.path().to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("config"), "the file cannot name a file: {err}");
+    }
+
+    #[test]
+    fn max_in_flight_is_its_own_setting_derived_from_queue_records() {
+        let c = RunConfig::resolve(&RunArgs {
+            queue_records: Some(1000),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((c.max_in_flight, c.sink().max_in_flight), (1000, 1000));
+        let c = RunConfig::resolve(&RunArgs {
+            queue_records: Some(1000),
+            max_in_flight: Some(64),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((c.queue_records, c.sink().max_in_flight), (1000, 64));
+        let err = RunConfig::resolve(&RunArgs {
+            max_in_flight: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(chain(err).contains("max_in_flight"));
     }
 }

@@ -71,17 +71,24 @@ pub struct DriftSettings {
 impl Default for DriftSettings {
     fn default() -> Self {
         Self {
-            scales: vec![3600, 6 * 3600, 24 * 3600],
-            false_alarms_per_year: 1.0,
-            min_records: 100,
-            clear_after: 24,
-            max_lateness_seconds: 60 * 86_400,
-            idle_partition_seconds: 30,
+            scales: Self::DEFAULT_SCALES.to_vec(),
+            false_alarms_per_year: Self::DEFAULT_FALSE_ALARMS_PER_YEAR,
+            min_records: Self::DEFAULT_MIN_RECORDS,
+            clear_after: Self::DEFAULT_CLEAR_AFTER,
+            max_lateness_seconds: Self::DEFAULT_MAX_LATENESS_SECONDS,
+            idle_partition_seconds: Self::DEFAULT_IDLE_PARTITION_SECONDS,
         }
     }
 }
 
 impl DriftSettings {
+    pub const DEFAULT_SCALES: [u64; 3] = [3600, 6 * 3600, 24 * 3600];
+    pub const DEFAULT_FALSE_ALARMS_PER_YEAR: f64 = 1.0;
+    pub const DEFAULT_MIN_RECORDS: u64 = 100;
+    pub const DEFAULT_CLEAR_AFTER: u32 = 24;
+    pub const DEFAULT_MAX_LATENESS_SECONDS: u64 = 60 * 86_400;
+    pub const DEFAULT_IDLE_PARTITION_SECONDS: u64 = 30;
+
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
         if self.scales.is_empty() {

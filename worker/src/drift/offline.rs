@@ -18,7 +18,8 @@ use super::performance::{
 use super::reference::{Reference, VarReference};
 use super::stats::{bin_of, ks_statistic, mean_std, psi};
 use super::task::scale_label;
-use super::{DriftArgs, DriftError, DriftFileConfig};
+use super::DriftError;
+use crate::config::DriftSection;
 use crate::dataset::{day_index, Featurised};
 use crate::features::FEATURE_NAMES;
 
@@ -28,9 +29,9 @@ pub struct DriftCmdArgs {
     #[arg(long)]
     pub csv: PathBuf,
     /// NAME/VERSION, NAME@ALIAS or a directory.
-    #[arg(long, default_value = "fraud-mlp@champion")]
+    #[arg(long, default_value = crate::config::DEFAULT_MODEL)]
     pub model: String,
-    #[arg(long, default_value = "models")]
+    #[arg(long, default_value = crate::config::DEFAULT_MODELS_DIR)]
     pub models_dir: PathBuf,
     /// First day of the period (YYYY-MM-DD); earlier rows only build state.
     #[arg(long)]
@@ -45,7 +46,7 @@ pub struct DriftCmdArgs {
     #[arg(long)]
     pub all_features: bool,
     #[command(flatten)]
-    pub drift: DriftArgs,
+    pub drift: DriftSection,
 }
 
 /// When an alert was raised or cleared.
@@ -140,7 +141,7 @@ impl PerformanceDay {
 /// Runs the comparison; returns the report (also written to `out/report.json`).
 pub fn run_offline(args: &DriftCmdArgs) -> Result<OfflineReport, Box<dyn std::error::Error>> {
     let mut errors = Vec::new();
-    let cfg = args.drift.resolve(&DriftFileConfig::default(), &mut errors);
+    let cfg = args.drift.clone().resolve(&mut errors);
     if !errors.is_empty() {
         return Err(DriftError::Invalid(errors.join("; ")).into());
     }

@@ -190,15 +190,20 @@ pub struct PerformanceSettings {
 impl Default for PerformanceSettings {
     fn default() -> Self {
         Self {
-            margin: 0.15,
-            min_positives: 30,
-            horizon_days: 10,
-            max_tracked: 2_000_000,
+            margin: Self::DEFAULT_MARGIN,
+            min_positives: Self::DEFAULT_MIN_POSITIVES,
+            horizon_days: Self::DEFAULT_HORIZON_DAYS,
+            max_tracked: Self::DEFAULT_MAX_TRACKED,
         }
     }
 }
 
 impl PerformanceSettings {
+    pub const DEFAULT_MARGIN: f64 = 0.15;
+    pub const DEFAULT_MIN_POSITIVES: u64 = 30;
+    pub const DEFAULT_HORIZON_DAYS: u32 = 10;
+    pub const DEFAULT_MAX_TRACKED: usize = 2_000_000;
+
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
         if !(self.margin.is_finite() && (0.0..=1.0).contains(&self.margin)) {

@@ -17,21 +17,7 @@ type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::codec::{DecodeError, Transaction};
-
-/// `[input]` in the config file: bounds on what a record may carry.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InputFileConfig {
-    pub max_amount: Option<f64>,
-    pub max_id_bytes: Option<usize>,
-    pub event_time_min_ms: Option<i64>,
-    pub event_time_max_future_ms: Option<u64>,
-    pub event_time_max_ahead_ms: Option<u64>,
-    pub resync_after: Option<u32>,
-}
 
 /// The resolved bounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,74 +45,23 @@ pub const Y2000_MS: i64 = 946_684_800_000;
 impl Default for InputLimits {
     fn default() -> Self {
         Self {
-            max_amount: 1_000_000.0,
-            max_id_bytes: 1024,
-            event_time_min_ms: Y2000_MS,
-            event_time_max_future: Duration::from_secs(86_400),
-            event_time_max_ahead: Duration::from_secs(7 * 86_400),
-            resync_after: 1000,
+            max_amount: Self::DEFAULT_MAX_AMOUNT,
+            max_id_bytes: Self::DEFAULT_MAX_ID_BYTES,
+            event_time_min_ms: Self::DEFAULT_EVENT_TIME_MIN_MS,
+            event_time_max_future: Self::DEFAULT_EVENT_TIME_MAX_FUTURE,
+            event_time_max_ahead: Self::DEFAULT_EVENT_TIME_MAX_AHEAD,
+            resync_after: Self::DEFAULT_RESYNC_AFTER,
         }
     }
 }
 
 impl InputLimits {
-    /// File values over the defaults; problems appended to `errors`.
-    pub fn resolve(file: &InputFileConfig, args: &InputArgs, errors: &mut Vec<String>) -> Self {
-        let d = Self::default();
-        let l = Self {
-            max_amount: args.max_amount.or(file.max_amount).unwrap_or(d.max_amount),
-            max_id_bytes: args
-                .max_id_bytes
-                .or(file.max_id_bytes)
-                .unwrap_or(d.max_id_bytes),
-            event_time_min_ms: args
-                .event_time_min_ms
-                .or(file.event_time_min_ms)
-                .unwrap_or(d.event_time_min_ms),
-            event_time_max_future: args
-                .event_time_max_future_ms
-                .or(file.event_time_max_future_ms)
-                .map_or(d.event_time_max_future, Duration::from_millis),
-            event_time_max_ahead: args
-                .event_time_max_ahead_ms
-                .or(file.event_time_max_ahead_ms)
-                .map_or(d.event_time_max_ahead, Duration::from_millis),
-            resync_after: file.resync_after.unwrap_or(d.resync_after),
-        };
-        if !(l.max_amount.is_finite() && l.max_amount > 0.0) {
-            errors.push(format!(
-                "max_amount: {} must be a positive number",
-                l.max_amount
-            ));
-        }
-        if l.max_id_bytes == 0 {
-            errors.push("max_id_bytes: must be at least 1".into());
-        }
-        if l.resync_after == 0 {
-            errors.push("input.resync_after: must be at least 1".into());
-        }
-        l
-    }
-}
-
-/// The same bounds as flags / environment.
-#[derive(Debug, Default, Clone, clap::Args)]
-pub struct InputArgs {
-    /// Largest accepted amount; larger ones are dead-lettered (`invalid_amount`) [default: 1000000].
-    #[arg(long, env = "RISKSTREAM_MAX_AMOUNT")]
-    pub max_amount: Option<f64>,
-    /// Longest accepted id (transaction, customer, terminal), bytes [default: 1024].
-    #[arg(long, env = "RISKSTREAM_MAX_ID_BYTES")]
-    pub max_id_bytes: Option<usize>,
-    /// Earliest accepted event time, epoch ms [default: 946684800000 = 2000-01-01].
-    #[arg(long, env = "RISKSTREAM_EVENT_TIME_MIN_MS")]
-    pub event_time_min_ms: Option<i64>,
-    /// Furthest an event time may be ahead of the wall clock, ms; 0 = unchecked [default: 86400000].
-    #[arg(long, env = "RISKSTREAM_EVENT_TIME_MAX_FUTURE_MS")]
-    pub event_time_max_future_ms: Option<u64>,
-    /// Furthest an event time may be ahead of its partition's event-time clock, ms; 0 = unchecked [default: 604800000].
-    #[arg(long, env = "RISKSTREAM_EVENT_TIME_MAX_AHEAD_MS")]
-    pub event_time_max_ahead_ms: Option<u64>,
+    pub const DEFAULT_MAX_AMOUNT: f64 = 1_000_000.0;
+    pub const DEFAULT_MAX_ID_BYTES: usize = 1024;
+    pub const DEFAULT_EVENT_TIME_MIN_MS: i64 = Y2000_MS;
+    pub const DEFAULT_EVENT_TIME_MAX_FUTURE: Duration = Duration::from_secs(86_400);
+    pub const DEFAULT_EVENT_TIME_MAX_AHEAD: Duration = Duration::from_secs(7 * 86_400);
+    pub const DEFAULT_RESYNC_AFTER: u32 = 1000;
 }
 
 /// Per-partition event-time clock of the guard.

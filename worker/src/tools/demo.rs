@@ -27,9 +27,9 @@ pub struct DemoArgs {
     /// Replay rate in events/s (unlimited when absent).
     #[arg(long)]
     pub rate: Option<f64>,
-    #[arg(long, default_value = "models")]
+    #[arg(long, default_value = crate::config::DEFAULT_MODELS_DIR)]
     pub models_dir: PathBuf,
-    #[arg(long, default_value = "fraud-mlp@champion")]
+    #[arg(long, default_value = crate::config::DEFAULT_MODEL)]
     pub model: String,
 }
 
@@ -103,8 +103,11 @@ fn run_args(args: &DemoArgs, brokers: &str, names: &Names) -> RunArgs {
         model: Some(args.model.clone()),
         models_dir: Some(args.models_dir.clone()),
         metrics_addr: Some("127.0.0.1:0".into()),
-        state_topic: Some(names.topic("transactions.state")),
-        drift: crate::drift::DriftArgs {
+        state: crate::config::StateSection {
+            topic: Some(names.topic("transactions.state")),
+            ..Default::default()
+        },
+        drift: crate::config::DriftSection {
             topic: Some(names.topic("riskstream.drift")),
             ..Default::default()
         },
