@@ -187,40 +187,177 @@ fn from_record<T: for<'de> Deserialize<'de>>(
         .map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
-/// The field names of `schema`'s records, depth first, for the tests that
-/// hold the structs to the schemas.
 #[cfg(test)]
-pub(crate) fn field_names(schema: &apache_avro::Schema, out: &mut Vec<String>) {
+mod tests {
+    use apache_avro::types::Value;
     use apache_avro::Schema;
-    match schema {
-        Schema::Record(r) => {
-            for f in &r.fields {
-                out.push(f.name.clone());
-                field_names(&f.schema, out);
-            }
-        }
-        Schema::Array(a) => field_names(&a.items, out),
-        Schema::Union(u) => u.variants().iter().for_each(|s| field_names(s, out)),
-        _ => {}
-    }
-}
+    use serde::Serialize;
 
-/// The field names of a serialised value, depth first.
-#[cfg(test)]
-pub(crate) fn value_names(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::Record(fields) => {
-            for (k, v) in fields {
-                out.push(k.clone());
-                value_names(v, out);
+    use super::*;
+
+    /// The field names of `schema`'s records, depth first.
+    fn field_names(schema: &Schema, out: &mut Vec<String>) {
+        match schema {
+            Schema::Record(r) => {
+                for f in &r.fields {
+                    out.push(f.name.clone());
+                    field_names(&f.schema, out);
+                }
             }
+            Schema::Array(a) => field_names(&a.items, out),
+            _ => {}
         }
-        Value::Array(items) => {
-            if let Some(first) = items.first() {
-                value_names(first, out);
+    }
+
+    /// The field names of a serialised value (the first item of each
+    /// array), depth first.
+    fn value_names(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Record(fields) => {
+                for (k, v) in fields {
+                    out.push(k.clone());
+                    value_names(v, out);
+                }
             }
+            Value::Array(items) => items.iter().take(1).for_each(|v| value_names(v, out)),
+            _ => {}
         }
-        Value::Union(_, v) => value_names(v, out),
-        _ => {}
+    }
+
+    fn report() -> DriftReport {
+        let scale = |s: i64, chi2: Option<f64>| ScaleDrift {
+            scale_seconds: s,
+            records: 1200,
+            judged: true,
+            mean: 51.5,
+            expected_mean: 50.0,
+            effect: 0.1,
+            z: 3.5,
+            z_low: -5.9,
+            z_high: 6.1,
+            chi2,
+            chi2_limit: chi2.map(|x| x + 40.0),
+            psi: None,
+            over: vec!["mean".into()],
+        };
+        DriftReport {
+            model_name: "fraud-mlp".into(),
+            model_version: "1".into(),
+            instance: "w-1".into(),
+            window_index: 7,
+            window_start: 1_534_723_200_000,
+            window_end: 1_534_724_100_000,
+            decided_at: 1_534_724_160_000,
+            records: 300,
+            judged: true,
+            samples_dropped: 2,
+            late_records: 0,
+            flagged_rate: 0.01,
+            reference_flagged_rate: 0.012,
+            variables: vec![VariableDrift {
+                name: "TX_AMOUNT".into(),
+                kind: "continuous".into(),
+                scales: vec![scale(3600, Some(12.5)), scale(21_600, None)],
+                over: vec!["mean@1h".into()],
+                alerting: true,
+            }],
+            raised: vec!["TX_AMOUNT".into()],
+            cleared: Vec::new(),
+            active: vec!["TX_AMOUNT".into()],
+            emitted_at: 1_700_000_000_000,
+        }
+    }
+
+    fn slice() -> DriftSlice {
+        DriftSlice {
+            model_name: "fraud-mlp".into(),
+            model_version: "1".into(),
+            instance: "w-1".into(),
+            slice_start: 1_534_723_200_000,
+            records: 300,
+            variables: vec![VariableSummary {
+                name: "TX_AMOUNT".into(),
+                n: 300,
+                sum: 15_000.5,
+                sum_of_squares: 900_000.25,
+                bins: vec![30, 31, 29, 0],
+            }],
+        }
+    }
+
+    fn performance() -> PerformanceReport {
+        PerformanceReport {
+            model_name: "fraud-mlp".into(),
+            model_version: "1".into(),
+            instance: "global".into(),
+            day_start: 1_534_723_200_000,
+            labelled: 5.0,
+            positives: 2.0,
+            true_positives: 1.0,
+            false_positives: 0.0,
+            sample_rate: 1.0,
+            precision: Some(1.0),
+            recall: Some(0.5),
+            f1: None,
+            auc_roc: Some(0.9),
+            average_precision: None,
+            validation_auc_roc: Some(0.88),
+            validation_average_precision: Some(0.7),
+            validation_f1: None,
+            margin: 0.15,
+            judged: true,
+            below: vec!["f1".into()],
+            raised: false,
+            cleared: true,
+            alerting: false,
+            score_bins: vec![ScoreBin {
+                bin: 200,
+                positives: 1.0,
+                negatives: 3.0,
+            }],
+            emitted_at: 1_700_000_000_000,
+        }
+    }
+
+    /// The struct's fields are the schema's, in its order, and the
+    /// serde-written datum is the generic encoder's byte for byte.
+    fn check<T: Serialize>(schema: &KnownSchema, record: &T, encoded: &[u8]) {
+        let value = apache_avro::to_value(record).unwrap();
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        field_names(&schema.schema, &mut want);
+        value_names(&value, &mut got);
+        assert_eq!(got, want, "{}", schema.full_name);
+        let generic =
+            apache_avro::to_avro_datum(&schema.schema, value.resolve(&schema.schema).unwrap())
+                .unwrap();
+        assert_eq!(&encoded[super::super::HEADER_LEN..], generic.as_slice());
+        assert_eq!(encoded[..super::super::HEADER_LEN], schema.header());
+    }
+
+    #[test]
+    fn drift_records_follow_their_schemas_and_read_back() {
+        let c = Codec::new().unwrap();
+        let (r, s, p) = (report(), slice(), performance());
+        let (er, es, ep) = (
+            c.encode_drift(&r).unwrap(),
+            c.encode_drift_slice(&s).unwrap(),
+            c.encode_performance(&p).unwrap(),
+        );
+        check(&c.drift, &r, &er);
+        check(&c.drift_slice, &s, &es);
+        check(&c.performance, &p, &ep);
+        assert_eq!(c.decode_slices_record(&es), Ok(SlicesRecord::Slice(s)));
+        assert_eq!(
+            c.decode_slices_record(&ep),
+            Ok(SlicesRecord::Performance(p))
+        );
+        assert_eq!(
+            c.to_json(&er).unwrap()["variables"][0]["scales"][1]["chi2"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            c.decode_slices_record(&er).map_err(|e| e.reason()),
+            Err("wrong_schema")
+        );
     }
 }

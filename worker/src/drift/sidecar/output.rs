@@ -468,3 +468,97 @@ pub(crate) fn send_performance(out: &DriftOutput, payload: &[u8], instance: &str
     let key = format!("performance/{instance}");
     out.send(&out.topic, &key, payload, "performance report");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out() -> DriftOutput {
+        DriftOutput {
+            producer: None,
+            topic: "riskstream.drift".into(),
+            codec: Arc::new(Codec::new().unwrap()),
+            model_name: "fraud-mlp".into(),
+            model_version: "1".into(),
+            instance: "w1".into(),
+        }
+    }
+
+    #[test]
+    fn days_round_trip_through_avro() {
+        let mut s = DaySummary::default();
+        for (x, fraud) in [(0.9, true), (0.1, false), (0.6, false)] {
+            s.add(x, x >= 0.5, fraud, 1.0);
+        }
+        let a = PerformanceReport {
+            model: "fraud-mlp/1".into(),
+            day_start: 0,
+            summary: s,
+            validation: Validation {
+                auc_roc: Some(0.9),
+                average_precision: Some(0.8),
+                f1: None,
+            },
+            sample_rate: 1.0,
+            judged: true,
+            below: vec!["auc_roc"],
+            raised: true,
+            cleared: false,
+            alerting: true,
+        };
+        let o = out();
+        let payload = o
+            .codec
+            .encode_performance(&performance_record(&a, "w1", 0.15))
+            .unwrap();
+        let Ok(codec::SlicesRecord::Performance(r)) = o.codec.decode_slices_record(&payload) else {
+            panic!("a performance report expected");
+        };
+        let (who, back) = performance_of(r.clone()).unwrap();
+        assert_eq!(who, "w1");
+        assert_eq!(back.summary, a.summary);
+        assert_eq!(back.validation, a.validation);
+        assert_eq!(back.model, "fraud-mlp/1");
+        let bad_bin = codec::PerformanceReport {
+            score_bins: vec![codec::ScoreBin {
+                bin: 999,
+                positives: 1.0,
+                negatives: 0.0,
+            }],
+            ..r.clone()
+        };
+        assert!(performance_of(bad_bin).is_none());
+        let not_finite = codec::PerformanceReport {
+            margin: f64::NAN,
+            ..r
+        };
+        assert!(performance_of(not_finite).is_none());
+    }
+
+    #[test]
+    fn slices_round_trip_for_their_model_version_only() {
+        let o = out();
+        let mut s = Slice::empty(1_708_000, &[3, 0]);
+        s.records = 2;
+        s.vars[0].add(1.5, Some(2));
+        s.vars[1].add(0.0, None);
+        s.vars[0].add(2.5, Some(0));
+        let payload = o
+            .codec
+            .encode_drift_slice(&slice_record(&s, &["TX_AMOUNT", "FLAGGED"], &o))
+            .unwrap();
+        let Ok(codec::SlicesRecord::Slice(r)) = o.codec.decode_slices_record(&payload) else {
+            panic!("a slice expected");
+        };
+        let names = ["TX_AMOUNT".to_string(), "FLAGGED".to_string()];
+        assert_eq!(
+            slice_of(r.clone(), &names, "fraud-mlp", "1"),
+            Some(("w1".to_string(), s))
+        );
+        assert_eq!(slice_of(r.clone(), &names, "fraud-mlp", "2"), None);
+        assert_eq!(slice_of(r.clone(), &names[..1], "fraud-mlp", "1"), None);
+        let mut negative = r;
+        negative.variables[0].n = -1;
+        assert_eq!(slice_of(negative, &names, "fraud-mlp", "1"), None);
+    }
+}
