@@ -291,7 +291,9 @@ fn module_graphs(
 
 /// (module, uses) of the crate's top-level modules.
 fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
-    module_graphs(&sources()).remove(&Vec::new()).unwrap_or_default()
+    module_graphs(&sources())
+        .remove(&Vec::new())
+        .unwrap_or_default()
 }
 
 /// A circle in the graph, if any (as the path that closes it).
@@ -385,13 +387,19 @@ fn the_cycle_finder_finds_a_planted_circle() {
 fn no_module_has_submodules_that_import_each_other_in_a_circle() {
     let graphs = module_graphs(&sources());
     assert!(
-        graphs.get(&vec!["drift".to_string()]).is_some_and(|g| g.len() >= 8),
+        graphs
+            .get(&vec!["drift".to_string()])
+            .is_some_and(|g| g.len() >= 8),
         "drift's submodules: {:?}",
         graphs.get(&vec!["drift".to_string()])
     );
     for (m, g) in &graphs {
         if let Some(c) = find_cycle(g) {
-            panic!("import circle in {}: {}\n{g:#?}", m.join("::"), c.join(" → "));
+            panic!(
+                "import circle in {}: {}\n{g:#?}",
+                m.join("::"),
+                c.join(" → ")
+            );
         }
     }
 }
@@ -406,14 +414,23 @@ fn super_self_and_re_exported_paths_are_followed_to_a_circle() {
     };
     let srcs = vec![
         src(&[], "pub mod a;"),
-        src(&["a"], "pub mod b;\npub mod x;\npub mod y;\npub use y::{Thing, Other as O};"),
+        src(
+            &["a"],
+            "pub mod b;\npub mod x;\npub mod y;\npub use y::{Thing, Other as O};",
+        ),
         // x uses y through a's re-export, y uses x through self:: and
         // super:: in a grouped, multi-line use.
         src(&["a", "x"], "use super::Thing;"),
-        src(&["a", "y"], "use super::{\n    x::{self, g},\n};\nfn f() { self::inner::h(); }"),
+        src(
+            &["a", "y"],
+            "use super::{\n    x::{self, g},\n};\nfn f() { self::inner::h(); }",
+        ),
         src(&["a", "y", "inner"], "pub fn h() {}"),
         src(&["a", "b"], "pub mod z;"),
-        src(&["a", "b", "z"], "use super::super::x::g; use crate::a::b::Local;"),
+        src(
+            &["a", "b", "z"],
+            "use super::super::x::g; use crate::a::b::Local;",
+        ),
     ];
     let graphs = module_graphs(&srcs);
     let a = &graphs[&vec!["a".to_string()]];

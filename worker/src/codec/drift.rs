@@ -125,7 +125,7 @@ pub struct ScoreBin {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SlicesRecord {
     Slice(DriftSlice),
-    Performance(PerformanceReport),
+    Performance(Box<PerformanceReport>),
 }
 
 impl Codec {
@@ -165,11 +165,8 @@ impl Codec {
     pub fn decode_slices_record(&self, payload: &[u8]) -> Result<SlicesRecord, DecodeError> {
         let (writer, datum) = self.frame(payload)?;
         if writer.full_name == self.performance.full_name {
-            return Ok(SlicesRecord::Performance(from_record(Self::read(
-                &writer,
-                &self.performance,
-                datum,
-            )?)?));
+            let fields = Self::read(&writer, &self.performance, datum)?;
+            return Ok(SlicesRecord::Performance(Box::new(from_record(fields)?)));
         }
         Ok(SlicesRecord::Slice(from_record(Self::read(
             &writer,
@@ -349,7 +346,7 @@ mod tests {
         assert_eq!(c.decode_slices_record(&es), Ok(SlicesRecord::Slice(s)));
         assert_eq!(
             c.decode_slices_record(&ep),
-            Ok(SlicesRecord::Performance(p))
+            Ok(SlicesRecord::Performance(Box::new(p)))
         );
         assert_eq!(
             c.to_json(&er).unwrap()["variables"][0]["scales"][1]["chi2"],

@@ -143,7 +143,7 @@ impl Global {
                 .and_then(|p| out.codec.decode_slices_record(p).ok());
             let (model, version) = (&out.model_name, &out.model_version);
             match record {
-                Some(SlicesRecord::Performance(r)) => match output::performance_of(r) {
+                Some(SlicesRecord::Performance(r)) => match output::performance_of(*r) {
                     Some((instance, r)) => self.merger.add_day(&instance, r, seen),
                     None => self.skipped += 1,
                 },

@@ -514,6 +514,7 @@ mod tests {
         let Ok(codec::SlicesRecord::Performance(r)) = o.codec.decode_slices_record(&payload) else {
             panic!("a performance report expected");
         };
+        let r = *r;
         let (who, back) = performance_of(r.clone()).unwrap();
         assert_eq!(who, "w1");
         assert_eq!(back.summary, a.summary);
