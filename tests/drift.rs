@@ -8,7 +8,106 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use riskstream::dataset::{day_index, for_each_row, HandbookRow};
-use riskstream::drift::stats;
+
+/// The statistics: the worker's own, and those only these tests use
+/// (the KS p-value, Wasserstein-1 and the binary chi-squared test), kept
+/// beside the scipy fixtures they are checked against.
+mod stats {
+    pub use riskstream::drift::stats::{bin_of, ks_statistic, psi};
+    use statrs::distribution::{ChiSquared, ContinuousCDF};
+
+    /// Survival function of the Kolmogorov distribution,
+    /// P(K > x) = 2 Σ_{k≥1} (−1)^{k−1} e^{−2k²x²} (scipy's `kstwobign.sf`).
+    pub fn kolmogorov_sf(x: f64) -> f64 {
+        if x <= 0.0 {
+            return 1.0;
+        }
+        if x < 0.2 {
+            // The alternating series converges slowly here; use the dual form
+            // P(K ≤ x) = √(2π)/x Σ e^{−(2k−1)²π²/(8x²)}.
+            let s: f64 = (1..=20)
+                .map(|k| {
+                    let k = f64::from(2 * k - 1);
+                    (-k * k * std::f64::consts::PI.powi(2) / (8.0 * x * x)).exp()
+                })
+                .sum();
+            return 1.0 - (2.0 * std::f64::consts::PI).sqrt() / x * s;
+        }
+        let mut sum = 0.0;
+        for k in 1..=100 {
+            let k = f64::from(k);
+            let term = (-2.0 * k * k * x * x).exp();
+            sum += if k as i64 % 2 == 1 { term } else { -term };
+            if term < 1e-300 {
+                break;
+            }
+        }
+        (2.0 * sum).clamp(0.0, 1.0)
+    }
+
+    /// Asymptotic p-value of a two-sample KS statistic `d` for sample sizes
+    /// `n` and `m`: `kolmogorov_sf(d · √(nm/(n+m)))`.
+    pub fn ks_pvalue(d: f64, n: usize, m: usize) -> f64 {
+        if n == 0 || m == 0 {
+            return 1.0;
+        }
+        let (n, m) = (n as f64, m as f64);
+        kolmogorov_sf(d * (n * m / (n + m)).sqrt())
+    }
+
+    /// Wasserstein-1 (earth mover's) distance between the empirical
+    /// distributions of two sorted samples: ∫ |F_a(x) − F_b(x)| dx.
+    pub fn wasserstein(a: &[f64], b: &[f64]) -> f64 {
+        if a.is_empty() || b.is_empty() {
+            return 0.0;
+        }
+        let (na, nb) = (a.len() as f64, b.len() as f64);
+        let (mut i, mut j) = (0usize, 0usize);
+        let mut x = a[0].min(b[0]);
+        let mut area = 0.0;
+        while i < a.len() || j < b.len() {
+            let next = match (a.get(i), b.get(j)) {
+                (Some(&u), Some(&v)) => u.min(v),
+                (Some(&u), None) => u,
+                (None, Some(&v)) => v,
+                (None, None) => break,
+            };
+            area += (i as f64 / na - j as f64 / nb).abs() * (next - x);
+            x = next;
+            while i < a.len() && a[i] <= x {
+                i += 1;
+            }
+            while j < b.len() && b[j] <= x {
+                j += 1;
+            }
+        }
+        area
+    }
+
+    /// Chi-squared goodness of fit of `ones` out of `m` against an expected
+    /// share `p` (one degree of freedom). Returns (statistic, p-value); a
+    /// degenerate reference (p = 0 or 1) gives p-value 0 when the window
+    /// disagrees and 1 when it agrees.
+    pub fn chi2_binary(ones: u64, m: u64, p: f64) -> (f64, f64) {
+        if m == 0 {
+            return (0.0, 1.0);
+        }
+        let m_f = m as f64;
+        let (e1, e0) = (m_f * p, m_f * (1.0 - p));
+        let (o1, o0) = (ones as f64, m_f - ones as f64);
+        if e1 <= 0.0 || e0 <= 0.0 {
+            let agrees = (e1 <= 0.0 && o1 == 0.0) || (e0 <= 0.0 && o0 == 0.0);
+            return if agrees {
+                (0.0, 1.0)
+            } else {
+                (f64::INFINITY, 0.0)
+            };
+        }
+        let x2 = (o1 - e1).powi(2) / e1 + (o0 - e0).powi(2) / e0;
+        let pv = ChiSquared::new(1.0).map_or(f64::NAN, |c| c.sf(x2));
+        (x2, pv)
+    }
+}
 
 fn fixtures() -> serde_json::Value {
     let p = common::repo().join("tests/fixtures/drift/stats.json");
@@ -384,4 +483,34 @@ fn compromised_terminal_wave_raises_terminal_risk_when_its_labels_arrive() {
             .any(|(_, v)| v == "TX_AMOUNT" || v.starts_with("CUSTOMER")),
         "{alerts:?}"
     );
+}
+
+#[test]
+fn identical_samples_show_no_drift() {
+    let a: Vec<f64> = (0..100).map(f64::from).collect();
+    assert_eq!(stats::ks_statistic(&a, &a), 0.0);
+    assert_eq!(stats::wasserstein(&a, &a), 0.0);
+    assert!(stats::psi(&[10, 20, 30], &[1, 2, 3]).abs() < 1e-12);
+    assert!((stats::ks_pvalue(0.0, 100, 100) - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn shifted_samples_move_each_statistic() {
+    let a: Vec<f64> = (0..100).map(f64::from).collect();
+    let b: Vec<f64> = a.iter().map(|x| x + 10.0).collect();
+    assert!((stats::wasserstein(&a, &b) - 10.0).abs() < 1e-9);
+    assert!((stats::ks_statistic(&a, &b) - 0.10).abs() < 1e-12);
+    let (x2, p) = stats::chi2_binary(60, 100, 0.5);
+    assert!((x2 - 4.0).abs() < 1e-12);
+    assert!((p - 0.0455).abs() < 1e-3, "{p}");
+}
+
+#[test]
+fn kolmogorov_series_agree_where_they_meet() {
+    // Both forms near the switch point and known values of scipy.stats.kstwobign.sf.
+    assert!((stats::kolmogorov_sf(1.0) - 0.269_999_671_677_355_8).abs() < 1e-12);
+    assert!((stats::kolmogorov_sf(1.358_098_8) - 0.05).abs() < 1e-6);
+    let below = stats::kolmogorov_sf(0.199_999_9);
+    let above = stats::kolmogorov_sf(0.200_000_1);
+    assert!((below - above).abs() < 1e-6, "{below} {above}");
 }

@@ -19,13 +19,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 
-use apache_avro::types::Value;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::test_runner::{Config, TestRunner};
 use riskstream::codec::{
-    Codec, DecodeStage, FraudLabel, KnownSchema, ScoredTransaction, Transaction, HEADER_LEN,
-    HISTORY_SCHEMAS,
+    Codec, DecodeStage, DriftReport, FraudLabel, KnownSchema, ScaleDrift, ScoredTransaction,
+    Transaction, VariableDrift, HEADER_LEN, HISTORY_SCHEMAS,
 };
 
 // ---------------------------------------------------------------- allocator
@@ -235,7 +234,7 @@ impl Fixture {
             Writer::TransactionV1 => c.encode_transaction_as(&self.v1, &tx, vec![]),
             Writer::Scored => c.encode_scored(&s.scored()),
             Writer::Label => c.encode_label(&s.label()),
-            Writer::Drift => c.encode_drift(s.drift_fields()),
+            Writer::Drift => c.encode_drift(&s.drift()),
         };
         bytes.expect("samples encode")
     }
@@ -301,67 +300,56 @@ impl Sample {
         }
     }
 
-    fn drift_fields(&self) -> Vec<(&'static str, Value)> {
-        let opt = |x: Option<f64>| match x {
-            Some(x) => Value::Union(1, Box::new(Value::Double(x))),
-            None => Value::Union(0, Box::new(Value::Null)),
-        };
-        let strings =
-            |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-        let vars = self
+    fn drift(&self) -> DriftReport {
+        let variables = self
             .vars
             .iter()
             .map(|(name, stat, over)| {
                 // Drift report v2: per variable, a record per window scale.
-                let scale = |seconds: i64| {
-                    Value::Record(vec![
-                        ("scale_seconds".into(), Value::Long(seconds)),
-                        ("records".into(), Value::Long(self.longs[2])),
-                        ("judged".into(), Value::Boolean(self.flag)),
-                        ("mean".into(), Value::Double(self.amount)),
-                        ("expected_mean".into(), Value::Double(0.5)),
-                        ("effect".into(), Value::Double(0.1)),
-                        ("z".into(), Value::Double(stat.unwrap_or(0.0))),
-                        ("z_low".into(), Value::Double(-5.0)),
-                        ("z_high".into(), Value::Double(5.0)),
-                        ("chi2".into(), opt(*stat)),
-                        ("chi2_limit".into(), opt(stat.map(|x| 40.0 + x))),
-                        ("psi".into(), opt(None)),
-                        ("over".into(), strings(over)),
-                    ])
+                let scale = |seconds: i64| ScaleDrift {
+                    scale_seconds: seconds,
+                    records: self.longs[2],
+                    judged: self.flag,
+                    mean: self.amount,
+                    expected_mean: 0.5,
+                    effect: 0.1,
+                    z: stat.unwrap_or(0.0),
+                    z_low: -5.0,
+                    z_high: 5.0,
+                    chi2: *stat,
+                    chi2_limit: stat.map(|x| 40.0 + x),
+                    psi: None,
+                    over: over.clone(),
                 };
-                Value::Record(vec![
-                    ("name".into(), Value::String(name.clone())),
-                    ("kind".into(), Value::String("continuous".into())),
-                    (
-                        "scales".into(),
-                        Value::Array(vec![scale(3600), scale(86_400)]),
-                    ),
-                    ("over".into(), strings(over)),
-                    ("alerting".into(), Value::Boolean(!over.is_empty())),
-                ])
+                VariableDrift {
+                    name: name.clone(),
+                    kind: "continuous".into(),
+                    scales: vec![scale(3600), scale(86_400)],
+                    over: over.clone(),
+                    alerting: !over.is_empty(),
+                }
             })
             .collect();
-        vec![
-            ("model_name", Value::String(self.strings[4].clone())),
-            ("model_version", Value::String(self.strings[5].clone())),
-            ("instance", Value::String(self.strings[2].clone())),
-            ("window_index", Value::Long(self.longs[2])),
-            ("window_start", Value::TimestampMillis(self.longs[0])),
-            ("window_end", Value::TimestampMillis(self.longs[1])),
-            ("decided_at", Value::TimestampMillis(self.longs[1])),
-            ("records", Value::Long(self.longs[2])),
-            ("judged", Value::Boolean(self.flag)),
-            ("samples_dropped", Value::Long(0)),
-            ("late_records", Value::Long(0)),
-            ("flagged_rate", Value::Double(self.amount)),
-            ("reference_flagged_rate", Value::Double(0.01)),
-            ("variables", Value::Array(vars)),
-            ("raised", strings(&self.alerts)),
-            ("cleared", strings(&[])),
-            ("active", strings(&self.alerts)),
-            ("emitted_at", Value::TimestampMillis(self.longs[1])),
-        ]
+        DriftReport {
+            model_name: self.strings[4].clone(),
+            model_version: self.strings[5].clone(),
+            instance: self.strings[2].clone(),
+            window_index: self.longs[2],
+            window_start: self.longs[0],
+            window_end: self.longs[1],
+            decided_at: self.longs[1],
+            records: self.longs[2],
+            judged: self.flag,
+            samples_dropped: 0,
+            late_records: 0,
+            flagged_rate: self.amount,
+            reference_flagged_rate: 0.01,
+            variables,
+            raised: self.alerts.clone(),
+            cleared: Vec::new(),
+            active: self.alerts.clone(),
+            emitted_at: self.longs[1],
+        }
     }
 }
 

@@ -165,7 +165,7 @@ impl Topics {
         .cloned()
         .collect();
         all.push(self.changelog());
-        all.push(riskstream::drift::global::slices_topic(&self.drift));
+        all.push(riskstream::drift::sidecar::slices_topic(&self.drift));
         all
     }
 

@@ -8,6 +8,7 @@
 //! - [`registry`] — `models/<name>/<version>` and aliases.
 //! - [`codec`]    — Avro schemas and single-object encoding; poison detection.
 //! - [`features`] — the one feature engine (online and offline).
+//! - [`watermark`] — the event-time watermark over input partitions (scoring and drift).
 //! - [`message`]  — the messages between stages, the shared handles, the clock.
 //! - [`commit`]   — the one place that decides when an input offset is committed.
 //! - [`state`]    — the customer-state changelog: its records, flushes, restore.
@@ -54,3 +55,4 @@ pub mod source;
 pub mod state;
 pub mod tools;
 pub mod train;
+pub mod watermark;

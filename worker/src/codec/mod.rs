@@ -21,8 +21,13 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 pub mod canonical;
+pub mod drift;
 pub mod guard;
 pub mod registry;
+pub use drift::{
+    DriftReport, DriftSlice, PerformanceReport, ScaleDrift, ScoreBin, SlicesRecord, VariableDrift,
+    VariableSummary,
+};
 pub use registry::{SchemaRegistry, SchemaRegistryError, CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC};
 use std::sync::Arc;
 
@@ -790,22 +795,6 @@ impl Codec {
             ("scored_at", Value::TimestampMillis(s.scored_at)),
         ];
         self.encode_with(&self.scored, fields, "ScoredTransaction")
-    }
-
-    /// Encodes a drift report given as the record's fields (see `drift::task`).
-    pub fn encode_drift(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
-        self.encode_with(&self.drift, fields, "DriftReport")
-    }
-
-    /// Encodes a drift slice given as the record's fields (see `drift::global`).
-    pub fn encode_drift_slice(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
-        self.encode_with(&self.drift_slice, fields, "DriftSlice")
-    }
-
-    /// Encodes a performance report given as the record's fields (see
-    /// `drift::performance`).
-    pub fn encode_performance(&self, fields: Vec<(&str, Value)>) -> Result<Vec<u8>, SchemaError> {
-        self.encode_with(&self.performance, fields, "PerformanceReport")
     }
 
     pub fn encode_label(&self, l: &FraudLabel) -> Result<Vec<u8>, SchemaError> {

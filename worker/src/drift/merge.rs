@@ -7,6 +7,11 @@
 //! merged monitor sees exactly what one instance scoring everything would
 //! see, and judges the same windows with the same thresholds.
 //!
+//! Days of realised performance merge the same way: each instance joins
+//! labels only with the decisions it made, so its closed day covers its
+//! share of the traffic; a day is merged once each live instance has sent
+//! its own (or [`MERGE_WAIT`] after the first) and judged once.
+//!
 //! Every instance computes the same verdict from the same slices; the one
 //! with the smallest name among the live contributors speaks for it (logs
 //! the alert, publishes the global report), so an alert is raised once per
@@ -18,7 +23,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::performance::{
+    judge_day, DaySummary, PerformanceReport, PerformanceSettings, Validation, VersionInfo,
+};
 use super::summary::Slice;
+
+/// How long a day's merge waits for instances that have not reported it.
+pub const MERGE_WAIT: Duration = Duration::from_secs(30);
 
 /// What is known of one contributing instance.
 #[derive(Debug, Clone)]
@@ -36,9 +47,17 @@ pub struct Merged {
     pub instances: Vec<String>,
 }
 
-/// Merges the slices of several instances.
+/// One day of one version, as reported so far.
 #[derive(Debug)]
-pub struct SliceMerger {
+struct PendingDay {
+    first_seen: Instant,
+    validation: Validation,
+    by_instance: BTreeMap<String, DaySummary>,
+}
+
+/// Merges the slices and the closed days of several instances.
+#[derive(Debug)]
+pub struct Merger {
     pending: BTreeMap<i64, (Slice, BTreeSet<String>)>,
     contributors: BTreeMap<String, Contributor>,
     /// An instance silent for longer is no longer waited for.
@@ -55,9 +74,15 @@ pub struct SliceMerger {
     /// begins, which can be long after the merger started, so the warm-up
     /// also runs from then.
     first_heard: Option<Instant>,
+    days: BTreeMap<(String, i64), PendingDay>,
+    /// Days already merged (a late report of one is ignored), per model.
+    days_done_before: BTreeMap<String, i64>,
+    alerting: BTreeMap<String, bool>,
+    /// Days reported after they were merged.
+    late_days: u64,
 }
 
-impl SliceMerger {
+impl Merger {
     /// A merger that waits for instances silent for up to `idle`, and hands
     /// nothing out during the first `warm_up` after `now` nor during the
     /// first `warm_up` after the first slice was heard.
@@ -71,11 +96,15 @@ impl SliceMerger {
             warm_until: now + warm_up,
             warm_up,
             first_heard: None,
+            days: BTreeMap::new(),
+            days_done_before: BTreeMap::new(),
+            alerting: BTreeMap::new(),
+            late_days: 0,
         }
     }
 
     /// Adds one instance's slice.
-    pub fn add(&mut self, instance: &str, slice: Slice, now: Instant) {
+    pub fn add_slice(&mut self, instance: &str, slice: Slice, now: Instant) {
         self.first_heard.get_or_insert(now);
         let c = self
             .contributors
@@ -122,7 +151,7 @@ impl SliceMerger {
     }
 
     /// Every pending slice that all live instances have passed, in order.
-    pub fn ready(&mut self, now: Instant) -> Vec<Merged> {
+    pub fn ready_slices(&mut self, now: Instant) -> Vec<Merged> {
         let heard_long_enough = self.first_heard.is_some_and(|f| now >= f + self.warm_up);
         if now < self.warm_until || !heard_long_enough {
             return Vec::new();
@@ -147,6 +176,74 @@ impl SliceMerger {
                 slice,
                 instances: who.into_iter().collect(),
             });
+        }
+        out
+    }
+
+    /// Days reported after they were merged.
+    pub fn late_days(&self) -> u64 {
+        self.late_days
+    }
+
+    /// An instance's closed day (its summary already weighted).
+    pub fn add_day(&mut self, instance: &str, r: PerformanceReport, now: Instant) {
+        if self
+            .days_done_before
+            .get(&r.model)
+            .is_some_and(|d| r.day_start < *d)
+        {
+            self.late_days += 1;
+            return;
+        }
+        let p = self
+            .days
+            .entry((r.model.clone(), r.day_start))
+            .or_insert_with(|| PendingDay {
+                first_seen: now,
+                validation: r.validation.clone(),
+                by_instance: BTreeMap::new(),
+            });
+        p.by_instance.insert(instance.to_string(), r.summary);
+    }
+
+    /// Days every live instance has reported (or waited for long enough),
+    /// merged and judged, oldest first, with who contributed.
+    pub fn ready_days(
+        &mut self,
+        now: Instant,
+        settings: &PerformanceSettings,
+    ) -> Vec<(PerformanceReport, Vec<String>)> {
+        let live: Vec<String> = self.live(now).into_iter().map(str::to_string).collect();
+        let keys: Vec<(String, i64)> = self
+            .days
+            .iter()
+            .filter(|(_, p)| {
+                now.duration_since(p.first_seen) >= MERGE_WAIT
+                    || live.iter().all(|i| p.by_instance.contains_key(i))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for (model, day) in keys {
+            let Some(p) = self.days.remove(&(model.clone(), day)) else {
+                continue;
+            };
+            let mut merged = DaySummary::default();
+            for s in p.by_instance.values() {
+                merged.merge(s);
+            }
+            let was = self.alerting.get(&model).copied().unwrap_or(false);
+            let info = VersionInfo {
+                model: model.clone(),
+                validation: p.validation,
+            };
+            let r = judge_day(&info, day, merged, 1.0, settings, was);
+            if r.judged {
+                self.alerting.insert(model.clone(), r.alerting);
+            }
+            let d = self.days_done_before.entry(model).or_insert(i64::MIN);
+            *d = (*d).max(day + 1);
+            out.push((r, p.by_instance.into_keys().collect()));
         }
         out
     }
@@ -219,7 +316,7 @@ mod tests {
             .collect();
         let mut global = DriftMonitor::new(&reference, &inputs, settings).unwrap();
         let start = Instant::now();
-        let mut merger = SliceMerger::new(Duration::from_secs(600), Duration::from_secs(5), start);
+        let mut merger = Merger::new(Duration::from_secs(600), Duration::from_secs(5), start);
         let (mut alone, mut merged, mut local) = (Vec::new(), Vec::new(), Vec::new());
         let mut slices = Vec::new();
         let mut now = start;
@@ -233,10 +330,10 @@ mod tests {
             for (k, m) in four.iter_mut().enumerate() {
                 m.drain_slices(&mut slices);
                 for sl in slices.drain(..) {
-                    merger.add(&format!("instance-{k}"), sl, now);
+                    merger.add_slice(&format!("instance-{k}"), sl, now);
                 }
             }
-            for m in merger.ready(now) {
+            for m in merger.ready_slices(now) {
                 assert_eq!(m.instances.len(), 4);
                 let at = (m.slice.index + 1) * crate::drift::summary::SLICE_MS;
                 global.push_slice(m.slice, at, &mut merged);
@@ -271,27 +368,31 @@ mod tests {
     #[test]
     fn a_silent_instance_stops_holding_slices_back() {
         let t0 = Instant::now();
-        let mut m = SliceMerger::new(Duration::from_secs(30), Duration::ZERO, t0);
-        m.add("a", Slice::empty(10, &[0]), t0);
-        m.add("b", Slice::empty(10, &[0]), t0);
-        m.add("a", Slice::empty(11, &[0]), t0);
+        let mut m = Merger::new(Duration::from_secs(30), Duration::ZERO, t0);
+        m.add_slice("a", Slice::empty(10, &[0]), t0);
+        m.add_slice("b", Slice::empty(10, &[0]), t0);
+        m.add_slice("a", Slice::empty(11, &[0]), t0);
         // b has not passed slice 11 yet.
         assert_eq!(
-            m.ready(t0)
+            m.ready_slices(t0)
                 .iter()
                 .map(|x| x.slice.index)
                 .collect::<Vec<_>>(),
             vec![10]
         );
-        assert!(m.ready(t0 + Duration::from_secs(10)).is_empty());
+        assert!(m.ready_slices(t0 + Duration::from_secs(10)).is_empty());
         // b went silent: a alone decides.
         let later = t0 + Duration::from_secs(31);
-        m.add("a", Slice::empty(12, &[0]), later);
-        let ready: Vec<i64> = m.ready(later).iter().map(|x| x.slice.index).collect();
+        m.add_slice("a", Slice::empty(12, &[0]), later);
+        let ready: Vec<i64> = m
+            .ready_slices(later)
+            .iter()
+            .map(|x| x.slice.index)
+            .collect();
         assert_eq!(ready, vec![11, 12]);
         assert_eq!(m.judge(later), Some("a"));
         // b's slice 11, now late, is counted and dropped.
-        m.add("b", Slice::empty(11, &[0]), later);
+        m.add_slice("b", Slice::empty(11, &[0]), later);
         assert_eq!(m.late(), 1);
     }
 
@@ -299,19 +400,77 @@ mod tests {
     fn instances_started_together_on_idle_input_are_all_waited_for_when_traffic_begins() {
         let t0 = Instant::now();
         let warm = Duration::from_secs(10);
-        let mut m = SliceMerger::new(Duration::from_secs(120), warm, t0);
+        let mut m = Merger::new(Duration::from_secs(120), warm, t0);
         // Traffic begins a minute after start; a closes its first slice
         // three seconds before b does.
         let t1 = t0 + Duration::from_secs(60);
-        m.add("a", Slice::empty(0, &[0]), t1);
+        m.add_slice("a", Slice::empty(0, &[0]), t1);
         assert!(
-            m.ready(t1 + Duration::from_secs(1)).is_empty(),
+            m.ready_slices(t1 + Duration::from_secs(1)).is_empty(),
             "b not heard yet"
         );
-        m.add("b", Slice::empty(0, &[0]), t1 + Duration::from_secs(3));
-        let ready = m.ready(t1 + warm);
+        m.add_slice("b", Slice::empty(0, &[0]), t1 + Duration::from_secs(3));
+        let ready = m.ready_slices(t1 + warm);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].instances, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(m.late(), 0);
+    }
+
+    fn report(day: i64, scores: &[(f32, bool)]) -> PerformanceReport {
+        let mut s = DaySummary::default();
+        for (x, fraud) in scores {
+            s.add(*x, *x >= 0.5, *fraud, 1.0);
+        }
+        PerformanceReport {
+            model: "fraud-mlp/1".into(),
+            day_start: day,
+            summary: s,
+            validation: Validation {
+                auc_roc: Some(0.9),
+                average_precision: Some(0.8),
+                f1: None,
+            },
+            sample_rate: 1.0,
+            judged: true,
+            below: vec!["auc_roc"],
+            raised: true,
+            cleared: false,
+            alerting: true,
+        }
+    }
+
+    #[test]
+    fn days_of_every_live_instance_merge_into_one() {
+        let a = report(0, &[(0.9, true), (0.1, false), (0.6, false)]);
+        let b = report(0, &[(0.8, true), (0.2, false)]);
+        let settings = PerformanceSettings {
+            min_positives: 1,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let mut m = Merger::new(Duration::from_secs(120), Duration::ZERO, t0);
+        // Both instances are live (heard from on the slices topic).
+        m.add_slice("w1", Slice::empty(0, &[0]), t0);
+        m.add_slice("w2", Slice::empty(0, &[0]), t0);
+        m.add_day("w1", a, t0);
+        let live = ["w1".to_string(), "w2".to_string()];
+        assert!(m.ready_days(t0, &settings).is_empty(), "waits for w2");
+        m.add_day("w2", b.clone(), t0);
+        let out = m.ready_days(t0, &settings);
+        assert_eq!(out.len(), 1);
+        let (r, instances) = &out[0];
+        assert_eq!(instances, &live);
+        assert_eq!(r.summary.labelled, 5.0);
+        assert_eq!(r.summary.auc(), Some(1.0));
+        assert!(!r.alerting);
+        // A late report of a merged day is ignored; a silent instance is
+        // waited for MERGE_WAIT only.
+        m.add_day("w3", b.clone(), t0);
+        assert_eq!(m.late_days(), 1);
+        m.add_day("w1", report(1, &[(0.1, true), (0.9, false)]), t0);
+        assert!(m.ready_days(t0, &settings).is_empty());
+        let out = m.ready_days(t0 + MERGE_WAIT, &settings);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].0.raised, "{:?}", out[0].0);
     }
 }

@@ -1,39 +1,35 @@
 //! Drift: rolling distribution statistics of features and scores against
-//! the training reference, with alerts.
+//! the training reference, with alerts. Cut by stage, each module imports
+//! only those above it:
 //!
-//! - [`reference`]: the training-set distributions written beside a model;
+//! - [`summary`]: mergeable slices of event time (counts, moment sums, bins);
+//! - [`stats`]: bins, PSI, Kolmogorov–Smirnov, moments and quantiles;
 //! - [`profile`]: the reference's time profile (traffic over the week,
 //!   cycles) and its calibration per window scale;
-//! - [`summary`]: mergeable hour summaries (counts, moment sums, bins);
-//! - [`merge`]: one verdict across instances from their merged slices;
-//! - [`global`]: its transport (`<drift topic>.slices`) in the sidecar;
-//! - [`stats`]: PSI, Kolmogorov–Smirnov (+ p-value), Wasserstein, chi-squared;
-//! - [`monitor`]: hour slices, multi-scale windows, calibrated tests and
-//!   alerts (online and offline alike);
-//! - [`task`]: the worker's sidecar thread (bounded channel, drop when full,
-//!   reports to the drift topic, gauges, WARN logs);
+//! - [`reference`]: the training-set distributions written beside a model;
+//! - [`monitor`]: slices, multi-scale windows, calibrated tests and alerts
+//!   (online and offline alike);
 //! - [`performance`]: realised precision, recall, F1, AUC and AP per
 //!   version and event day from the delayed labels, against validation;
-//! - [`realised`]: its reports, gauges and merge across instances;
-//! - [`offline`]: `riskstream drift`, a period of a CSV against the reference,
-//!   with a table and PNG plots.
+//! - [`merge`]: one verdict across instances from their merged slices and days;
+//! - [`sidecar`]: the worker's sidecar thread: its records, the merged
+//!   verdict's transport, gauges and WARN logs;
+//! - [`offline`]: `riskstream drift`, a period of a CSV against the
+//!   reference, with a table and PNG plots (imports the pieces above; none
+//!   imports it).
 //!
 //! Config: `[drift]` in the file, `RISKSTREAM_DRIFT_*`, `--drift-*`
 //! ([`crate::config::DriftSection`]).
 
-pub mod global;
 pub mod merge;
 pub mod monitor;
 pub mod offline;
 pub mod performance;
-pub mod plots;
 pub mod profile;
-pub mod realised;
 pub mod reference;
 pub mod sidecar;
 pub mod stats;
 pub mod summary;
-pub mod task;
 
 pub use monitor::{DriftMonitor, DriftSettings, ScaleStats, VarStats, WindowReport};
 pub use reference::{Reference, VarReference, REFERENCE_FILE};

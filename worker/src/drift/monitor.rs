@@ -32,15 +32,12 @@ use super::profile::{
     chi2_of, psi_of, Profile, ScaleCalibration, VarProfile, CALIBRATED_SCALES_H, MIN_CHI2_WINDOWS,
     MIN_EXPECTED_PER_BIN,
 };
-use super::reference::Reference;
-use super::summary::{slice_index, Slice, SLICE_MS};
+use super::reference::{Reference, FLAGGED, SCORE};
+use super::stats::bin_of;
+use super::summary::{slice_index, Slice, VarSummary, SLICE_MS};
 use super::DriftError;
 use crate::features::{FeatureVector, BINARY_FEATURES, FEATURE_NAMES};
-
-/// Name of the flagged-fraud rate in reports and gauges.
-pub const FLAGGED: &str = "FLAGGED";
-/// Name of the score in reports and gauges.
-pub const SCORE: &str = "SCORE";
+use crate::watermark::PartitionClocks;
 /// Evaluations in a year (one per quarter hour): the budget's denominator.
 pub const EVALUATIONS_PER_YEAR: f64 = 8760.0 * 4.0;
 /// Above this skewness of a window's mean (|skew| / √n) the normal
@@ -117,6 +114,11 @@ impl DriftSettings {
             .max()
             .unwrap_or(1)
     }
+}
+
+/// "1h", "6h", "24h": the scale label of gauges and reports.
+pub fn scale_label(seconds: u64) -> String {
+    format!("{}h", seconds / 3600)
 }
 
 /// One variable at one scale in one evaluation.
@@ -227,14 +229,6 @@ struct Var {
     alerting: bool,
 }
 
-/// Event-time progress of one input partition.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    partition: i32,
-    newest: i64,
-    seen: Instant,
-}
-
 /// Hour slices, windows and alert state over a fixed list of variables.
 #[derive(Debug, Clone)]
 pub struct DriftMonitor {
@@ -248,7 +242,8 @@ pub struct DriftMonitor {
     /// The last slices closed, contiguous, newest last (as many as the longest scale).
     closed: VecDeque<Slice>,
     last_closed: Option<i64>,
-    clocks: Vec<Clock>,
+    /// Event-time progress of every partition pushed from.
+    clocks: PartitionClocks,
     /// The scoring thread's watermark (slowest assigned partition), which
     /// knows partitions not seen here yet; None: use `clocks`.
     external: Option<i64>,
@@ -325,7 +320,7 @@ impl DriftMonitor {
             open: BTreeMap::new(),
             closed: VecDeque::new(),
             last_closed: None,
-            clocks: Vec::new(),
+            clocks: PartitionClocks::default(),
             external: None,
             newest: i64::MIN,
             now: Instant::now(),
@@ -417,28 +412,12 @@ impl DriftMonitor {
                 Source::Score => f64::from(score),
                 Source::Flagged => f64::from(u8::from(flagged)),
             };
-            let bin = (!s.bins.is_empty()).then(|| super::stats::bin_of(&v.profile.bin_edges, x));
+            let bin = (!s.bins.is_empty()).then(|| bin_of(&v.profile.bin_edges, x));
             s.add(x, bin);
         }
-        self.tick(partition, event_time);
-        self.advance(out);
-    }
-
-    /// Updates the partition's event-time clock.
-    fn tick(&mut self, partition: i32, event_time: i64) {
         self.newest = self.newest.max(event_time);
-        let now = self.now;
-        match self.clocks.iter_mut().find(|c| c.partition == partition) {
-            Some(c) => {
-                c.newest = c.newest.max(event_time);
-                c.seen = now;
-            }
-            None => self.clocks.push(Clock {
-                partition,
-                newest: event_time,
-                seen: now,
-            }),
-        }
+        self.clocks.saw_at(partition, event_time, self.now);
+        self.advance(out);
     }
 
     /// Closes every open slice that all active partitions have passed.
@@ -455,10 +434,7 @@ impl DriftMonitor {
         let idle = std::time::Duration::from_secs(self.settings.idle_partition_seconds);
         let own = || {
             self.clocks
-                .iter()
-                .filter(|c| c.newest >= floor && self.now.duration_since(c.seen) <= idle)
-                .map(|c| c.newest)
-                .min()
+                .slowest_seen(self.now, idle, floor)
                 .unwrap_or(self.newest)
         };
         let watermark = self.external.unwrap_or_else(own).max(floor);
@@ -588,7 +564,7 @@ impl DriftMonitor {
         let v = &self.vars[k];
         let full = self.closed.len() >= len;
         let win = self.closed.range(self.closed.len().saturating_sub(len)..);
-        let mut sum = super::summary::VarSummary::with_bins(self.bins[k]);
+        let mut sum = VarSummary::with_bins(self.bins[k]);
         let mut slices = Vec::with_capacity(len);
         for s in win {
             sum.merge(&s.vars[k]);
@@ -620,7 +596,7 @@ fn judge_window(
     v: &Var,
     i: usize,
     scale: u64,
-    sum: &super::summary::VarSummary,
+    sum: &VarSummary,
     e: super::profile::Expected,
     full: bool,
     m: &DriftMonitor,

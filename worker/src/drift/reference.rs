@@ -11,10 +11,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::profile::{Column, Profile};
-use super::stats::{mean_std, quantile_sorted};
+use super::stats::{bin_of, mean_std, quantile_sorted};
 use super::DriftError;
 use crate::features::{FeatureVector, BINARY_FEATURES, FEATURE_NAMES};
 
+/// Name of the score among the watched variables (reports, gauges).
+pub const SCORE: &str = "SCORE";
+/// Name of the flagged-fraud rate among the watched variables.
+pub const FLAGGED: &str = "FLAGGED";
 /// File beside the weights.
 pub const REFERENCE_FILE: &str = "reference.json";
 /// Points of the quantile sketch: the values at quantiles (i + ½) / N.
@@ -68,7 +72,7 @@ impl VarReference {
         edges.retain(|e| e.is_finite());
         let mut counts = vec![0u64; edges.len() + 1];
         for v in &sorted {
-            counts[super::stats::bin_of(&edges, *v)] += 1;
+            counts[bin_of(&edges, *v)] += 1;
         }
         let sketch = if sorted.is_empty() {
             Vec::new()
@@ -174,13 +178,13 @@ impl Reference {
         let flagged = flags.iter().sum::<f64>() / scores.len().max(1) as f64;
         let score = VarReference::of(&s, false);
         columns.push(Column {
-            name: super::monitor::SCORE,
+            name: SCORE,
             bin_edges: score.bin_edges().to_vec(),
             values: s,
             binary: false,
         });
         columns.push(Column {
-            name: super::monitor::FLAGGED,
+            name: FLAGGED,
             bin_edges: Vec::new(),
             values: flags,
             binary: true,
@@ -197,8 +201,8 @@ impl Reference {
     /// (the flagged rate as a binary share). Unknown names get an empty one.
     pub fn of(&self, name: &str) -> VarReference {
         match name {
-            super::monitor::SCORE => self.score.clone(),
-            super::monitor::FLAGGED => VarReference::Binary {
+            SCORE => self.score.clone(),
+            FLAGGED => VarReference::Binary {
                 n: self.score.n(),
                 share_of_ones: self.flagged_rate,
             },

@@ -203,7 +203,7 @@ async fn ensure_topics(cfg: &RunConfig) -> Result<(), PipelineError> {
     crate::kafka::ensure_topics(&cfg.brokers, &cfg.kafka, &topics, cfg.topic_partitions).await?;
     if let (Some(t), true) = (&cfg.drift.topic, cfg.drift.global) {
         // One partition: every instance reads all slices.
-        let slices = crate::drift::global::slices_topic(t);
+        let slices = crate::drift::sidecar::slices_topic(t);
         crate::kafka::ensure_topics(&cfg.brokers, &cfg.kafka, &[&slices], 1).await?;
     }
     if cfg.state.enabled {

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{Codec, FraudLabel, Verdict};
 use crate::commit::Commits;
 use crate::drift::performance::tx_fingerprint;
-use crate::drift::task::DriftSender;
+use crate::drift::sidecar::DriftSender;
 use crate::features::{FeatureEngine, FeatureVector, LabelRef, TxRef};
 use crate::message::{
     now_ms, DeadLetter, Decision, DriftBatch, Incoming, LabelProgress, ScoredBatch, ScoredRecord,
@@ -27,6 +27,7 @@ use crate::message::{
 use crate::metrics::Metrics;
 use crate::model::ModelError;
 use crate::state::{Changelog, Draft};
+pub use crate::watermark::PartitionClocks;
 
 pub mod batcher;
 pub mod serving;
@@ -50,68 +51,6 @@ impl ScoringError {
     /// What follows ([`crate::outcome::decide`]): the worker stops.
     pub fn outcome(&self) -> crate::outcome::Outcome {
         crate::outcome::decide(self.domain())
-    }
-}
-
-/// The latest event time seen on each assigned input partition. Their
-/// minimum caps the feature engine's eviction clock, so state a lagging
-/// partition still needs is kept while others run ahead (a backlog is
-/// consumed unevenly). An assigned partition not seen yet holds eviction
-/// back entirely; one silent for 10 minutes (idle) stops holding it back.
-#[derive(Debug, Default)]
-pub struct PartitionClocks {
-    /// Per partition: latest event time, whether it was seen since the last
-    /// watermark, and when it was last seen (stamped by `watermark`, so
-    /// recording a record reads no clock).
-    latest: std::collections::HashMap<i32, (i64, bool, Instant)>,
-    /// When an assigned partition was first found without records.
-    unseen_since: std::collections::HashMap<i32, Instant>,
-    /// The consumer's assignment (shared with its rebalance callbacks).
-    pub assigned: Arc<std::sync::Mutex<Vec<i32>>>,
-}
-
-impl PartitionClocks {
-    pub const SILENT: Duration = Duration::from_secs(600);
-
-    pub fn saw(&mut self, partition: i32, event_time: i64) {
-        match self.latest.get_mut(&partition) {
-            Some(e) => {
-                e.0 = e.0.max(event_time);
-                e.1 = true;
-            }
-            None => {
-                self.latest
-                    .insert(partition, (event_time, true, Instant::now()));
-            }
-        }
-    }
-
-    /// The slowest live assigned partition's latest event time; `i64::MIN`
-    /// (evict nothing) while an assigned partition has not been seen yet.
-    pub fn watermark(&mut self) -> Option<i64> {
-        let assigned = self.assigned.lock().map(|a| a.clone()).unwrap_or_default();
-        let now = Instant::now();
-        for (_, touched, seen) in self.latest.values_mut() {
-            if std::mem::take(touched) {
-                *seen = now;
-            }
-        }
-        let mut wm: Option<i64> = None;
-        for p in assigned {
-            match self.latest.get(&p) {
-                Some((t, _, seen)) if now.duration_since(*seen) < Self::SILENT => {
-                    wm = Some(wm.map_or(*t, |w| w.min(*t)));
-                }
-                Some(_) => {}
-                None => {
-                    let since = *self.unseen_since.entry(p).or_insert_with(Instant::now);
-                    if since.elapsed() < Self::SILENT {
-                        return Some(i64::MIN);
-                    }
-                }
-            }
-        }
-        wm
     }
 }
 

@@ -8,10 +8,10 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::{register_font as register_plotters_font, FontStyle};
 
-use super::reference::VarReference;
-use super::stats::quantile_sorted;
+use crate::drift::reference::VarReference;
+use crate::drift::stats::quantile_sorted;
 
-const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../../../assets/DejaVuSans.ttf");
 
 /// Registers the embedded font as "sans-serif" (twice is harmless); shared
 /// with the training plots.

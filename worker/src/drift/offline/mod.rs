@@ -10,17 +10,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::monitor::{DriftMonitor, WindowReport};
-use super::performance::{
+pub mod plots;
+
+use crate::dataset::{day_index, Featurised};
+use crate::drift::monitor::{scale_label, DriftMonitor, VarStats, WindowReport};
+use crate::drift::performance::{
     tx_fingerprint, Decision, LabelKey, PerformanceMonitor, PerformanceReport, Validation,
     VersionInfo,
 };
-use super::reference::{Reference, VarReference};
-use super::stats::{bin_of, ks_statistic, mean_std, psi};
-use super::task::scale_label;
-use super::DriftError;
 use crate::config::DriftSection;
-use crate::dataset::{day_index, Featurised};
+use crate::drift::reference::{Reference, VarReference};
+use crate::drift::stats::{bin_of, ks_statistic, mean_std, psi};
+use crate::drift::DriftError;
 use crate::features::FEATURE_NAMES;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -291,7 +292,7 @@ pub fn alert_events(windows: &[WindowReport]) -> Vec<AlertEvent> {
         for (names, raised) in [(&w.raised, true), (&w.cleared, false)] {
             for name in names {
                 let v = w.vars.iter().find(|v| &v.name == name);
-                let worst = v.and_then(super::monitor::VarStats::worst_scale);
+                let worst = v.and_then(VarStats::worst_scale);
                 out.push(AlertEvent {
                     variable: name.clone(),
                     raised,
@@ -410,7 +411,7 @@ fn write_plots(
             .collect();
         let (raised, cleared) = (mine(true), mine(false));
         let file = format!("{}_timeline.png", v.name.to_ascii_lowercase());
-        let t = crate::drift::plots::Timeline {
+        let t = plots::Timeline {
             name: &v.name,
             caption: &caption,
             scales,
@@ -418,17 +419,15 @@ fn write_plots(
             raised: &raised,
             cleared: &cleared,
         };
-        crate::drift::plots::timeline_png(&args.out.join(&file), &t).map_err(|source| {
-            DriftError::WritePlot {
-                path: file.clone(),
-                source,
-            }
+        plots::timeline_png(&args.out.join(&file), &t).map_err(|source| DriftError::WritePlot {
+            path: file.clone(),
+            source,
         })?;
         plots.push(file);
         let file = format!("{}.png", v.name.to_ascii_lowercase());
         let mut col = scored.columns[k].clone();
         col.sort_by(f64::total_cmp);
-        crate::drift::plots::distribution_png(
+        plots::distribution_png(
             &args.out.join(&file),
             &v.name,
             &reference.of(&v.name),

@@ -9,16 +9,15 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::Arc;
 use std::time::Duration;
 
-use apache_avro::types::Value;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::Producer;
 
-use super::global::{Global, GlobalReport};
-use super::monitor::{DriftMonitor, VarStats, WindowReport};
-use super::performance::{
+use super::global::Global;
+use super::output::{self, DriftOutput};
+use crate::codec::FraudLabel;
+use crate::drift::monitor::{DriftMonitor, WindowReport};
+use crate::drift::performance::{
     tx_fingerprint, PerformanceMonitor, PerformanceReport, PerformanceSettings,
 };
-use super::realised;
-use crate::codec::{Codec, FraudLabel};
 use crate::message::{DriftBatch, LabelKey};
 use crate::metrics::{DriftGauge, Metrics};
 
@@ -99,16 +98,6 @@ impl DriftSender {
             version,
         });
     }
-}
-
-/// Where reports go.
-pub struct DriftOutput {
-    pub producer: Option<ThreadedProducer<DefaultProducerContext>>,
-    pub topic: String,
-    pub codec: Arc<Codec>,
-    pub model_name: String,
-    pub model_version: String,
-    pub instance: String,
 }
 
 /// Starts the sidecar thread; it ends when every sender is dropped, after
@@ -276,17 +265,18 @@ impl Sidecar {
     /// the slices topic for the merge.
     fn performance_report(&self, r: &PerformanceReport) {
         let local_alerts = self.global.is_none();
-        self.metrics.set_performance(&realised::gauge_of(r), false);
-        log_performance(r, local_alerts, None);
+        self.metrics
+            .set_performance(&output::performance_gauge(r), false);
+        output::log_performance(r, local_alerts, None);
         let margin = self.perf.settings().margin;
         let instance = self.out.instance.as_str();
         match self
             .out
             .codec
-            .encode_performance(realised::report_fields(r, instance, margin))
+            .encode_performance(&output::performance_record(r, instance, margin))
         {
             Ok(payload) => {
-                send_performance(&self.out, &payload, instance);
+                output::send_performance(&self.out, &payload, instance);
                 if let Some(g) = &self.global {
                     g.publish_performance(&payload, &self.out);
                 }
@@ -317,10 +307,10 @@ impl Sidecar {
     fn flush_reports(&mut self) {
         let local_alerts = self.global.is_none();
         if let Some(r) = self.reports.last() {
-            self.gauges = Some(gauges_of(r));
+            self.gauges = Some(output::drift_gauges(r));
         }
         for r in self.reports.drain(..) {
-            publish(&r, &self.out, &self.metrics, local_alerts);
+            output::publish(&r, &self.out, &self.metrics, local_alerts);
         }
     }
 
@@ -341,273 +331,29 @@ impl Sidecar {
         self.monitor.drain_slices(&mut slices);
         g.publish(&slices, &self.monitor.names(), &self.out);
         let mut merged = Vec::new();
-        g.poll(&self.out.codec, &self.out, &mut merged);
+        g.poll(&self.out, &mut merged);
         let judge = g.is_judge(&self.out.instance);
         self.metrics.drift_instances.set(g.live_instances() as i64);
         if let Some(r) = merged.last() {
-            self.global_gauges = Some(gauges_of(&r.report));
+            self.global_gauges = Some(output::drift_gauges(&r.report));
         }
-        for r in &merged {
-            publish_global(r, judge, &self.out);
+        if judge {
+            for r in &merged {
+                output::publish_global(&r.report, &r.instances, &self.out);
+            }
         }
         let settings = self.perf.settings().clone();
         for (r, instances) in g.performance_ready(&settings) {
-            self.metrics.set_performance(&realised::gauge_of(&r), true);
+            self.metrics
+                .set_performance(&output::performance_gauge(&r), true);
             if judge {
-                log_performance(&r, true, Some(&instances));
-                match self.out.codec.encode_performance(realised::report_fields(
-                    &r,
-                    "global",
-                    settings.margin,
-                )) {
-                    Ok(payload) => send_performance(&self.out, &payload, "global"),
+                output::log_performance(&r, true, Some(&instances));
+                let record = output::performance_record(&r, "global", settings.margin);
+                match self.out.codec.encode_performance(&record) {
+                    Ok(payload) => output::send_performance(&self.out, &payload, "global"),
                     Err(e) => tracing::warn!(error = %e, "cannot encode a performance report"),
                 }
             }
         }
     }
-}
-
-/// Raised and cleared performance alerts: at WARN when `alerts` (this
-/// report speaks for the model), else at DEBUG; the day summary at DEBUG.
-fn log_performance(r: &PerformanceReport, alerts: bool, instances: Option<&[String]>) {
-    let scope = if instances.is_some() {
-        " (all instances merged)"
-    } else {
-        ""
-    };
-    let (auc, ap, f1) = (
-        r.metric("auc_roc"),
-        r.metric("average_precision"),
-        r.metric("f1"),
-    );
-    if alerts && r.raised {
-        tracing::warn!(
-            model = %r.model, day_start = r.day_start, below = ?r.below, auc_roc = auc,
-            average_precision = ap, f1, validation = ?r.validation, labelled = r.summary.labelled,
-            positives = r.summary.positives, instances = ?instances,
-            "performance alert RAISED for {}{scope}: realised {:?} below validation by more than the margin",
-            r.model, r.below
-        );
-    } else if alerts && r.cleared {
-        tracing::warn!(model = %r.model, day_start = r.day_start, auc_roc = auc, average_precision = ap, f1,
-            "performance alert CLEARED for {}{scope}", r.model);
-    }
-    tracing::debug!(
-        model = %r.model, day_start = r.day_start, judged = r.judged, auc_roc = auc,
-        average_precision = ap, f1, labelled = r.summary.labelled, "performance day closed{scope}"
-    );
-}
-
-/// A performance report to the drift topic, keyed `performance/<instance>`.
-fn send_performance(out: &DriftOutput, payload: &[u8], instance: &str) {
-    let Some(p) = &out.producer else { return };
-    let key = format!("performance/{instance}");
-    if let Err((e, _)) = p.send(BaseRecord::to(&out.topic).key(&key).payload(payload)) {
-        tracing::warn!(error = %e, topic = %out.topic, "cannot send a performance report");
-    }
-}
-
-/// The merged verdict (its gauges are set on every instance): the judge
-/// logs raised and cleared alerts and publishes the report (instance "global").
-fn publish_global(r: &GlobalReport, judge: bool, out: &DriftOutput) {
-    if !judge {
-        return;
-    }
-    for name in &r.report.raised {
-        let v = r.report.vars.iter().find(|v| &v.name == name);
-        let worst = v.and_then(VarStats::worst_scale);
-        tracing::warn!(
-            variable = %name, window_end = r.report.end_event_time, instances = ?r.instances,
-            over = ?v.map(|v| &v.over), z = worst.map(|s| s.z), effect = worst.map(|s| s.effect),
-            psi = worst.and_then(|s| s.psi),
-            "drift alert RAISED for {name} (all instances merged)"
-        );
-    }
-    for name in &r.report.cleared {
-        tracing::warn!(variable = %name, window_end = r.report.end_event_time, "drift alert CLEARED for {name} (all instances merged)");
-    }
-    let Some(p) = &out.producer else { return };
-    match out
-        .codec
-        .encode_drift(report_fields(&r.report, out, "global", 0))
-    {
-        Ok(payload) => {
-            if let Err((e, _)) = p.send(BaseRecord::to(&out.topic).key("global").payload(&payload))
-            {
-                tracing::warn!(error = %e, topic = %out.topic, "cannot send a drift report");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot encode a drift report"),
-    }
-}
-
-/// The gauges of one evaluation.
-fn gauges_of(r: &WindowReport) -> Vec<DriftGauge> {
-    r.vars
-        .iter()
-        .map(|v| DriftGauge {
-            variable: v.name.clone(),
-            scales: v
-                .scales
-                .iter()
-                .map(|s| {
-                    let values = [
-                        ("mean", Some(s.mean)),
-                        ("expected_mean", Some(s.expected_mean)),
-                        ("effect", Some(s.effect)),
-                        ("z", Some(s.z)),
-                        ("z_high", Some(s.z_high)),
-                        ("z_low", Some(s.z_low)),
-                        ("chi2", s.chi2),
-                        ("chi2_limit", s.chi2_limit),
-                        ("psi", s.psi),
-                        ("exceedance", Some(s.exceedance())),
-                    ]
-                    .into_iter()
-                    .filter_map(|(k, x)| x.filter(|x| x.is_finite()).map(|x| (k, x)))
-                    .collect();
-                    (scale_label(s.scale_seconds), values)
-                })
-                .collect(),
-            alerting: v.alerting,
-        })
-        .collect()
-}
-
-/// Logs and the drift topic for one of this instance's evaluations (the
-/// gauges follow the newest once per tick); raised and cleared alerts at WARN when `alerts` (no merged
-/// verdict), else at DEBUG (the merged verdict speaks for the model).
-pub fn publish(r: &WindowReport, out: &DriftOutput, metrics: &Metrics, alerts: bool) {
-    metrics.drift_windows.add(1);
-    for name in &r.raised {
-        let v = r.vars.iter().find(|v| &v.name == name);
-        let worst = v.and_then(VarStats::worst_scale);
-        if alerts {
-            tracing::warn!(
-                variable = %name, window_end = r.end_event_time, records = r.records,
-                over = ?v.map(|v| &v.over), z = worst.map(|s| s.z), effect = worst.map(|s| s.effect),
-                psi = worst.and_then(|s| s.psi), mean = worst.map(|s| s.mean),
-                expected_mean = worst.map(|s| s.expected_mean),
-                "drift alert RAISED for {name}"
-            );
-        } else {
-            tracing::debug!(variable = %name, window_end = r.end_event_time, "drift alert raised for {name} on this instance's share");
-        }
-    }
-    for name in &r.cleared {
-        if alerts {
-            tracing::warn!(variable = %name, window_end = r.end_event_time, "drift alert CLEARED for {name}");
-        }
-    }
-    tracing::debug!(
-        window = r.index, records = r.records, judged = r.judged, flagged_rate = r.flagged_rate,
-        over = r.vars.iter().filter(|v| !v.over.is_empty()).count(), active = ?r.active,
-        "drift hour closed"
-    );
-    let Some(p) = &out.producer else { return };
-    let dropped = metrics.drift_dropped.get();
-    match out
-        .codec
-        .encode_drift(report_fields(r, out, &out.instance, dropped))
-    {
-        Ok(payload) => {
-            let rec = BaseRecord::to(&out.topic)
-                .key(out.instance.as_str())
-                .payload(&payload);
-            if let Err((e, _)) = p.send(rec) {
-                tracing::warn!(error = %e, topic = %out.topic, "cannot send a drift report");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot encode a drift report"),
-    }
-}
-
-/// "1h", "6h", "24h": the scale label of gauges and reports.
-pub fn scale_label(seconds: u64) -> String {
-    format!("{}h", seconds / 3600)
-}
-
-fn opt(x: Option<f64>) -> Value {
-    match x.filter(|x| x.is_finite()) {
-        Some(v) => Value::Union(1, Box::new(Value::Double(v))),
-        None => Value::Union(0, Box::new(Value::Null)),
-    }
-}
-
-fn strings(v: &[String]) -> Value {
-    Value::Array(v.iter().map(|s| Value::String(s.clone())).collect())
-}
-
-fn scale_fields(s: &crate::drift::ScaleStats) -> Value {
-    Value::Record(vec![
-        ("scale_seconds".into(), Value::Long(s.scale_seconds as i64)),
-        ("records".into(), Value::Long(s.records as i64)),
-        ("judged".into(), Value::Boolean(s.judged)),
-        ("mean".into(), Value::Double(s.mean)),
-        ("expected_mean".into(), Value::Double(s.expected_mean)),
-        ("effect".into(), Value::Double(s.effect)),
-        ("z".into(), Value::Double(s.z)),
-        ("z_low".into(), Value::Double(s.z_low)),
-        ("z_high".into(), Value::Double(s.z_high)),
-        ("chi2".into(), opt(s.chi2)),
-        ("chi2_limit".into(), opt(s.chi2_limit)),
-        ("psi".into(), opt(s.psi)),
-        (
-            "over".into(),
-            Value::Array(s.over.iter().map(|t| Value::String((*t).into())).collect()),
-        ),
-    ])
-}
-
-/// The `DriftReport` record's fields, as written by `instance` (this
-/// instance's name, or "global" for the merged verdict).
-pub fn report_fields(
-    r: &WindowReport,
-    out: &DriftOutput,
-    instance: &str,
-    dropped: u64,
-) -> Vec<(&'static str, Value)> {
-    let vars = r
-        .vars
-        .iter()
-        .map(|v| {
-            Value::Record(vec![
-                ("name".into(), Value::String(v.name.clone())),
-                ("kind".into(), Value::String(v.kind.into())),
-                (
-                    "scales".into(),
-                    Value::Array(v.scales.iter().map(scale_fields).collect()),
-                ),
-                ("over".into(), strings(&v.over)),
-                ("alerting".into(), Value::Boolean(v.alerting)),
-            ])
-        })
-        .collect();
-    vec![
-        ("model_name", Value::String(out.model_name.clone())),
-        ("model_version", Value::String(out.model_version.clone())),
-        ("instance", Value::String(instance.to_string())),
-        ("window_index", Value::Long(r.index as i64)),
-        ("window_start", Value::TimestampMillis(r.start_event_time)),
-        ("window_end", Value::TimestampMillis(r.end_event_time)),
-        ("decided_at", Value::TimestampMillis(r.decided_at)),
-        ("records", Value::Long(r.records as i64)),
-        ("judged", Value::Boolean(r.judged)),
-        ("samples_dropped", Value::Long(dropped as i64)),
-        ("late_records", Value::Long(r.late_records as i64)),
-        ("flagged_rate", Value::Double(r.flagged_rate)),
-        (
-            "reference_flagged_rate",
-            Value::Double(r.reference_flagged_rate),
-        ),
-        ("variables", Value::Array(vars)),
-        ("raised", strings(&r.raised)),
-        ("cleared", strings(&r.cleared)),
-        ("active", strings(&r.active)),
-        (
-            "emitted_at",
-            Value::TimestampMillis(crate::message::now_ms()),
-        ),
-    ]
 }

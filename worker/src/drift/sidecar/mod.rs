@@ -2,12 +2,25 @@
 //! settings and the champion's reference; off (with a WARN saying why)
 //! when drift is disabled or the model has no usable reference. With the
 //! merged verdict on (default), it also reads every instance's slices.
+//!
+//! - [`output`]: its records (reports, slices, days) out and back, gauges, alert logs;
+//! - [`global`]: the merged verdict's transport (`<drift topic>.slices`);
+//! - [`task`]: the thread (bounded channel, drop when full) and its sender.
+
+pub mod global;
+pub mod output;
+pub mod task;
 
 use std::sync::Arc;
 
-use super::global::Global;
-use super::task::{self, DriftOutput, DriftSender};
-use super::{DriftConfig, DriftMonitor, Reference};
+pub use global::slices_topic;
+use global::Global;
+use output::DriftOutput;
+pub use task::DriftSender;
+
+use crate::drift::monitor::DriftMonitor;
+use crate::drift::reference::Reference;
+use crate::drift::DriftConfig;
 use crate::message::Shared;
 use crate::model::Scorer;
 
@@ -43,7 +56,7 @@ impl DriftSidecar {
             .ok();
         let instance = instance_name(member_id);
         let global = if cfg.global && producer.is_some() {
-            let slices = super::global::slices_topic(&topic);
+            let slices = slices_topic(&topic);
             Global::start(&client, &slices, monitor.clone(), &instance)
                 .map_err(|e| tracing::warn!(error = %e, topic = %slices, "drift verdict per instance only: cannot read the slices topic"))
                 .ok()

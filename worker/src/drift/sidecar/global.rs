@@ -1,26 +1,23 @@
 //! The merged verdict's transport, inside the drift sidecar thread: this
 //! instance's closed slices go to `<drift topic>.slices` (one partition,
 //! keyed by model), and every instance's slices are read back, merged
-//! ([`SliceMerger`]) and judged by a second monitor that sees all the
+//! ([`Merger`]) and judged by a second monitor that sees all the
 //! traffic. The slices topic is read from two days back (by timestamp),
 //! so a restarted or new instance catches up on the longest window without
 //! reading the topic's whole history.
 
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::merge::{Merged, SliceMerger};
-use super::monitor::{DriftMonitor, WindowReport};
-use super::performance::{PerformanceReport, PerformanceSettings};
-use super::realised::PerfMerger;
-use super::summary::{Slice, VarSummary, SLICE_MS};
-use super::task::DriftOutput;
-use crate::codec::Codec;
+use super::output::{self, DriftOutput};
+use crate::codec::SlicesRecord;
+use crate::drift::merge::{Merged, Merger};
+use crate::drift::monitor::{DriftMonitor, WindowReport};
+use crate::drift::performance::{PerformanceReport, PerformanceSettings};
+use crate::drift::summary::{Slice, SLICE_MS};
 
 /// How far back the slices topic is read at start.
 const CATCH_UP_MS: i64 = 2 * 86_400_000;
@@ -46,10 +43,9 @@ pub struct GlobalReport {
 pub struct Global {
     consumer: BaseConsumer,
     topic: String,
-    merger: SliceMerger,
+    /// Every instance's slices and closed days of realised performance.
+    merger: Merger,
     monitor: DriftMonitor,
-    /// Every instance's closed days of realised performance.
-    perf: PerfMerger,
     /// Slices this instance read that were not usable (another model
     /// version, other variables, undecodable).
     pub skipped: u64,
@@ -103,33 +99,30 @@ impl Global {
         Ok(Self {
             consumer,
             topic: topic.to_string(),
-            merger: SliceMerger::new(INSTANCE_IDLE, WARM_UP, Instant::now()),
+            merger: Merger::new(INSTANCE_IDLE, WARM_UP, Instant::now()),
             monitor,
-            perf: PerfMerger::new(),
             skipped: 0,
         })
     }
 
     /// Sends this instance's closed slices.
-    pub fn publish(&self, slices: &[Slice], names: &[&str], out: &DriftOutput) {
-        let Some(p) = &out.producer else { return };
+    pub(crate) fn publish(&self, slices: &[Slice], names: &[&str], out: &DriftOutput) {
+        if out.producer.is_none() {
+            return;
+        }
         for s in slices {
-            match out.codec.encode_drift_slice(slice_fields(s, names, out)) {
-                Ok(payload) => {
-                    let rec = BaseRecord::to(&self.topic)
-                        .key(out.model_name.as_str())
-                        .payload(&payload);
-                    if let Err((e, _)) = p.send(rec) {
-                        tracing::warn!(error = %e, topic = %self.topic, "cannot send a drift slice");
-                    }
-                }
+            match out
+                .codec
+                .encode_drift_slice(&output::slice_record(s, names, out))
+            {
+                Ok(payload) => out.send(&self.topic, &out.model_name, &payload, "drift slice"),
                 Err(e) => tracing::warn!(error = %e, "cannot encode a drift slice"),
             }
         }
     }
 
     /// Reads what arrived, merges, and judges every complete slice.
-    pub fn poll(&mut self, codec: &Codec, out: &DriftOutput, reports: &mut Vec<GlobalReport>) {
+    pub(crate) fn poll(&mut self, out: &DriftOutput, reports: &mut Vec<GlobalReport>) {
         let now = Instant::now();
         let now_ms = crate::message::now_ms();
         let names: Vec<String> = self.monitor.names().iter().map(|s| s.to_string()).collect();
@@ -145,20 +138,23 @@ impl Global {
                 .to_millis()
                 .map_or(0, |t| (now_ms - t).max(0) as u64);
             let seen = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
-            let Some(j) = m.payload().and_then(|p| codec.to_json(p).ok()) else {
-                self.skipped += 1;
-                continue;
-            };
-            if let Some((instance, r)) = super::realised::decode(&j) {
-                self.perf.add(&instance, r, seen);
-                continue;
-            }
-            match decode_slice_json(&j, &names, &out.model_name, &out.model_version) {
-                Some((instance, slice)) => self.merger.add(&instance, slice, seen),
+            let record = m
+                .payload()
+                .and_then(|p| out.codec.decode_slices_record(p).ok());
+            let (model, version) = (&out.model_name, &out.model_version);
+            match record {
+                Some(SlicesRecord::Performance(r)) => match output::performance_of(*r) {
+                    Some((instance, r)) => self.merger.add_day(&instance, r, seen),
+                    None => self.skipped += 1,
+                },
+                Some(SlicesRecord::Slice(s)) => match output::slice_of(s, &names, model, version) {
+                    Some((instance, slice)) => self.merger.add_slice(&instance, slice, seen),
+                    None => self.skipped += 1,
+                },
                 None => self.skipped += 1,
             }
         }
-        for Merged { slice, instances } in self.merger.ready(now) {
+        for Merged { slice, instances } in self.merger.ready_slices(now) {
             let at = (slice.index + 1) * SLICE_MS;
             let mut out = Vec::new();
             self.monitor.push_slice(slice, at, &mut out);
@@ -173,30 +169,17 @@ impl Global {
 
     /// Sends one of this instance's closed days of realised performance
     /// (encoded) for the merge.
-    pub fn publish_performance(&self, payload: &[u8], out: &DriftOutput) {
-        let Some(p) = &out.producer else { return };
-        let rec = BaseRecord::to(&self.topic)
-            .key(out.model_name.as_str())
-            .payload(payload);
-        if let Err((e, _)) = p.send(rec) {
-            tracing::warn!(error = %e, topic = %self.topic, "cannot send a performance report");
-        }
+    pub(crate) fn publish_performance(&self, payload: &[u8], out: &DriftOutput) {
+        out.send(&self.topic, &out.model_name, payload, "performance report");
     }
 
     /// Days of realised performance every live instance has reported,
     /// merged and judged, with who contributed.
-    pub fn performance_ready(
+    pub(crate) fn performance_ready(
         &mut self,
         settings: &PerformanceSettings,
     ) -> Vec<(PerformanceReport, Vec<String>)> {
-        let now = Instant::now();
-        let live: Vec<String> = self
-            .merger
-            .live(now)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        self.perf.ready(&live, now, settings)
+        self.merger.ready_days(Instant::now(), settings)
     }
 
     /// Whether this instance speaks for the verdict (smallest live name).
@@ -215,74 +198,4 @@ impl Global {
     pub fn switch(&mut self, monitor: DriftMonitor) {
         self.monitor = monitor;
     }
-}
-
-fn slice_fields<'a>(s: &Slice, names: &[&str], out: &'a DriftOutput) -> Vec<(&'a str, Value)> {
-    let vars = s
-        .vars
-        .iter()
-        .zip(names)
-        .map(|(v, name)| {
-            Value::Record(vec![
-                ("name".into(), Value::String((*name).into())),
-                ("n".into(), Value::Long(v.n as i64)),
-                ("sum".into(), Value::Double(v.sum)),
-                ("sum_of_squares".into(), Value::Double(v.sumsq)),
-                (
-                    "bins".into(),
-                    Value::Array(v.bins.iter().map(|b| Value::Long(*b as i64)).collect()),
-                ),
-            ])
-        })
-        .collect();
-    vec![
-        ("model_name", Value::String(out.model_name.clone())),
-        ("model_version", Value::String(out.model_version.clone())),
-        ("instance", Value::String(out.instance.clone())),
-        ("slice_start", Value::TimestampMillis(s.index * SLICE_MS)),
-        ("records", Value::Long(s.records as i64)),
-        ("variables", Value::Array(vars)),
-    ]
-}
-
-/// A slice of this model version with exactly the monitor's variables, and
-/// who wrote it; None for anything else (not an error: other versions
-/// share the topic during a swap).
-pub fn decode_slice_json(
-    j: &serde_json::Value,
-    names: &[String],
-    model: &str,
-    version: &str,
-) -> Option<(String, Slice)> {
-    if j["model_name"] != model || j["model_version"] != version {
-        return None;
-    }
-    let vars = j["variables"].as_array()?;
-    if vars.len() != names.len() || vars.iter().zip(names).any(|(v, n)| v["name"] != n.as_str()) {
-        return None;
-    }
-    let start = j["slice_start"].as_i64()?;
-    let summaries = vars
-        .iter()
-        .map(|v| {
-            Some(VarSummary {
-                n: v["n"].as_u64()?,
-                sum: v["sum"].as_f64()?,
-                sumsq: v["sum_of_squares"].as_f64()?,
-                bins: v["bins"]
-                    .as_array()?
-                    .iter()
-                    .map(|b| b.as_u64())
-                    .collect::<Option<Vec<u64>>>()?,
-            })
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((
-        j["instance"].as_str()?.to_string(),
-        Slice {
-            index: start.div_euclid(SLICE_MS),
-            records: j["records"].as_u64()?,
-            vars: summaries,
-        },
-    ))
 }
