@@ -32,8 +32,7 @@ pub fn use_broker(addr: &str) {
 }
 
 /// Set by [`use_client_options`]: librdkafka options of every client.
-static CLIENT_OPTIONS: std::sync::OnceLock<BTreeMap<String, String>> =
-    std::sync::OnceLock::new();
+static CLIENT_OPTIONS: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
 
 /// Every client of this test binary's helpers sets these librdkafka
 /// options (a broker that wants credentials: SASL, TLS).
@@ -209,10 +208,7 @@ pub fn rows(from_day: i64, n: usize) -> Vec<HandbookRow> {
 }
 
 pub fn producer() -> FutureProducer {
-    client()
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer")
+    client().set("linger.ms", "5").create().expect("producer")
 }
 
 /// Produces raw records and waits for every delivery.
@@ -347,9 +343,7 @@ pub fn produce_in_transactions(
 
 /// The (low, high) watermarks of each of `topic`'s `partitions`.
 pub fn watermarks(topic: &str, partitions: i32) -> Vec<(i64, i64)> {
-    let consumer: BaseConsumer = client()
-        .create()
-        .expect("consumer");
+    let consumer: BaseConsumer = client().create().expect("consumer");
     (0..partitions)
         .map(|p| {
             consumer
@@ -655,10 +649,7 @@ pub fn write_handbook_csv(path: &std::path::Path, rows: &[HandbookRow]) {
 
 /// A group's committed offsets of a topic's partitions 0..n (-1: none).
 pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = client()
-        .set("group.id", group)
-        .create()
-        .unwrap();
+    let c: BaseConsumer = client().set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
