@@ -201,7 +201,7 @@ fn start_worker(t: &Topics, login: &Login<'_>) -> Worker {
     )
     .expect("config file");
     let log = dir.join("worker.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+    let child = Command::new(riskstream_bin())
         .args(["run", "--config"])
         .arg(&config)
         .args(["--brokers", &format!("127.0.0.1:{port}")])
@@ -218,6 +218,15 @@ fn start_worker(t: &Topics, login: &Login<'_>) -> Worker {
         .spawn()
         .expect("spawn worker");
     Worker { child, log }
+}
+
+/// The worker binary: cargo's, or RISKSTREAM_TEST_BIN (a copy, where other
+/// checkouts share the target directory and may rebuild it mid-test).
+fn riskstream_bin() -> PathBuf {
+    std::env::var_os("RISKSTREAM_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_riskstream")),
+        PathBuf::from,
+    )
 }
 
 /// Everything a worker wrote (stderr and stdout).
@@ -386,6 +395,10 @@ async fn the_readme_acls_are_enough_each_is_needed_and_no_secret_leaks() {
     for (_, t) in &scenarios {
         create_topics(t, 1).await;
     }
+    eprintln!(
+        "broker, users and topics ready in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let mut grants = grant_all_but_one(&broker, &rows, &scenarios);
     grants.push((
         "deploy/kafka-acls.sh".into(),

@@ -193,6 +193,7 @@ fn c_names(names: &[&str]) -> Result<Vec<CString>, CheckFailed> {
 /// Admin options (authorized operations included, a request timeout) and
 /// a queue for the answer; both destroyed on drop.
 struct Request {
+    rk: *mut rd::rd_kafka_t,
     options: *mut rd::rd_kafka_AdminOptions_t,
     queue: *mut rd::rd_kafka_queue_t,
     timeout: Duration,
@@ -220,6 +221,7 @@ impl Request {
         // by the returned value (destroyed on drop), also on early return.
         unsafe {
             let r = Self {
+                rk,
                 options: rd::rd_kafka_AdminOptions_new(rk, op),
                 queue: rd::rd_kafka_queue_new(rk),
                 timeout,
@@ -250,15 +252,30 @@ impl Request {
     /// # Safety
     /// A request must have been sent to this queue.
     unsafe fn wait(&self, what: &'static str) -> Result<Event, CheckFailed> {
-        let ms = i32::try_from(self.timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: the queue is alive while `self` is.
-        let ev = unsafe { rd::rd_kafka_queue_poll(self.queue, ms) };
-        if ev.is_null() {
-            return Err(CheckFailed {
-                what,
-                detail: format!("no answer within {} ms", ms),
-            });
-        }
+        let deadline = std::time::Instant::now() + self.timeout;
+        let ev = loop {
+            // SAFETY: the queue is alive while `self` is.
+            let ev = unsafe { rd::rd_kafka_queue_poll(self.queue, 100) };
+            if !ev.is_null() {
+                break ev;
+            }
+            // A refused login fails no request: librdkafka retries it
+            // and reports it on the client's main queue only.
+            // SAFETY: `rk` is alive while `self` is.
+            if let Some(detail) = unsafe { authentication_error(self.rk) } {
+                return Err(CheckFailed {
+                    what: "authentication",
+                    detail,
+                });
+            }
+            if std::time::Instant::now() >= deadline {
+                let ms = self.timeout.as_millis();
+                return Err(CheckFailed {
+                    what,
+                    detail: format!("no answer within {ms} ms"),
+                });
+            }
+        };
         let event = Event(ev);
         // SAFETY: `ev` is a live event.
         let err = unsafe { rd::rd_kafka_event_error(ev) };
@@ -274,6 +291,43 @@ impl Request {
             return Err(CheckFailed { what, detail });
         }
         Ok(event)
+    }
+}
+
+/// A SASL authentication failure waiting on `rk`'s main queue (the
+/// events taken from it before are dropped: the client is the check's own).
+///
+/// # Safety
+/// `rk` is a live client.
+unsafe fn authentication_error(rk: *mut rd::rd_kafka_t) -> Option<String> {
+    // SAFETY: per the contract; the queue reference and each event are
+    // released once.
+    unsafe {
+        let main = rd::rd_kafka_queue_get_main(rk);
+        let mut found = None;
+        loop {
+            let ev = rd::rd_kafka_queue_poll(main, 0);
+            if ev.is_null() {
+                break;
+            }
+            let is_auth = rd::rd_kafka_event_type(ev) == rd::RD_KAFKA_EVENT_ERROR
+                && matches!(
+                    rd::rd_kafka_event_error(ev),
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR__AUTHENTICATION
+                        | RDKafkaRespErr::RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED
+                );
+            if is_auth && found.is_none() {
+                let s = rd::rd_kafka_event_error_string(ev);
+                found = Some(if s.is_null() {
+                    "authentication failed".to_string()
+                } else {
+                    CStr::from_ptr(s).to_string_lossy().into_owned()
+                });
+            }
+            rd::rd_kafka_event_destroy(ev);
+        }
+        rd::rd_kafka_queue_destroy(main);
+        found
     }
 }
 
