@@ -90,6 +90,10 @@ pub enum Access {
 pub struct CheckFailed {
     what: &'static str,
     detail: String,
+    /// The cluster refused the login or never answered: nothing else the
+    /// worker does would work either. Otherwise (a cluster without these
+    /// APIs, such as librdkafka's mock) the check is skipped.
+    pub fatal: bool,
 }
 
 /// True for the codes with which Kafka refuses an unauthorized principal.
@@ -115,7 +119,9 @@ pub fn first_missing<'a>(
 ) -> Option<&'a Need> {
     needs.iter().find(|n| {
         match answers.get(&(n.resource, n.name.clone())) {
-            Some(Access::Allowed(ops)) => !ops.contains(&n.operation.code()),
+            // An empty list: the broker did not say (a broker with an
+            // authorizer always lists at least Describe).
+            Some(Access::Allowed(ops)) => !ops.is_empty() && !ops.contains(&n.operation.code()),
             Some(Access::Refused(code)) => is_authorization(*code),
             // Not answered: nothing to say (the check is best effort on
             // what the cluster reports).
@@ -185,6 +191,7 @@ fn c_names(names: &[&str]) -> Result<Vec<CString>, CheckFailed> {
             CString::new(*n).map_err(|_| CheckFailed {
                 what: "resource name",
                 detail: format!("{n:?} holds a NUL byte"),
+                fatal: true,
             })
         })
         .collect()
@@ -241,6 +248,7 @@ impl Request {
                 return Err(CheckFailed {
                     what: "admin options",
                     detail,
+                    fatal: false,
                 });
             }
             Ok(r)
@@ -266,6 +274,7 @@ impl Request {
                 return Err(CheckFailed {
                     what: "authentication",
                     detail,
+                    fatal: true,
                 });
             }
             if std::time::Instant::now() >= deadline {
@@ -273,6 +282,7 @@ impl Request {
                 return Err(CheckFailed {
                     what,
                     detail: format!("no answer within {ms} ms"),
+                    fatal: true,
                 });
             }
         };
@@ -288,7 +298,11 @@ impl Request {
                 // SAFETY: a NUL-terminated string of the event.
                 unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
             };
-            return Err(CheckFailed { what, detail });
+            return Err(CheckFailed {
+                what,
+                detail,
+                fatal: false,
+            });
         }
         Ok(event)
     }
@@ -478,5 +492,11 @@ mod tests {
         );
         answers.remove(&(Resource::Group, "g".into()));
         assert_eq!(first_missing(&needs, &answers), None);
+        answers.insert((Resource::Topic, "in".into()), Access::Allowed(vec![]));
+        assert_eq!(
+            first_missing(&needs, &answers),
+            None,
+            "nothing said: nothing missing"
+        );
     }
 }

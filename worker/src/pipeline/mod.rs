@@ -203,10 +203,6 @@ fn check_access(cfg: &RunConfig) -> Result<(), PipelineError> {
     let instance = crate::drift::sidecar::instance_name(cfg.group_instance_id.as_deref());
     let needs = access::needs(cfg, &instance);
     crate::kafka::check_access(&cfg.brokers, &cfg.kafka, &needs)?;
-    tracing::info!(
-        permissions = needs.len(),
-        "this principal holds every permission the worker needs"
-    );
     Ok(())
 }
 
