@@ -9,6 +9,11 @@
 #   scripts/broker.sh bootstrap        print the bootstrap servers
 #   scripts/broker.sh version          print the pinned Kafka version
 #   scripts/broker.sh tool CLASS ARGS  run a Kafka tool class (scripts/kafka.sh wraps it)
+#   scripts/broker.sh bootstrap-tls    print the SASL_SSL bootstrap servers (BROKER_AUTH=sasl)
+#   scripts/broker.sh ca               print the CA file the SASL_SSL listener's
+#                                      certificate is signed by (BROKER_AUTH=sasl)
+#   scripts/broker.sh admin-config     print the path of the super user's client
+#                                      properties (BROKER_AUTH=sasl; kafka.sh uses them)
 #
 # Environment:
 #   RISKSTREAM_CACHE  cache outside the clone (default ~/.cache/riskstream)
@@ -21,6 +26,20 @@
 #   BROKER_HEAP       JVM heap per node (default 512m for one node, 384m for three)
 #   BROKER_GC         JVM collector flags (default G1 with a 20 ms pause goal;
 #                     each node logs its pauses to gc.log in its folder)
+#   BROKER_AUTH       none (default: PLAINTEXT, no authorizer) or sasl: node N's
+#                     client port takes SASL_PLAINTEXT with SCRAM-SHA-512, port
+#                     BROKER_PORT+200+N-1 SASL_SSL (SCRAM-SHA-512 over TLS, a
+#                     certificate for 127.0.0.1 from a CA made on first start),
+#                     the controller port SASL_PLAINTEXT with PLAIN; the KRaft
+#                     StandardAuthorizer with allow.everyone.if.no.acl.found=false
+#                     and one super user, admin, whose random password is kept
+#                     in the run folder (admin-config). Other users:
+#                       scripts/kafka.sh configs --alter --entity-type users \
+#                         --entity-name NAME --add-config 'SCRAM-SHA-512=[password=...]'
+#                     Use a BROKER_PORT of its own: a run folder keeps its mode.
+#   BROKER_SCRAM_USERS with BROKER_AUTH=sasl, more SCRAM-SHA-512 users made when
+#                     the node is formatted (first start), "NAME=PASSWORD ..."
+#                     (one JVM for all: tests with many principals)
 #
 # Settings suit a 2-core machine: two network and two I/O threads, four
 # partitions for the internal topics, no initial rebalance delay, short
@@ -39,6 +58,11 @@ PORT="${BROKER_PORT:-9092}"
 NODES="${BROKER_NODES:-1}"
 RUN="$CACHE/kafka-run-$PORT"
 CLUSTER_ID_FILE="$RUN/cluster-id"
+AUTH="${BROKER_AUTH:-none}"
+case "$AUTH" in none|sasl) ;; *) echo "broker.sh: BROKER_AUTH must be none or sasl" >&2; exit 2 ;; esac
+TLS_DIR="$RUN/tls"
+ADMIN_PASSWORD_FILE="$RUN/admin.password"
+ADMIN_CONFIG="$RUN/admin.properties"
 
 log() { echo "broker.sh: $*" >&2; }
 
@@ -69,6 +93,7 @@ EOF
 
 node_port() { echo $((PORT + $1 - 1)); }
 controller_port() { echo $((PORT + 100 + $1 - 1)); }
+tls_port() { echo $((PORT + 200 + $1 - 1)); }
 node_dir() { echo "$RUN/node-$1"; }
 pid_of() { cat "$(node_dir "$1")/kafka.pid" 2>/dev/null || true; }
 running() { local p; p="$(pid_of "$1")"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
@@ -78,6 +103,71 @@ bootstrap() {
   local out="" n
   for n in $(seq 1 "$NODES"); do out="${out:+$out,}127.0.0.1:$(node_port "$n")"; done
   echo "$out"
+}
+
+bootstrap_tls() {
+  local out="" n
+  for n in $(seq 1 "$NODES"); do out="${out:+$out,}127.0.0.1:$(tls_port "$n")"; done
+  echo "$out"
+}
+
+# BROKER_AUTH=sasl: the super user's password (random, made once per run
+# folder), its client properties for Kafka's tools, and a CA with a broker
+# certificate for 127.0.0.1 (PKCS12 keystore, its password the admin's).
+auth_material() {
+  mkdir -p "$RUN"
+  if [ ! -s "$ADMIN_PASSWORD_FILE" ]; then
+    (umask 077; openssl rand -hex 24 >"$ADMIN_PASSWORD_FILE")
+  fi
+  local pw
+  pw="$(cat "$ADMIN_PASSWORD_FILE")"
+  (umask 077; printf '%s\n' security.protocol=SASL_PLAINTEXT sasl.mechanism=SCRAM-SHA-512 \
+    "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$pw\";" \
+    >"$ADMIN_CONFIG")
+  [ -f "$TLS_DIR/broker.p12" ] && return 0
+  command -v openssl >/dev/null || { log "openssl is required for BROKER_AUTH=sasl"; exit 1; }
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=riskstream test CA" \
+      -keyout ca.key -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout broker.key -out broker.csr
+    printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "extendedKeyUsage=serverAuth" >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile broker.ext -out broker.pem
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+      -passout "pass:$pw" -out broker.p12
+    chmod 644 ca.pem
+  ) >"$RUN/tls.log" 2>&1 || { cat "$RUN/tls.log" >&2; log "making the TLS material failed"; exit 1; }
+}
+
+# Settings of a node with BROKER_AUTH=sasl (they follow, and so override,
+# the plain ones).
+auth_config() {
+  local n=$1 pw
+  pw="$(cat "$ADMIN_PASSWORD_FILE")"
+  cat <<EOF
+# BROKER_AUTH=sasl
+listeners=CLIENT://127.0.0.1:$(node_port "$n"),TLS://127.0.0.1:$(tls_port "$n"),CONTROLLER://127.0.0.1:$(controller_port "$n")
+advertised.listeners=CLIENT://127.0.0.1:$(node_port "$n"),TLS://127.0.0.1:$(tls_port "$n")
+listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,TLS:SASL_SSL,CONTROLLER:SASL_PLAINTEXT
+inter.broker.listener.name=CLIENT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$pw";
+listener.name.tls.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$pw" user_admin="$pw";
+listener.name.tls.ssl.keystore.type=PKCS12
+listener.name.tls.ssl.keystore.location=$TLS_DIR/broker.p12
+listener.name.tls.ssl.keystore.password=$pw
+listener.name.tls.ssl.key.password=$pw
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin
+EOF
 }
 
 # JVM options of a node: small heap, G1 with a short pause goal (the broker
@@ -105,6 +195,7 @@ write_config() {
   if [ "$NODES" = 1 ]; then rf=1; isr=1; else rf=3; isr=2; fi
   for i in $(seq 1 "$NODES"); do voters="${voters:+$voters,}$i@127.0.0.1:$(controller_port "$i")"; done
   mkdir -p "$dir/data"
+  [ "$AUTH" = none ] || auth_material
   cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=$n
@@ -151,6 +242,7 @@ log.retention.check.interval.ms=5000
 broker.session.timeout.ms=4000
 broker.heartbeat.interval.ms=1000
 EOF
+  [ "$AUTH" = none ] || auth_config "$n" >>"$dir/server.properties"
   cat >"$dir/log4j2.properties" <<EOF
 status = warn
 appender.file.type = File
@@ -175,8 +267,15 @@ format_node() {
   [ -f "$dir/data/meta.properties" ] && return 0
   mkdir -p "$RUN"
   [ -f "$CLUSTER_ID_FILE" ] || java_tool kafka.tools.StorageTool random-uuid >"$CLUSTER_ID_FILE"
+  local scram=()
+  [ "$AUTH" = none ] || scram=(--add-scram "SCRAM-SHA-512=[name=admin,password=$(cat "$ADMIN_PASSWORD_FILE")]")
+  local user
+  for user in ${BROKER_SCRAM_USERS:-}; do
+    [ "$AUTH" = none ] && break
+    scram+=(--add-scram "SCRAM-SHA-512=[name=${user%%=*},password=${user#*=}]")
+  done
   java_tool kafka.tools.StorageTool format \
-    -t "$(cat "$CLUSTER_ID_FILE")" -c "$dir/server.properties" >"$dir/format.log" 2>&1 \
+    -t "$(cat "$CLUSTER_ID_FILE")" -c "$dir/server.properties" "${scram[@]}" >"$dir/format.log" 2>&1 \
     || { cat "$dir/format.log" >&2; log "formatting node $n failed"; exit 1; }
 }
 
@@ -205,8 +304,10 @@ wait_ready() {
   done
   # The port opens before the broker has registered with the controller;
   # a metadata request through the admin tool answers only once it has.
+  local auth=()
+  [ "$AUTH" = none ] || auth=(--command-config "$ADMIN_CONFIG")
   until java_tool org.apache.kafka.tools.TopicCommand \
-      --bootstrap-server "$(bootstrap)" --list >/dev/null 2>&1; do
+      --bootstrap-server "$(bootstrap)" "${auth[@]}" --list >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || { log "the cluster did not answer within 90 s"; exit 1; }
     sleep 0.5
   done
@@ -217,7 +318,7 @@ start() {
   local n t0=$SECONDS
   for n in $(seq 1 "$NODES"); do start_node "$n"; done
   wait_ready
-  log "Apache Kafka $VERSION ready on $(bootstrap) ($NODES node(s), $((SECONDS - t0)) s; logs in $RUN)"
+  log "Apache Kafka $VERSION ready on $(bootstrap)$([ "$AUTH" = none ] || echo " (SASL_PLAINTEXT; SASL_SSL on $(bootstrap_tls))") ($NODES node(s), $((SECONDS - t0)) s; logs in $RUN)"
 }
 
 stop() {
@@ -260,7 +361,10 @@ case "${1:-}" in
   kill) kill_node "${2:-}" ;;
   install) install ;;
   bootstrap) bootstrap ;;
+  bootstrap-tls) bootstrap_tls ;;
+  ca) [ -f "$TLS_DIR/ca.pem" ] || { log "no CA yet: start with BROKER_AUTH=sasl first"; exit 1; }; echo "$TLS_DIR/ca.pem" ;;
+  admin-config) [ -f "$ADMIN_CONFIG" ] || { log "no admin config: start with BROKER_AUTH=sasl first"; exit 1; }; echo "$ADMIN_CONFIG" ;;
   version) echo "$VERSION" ;;
   tool) shift; install; java_tool "$@" ;;
-  *) echo "usage: $0 start|stop [--wipe]|status|kill N|install|bootstrap" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [--wipe]|status|kill N|install|bootstrap|bootstrap-tls|ca|admin-config|version|tool CLASS ARGS" >&2; exit 2 ;;
 esac

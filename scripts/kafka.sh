@@ -7,7 +7,11 @@
 #   scripts/kafka.sh console-consumer --topic transactions.scored --from-beginning
 #
 # --bootstrap-server defaults to the project's broker (BROKER_PORT,
-# BROKER_NODES as for broker.sh) unless given.
+# BROKER_NODES as for broker.sh) unless given. With BROKER_AUTH=sasl the
+# tools connect as the broker's super user (its client properties, unless
+# a --command-config, --consumer.config or --producer.config is given):
+#
+#   BROKER_AUTH=sasl BROKER_PORT=9300 scripts/kafka.sh acls --list
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tool="${1:-}"
@@ -30,5 +34,15 @@ esac
 args=("$@")
 if [ "$tool" != storage ] && [[ " $* " != *" --bootstrap-server "* ]] && [[ " $* " != *" --bootstrap-controller "* ]]; then
   args=(--bootstrap-server "$(scripts/broker.sh bootstrap)" "${args[@]}")
+fi
+if [ "${BROKER_AUTH:-none}" = sasl ] && [ "$tool" != storage ] && [ "$tool" != metadata-quorum ] \
+    && [[ " $* " != *" --command-config "* ]] && [[ " $* " != *" --consumer.config "* ]] \
+    && [[ " $* " != *" --producer.config "* ]]; then
+  admin="$(scripts/broker.sh admin-config)"
+  case "$tool" in
+    console-consumer) args+=(--consumer.config "$admin") ;;
+    console-producer) args+=(--producer.config "$admin") ;;
+    *) args+=(--command-config "$admin") ;;
+  esac
 fi
 exec scripts/broker.sh tool "$class" "${args[@]}"

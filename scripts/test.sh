@@ -86,10 +86,12 @@ export RISKSTREAM_PROMTOOL
 # run starts from an empty cluster; tests that need their own broker (the
 # broker restart, the three-node failover) start it through broker.sh too.
 # The brokers tests start themselves: tests/broker_restart.rs (one node on
-# 9095) and tests/failover.rs (three nodes on 19092-19094).
+# 9095), tests/failover.rs (three nodes on 19092-19094) and tests/auth.rs
+# (SASL/SCRAM with the StandardAuthorizer on 9300, SASL_SSL on 9500).
 own_brokers() {
   BROKER_PORT=9095 scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
   BROKER_PORT=19092 BROKER_NODES=3 scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
+  BROKER_AUTH=sasl BROKER_PORT=9300 scripts/broker.sh stop --wipe >/dev/null 2>&1 || true
 }
 own_brokers
 scripts/broker.sh stop --wipe >/dev/null 2>&1 || true

@@ -57,6 +57,30 @@ pub fn use_broker_on_this_thread(addr: &str) {
     THREAD_BROKER.with(|b| *b.borrow_mut() = Some(addr.to_string()));
 }
 
+/// Set by [`use_client_options`]: librdkafka options of every client.
+static CLIENT_OPTIONS: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+
+/// Every client of this test binary's helpers sets these librdkafka
+/// options (a broker that wants credentials: SASL, TLS).
+pub fn use_client_options(options: BTreeMap<String, String>) {
+    let _ = CLIENT_OPTIONS.set(options);
+}
+
+/// The librdkafka options set by [`use_client_options`] (none by default).
+pub fn client_options() -> BTreeMap<String, String> {
+    CLIENT_OPTIONS.get().cloned().unwrap_or_default()
+}
+
+/// A client config for the broker under test, with [`client_options`].
+pub fn client() -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers());
+    for (k, v) in client_options() {
+        c.set(k, v);
+    }
+    c
+}
+
 /// The value of a series without labels (or the sum over its labels) in
 /// a Prometheus exposition; 0 when absent.
 pub fn metric(exposition: &str, name: &str) -> f64 {
@@ -181,7 +205,7 @@ impl Topics {
     pub async fn create(&self, partitions: i32) {
         riskstream::kafka::ensure_topics(
             &brokers(),
-            &BTreeMap::new(),
+            &client_options(),
             &[
                 &self.input,
                 &self.output,
@@ -210,11 +234,7 @@ pub fn rows(from_day: i64, n: usize) -> Vec<HandbookRow> {
 }
 
 pub fn producer() -> FutureProducer {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer")
+    client().set("linger.ms", "5").create().expect("producer")
 }
 
 /// Produces raw records and waits for every delivery.
@@ -280,8 +300,7 @@ pub async fn produce_transactions(topic: &str, txs: &[Transaction]) {
 /// transactions initialised.
 pub fn transactional_producer() -> rdkafka::producer::BaseProducer {
     use rdkafka::producer::Producer;
-    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let producer: rdkafka::producer::BaseProducer = client()
         .set("transactional.id", unique("upstream"))
         .create()
         .expect("transactional producer");
@@ -350,10 +369,7 @@ pub fn produce_in_transactions(
 
 /// The (low, high) watermarks of each of `topic`'s `partitions`.
 pub fn watermarks(topic: &str, partitions: i32) -> Vec<(i64, i64)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("consumer");
+    let consumer: BaseConsumer = client().create().expect("consumer");
     (0..partitions)
         .map(|p| {
             consumer
@@ -415,8 +431,7 @@ pub struct Rec {
 /// Reads a topic from the beginning until `want` records arrived or
 /// `idle` passed without a new one.
 pub fn read_topic(topic: &str, want: usize, idle: Duration) -> Vec<Rec> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = client()
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()
@@ -660,11 +675,7 @@ pub fn write_handbook_csv(path: &std::path::Path, rows: &[HandbookRow]) {
 
 /// A group's committed offsets of a topic's partitions 0..n (-1: none).
 pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
+    let c: BaseConsumer = client().set("group.id", group).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);

@@ -1,5 +1,8 @@
 //! Kafka plumbing shared by every stage: client configuration (with
-//! librdkafka pass-through options), topic creation, and the log bridge.
+//! librdkafka pass-through options), topic creation, the permissions
+//! check at start-up ([`access`]), and the log bridge.
+
+pub mod access;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,6 +41,19 @@ pub enum KafkaSetupError {
         changelog_partitions: usize,
         input: String,
         input_partitions: usize,
+    },
+    #[error("not authorized to {operation} {resource} {name} ({why}): grant this principal {operation} on {resource} {name} (README, \"Access control\")")]
+    NotAuthorized {
+        operation: access::Operation,
+        resource: access::Resource,
+        name: String,
+        why: &'static str,
+    },
+    #[error("cannot reach the Kafka cluster at {brokers} to check this principal's permissions")]
+    AccessCheck {
+        brokers: String,
+        #[source]
+        source: access::CheckFailed,
     },
     #[error("cannot reach the Kafka cluster at {brokers}")]
     Unreachable {
@@ -175,6 +191,14 @@ async fn create(
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, RDKafkaErrorCode::TopicAuthorizationFailed)) => {
+                return Err(KafkaSetupError::NotAuthorized {
+                    operation: access::Operation::Create,
+                    resource: access::Resource::Topic,
+                    name: topic,
+                    why: "it is missing or not visible to this principal (Describe)",
+                })
+            }
             Err((topic, code)) => {
                 return Err(KafkaSetupError::TopicRefused {
                     topic,
@@ -185,6 +209,59 @@ async fn create(
         }
     }
     Ok(())
+}
+
+/// Checks that this principal holds every permission in `needs` (see
+/// [`access`]); the error names the first one missing.
+pub fn check_access(
+    brokers: &str,
+    passthrough: &BTreeMap<String, String>,
+    needs: &[access::Need],
+) -> Result<(), KafkaSetupError> {
+    let admin = admin(brokers, passthrough)?;
+    let names = |r: access::Resource| {
+        let mut v: Vec<&str> = needs
+            .iter()
+            .filter(|n| n.resource == r)
+            .map(|n| n.name.as_str())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let answers = match access::describe(
+        admin.inner(),
+        &names(access::Resource::Topic),
+        &names(access::Resource::Group),
+        Duration::from_secs(10),
+    ) {
+        Ok(a) => a,
+        Err(source) if source.fatal => {
+            return Err(KafkaSetupError::AccessCheck {
+                brokers: brokers.to_string(),
+                source,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "permissions not checked: the cluster cannot say");
+            return Ok(());
+        }
+    };
+    match access::first_missing(needs, &answers) {
+        Some(n) => Err(KafkaSetupError::NotAuthorized {
+            operation: n.operation,
+            resource: n.resource,
+            name: n.name.clone(),
+            why: n.why,
+        }),
+        None => {
+            tracing::info!(
+                permissions = needs.len(),
+                "this principal holds every permission the worker needs"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Creates the state changelog when missing: compacted, with the input's

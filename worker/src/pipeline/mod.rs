@@ -12,6 +12,7 @@
 //! (bounded by the drain time), then offsets are committed synchronously.
 //! The label reader has a token of its own, cancelled after scoring drained.
 
+pub mod access;
 pub mod health;
 
 use std::sync::Arc;
@@ -107,6 +108,7 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
     let codec = Arc::new(open_codec(&cfg, &handles.metrics)?);
     let models = load_models(&cfg, &handles.metrics)?;
     serve_http(&cfg, &handles).await?;
+    check_access(&cfg)?;
     ensure_topics(&cfg).await?;
     let shared = Shared {
         codec,
@@ -193,6 +195,15 @@ async fn serve_http(cfg: &RunConfig, handles: &Handles) -> Result<(), PipelineEr
     .await
     .map_err(|source| PipelineError::Http { addr, source })?;
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(())
+}
+
+/// Stops before anything is read or written when this principal lacks a
+/// permission the worker needs (the error names it).
+fn check_access(cfg: &RunConfig) -> Result<(), PipelineError> {
+    let instance = crate::drift::sidecar::instance_name(cfg.group_instance_id.as_deref());
+    let needs = access::needs(cfg, &instance);
+    crate::kafka::check_access(&cfg.brokers, &cfg.kafka, &needs)?;
     Ok(())
 }
 
