@@ -243,7 +243,7 @@ async fn create_topics(t: &Topics, parts: i32) {
     riskstream::kafka::ensure_changelog(&brokers(), &opts, &t.input, &t.changelog(), parts)
         .await
         .expect("create the changelog");
-    let slices = riskstream::drift::global::slices_topic(&t.drift);
+    let slices = riskstream::drift::sidecar::global::slices_topic(&t.drift);
     riskstream::kafka::ensure_topics(&brokers(), &opts, &[&slices], 1)
         .await
         .expect("create the slices topic");

@@ -60,7 +60,7 @@ pub fn needs(cfg: &RunConfig, drift_instance: &str) -> Vec<Need> {
     if let Some(t) = &cfg.drift.topic {
         v.push(need(Topic, t, Write, "the drift reports"));
         if cfg.drift.global {
-            let slices = crate::drift::global::slices_topic(t);
+            let slices = crate::drift::sidecar::global::slices_topic(t);
             v.push(need(
                 Topic,
                 &slices,
