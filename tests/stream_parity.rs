@@ -249,7 +249,7 @@ fn performance_offline_equals_online(offline: &serde_json::Value, online: &[serd
         .map(|d| (d["day"].as_str().unwrap().to_string(), d))
         .collect();
     let day_of = |j: &serde_json::Value| {
-        riskstream::drift::offline::minute_of_ms(j["day_start"].as_i64().unwrap())[..10].to_string()
+        riskstream::report::minute_of_ms(j["day_start"].as_i64().unwrap())[..10].to_string()
     };
     let mut seen = std::collections::BTreeMap::new();
     for j in online {

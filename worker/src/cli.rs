@@ -40,7 +40,7 @@ pub enum Cmd {
     /// Batch (offline) scoring of a transactions CSV with the same feature engine.
     Score(crate::train::ScoreArgs),
     /// A period of a transactions CSV against a model's drift reference: table and plots.
-    Drift(crate::drift::offline::DriftCmdArgs),
+    Drift(crate::report::DriftCmdArgs),
     /// List, describe and promote model versions.
     Models {
         #[command(subcommand)]
@@ -262,8 +262,8 @@ pub async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Passthrough(args) => passthrough(args).await?,
         Cmd::Drift(args) => {
             let report = tokio::task::spawn_blocking(move || {
-                crate::drift::offline::run_offline(&args)
-                    .map(|r| (crate::drift::offline::render(&r), args.out))
+                crate::report::run_offline(&args)
+                    .map(|r| (crate::report::render(&r), args.out))
                     .map_err(|e| anyhow::anyhow!("{e}"))
             })
             .await??;

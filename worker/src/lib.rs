@@ -16,10 +16,11 @@
 //! - [`model`]    — the burn MLP, model card, device choice, [`model::Scorer`].
 //! - [`source`]   — the `Source` stage (group consumer, each partition's life:
 //!   restore, replay, score, revoke), the `LabelReader`.
-//! - [`drift`]    — reference distributions, statistics, the `DriftSidecar`, `riskstream drift`.
+//! - [`drift`]    — reference distributions, statistics, the monitor, the `DriftSidecar`.
 //! - [`scoring`]  — the `Scoring` stage: the `Batcher`, features, inference, serving.
 //! - [`sink`]     — the `Sink` stage: idempotent producer, dead letters, deliveries reported to `commit`.
 //! - [`config`]   — settings, layered defaults < file < env < flags; each stage's section.
+//! - [`report`]   — `riskstream drift`: a CSV period against a model's reference, table and plots.
 //! - [`pipeline`] — wiring, readiness, start-up and graceful shutdown of `run`.
 //! - [`train`]    — training and evaluation with burn.
 //! - [`tools`]    — `replay`, `tail`, `demo`, `passthrough`.
@@ -49,6 +50,7 @@ pub mod model;
 pub mod outcome;
 pub mod pipeline;
 pub mod registry;
+pub mod report;
 pub mod scoring;
 pub mod sink;
 pub mod source;

@@ -14,16 +14,15 @@
 //! - [`merge`]: one verdict across instances from their merged slices and days;
 //! - [`sidecar`]: the worker's sidecar thread: its records, the merged
 //!   verdict's transport, gauges and WARN logs;
-//! - [`offline`]: `riskstream drift`, a period of a CSV against the
-//!   reference, with a table and PNG plots (imports the pieces above; none
-//!   imports it).
+//!
+//! The offline report, `riskstream drift`, is [`crate::report`]: it uses
+//! these pieces; nothing here imports it.
 //!
 //! Config: `[drift]` in the file, `RISKSTREAM_DRIFT_*`, `--drift-*`
 //! ([`crate::config::DriftSection`]).
 
 pub mod merge;
 pub mod monitor;
-pub mod offline;
 pub mod performance;
 pub mod profile;
 pub mod reference;

@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use super::metrics::threshold_sweep;
 /// The embedded font lives with the drift plots (below train in the layering).
-pub use crate::drift::offline::plots::register_font;
+pub use crate::report::plots::register_font;
 
 /// (x, y) points of the ROC curve (FPR, TPR).
 pub fn roc_points(scores: &[f32], labels: &[bool]) -> Vec<(f64, f64)> {

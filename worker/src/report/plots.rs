@@ -11,7 +11,7 @@ use plotters::style::{register_font as register_plotters_font, FontStyle};
 use crate::drift::reference::VarReference;
 use crate::drift::stats::quantile_sorted;
 
-const FONT: &[u8] = include_bytes!("../../../assets/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// Registers the embedded font as "sans-serif" (twice is harmless); shared
 /// with the training plots.
