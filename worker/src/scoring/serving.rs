@@ -234,11 +234,10 @@ fn watch(
                 Err(e) => {
                     // Counted every time, logged at ERROR once per distinct error.
                     let text = crate::outcome::chain(&e).to_string();
-                    let repeated = last_error.as_deref() == Some(text.as_str());
                     WatcherFailed {
                         error: &text,
                         reference: &reference,
-                        repeated,
+                        repeated: last_error.as_ref() == Some(&text),
                     }
                     .emit(&metrics);
                     last_error = Some(text);
