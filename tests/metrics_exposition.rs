@@ -6,6 +6,9 @@
 
 mod common;
 
+use riskstream::metrics::events::{
+    DeadLetterReason, DeadLettered, DeliveryRetried, Emit as _, RetryReason,
+};
 use riskstream::metrics::{DriftGauge, Metrics, ModelInfo};
 
 /// Every kind of series, with values.
@@ -13,15 +16,26 @@ fn populated() -> Metrics {
     let m = Metrics::new();
     m.consumed.increment(10);
     m.delivered.add(9);
-    m.dead_letter("malformed_avro");
-    m.event("delivery_retries", "transport", 2);
-    m.event("labels_skipped", "a \"quoted\" \\ reason\n", 1);
+    DeadLettered {
+        source_topic: "transactions",
+        partition: 0,
+        offset: 7,
+        reason: DeadLetterReason::MalformedAvro,
+        detail: "malformed Avro datum",
+    }
+    .emit(&m);
+    for _ in 0..2 {
+        DeliveryRetried {
+            reason: RetryReason::Transport,
+        }
+        .emit(&m);
+    }
     m.count_version("fraud-mlp", "3", 9, 1, false);
     m.count_version("fraud-mlp", "4", 5, 2, true);
     m.set_model_info(&[ModelInfo {
         model: "fraud-mlp".into(),
         version: "3".into(),
-        device: "cpu (burn \"flex\")".into(),
+        device: "cpu (burn \"flex\") \\ a\nb".into(),
         role: "champion",
     }]);
     m.set_consumer_lag("transactions", &[(0, 12), (1, 0)]);
@@ -83,10 +97,23 @@ fn every_series_is_described_and_typed() {
             "{b}: no TYPE\n{text}"
         );
     }
+    // Label values with quotes, backslashes and newlines are escaped.
     assert!(
-        text.contains(r#"reason="a \"quoted\" \\ reason\n""#),
+        text.contains(r#"device="cpu (burn \"flex\") \\ a\nb""#),
         "{text}"
     );
+}
+
+#[test]
+fn every_reason_series_exists_at_start_up_for_every_label_value() {
+    let text = Metrics::new().render();
+    for s in riskstream::metrics::events::Series::ALL {
+        assert!(text.contains(&format!("# HELP {} ", s.name())), "{s:?}");
+        for r in s.reasons() {
+            let line = format!("{}{{reason=\"{r}\"}} 0\n", s.name());
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+    }
 }
 
 /// Tier 2: promtool, an outside tool (scripts/promtool.sh installs it).

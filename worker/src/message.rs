@@ -96,7 +96,7 @@ pub struct DeadLetter {
     /// Input headers beyond the source's header budget were left out.
     pub headers_dropped: bool,
     /// Stable reason code (dead-letter header, metric label).
-    pub reason: &'static str,
+    pub reason: crate::metrics::events::DeadLetterReason,
     pub detail: String,
 }
 

@@ -18,6 +18,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::events::DecodeReason;
 use crate::metrics::Metrics;
 
 pub mod canonical;
@@ -96,21 +97,26 @@ impl DecodeError {
         crate::outcome::decide(self.domain())
     }
 
+    /// The stable reason code, typed (metric label; [`DecodeError::reason`]).
+    pub fn code(&self) -> DecodeReason {
+        match self {
+            DecodeError::MissingKey => DecodeReason::MissingKey,
+            DecodeError::EmptyPayload => DecodeReason::EmptyPayload,
+            DecodeError::NotSingleObject(_) => DecodeReason::NotSingleObject,
+            DecodeError::UnknownFingerprint(_) => DecodeReason::UnknownFingerprint,
+            DecodeError::UnknownSchemaId { .. } => DecodeReason::UnknownSchemaId,
+            DecodeError::RegistryUnavailable { .. } => DecodeReason::RegistryUnavailable,
+            DecodeError::WrongSchema { .. } => DecodeReason::WrongSchema,
+            DecodeError::Malformed(_) => DecodeReason::MalformedAvro,
+            DecodeError::Invalid { .. } => DecodeReason::InvalidField,
+            DecodeError::InvalidAmount(_) => DecodeReason::InvalidAmount,
+            DecodeError::EventTimeOutOfRange(_) => DecodeReason::EventTimeOutOfRange,
+        }
+    }
+
     /// Short, stable reason code (dead-letter header `riskstream.reason`, metric label).
     pub fn reason(&self) -> &'static str {
-        match self {
-            DecodeError::MissingKey => "missing_key",
-            DecodeError::EmptyPayload => "empty_payload",
-            DecodeError::NotSingleObject(_) => "not_single_object",
-            DecodeError::UnknownFingerprint(_) => "unknown_fingerprint",
-            DecodeError::UnknownSchemaId { .. } => "unknown_schema_id",
-            DecodeError::RegistryUnavailable { .. } => "schema_registry_unavailable",
-            DecodeError::WrongSchema { .. } => "wrong_schema",
-            DecodeError::Malformed(_) => "malformed_avro",
-            DecodeError::Invalid { .. } => "invalid_field",
-            DecodeError::InvalidAmount(_) => "invalid_amount",
-            DecodeError::EventTimeOutOfRange(_) => "event_time_out_of_range",
-        }
+        self.code().as_str()
     }
 
     /// Where decoding stopped: at the framing, before the datum was read,

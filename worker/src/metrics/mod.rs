@@ -8,10 +8,12 @@
 //! Every series is described (`# HELP`), and series with a known set of
 //! label values (dead-letter reasons, fault reasons, the serving models'
 //! versions) exist from start-up at 0, so an alert needs no first
-//! occurrence. The few values the worker itself reads back (delivered
+//! occurrence. The counters with a `reason` label are counted through
+//! the typed events of [`events`] (log line and series together). The few values the worker itself reads back (delivered
 //! count, stall watch, demo summary) are [`Tally`]s: a counter plus a
 //! readable atomic.
 
+pub mod events;
 pub mod http;
 pub mod summary;
 pub use summary::LogSummary;
@@ -44,7 +46,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn new(counter: Counter) -> Self {
+    pub(crate) fn new(counter: Counter) -> Self {
         Self {
             counter,
             value: AtomicU64::new(0),
@@ -124,95 +126,6 @@ struct VersionCounters {
     shadow_flagged: Counter,
 }
 
-/// Every dead-letter reason the worker can give: present in `/metrics` at 0
-/// from start-up, so alerts on a reason need no first occurrence.
-pub const DEAD_LETTER_REASONS: &[&str] = &[
-    "missing_key",
-    "empty_payload",
-    "not_single_object",
-    "unknown_fingerprint",
-    "unknown_schema_id",
-    "wrong_schema",
-    "malformed_avro",
-    "invalid_field",
-    "invalid_amount",
-    "event_time_out_of_range",
-    "non_finite_score",
-    "output_too_large",
-    "delivery_rejected",
-];
-
-/// Counter series of [`Metrics::event`]: name, help, the reasons known up front.
-pub const EVENT_SERIES: &[(&str, &str, &[&str])] = &[
-    (
-        "state_restores",
-        "Partition assignments by how their customer state was rebuilt (reason: changelog = read from the changelog; no_commit = nothing committed yet; replayed_* = fell back to replaying the input topic, and why).",
-        &[
-            "changelog",
-            "no_commit",
-            "replayed_no_changelog",
-            "replayed_read_failed",
-            "replayed_changelog_off",
-        ],
-    ),
-    (
-        "retention_gap_records",
-        "Input records a partition's restore needed but the topic's retention had deleted (reason: state_only = below the committed offset, scored before but missing from the restored state; unscored = never scored).",
-        &["state_only", "unscored"],
-    ),
-    (
-        "changelog_dropped",
-        "Changelog records the topic refused for good (reason); their customers' state is not durable until they change again.",
-        &["record_refused"],
-    ),
-    (
-        "state_cap_hits",
-        "Per-key state entries dropped because a cap bit (reason: which cap).",
-        &["customer_history", "terminal_labels"],
-    ),
-    (
-        "delivery_retries",
-        "Deliveries re-sent after a transient error (reason: librdkafka error code).",
-        &[
-            "message_timed_out",
-            "transport",
-            "all_brokers_down",
-            "request_timed_out",
-        ],
-    ),
-    (
-        "delivery_abandoned",
-        "Records given up at shutdown after the drain time (reason: output or dead_letter).",
-        &["output", "dead_letter"],
-    ),
-    (
-        "labels_skipped",
-        "Label records skipped (reason: why).",
-        &[
-            "malformed_avro",
-            "invalid_field",
-            "event_time_out_of_range",
-            "unknown_fingerprint",
-            "unknown_schema_id",
-        ],
-    ),
-    (
-        "performance_labels",
-        "Labels the performance monitor received (reason: matched = joined with a decision scored here; unmatched = scored by another instance, before this process started or outside the sample; late = its day had already closed; dropped = the sidecar's queue was full).",
-        &["matched", "unmatched", "late", "dropped"],
-    ),
-    (
-        "event_clock_resyncs",
-        "Partition event-time clocks moved after a run of far-ahead records.",
-        &["ahead_run"],
-    ),
-    (
-        "watcher_errors",
-        "Registry watcher failures (reason: panic or error).",
-        &["panic", "error"],
-    ),
-];
-
 /// Histogram series: name, help, unit.
 const HISTOGRAMS: &[(&str, &str, Unit)] = &[
     ("riskstream_batch_size", "Records per scored micro-batch.", Unit::Count),
@@ -240,7 +153,6 @@ const COUNTERS: &[(&str, &str)] = &[
     ("riskstream_drift_windows_total", "Drift evaluations: event-time hours closed, each judging the windows of every scale that end with it."),
     ("riskstream_drift_late_records_total", "Scored records the drift sidecar did not sample because their event-time hour had already closed."),
     ("riskstream_drift_samples_dropped_total", "Scored batches the drift sidecar did not sample (its queue was full)."),
-    ("riskstream_records_dead_lettered_total", "Records sent to the dead-letter topic (reason: stable code)."),
     ("riskstream_records_scored_total", "Records decided by a model version (shadow scores excluded)."),
     ("riskstream_fraud_flagged_total", "Records flagged as fraud by a model version (shadow excluded)."),
     ("riskstream_shadow_scored_total", "Records scored by the challenger in shadow mode."),
@@ -307,18 +219,18 @@ pub struct Metrics {
     handle: PrometheusHandle,
     pub consumed: Counter,
     pub delivered: Tally,
-    pub labels: Counter,
-    pub replayed: Counter,
-    pub batches: Counter,
-    pub changelog_records: Counter,
-    pub state_restore_records: Counter,
-    pub state_restored_customers: Counter,
-    pub model_swaps: Counter,
-    pub model_refused: Counter,
-    pub legacy_fingerprint: Counter,
-    pub drift_windows: Tally,
-    pub drift_dropped: Tally,
-    pub drift_late: Tally,
+    pub(crate) labels: Counter,
+    pub(crate) replayed: Counter,
+    pub(crate) batches: Counter,
+    pub(crate) changelog_records: Counter,
+    pub(crate) state_restore_records: Counter,
+    pub(crate) state_restored_customers: Counter,
+    pub(crate) model_swaps: Counter,
+    pub(crate) model_refused: Counter,
+    pub(crate) legacy_fingerprint: Counter,
+    pub(crate) drift_windows: Tally,
+    pub(crate) drift_dropped: Tally,
+    pub(crate) drift_late: Tally,
     pub batch_size: Histogram,
     pub inference_seconds: Histogram,
     pub processing_seconds: Histogram,
@@ -330,17 +242,17 @@ pub struct Metrics {
     pub registry_waiting: Level,
     /// Seconds the label stream is behind, -1 before the first batch.
     pub labels_behind_seconds: Level,
-    pub drift_instances: Level,
+    pub(crate) drift_instances: Level,
     /// Input partitions assigned to this instance now.
-    pub partitions_assigned: Level,
-    pub performance_tracked: Level,
-    pub performance_sample_rate: Gauge,
+    pub(crate) partitions_assigned: Level,
+    pub(crate) performance_tracked: Level,
+    pub(crate) performance_sample_rate: Gauge,
     /// Live state held (see [`STATE_SIZE`]), refreshed every few seconds.
-    pub state_size: [Gauge; 4],
+    pub(crate) state_size: [Gauge; 4],
     performance: Mutex<PerfSeries>,
     performance_global: Mutex<PerfSeries>,
-    dead_lettered: Vec<(&'static str, Tally)>,
-    events: Mutex<Vec<(&'static str, &'static str, Counter)>>,
+    /// The series with a `reason` label ([`events::Series`]).
+    events: events::EventCounters,
     versions: Mutex<Vec<VersionCounters>>,
     model_info: Mutex<Vec<(ModelInfo, Gauge)>>,
     lag: Mutex<Vec<(String, i32, Gauge)>>,
@@ -350,11 +262,11 @@ pub struct Metrics {
     drift_global: Mutex<DriftSeries>,
     drift_alerting: Mutex<Vec<String>>,
     /// When the first record was consumed / its output delivered.
-    pub first_consumed: std::sync::OnceLock<std::time::Instant>,
-    pub first_delivered: std::sync::OnceLock<std::time::Instant>,
+    pub(crate) first_consumed: std::sync::OnceLock<std::time::Instant>,
+    pub(crate) first_delivered: std::sync::OnceLock<std::time::Instant>,
     /// When half of `max_records` were delivered (benchmarks: the second
     /// half runs at the broker's pace, after any backlog fetched during start-up).
-    pub half_delivered: std::sync::OnceLock<std::time::Instant>,
+    pub(crate) half_delivered: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -383,22 +295,6 @@ impl Metrics {
         let h =
             |name: &'static str| recorder.register_histogram(&Key::from_static_name(name), &META);
         let g = |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &META);
-        let dead_lettered = DEAD_LETTER_REASONS
-            .iter()
-            .map(|r| {
-                let key = Key::from_parts(
-                    "riskstream_records_dead_lettered_total",
-                    vec![Label::new("reason", *r)],
-                );
-                (*r, Tally::new(recorder.register_counter(&key, &META)))
-            })
-            .collect();
-        let mut events = Vec::new();
-        for (series, _, reasons) in EVENT_SERIES {
-            for r in *reasons {
-                events.push((*series, *r, event_counter(&recorder, series, r)));
-            }
-        }
         Self {
             consumed: c("riskstream_records_consumed_total"),
             delivered: Tally::new(c("riskstream_records_delivered_total")),
@@ -434,8 +330,7 @@ impl Metrics {
             state_size: STATE_SIZE.map(|(name, _)| g(name)),
             performance: Mutex::new(PerfSeries::default()),
             performance_global: Mutex::new(PerfSeries::default()),
-            dead_lettered,
-            events: Mutex::new(events),
+            events: events::EventCounters::register(&recorder),
             versions: Mutex::new(Vec::new()),
             model_info: Mutex::new(Vec::new()),
             lag: Mutex::new(Vec::new()),
@@ -462,42 +357,9 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    /// Adds `n` to the counter `series` (one of [`EVENT_SERIES`]) for `reason`.
-    pub fn event(&self, series: &'static str, reason: &'static str, n: u64) {
-        let mut e = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        match e.iter().find(|(s, r, _)| *s == series && *r == reason) {
-            Some((_, _, c)) => c.increment(n),
-            None => {
-                let c = event_counter(&self.recorder, series, reason);
-                c.increment(n);
-                e.push((series, reason, c));
-            }
-        }
-    }
-
-    /// Counts one dead letter for `reason`.
-    pub fn dead_letter(&self, reason: &'static str) {
-        match self.dead_lettered.iter().find(|(r, _)| *r == reason) {
-            Some((_, t)) => {
-                t.add(1);
-            }
-            // Every reason the worker gives is listed; an unlisted one
-            // still counts, under `delivery_rejected`.
-            None => self.dead_letter("delivery_rejected"),
-        }
-    }
-
-    /// Dead letters counted for `reason`.
-    pub fn dead_lettered_for(&self, reason: &str) -> u64 {
-        self.dead_lettered
-            .iter()
-            .filter(|(r, _)| *r == reason)
-            .map(|(_, t)| t.get())
-            .sum()
-    }
-
+    /// Records sent to the dead-letter topic, every reason.
     pub fn dead_lettered_total(&self) -> u64 {
-        self.dead_lettered.iter().map(|(_, t)| t.get()).sum()
+        self.events.total::<events::DeadLetterReason>()
     }
 
     /// Registers a serving version's counters (at 0) before it scores.
@@ -749,9 +611,8 @@ fn build_recorder() -> PrometheusRecorder {
     for (name, help) in COUNTERS {
         recorder.describe_counter((*name).into(), None, (*help).into());
     }
-    for (name, help, _) in EVENT_SERIES {
-        let name = format!("riskstream_{name}_total");
-        recorder.describe_counter(name.into(), None, (*help).into());
+    for s in events::Series::ALL {
+        recorder.describe_counter(s.name().into(), None, s.help().into());
     }
     for (name, help) in GAUGES.iter().chain(&STATE_SIZE) {
         recorder.describe_gauge((*name).into(), None, (*help).into());
@@ -760,14 +621,6 @@ fn build_recorder() -> PrometheusRecorder {
         recorder.describe_histogram((*name).into(), Some(*unit), (*help).into());
     }
     recorder
-}
-
-fn event_counter(recorder: &PrometheusRecorder, series: &str, reason: &'static str) -> Counter {
-    let key = Key::from_parts(
-        format!("riskstream_{series}_total"),
-        vec![Label::new("reason", reason)],
-    );
-    recorder.register_counter(&key, &META)
 }
 
 /// Quantile `q` of the unlabelled histogram `name` in a Prometheus text
@@ -812,6 +665,7 @@ pub fn quantile_of(text: &str, name: &str, q: f64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::events::Emit as _;
     use super::*;
 
     #[test]
@@ -831,8 +685,15 @@ mod tests {
     #[test]
     fn renders_described_series_with_known_labels_at_zero() {
         let m = Metrics::new();
-        m.dead_letter("malformed_avro");
-        m.dead_letter("malformed_avro");
+        let dl = events::DeadLettered {
+            source_topic: "tx",
+            partition: 0,
+            offset: 1,
+            reason: events::DeadLetterReason::MalformedAvro,
+            detail: "",
+        };
+        dl.emit(&m);
+        dl.emit(&m);
         m.batch_size.record(3.0);
         m.set_consumer_lag("tx", &[(0, 5), (1, 0)]);
         let t = m.render();

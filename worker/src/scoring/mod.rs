@@ -24,6 +24,7 @@ use crate::message::{
     now_ms, DeadLetter, Decision, DriftBatch, Incoming, LabelProgress, ScoredBatch, ScoredRecord,
     ShadowRecord, SinkItem, StateFlush, StateOp, Validation, VersionInfo, Work,
 };
+use crate::metrics::events::{DeadLetterReason, Emit as _, StateCapsHit};
 use crate::metrics::Metrics;
 use crate::model::ModelError;
 use crate::state::{Changelog, Draft};
@@ -499,7 +500,7 @@ fn non_finite(codec: &Codec, i: Incoming, model: &str, version: &str) -> DeadLet
         payload: codec.encode_transaction(&i.tx).ok(),
         headers: Vec::new(),
         headers_dropped: false,
-        reason: "non_finite_score",
+        reason: DeadLetterReason::NonFiniteScore,
         detail: format!("{model}/{version} gave no finite score for these features"),
     }
 }
@@ -595,13 +596,12 @@ pub fn score_batch(
 
 /// Counts the feature engine's state-cap hits of the batch.
 fn count_cap_hits(engine: &mut FeatureEngine, metrics: &Metrics) {
-    let (customer_cap, terminal_cap) = engine.take_cap_hits();
-    if customer_cap > 0 {
-        metrics.event("state_cap_hits", "customer_history", customer_cap);
+    let (customer_history, terminal_labels) = engine.take_cap_hits();
+    StateCapsHit {
+        customer_history,
+        terminal_labels,
     }
-    if terminal_cap > 0 {
-        metrics.event("state_cap_hits", "terminal_labels", terminal_cap);
-    }
+    .emit(metrics);
 }
 
 /// The model calls of one batch.

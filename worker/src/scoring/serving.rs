@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::drift::{DriftMonitor, DriftSettings, Reference};
 use crate::features::{FeatureVector, N_FEATURES};
+use crate::metrics::events::{Emit as _, WatcherFailed, WatcherPanicked};
 use crate::model::DeviceChoice;
 use crate::model::{choose_device, ModelError, Scorer};
 use crate::registry::ModelLocation;
@@ -199,8 +200,7 @@ pub fn spawn_watcher(
                             .map(|s| (*s).to_string())
                             .or_else(|| p.downcast_ref::<String>().cloned())
                             .unwrap_or_default();
-                        metrics.event("watcher_errors", "panic", 1);
-                        tracing::error!(panic = %what, "registry watcher panicked; restarting it (hot swap continues)");
+                        WatcherPanicked { panic: &what }.emit(&metrics);
                         std::thread::sleep(cfg.poll.max(std::time::Duration::from_secs(1)));
                         if cancel.is_cancelled() {
                             return;
@@ -233,12 +233,14 @@ fn watch(
                 Ok(l) => l,
                 Err(e) => {
                     // Counted every time, logged at ERROR once per distinct error.
-                    metrics.event("watcher_errors", "error", 1);
                     let text = crate::outcome::chain(&e).to_string();
-                    if last_error.as_deref() != Some(text.as_str()) {
-                        tracing::error!(error = %text, reference = %reference, "registry watcher cannot resolve the model; retrying (the serving version keeps serving)");
-                        last_error = Some(text);
+                    WatcherFailed {
+                        error: &text,
+                        reference: &reference,
+                        repeated: last_error.as_ref() == Some(&text),
                     }
+                    .emit(&metrics);
+                    last_error = Some(text);
                     continue;
                 }
             };

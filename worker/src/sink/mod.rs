@@ -33,6 +33,10 @@ use tokio_util::sync::CancellationToken;
 use crate::commit::Commits;
 use crate::kafka::client_config;
 use crate::message::{now_ms, DeadLetter, SinkItem};
+use crate::metrics::events::{
+    ChangelogRefused, DeadLetterLost, DeadLetterReason, DeadLettered, DeliveryRetried,
+    DrainAbandoned, Emit as _, RetryReason,
+};
 use crate::metrics::Metrics;
 use crate::outcome::{decide, Domain, Outcome};
 
@@ -77,7 +81,7 @@ pub enum Class {
     /// Retry later (broker down, timeouts, leader moves, throttling).
     Transient,
     /// The record itself can never be written: dead-letter it.
-    Record(&'static str),
+    Record(DeadLetterReason),
     /// The topic or cluster refuses us: stop, saying what to fix.
     Fatal(&'static str),
 }
@@ -103,10 +107,10 @@ pub fn classify(code: RDKafkaErrorCode) -> Class {
     use RDKafkaErrorCode as C;
     match code {
         C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => {
-            Class::Record("output_too_large")
+            Class::Record(DeadLetterReason::OutputTooLarge)
         }
         C::InvalidTimestamp | C::InvalidRecord | C::InvalidMessage | C::UnsupportedForMessageFormat => {
-            Class::Record("delivery_rejected")
+            Class::Record(DeadLetterReason::DeliveryRejected)
         }
         C::TopicAuthorizationFailed => Class::Fatal("grant this principal WRITE on the topic (ACLs)"),
         C::ClusterAuthorizationFailed => {
@@ -378,6 +382,24 @@ pub fn error_name(code: RDKafkaErrorCode) -> &'static str {
     }
 }
 
+/// The label of a transient delivery error's retry: [`error_name`] of
+/// the codes [`classify`] calls transient (`unknown`: no code).
+fn retry_reason(code: Option<RDKafkaErrorCode>) -> RetryReason {
+    use RDKafkaErrorCode as C;
+    match code {
+        None => RetryReason::Unknown,
+        Some(C::MessageTimedOut) => RetryReason::MessageTimedOut,
+        Some(C::QueueFull) => RetryReason::QueueFull,
+        Some(C::NotEnoughReplicas) => RetryReason::NotEnoughReplicas,
+        Some(C::NotLeaderForPartition) => RetryReason::NotLeaderForPartition,
+        Some(C::RequestTimedOut) => RetryReason::RequestTimedOut,
+        Some(C::BrokerTransportFailure) => RetryReason::Transport,
+        Some(C::AllBrokersDown) => RetryReason::AllBrokersDown,
+        Some(C::PurgeQueue | C::PurgeInflight) => RetryReason::Purged,
+        Some(_) => RetryReason::Other,
+    }
+}
+
 /// The sink stage's settings.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
@@ -518,17 +540,13 @@ impl Sink {
         let in_flight = self.ctx().in_flight();
         self.producer
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        let total = queued + failed.len() as u64 + in_flight as u64;
-        let m = &self.ctx().metrics;
-        m.event("delivery_abandoned", "output", total);
-        tracing::warn!(
-            abandoned = total,
+        DrainAbandoned {
             queued,
-            failed = failed.len(),
-            in_flight,
-            drain_timeout_s = self.settings.drain_timeout.as_secs_f64(),
-            "drain time used up: {total} records abandoned; their offsets are not committed, so the next owner of their partitions scores them again"
-        );
+            failed: failed.len() as u64,
+            in_flight: in_flight as u64,
+            drain_timeout_s: self.settings.drain_timeout.as_secs_f64(),
+        }
+        .emit(&self.ctx().metrics);
     }
 
     /// Hands one item's records to the producer; false once the drain time
@@ -635,8 +653,7 @@ impl Sink {
     /// counted and logged; its flush still settles, so input goes on.
     fn state_refused(&self, ack: Option<&FlushAck>, code: RDKafkaErrorCode) {
         let ctx = self.ctx();
-        ctx.metrics.event("changelog_dropped", "record_refused", 1);
-        tracing::error!(error = %code, "the state changelog refused a customer's state; it is not durable until the customer changes again (riskstream_changelog_dropped_total)");
+        ChangelogRefused { error: &code }.emit(&ctx.metrics);
         if let Some(a) = ack {
             ctx.state_settled(a);
         }
@@ -660,7 +677,7 @@ impl Sink {
         let payload_len = d.payload.as_ref().map_or(0, Vec::len);
         let truncated_from = payload_len.to_string();
         let mut extra: Vec<(&str, &str)> = vec![
-            ("riskstream.reason", d.reason),
+            ("riskstream.reason", d.reason.as_str()),
             ("riskstream.error", d.detail.as_str()),
             (
                 "riskstream.source.topic",
@@ -695,7 +712,14 @@ impl Sink {
         }
         match self.send(rec).await? {
             Ok(()) => {
-                ctx.metrics.dead_letter(d.reason);
+                DeadLettered {
+                    source_topic: &self.settings.input_topic,
+                    partition: d.partition,
+                    offset: d.offset,
+                    reason: d.reason,
+                    detail: &d.detail,
+                }
+                .emit(&ctx.metrics);
                 Ok(true)
             }
             Err(NotSent::Abandoned) => Ok(false),
@@ -723,12 +747,13 @@ impl Sink {
     /// without output (its partition moves on), counted and logged.
     fn lost_dead_letter(&self, origin: &Origin, code: RDKafkaErrorCode) {
         let ctx = self.ctx();
-        ctx.metrics.event("delivery_abandoned", "dead_letter", 1);
-        tracing::error!(
-            partition = origin.partition, offset = origin.offset, error = %code,
-            dlq = %self.settings.dlq_topic,
-            "the dead-letter topic refused this record even truncated; it is skipped (riskstream_delivery_abandoned_total{{reason=\"dead_letter\"}})"
-        );
+        DeadLetterLost {
+            partition: origin.partition,
+            offset: origin.offset,
+            error: &code,
+            dlq: &self.settings.dlq_topic,
+        }
+        .emit(&ctx.metrics);
         ctx.settle(origin);
     }
 
@@ -813,8 +838,8 @@ impl Sink {
                     }
                 }
                 Outcome::Retry => {
-                    let reason = f.code.map_or("unknown", error_name);
-                    self.ctx().metrics.event("delivery_retries", reason, 1);
+                    let reason = retry_reason(f.code);
+                    DeliveryRetried { reason }.emit(&self.ctx().metrics);
                     resend.push(f);
                 }
             }
@@ -933,7 +958,7 @@ fn refused(f: &Failed, class: Class) -> SinkError {
 }
 
 /// The reason header of a dead letter being re-sent.
-fn dead_reason(msg: &OwnedMessage) -> &'static str {
+fn dead_reason(msg: &OwnedMessage) -> DeadLetterReason {
     use rdkafka::message::Headers as _;
     let reason = msg.headers().and_then(|h| {
         (0..h.count())
@@ -942,11 +967,9 @@ fn dead_reason(msg: &OwnedMessage) -> &'static str {
             .and_then(|x| x.value)
             .map(<[u8]>::to_vec)
     });
-    crate::metrics::DEAD_LETTER_REASONS
-        .iter()
-        .copied()
-        .find(|r| reason.as_deref() == Some(r.as_bytes()))
-        .unwrap_or("delivery_rejected")
+    reason
+        .and_then(|r| DeadLetterReason::from_name(std::str::from_utf8(&r).ok()?))
+        .unwrap_or(DeadLetterReason::DeliveryRejected)
 }
 
 /// The dead letter of a scored record the producer or topic refused.
@@ -958,7 +981,7 @@ fn output_refused(
 ) -> DeadLetter {
     let reason = match classify(code) {
         Class::Record(r) => r,
-        _ => "delivery_rejected",
+        _ => DeadLetterReason::DeliveryRejected,
     };
     DeadLetter {
         partition: origin.partition,

@@ -19,6 +19,7 @@ use super::{decode_waiting, SourceError};
 use crate::codec::{DecodeError, FraudLabel};
 use crate::kafka::client_config;
 use crate::message::{now_ms, LabelProgress, Shared, CHUNK};
+use crate::metrics::events::{Emit as _, LabelSkipped};
 use crate::metrics::LogSummary;
 
 type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
@@ -411,12 +412,15 @@ impl LabelReader {
                 self.chunk.push(l);
             }
             Err(e) => {
-                tracing::debug!(
-                    topic = %self.cfg.labels_topic, partition, offset = m.offset(),
-                    reason = e.reason(), error = %e, "undecodable label skipped"
-                );
-                self.shared.metrics.event("labels_skipped", e.reason(), 1);
                 let topic = &self.cfg.labels_topic;
+                LabelSkipped {
+                    topic,
+                    partition,
+                    offset: m.offset(),
+                    reason: e.code(),
+                    error: &e,
+                }
+                .emit(&self.shared.metrics);
                 self.skipped
                     .note(e.reason(), || format!("{topic}/{partition}@{}", m.offset()));
             }

@@ -40,6 +40,9 @@ use crate::commit::Commits;
 use crate::message::{
     now_ms, DeadLetter, Incoming, Record, Shared, SinkItem, StateOp, Work, CHUNK,
 };
+use crate::metrics::events::{
+    Emit as _, EventClockResynced, RestoreOutcome, RetentionGap, StateRestored,
+};
 use crate::metrics::{LogSummary, Metrics};
 use lifecycle::{Resumed, Route};
 
@@ -308,10 +311,13 @@ impl Source {
                     (Vec::new(), 0, 0)
                 }
             };
-            let n = customers.len();
-            let metrics = &self.shared.metrics;
-            metrics.event("state_restores", outcome, 1);
-            metrics.state_restore_records.increment(records);
+            let restored = StateRestored {
+                partition: p,
+                outcome,
+                customers: customers.len(),
+                changelog_records: records,
+                restore_ms: ms,
+            };
             let op = StateOp::Restore {
                 partition: p,
                 customers,
@@ -321,7 +327,7 @@ impl Source {
             }
             match (replay, d.committed) {
                 (true, Some(c)) => {
-                    tracing::warn!(partition = p, outcome, committed = c, "the state changelog does not cover the committed offset: replaying what the input topic still holds");
+                    tracing::warn!(partition = p, outcome = outcome.as_str(), committed = c, "the state changelog does not cover the committed offset: replaying what the input topic still holds");
                     self.replay_from_start(p, c, low);
                 }
                 (_, Some(c)) => {
@@ -345,14 +351,7 @@ impl Source {
                 }
                 (_, None) => self.resume_at(p, Offset::Beginning),
             }
-            tracing::info!(
-                partition = p,
-                outcome,
-                customers = n,
-                changelog_records = records,
-                restore_ms = ms,
-                "partition state restored; resuming"
-            );
+            restored.emit(&self.shared.metrics);
         }
         true
     }
@@ -418,18 +417,15 @@ impl Source {
     /// state are missing; the rest are never scored.
     fn count_retention_gap(&self, partition: i32, r: Resumed, first: i64) {
         let (state_only, unscored) = r.deleted_before(first);
-        let m = &self.shared.metrics;
-        m.event("retention_gap_records", "state_only", state_only as u64);
-        m.event("retention_gap_records", "unscored", unscored as u64);
-        tracing::warn!(
+        RetentionGap {
             partition,
-            resumed_at = r.from,
-            committed = r.committed,
-            first_held = first,
-            state_only,
-            unscored,
-            "the input topic's retention has deleted records the restore needs: the state misses the changes of those below the committed offset, those at or above it are not scored"
-        );
+            resumed_at: r.from,
+            committed: r.committed,
+            first_held: first,
+            state_only: state_only as u64,
+            unscored: unscored as u64,
+        }
+        .emit(&self.shared.metrics);
     }
 
     /// One polled record: routed by its partition's phase, decoded,
@@ -498,10 +494,11 @@ impl Source {
         });
         Some(checked.map(|(tx, resync)| {
             if let guard::Resync::Jumped { partition, by_ms } = resync {
-                self.shared
-                    .metrics
-                    .event("event_clock_resyncs", "ahead_run", 1);
-                tracing::warn!(partition, jumped_ms = by_ms, "partition event-time clock moved forward after a run of far-ahead records (a gap in the stream?)");
+                EventClockResynced {
+                    partition,
+                    jumped_ms: by_ms,
+                }
+                .emit(&self.shared.metrics);
             }
             tx
         }))
@@ -511,10 +508,6 @@ impl Source {
     /// dead letter; false when the sink has gone.
     fn dead_letter(&mut self, m: &BorrowedMessage<'_>, e: &DecodeError) -> bool {
         let (partition, offset) = (m.partition(), m.offset());
-        tracing::debug!(
-            topic = %self.topic, partition, offset, reason = e.reason(), error = %e,
-            "record sent to the dead-letter topic"
-        );
         let topic = &self.topic;
         self.dead
             .note(e.reason(), || format!("{topic}/{partition}@{offset}"));
@@ -526,7 +519,7 @@ impl Source {
             payload: m.payload().map(<[u8]>::to_vec),
             headers,
             headers_dropped,
-            reason: e.reason(),
+            reason: e.code().into(),
             detail: e.to_string(),
         };
         self.to_sink.blocking_send(SinkItem::Dead(dl)).is_ok()
@@ -542,12 +535,12 @@ impl Source {
 /// by dead-lettered records, which change no state). An empty changelog
 /// under a commit (first start with the changelog, or a deleted one) or a
 /// failed read falls back to replaying the input.
-fn restore_outcome(d: &consumer::RestoreDone) -> (&'static str, bool) {
+fn restore_outcome(d: &consumer::RestoreDone) -> (RestoreOutcome, bool) {
     match (&d.result, d.committed) {
-        (_, None | Some(0)) => ("no_commit", false),
-        (Ok(r), Some(_)) if r.covers.is_some() => ("changelog", false),
-        (Ok(_), Some(_)) => ("replayed_no_changelog", true),
-        (Err(_), Some(_)) => ("replayed_read_failed", true),
+        (_, None | Some(0)) => (RestoreOutcome::NoCommit, false),
+        (Ok(r), Some(_)) if r.covers.is_some() => (RestoreOutcome::Changelog, false),
+        (Ok(_), Some(_)) => (RestoreOutcome::ReplayedNoChangelog, true),
+        (Err(_), Some(_)) => (RestoreOutcome::ReplayedReadFailed, true),
     }
 }
 
@@ -662,27 +655,29 @@ mod tests {
         }
     }
 
+    fn outcome(d: RestoreDone) -> (&'static str, bool) {
+        let (o, replay) = restore_outcome(&d);
+        (o.as_str(), replay)
+    }
+
     #[test]
     fn each_restore_case_has_a_decided_outcome() {
         let with = |covers| Restored {
             covers,
             ..Restored::default()
         };
+        assert_eq!(outcome(done(None, Ok(with(None)))), ("no_commit", false));
         assert_eq!(
-            restore_outcome(&done(None, Ok(with(None)))),
+            outcome(done(Some(0), Ok(with(Some(5))))),
             ("no_commit", false)
         );
         assert_eq!(
-            restore_outcome(&done(Some(0), Ok(with(Some(5))))),
-            ("no_commit", false)
-        );
-        assert_eq!(
-            restore_outcome(&done(Some(100), Ok(with(Some(97))))),
+            outcome(done(Some(100), Ok(with(Some(97))))),
             ("changelog", false),
             "a changelog record covers the commit (dead letters change no state)"
         );
         assert_eq!(
-            restore_outcome(&done(Some(100), Ok(with(None)))),
+            outcome(done(Some(100), Ok(with(None)))),
             ("replayed_no_changelog", true)
         );
         assert_eq!(resume_from(Some(99), 100), 100, "covers the commit");
@@ -696,7 +691,7 @@ mod tests {
             waited: std::time::Duration::from_secs(1),
         });
         assert_eq!(
-            restore_outcome(&done(Some(100), failed)),
+            outcome(done(Some(100), failed)),
             ("replayed_read_failed", true)
         );
     }

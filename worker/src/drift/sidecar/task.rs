@@ -86,7 +86,13 @@ impl DriftSender {
             .collect();
         let n = keys.len() as u64;
         if self.tx.try_send(DriftMsg::Labels(keys)).is_err() {
-            self.metrics.event("performance_labels", "dropped", n);
+            crate::metrics::events::Emit::emit(
+                &crate::metrics::events::PerformanceLabels {
+                    outcome: crate::metrics::events::LabelOutcome::Dropped,
+                    n,
+                },
+                &self.metrics,
+            );
         }
     }
 
@@ -247,7 +253,12 @@ impl Sidecar {
             ("late", c.late),
         ] {
             if n > 0 {
-                self.metrics.event("performance_labels", reason, n);
+                if let Some(outcome) = crate::metrics::events::LabelOutcome::from_name(reason) {
+                    crate::metrics::events::Emit::emit(
+                        &crate::metrics::events::PerformanceLabels { outcome, n },
+                        &self.metrics,
+                    );
+                }
             }
         }
         self.metrics
