@@ -12,13 +12,13 @@ use serde::Serialize;
 
 pub mod plots;
 
+use crate::config::DriftSection;
 use crate::dataset::{day_index, Featurised};
 use crate::drift::monitor::{scale_label, DriftMonitor, VarStats, WindowReport};
 use crate::drift::performance::{
     tx_fingerprint, Decision, LabelKey, PerformanceMonitor, PerformanceReport, Validation,
     VersionInfo,
 };
-use crate::config::DriftSection;
 use crate::drift::reference::{Reference, VarReference};
 use crate::drift::stats::{bin_of, ks_statistic, mean_std, psi};
 use crate::drift::DriftError;
