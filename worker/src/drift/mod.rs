@@ -35,25 +35,25 @@ pub use reference::{Reference, VarReference, REFERENCE_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriftError {
-    #[error("drift reference {path}: {source}")]
+    #[error("cannot read drift reference {path}")]
     ReadReference {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("drift reference {path}: {source}")]
+    #[error("drift reference {path} is not valid")]
     ParseReference {
         path: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("drift reference {path}: {source}")]
+    #[error("cannot serialise drift reference {path}")]
     SerialiseReference {
         path: String,
         #[source]
         source: serde_json::Error,
     },
-    #[error("drift reference {path}: {source}")]
+    #[error("cannot write drift reference {path}")]
     WriteReference {
         path: String,
         #[source]
@@ -61,13 +61,13 @@ pub enum DriftError {
     },
     #[error("drift: {0}")]
     Invalid(String),
-    #[error("drift: cannot write {path}: {source}")]
+    #[error("cannot write drift report {path}")]
     WriteOutput {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("drift: cannot write {path}: {source}")]
+    #[error("cannot write drift plot {path}")]
     WritePlot {
         path: String,
         #[source]

@@ -43,10 +43,10 @@ impl DriftSidecar {
     ) -> Option<Self> {
         let topic = cfg.topic.clone()?;
         let reference = Reference::read(&champion.location.dir)
-            .map_err(|e| tracing::warn!(error = %e, "drift monitoring off: the model has no usable reference"))
+            .map_err(|e| tracing::warn!(error = %crate::outcome::chain(&e), "drift monitoring off: the model has no usable reference"))
             .ok()?;
         let monitor = DriftMonitor::new(&reference, &champion.card.inputs, cfg.settings.clone())
-            .map_err(|e| tracing::warn!(error = %e, "drift monitoring off"))
+            .map_err(|e| tracing::warn!(error = %crate::outcome::chain(&e), "drift monitoring off"))
             .ok()?;
         let producer = client
             .clone()
