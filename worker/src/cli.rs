@@ -264,7 +264,7 @@ pub async fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             let report = tokio::task::spawn_blocking(move || {
                 crate::report::run_offline(&args)
                     .map(|r| (crate::report::render(&r), args.out))
-                    .map_err(anyhow::Error::from)
+                    .map_err(|e| anyhow::anyhow!("{}", crate::outcome::chain(e.as_ref())))
             })
             .await??;
             println!("{}", report.0);
