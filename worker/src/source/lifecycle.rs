@@ -77,6 +77,11 @@ struct Life {
 }
 
 impl Life {
+    const SCORING: Life = Life {
+        phase: Phase::Scoring,
+        resumed: None,
+    };
+
     fn usual(&self) -> bool {
         self.phase == Phase::Scoring && self.resumed.is_none()
     }
@@ -110,11 +115,7 @@ impl Partitions {
 
     fn set(&self, partition: i32, f: impl FnOnce(&mut Life)) {
         let mut g = self.lock();
-        let life = g.parts.entry(partition).or_insert(Life {
-            phase: Phase::Scoring,
-            resumed: None,
-        });
-        f(life);
+        f(g.parts.entry(partition).or_insert(Life::SCORING));
         self.recount(&g);
     }
 
@@ -205,10 +206,7 @@ impl Partitions {
     pub(crate) fn assigned(&self, partitions: &[i32]) {
         let mut g = self.lock();
         for p in partitions {
-            g.parts.entry(*p).or_insert(Life {
-                phase: Phase::Scoring,
-                resumed: None,
-            });
+            g.parts.entry(*p).or_insert(Life::SCORING);
         }
         self.recount(&g);
     }
@@ -226,9 +224,6 @@ impl Partitions {
 
     /// Partitions revoked since the last call.
     pub(crate) fn take_revoked(&self) -> Vec<i32> {
-        if self.lock().revoked.is_empty() {
-            return Vec::new();
-        }
         std::mem::take(&mut self.lock().revoked)
     }
 
