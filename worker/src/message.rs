@@ -57,6 +57,9 @@ pub enum Record {
     /// Add this earlier record to customer state without output (state
     /// rebuild after a partition was assigned), from this partition.
     Replay(i32, Transaction),
+    /// A record that failed decoding or its guard: its dead letter, in
+    /// order with the records around it.
+    Dead(DeadLetter),
 }
 
 /// Ownership changes of customer state, in order with the records.
@@ -73,6 +76,17 @@ pub enum StateOp {
     /// These partitions were revoked, or are about to be rebuilt by a
     /// replay: their customers are dropped.
     Revoke(Vec<i32>),
+    /// Exactly-once: commit a transaction now covering everything handed
+    /// over before this (a revoke waits for barrier `u64`).
+    Commit(u64),
+    /// Exactly-once: the open transaction was aborted; these partitions'
+    /// customers are dropped without a changelog write (their state is read
+    /// again from the changelog) and the sink is told with
+    /// [`SinkItem::Rewound`] carrying `rewind`.
+    Rewind { partitions: Vec<i32>, rewind: u64 },
+    /// Exactly-once: idle partitions' positions (past upstream transaction
+    /// markers), to commit with the next transaction.
+    Positions(Vec<(i32, i64)>),
 }
 
 /// Changelog records of one partition, covering input offsets up to the
@@ -133,13 +147,22 @@ pub struct ScoredBatch {
     pub dead: Vec<DeadLetter>,
 }
 
-/// What the sink receives (from scoring, and dead letters from the source).
+/// What the sink receives from scoring.
 #[derive(Debug)]
 pub enum SinkItem {
     Scored(ScoredBatch),
     Dead(DeadLetter),
     /// Changelog records (settle no input record by themselves).
     State(StateFlush),
+    /// Exactly-once: commit the open transaction with these input offsets
+    /// (partition, next offset to read); `barrier`: a revoke waits for it.
+    Commit {
+        offsets: Vec<(i32, i64)>,
+        barrier: Option<u64>,
+    },
+    /// Exactly-once: everything before this belongs to an aborted
+    /// transaction; rewind number `u64` is done, what follows is new.
+    Rewound(u64),
 }
 
 impl SinkItem {
@@ -148,7 +171,7 @@ impl SinkItem {
         match self {
             SinkItem::Scored(b) => (b.records.len() + b.dead.len()) as u64,
             SinkItem::Dead(_) => 1,
-            SinkItem::State(_) => 0,
+            SinkItem::State(_) | SinkItem::Commit { .. } | SinkItem::Rewound(_) => 0,
         }
     }
 }

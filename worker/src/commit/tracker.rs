@@ -137,6 +137,10 @@ impl OffsetTracker {
     }
 
     /// No delivery will settle any more (the sink has stopped).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub(crate) fn close(&self) {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);

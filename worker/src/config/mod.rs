@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use layer::{enum_name, help, section, Layered};
-pub use sections::{DriftSection, InputSection, StateSection};
+pub use sections::{DeliverySection, DriftSection, InputSection, StateSection};
 
 use crate::scoring::ScoringConfig;
 use crate::sink::SinkConfig;
@@ -233,6 +233,9 @@ section! {
         #[command(flatten)]
         #[serde(default)]
         pub(crate) drift: DriftSection,
+        #[command(flatten)]
+        #[serde(default)]
+        pub(crate) delivery: DeliverySection,
     }
 }
 
@@ -278,6 +281,7 @@ pub struct RunConfig {
     pub group_instance_id: Option<String>,
     pub group_protocol: GroupProtocol,
     pub partition_assignment: Assignment,
+    pub delivery: crate::commit::DeliveryConfig,
 }
 
 /// librdkafka options that carry riskstream's delivery guarantee (or its
@@ -303,6 +307,14 @@ pub const GUARDED_KAFKA_KEYS: &[(&str, &str)] = &[
     ("group.id", "use --group"),
     ("group.protocol", "use --group-protocol"),
     ("bootstrap.servers", "use --brokers"),
+    (
+        "transactional.id",
+        "derived from the group and --group-instance-id (--delivery exactly-once)",
+    ),
+    (
+        "isolation.level",
+        "every reader of riskstream's own topics reads committed records only",
+    ),
     ("metadata.broker.list", "use --brokers"),
 ];
 
@@ -441,6 +453,7 @@ impl RunConfig {
             input: s.input.resolve(errors),
             state: s.state.resolve(&input_topic, &group),
             drift: s.drift.resolve(errors),
+            delivery: s.delivery.resolve(errors),
             input_topic,
             group,
         }
@@ -467,6 +480,12 @@ impl RunConfig {
         }
         if self.brokers.trim().is_empty() {
             errors.push("brokers: must not be empty".into());
+        }
+        if self.delivery.exactly_once() && !self.state.enabled {
+            errors.push(
+                "delivery.guarantee = exactly_once needs the state changelog (state.enabled = true): an aborted transaction rewinds customer state from it"
+                    .into(),
+            );
         }
         if self.group.trim().is_empty() {
             errors.push("group: must not be empty".into());
@@ -598,6 +617,12 @@ impl RunConfig {
             drain_timeout: self.drain_timeout,
             dlq_max_payload: self.dlq_max_payload_bytes,
             max_records: self.max_records,
+            transactions: self.delivery.exactly_once().then(|| {
+                crate::sink::TransactionSettings::new(
+                    &self.group,
+                    self.group_instance_id.as_deref(),
+                )
+            }),
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 
 use super::layer::{help, section};
+use crate::commit::{DeliveryConfig, Guarantee};
 use crate::drift::performance::PerformanceSettings;
 use crate::drift::{parse_seconds, DriftConfig, DriftSettings};
 use crate::source::guard::InputLimits;
@@ -141,6 +142,38 @@ impl StateSection {
                 .restore_timeout_ms
                 .map_or(StateConfig::DEFAULT_RESTORE_TIMEOUT, Duration::from_millis),
         }
+    }
+}
+
+section! {
+    /// `[delivery]`: what readers of the outputs are guaranteed
+    /// (`--delivery`, `--commit-interval-ms`).
+    pub struct DeliverySection {
+        #[arg(id = "delivery_guarantee", long = "delivery", env = "RISKSTREAM_DELIVERY", value_enum, help = help(
+            "exactly-once: outputs, dead letters, changelog and input offsets in one Kafka transaction per commit interval (read_committed readers see each input once); at-least-once: a crash may score records again",
+            Guarantee::DEFAULT.as_str(),
+        ))]
+        pub(crate) guarantee: Option<Guarantee>,
+        #[arg(long = "commit-interval-ms", env = "RISKSTREAM_COMMIT_INTERVAL_MS", help = help(
+            "Exactly-once: a transaction is committed at least this often, ms (sooner when max_in_flight outputs are open)",
+            DeliveryConfig::DEFAULT_COMMIT_INTERVAL.as_millis(),
+        ))]
+        pub(crate) commit_interval_ms: Option<u64>,
+    }
+}
+
+impl DeliverySection {
+    pub(crate) fn resolve(self, errors: &mut Vec<String>) -> DeliveryConfig {
+        let d = DeliveryConfig {
+            guarantee: self.guarantee.unwrap_or(Guarantee::DEFAULT),
+            commit_interval: self
+                .commit_interval_ms
+                .map_or(DeliveryConfig::DEFAULT_COMMIT_INTERVAL, Duration::from_millis),
+        };
+        if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&d.commit_interval) {
+            errors.push("delivery.commit_interval_ms: not in 1..=60000".into());
+        }
+        d
     }
 }
 

@@ -139,6 +139,8 @@ series! {
         "Registry watcher failures (reason: panic or error).";
     RecordsDeadLettered(DeadLetterReason) = "riskstream_records_dead_lettered_total",
         "Records sent to the dead-letter topic (reason: stable code).";
+    Transactions(TransactionOutcome) = "riskstream_transactions_total",
+        "Exactly-once transactions ended (reason: committed, or aborted and rewound to the last commit).";
 }
 
 label_values! {
@@ -189,6 +191,14 @@ label_values! {
         Purged = "purged",
         Other = "other",
         Unknown = "unknown",
+    }
+}
+
+label_values! {
+    /// How an exactly-once transaction ended.
+    pub enum TransactionOutcome for Transactions {
+        Committed = "committed",
+        Aborted = "aborted",
     }
 }
 
@@ -523,6 +533,20 @@ impl Emit for ChangelogRefused<'_> {
             error = %self.error,
             "the state changelog refused a customer's state; it is not durable until the customer changes again (riskstream_changelog_dropped_total)"
         );
+    }
+}
+
+/// An exactly-once transaction ended (committed: DEBUG, one per commit
+/// interval; aborted: WARN where it is decided).
+#[derive(Debug)]
+pub struct TransactionEnded {
+    pub outcome: TransactionOutcome,
+}
+
+impl Emit for TransactionEnded {
+    fn emit(&self, m: &Metrics) {
+        m.count(self.outcome, 1);
+        tracing::debug!(outcome = self.outcome.as_str(), "transaction ended");
     }
 }
 

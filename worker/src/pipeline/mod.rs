@@ -323,7 +323,7 @@ impl Running {
             &tasks,
             &shared,
             (consumer.clone(), offsets.clone()),
-            (ch.labels_tx, ch.sink_tx.clone()),
+            ch.labels_tx,
             (&progress, &labels_cancel),
         );
         let updates = start_watcher(cfg, &models, drift.is_some(), &shared)?;
@@ -340,6 +340,10 @@ impl Running {
                 )
             }),
             offsets: offsets.clone(),
+            transactions: cfg
+                .delivery
+                .exactly_once()
+                .then_some((cfg.delivery.commit_interval, cfg.max_in_flight)),
         };
         let assigned = consumer.context().assigned.clone();
         let scoring = Scoring::new(
@@ -428,7 +432,7 @@ fn open_clients(
     shared: &Shared,
     to_scoring: std::sync::mpsc::SyncSender<Work>,
 ) -> Result<(Arc<Commits>, Arc<InputConsumer>, OutputProducer), PipelineError> {
-    let offsets = Arc::new(Commits::new(&cfg.input_topic));
+    let offsets = Arc::new(Commits::new(&cfg.input_topic, cfg.delivery.guarantee));
     let consumer = input_consumer(
         &cfg.source(),
         offsets.clone(),
@@ -444,7 +448,25 @@ fn open_clients(
         handles.cancel.clone(),
     );
     let producer = producer(&sink_cfg, ctx)?;
+    if let Some(t) = &sink_cfg.transactions {
+        init_transactions(&producer, t)?;
+    }
     Ok((offsets, consumer, producer))
+}
+
+/// Exactly-once: registers the transactional id with its coordinator,
+/// fencing an earlier producer with the same id (its open transaction is
+/// aborted at once).
+fn init_transactions(
+    producer: &OutputProducer,
+    t: &crate::sink::TransactionSettings,
+) -> Result<(), PipelineError> {
+    use rdkafka::producer::Producer as _;
+    let timeout = t.timeout.max(Duration::from_secs(30));
+    tokio::task::block_in_place(|| producer.init_transactions(timeout))
+        .map_err(crate::sink::SinkError::Transaction)?;
+    tracing::info!(transactional_id = %t.id, "exactly-once: transactional producer ready");
+    Ok(())
 }
 
 type SourceTask = JoinHandle<Result<(), crate::source::SourceError>>;
@@ -455,13 +477,9 @@ fn spawn_inputs(
     tasks: &TaskTracker,
     shared: &Shared,
     input: (Arc<InputConsumer>, Arc<Commits>),
-    channels: (
-        std::sync::mpsc::SyncSender<Vec<FraudLabel>>,
-        tokio::sync::mpsc::Sender<SinkItem>,
-    ),
+    labels_tx: std::sync::mpsc::SyncSender<Vec<FraudLabel>>,
     labels: (&Arc<LabelProgress>, &CancellationToken),
 ) -> (SourceTask, SourceTask) {
-    let (labels_tx, to_sink) = channels;
     let (progress, labels_cancel) = labels;
     let reader_shared = Shared {
         cancel: labels_cancel.clone(),
@@ -471,14 +489,7 @@ fn spawn_inputs(
     let labels = tasks.spawn_blocking(move || reader.run());
     let interval = crate::metrics::summary::DEFAULT_INTERVAL;
     let (consumer, offsets) = input;
-    let source = Source::new(
-        consumer,
-        shared.clone(),
-        offsets,
-        to_sink,
-        &cfg.source(),
-        interval,
-    );
+    let source = Source::new(consumer, shared.clone(), offsets, &cfg.source(), interval);
     (labels, tasks.spawn_blocking(move || source.run()))
 }
 

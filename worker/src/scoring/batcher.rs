@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use crate::codec::Transaction;
-use crate::message::{Incoming, Record, StateOp, Work};
+use crate::message::{DeadLetter, Incoming, Record, StateOp, Work};
 
 /// What the batcher takes from the source channel, one at a time.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub enum Item {
 pub enum Side {
     /// An earlier record of this partition, into customer state (no output).
     Replay(i32, Transaction),
+    /// A record the source could not decode or accept: its dead letter.
+    Dead(DeadLetter),
     State(StateOp),
 }
 
@@ -39,6 +41,7 @@ fn unpack(w: Work, pending: &mut VecDeque<Item>) {
             pending.extend(records.into_iter().map(|r| match r {
                 Record::Score(i) => Item::Score(i),
                 Record::Replay(p, tx) => Item::Side(Side::Replay(p, tx)),
+                Record::Dead(d) => Item::Side(Side::Dead(d)),
             }));
             if drained {
                 pending.push_back(Item::Drained);
@@ -71,6 +74,8 @@ pub trait WorkSource {
     fn try_recv(&mut self) -> Result<Item, TryRecvError>;
     /// Items already unpacked and waiting here (not in the channel).
     fn has_pending(&self) -> bool;
+    /// `item` is the next one again.
+    fn put_back(&mut self, item: Item);
 }
 
 /// The scoring stage's end of the source channel: unpacks [`Work`] into
@@ -112,6 +117,10 @@ impl WorkSource for Inbox {
     fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
+
+    fn put_back(&mut self, item: Item) {
+        self.pending.push_front(item);
+    }
 }
 
 /// What one call to [`Batcher::gather`] produced.
@@ -147,8 +156,9 @@ impl Batcher {
     }
 
     /// Gathers one batch into `batch` (empty on entry). Records to replay
-    /// into state (no output) and state ownership changes go to `side` as
-    /// they come, in order with the records.
+    /// into state (no output) and dead letters go to `side` as they come;
+    /// a state change ends a batch that holds records (it is applied at the
+    /// start of the next one), so every record before it is scored first.
     pub fn gather(
         &self,
         inbox: &mut impl WorkSource,
@@ -182,6 +192,10 @@ impl Batcher {
             };
             match got {
                 Ok(Item::Score(i)) => batch.push(i),
+                Ok(Item::Side(s @ Side::State(_))) => {
+                    inbox.put_back(Item::Side(s));
+                    break;
+                }
                 Ok(Item::Side(s)) => side(s),
                 // The source has nothing more: score what we have now.
                 Ok(Item::Drained) if !inbox.has_pending() => break,
@@ -270,6 +284,10 @@ mod tests {
 
         fn has_pending(&self) -> bool {
             !self.pending.is_empty()
+        }
+
+        fn put_back(&mut self, item: Item) {
+            self.pending.push_front(item);
         }
     }
 
@@ -371,7 +389,7 @@ mod tests {
         let c = paused();
         let tx = match score(&c, 0, 9) {
             Record::Score(i) => i.tx,
-            Record::Replay(..) => unreachable!(),
+            _ => unreachable!(),
         };
         let items = vec![
             (0, records(vec![Record::Replay(0, tx.clone())], false)),
@@ -389,5 +407,28 @@ mod tests {
         let before = c.now.get();
         assert_eq!(gather(&b, &mut s, &c).0, Gathered::Idle);
         assert_eq!(c.now.get() - before, Batcher::IDLE);
+    }
+
+    #[test]
+    fn a_state_change_ends_the_batch_and_opens_the_next_one() {
+        let c = paused();
+        let items = vec![
+            (0, rec(&c, 0, 0)),
+            (0, Work::State(StateOp::Revoke(vec![0]))),
+            (0, rec(&c, 0, 1)),
+        ];
+        let mut s = Script::new(&c, items, true);
+        let b = Batcher::new(100, Duration::from_millis(5));
+        // Scored before the change is applied, without waiting the linger.
+        assert_eq!(
+            gather(&b, &mut s, &c),
+            (Gathered::Batch { open: true }, vec![0], 0)
+        );
+        assert_eq!(c.now.get(), Duration::ZERO);
+        // The change is applied first, then the record after it.
+        assert_eq!(
+            gather(&b, &mut s, &c),
+            (Gathered::Batch { open: false }, vec![1], 1)
+        );
     }
 }

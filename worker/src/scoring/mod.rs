@@ -32,6 +32,7 @@ pub use crate::watermark::PartitionClocks;
 
 pub mod batcher;
 pub mod serving;
+mod transaction;
 pub use batcher::{Batcher, Gathered, Inbox, Side, SystemClock};
 pub use serving::{ModelSet, ModelUpdate, Role};
 
@@ -148,6 +149,9 @@ pub struct ScoringIo {
     pub changelog: Option<Changelog>,
     /// Where changelog flushes are begun (commits wait for them).
     pub offsets: Arc<Commits>,
+    /// Exactly-once: (commit interval, records after which a transaction
+    /// commits sooner); None: at-least-once.
+    pub transactions: Option<(Duration, usize)>,
 }
 
 /// The scoring stage: owns the feature engine and the models.
@@ -180,6 +184,13 @@ struct State {
     flush_now: bool,
     /// When the state size gauges were last set.
     sized_at: Instant,
+    /// Dead letters of the source, in order with the records, sent after
+    /// the batch being gathered.
+    dead: Vec<DeadLetter>,
+    /// Exactly-once: the open transaction.
+    txn: Option<transaction::OpenTransaction>,
+    /// Exactly-once: dead letters that came before a revoke's barrier.
+    before_barrier: Vec<DeadLetter>,
 }
 
 impl State {
@@ -199,15 +210,54 @@ impl State {
                     .state_restored_customers
                     .increment(customers.len() as u64);
             }
+            Side::Dead(d) => self.dead.push(d),
             Side::State(StateOp::Flush) => self.flush_now = true,
             Side::State(StateOp::Revoke(parts)) => {
                 if let Some(log) = self.changelog.as_mut() {
                     self.drafts.extend(log.drain(&mut self.engine));
                 }
+                if let Some(t) = self.txn.as_mut() {
+                    // Committed at the revoke's barrier: a later transaction
+                    // must not carry them (another instance owns them now).
+                    t.forget(&parts);
+                    self.dead.retain(|d| !parts.contains(&d.partition));
+                }
                 let dropped = self.engine.drop_partitions(&parts);
                 tracing::debug!(partitions = ?parts, customers = dropped, "state of revoked partitions dropped");
             }
+            Side::State(StateOp::Commit(barrier)) => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.barrier(barrier);
+                    self.before_barrier.append(&mut self.dead);
+                }
+            }
+            Side::State(StateOp::Rewind { partitions, rewind }) => self.rewind(&partitions, rewind),
+            Side::State(StateOp::Positions(positions)) => {
+                if let Some(t) = self.txn.as_mut() {
+                    for (p, next) in positions {
+                        t.position(p, next);
+                    }
+                }
+            }
         }
+    }
+
+    /// The open transaction was aborted: what `partitions` changed since
+    /// the last commit is forgotten (their customers come back from the
+    /// changelog), and the sink is told once the state is rewound.
+    fn rewind(&mut self, partitions: &[i32], rewind: u64) {
+        if let Some(log) = self.changelog.as_mut() {
+            log.forget(partitions);
+        }
+        self.drafts.retain(|d| !partitions.contains(&d.partition));
+        self.dead.retain(|d| !partitions.contains(&d.partition));
+        self.before_barrier.clear();
+        let dropped = self.engine.drop_partitions(partitions);
+        if let Some(t) = self.txn.as_mut() {
+            t.forget(partitions);
+            t.rewound(rewind);
+        }
+        tracing::info!(partitions = ?partitions, customers = dropped, rewind, "aborted transaction: customer state is read again from the changelog");
     }
 
     /// Notes the batch's customers as changed (before it is scored).
@@ -305,6 +355,11 @@ impl Scoring {
                 drafts: Vec::new(),
                 flush_now: false,
                 sized_at: Instant::now(),
+                dead: Vec::new(),
+                txn: io
+                    .transactions
+                    .map(|(interval, max)| transaction::OpenTransaction::new(interval, max)),
+                before_barrier: Vec::new(),
             },
             offsets: io.offsets,
             inbox: Inbox::new(io.input),
@@ -333,12 +388,16 @@ impl Scoring {
             let gathered = batcher.gather(&mut self.inbox, &SystemClock, &mut batch, &mut |w| {
                 state.side(w, metrics);
             });
+            // A rewind or a revoke's barrier, before what came after it.
+            if !self.end_transaction_for_state_change() {
+                break;
+            }
             let open = match gathered {
                 Gathered::Idle => {
                     self.apply_pending_labels();
                     self.state.maybe_drain(false);
                     self.state.publish_size(&self.metrics);
-                    if !self.send_drafts() {
+                    if !self.send_dead(None) || !self.send_drafts() || !self.maybe_commit(false) {
                         break;
                     }
                     continue;
@@ -352,6 +411,11 @@ impl Scoring {
                 d.set_watermark(watermark);
             }
             self.state.note_changed(&batch);
+            if let Some(t) = self.state.txn.as_mut() {
+                for i in &batch {
+                    t.handed(i.partition, i.offset);
+                }
+            }
             // Model changes land between batches.
             while let Ok(u) = self.updates.try_recv() {
                 switch_model(&mut self.models, u, &self.metrics, self.drift.as_ref());
@@ -364,19 +428,84 @@ impl Scoring {
                 &mut batch,
                 self.drift.as_ref(),
             )?;
-            if self.to_sink.blocking_send(SinkItem::Scored(out)).is_err() {
+            if !self.send_dead(Some(out)) {
                 break;
             }
             self.state.maybe_drain(!open);
             self.state.publish_size(&self.metrics);
-            if !self.send_drafts() || !open {
+            if !self.send_drafts() || !self.maybe_commit(!open) || !open {
                 break;
             }
         }
         // Input closed: what changed since the last flush goes out too.
+        self.send_dead(None);
         self.state.maybe_drain(true);
         self.send_drafts();
+        self.maybe_commit(true);
         Ok(())
+    }
+
+    /// Sends a scored batch (if any) with the source's dead letters that
+    /// came with it; false when the sink has gone.
+    fn send_dead(&mut self, batch: Option<ScoredBatch>) -> bool {
+        let dead = std::mem::take(&mut self.state.dead);
+        if let Some(t) = self.state.txn.as_mut() {
+            for d in &dead {
+                t.handed(d.partition, d.offset);
+            }
+        }
+        match batch {
+            Some(mut out) => {
+                out.dead.extend(dead);
+                self.to_sink.blocking_send(SinkItem::Scored(out)).is_ok()
+            }
+            None => dead
+                .into_iter()
+                .all(|d| self.to_sink.blocking_send(SinkItem::Dead(d)).is_ok()),
+        }
+    }
+
+    /// Exactly-once: ends the transaction when it is due (`force`: the
+    /// input closed), after the changelog of every change in it; false
+    /// when the sink has gone.
+    fn maybe_commit(&mut self, force: bool) -> bool {
+        let Some(t) = self.state.txn.as_mut() else {
+            return true;
+        };
+        if !t.due(force) {
+            return true;
+        }
+        self.state.maybe_drain(true);
+        if !self.send_drafts() {
+            return false;
+        }
+        let commit = self.state.txn.as_mut().map(|t| t.commit());
+        commit.is_none_or(|c| self.to_sink.blocking_send(c).is_ok())
+    }
+
+    /// Exactly-once: a rewind applied while gathering is reported to the
+    /// sink, and a revoke's barrier commits what came before it, ahead of
+    /// the records gathered after them; false when the sink has gone.
+    fn end_transaction_for_state_change(&mut self) -> bool {
+        let Some(t) = self.state.txn.as_mut() else {
+            return true;
+        };
+        if let Some(marker) = t.take_rewound() {
+            if self.to_sink.blocking_send(marker).is_err() {
+                return false;
+            }
+        }
+        if !t.barrier_pending() {
+            return true;
+        }
+        let before = std::mem::take(&mut self.state.before_barrier);
+        for d in &before {
+            t.handed(d.partition, d.offset);
+        }
+        before
+            .into_iter()
+            .all(|d| self.to_sink.blocking_send(SinkItem::Dead(d)).is_ok())
+            && self.maybe_commit(false)
     }
 
     /// Hands drained changelog records to the sink, each partition's

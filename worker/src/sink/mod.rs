@@ -40,12 +40,20 @@ use crate::metrics::events::{
 use crate::metrics::Metrics;
 use crate::outcome::{decide, Domain, Outcome};
 
+mod transaction;
+pub use transaction::TransactionSettings;
+use transaction::Refused;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("cannot create the Kafka producer")]
     Create(#[source] KafkaError),
     #[error("fatal producer error (check brokers, credentials and topic ACLs)")]
     Fatal(#[source] KafkaError),
+    /// Fenced by a newer producer with the same `transactional.id`, or the
+    /// coordinator refuses this one: this instance stops taking part.
+    #[error("the transactional producer cannot go on (fenced by a newer instance with the same transactional.id, or refused by the transaction coordinator)")]
+    Transaction(#[source] KafkaError),
     /// The topic or cluster refuses every record: no retry can help.
     #[error("cannot write to topic {topic}: {code} — {fix}")]
     Refused {
@@ -63,7 +71,7 @@ impl SinkError {
     pub fn domain(&self) -> Domain {
         match self {
             SinkError::Create(_) => Domain::Input(crate::outcome::Input::Settings),
-            SinkError::Fatal(_) | SinkError::Refused { .. } => {
+            SinkError::Fatal(_) | SinkError::Transaction(_) | SinkError::Refused { .. } => {
                 Domain::External { transient: false }
             }
         }
@@ -149,6 +157,12 @@ pub fn producer(cfg: &SinkConfig, ctx: SinkContext) -> Result<OutputProducer, Si
     // The delivery guarantee, after the user's options (which cannot set
     // these: config refuses them).
     c.set("enable.idempotence", "true").set("acks", "all");
+    if let Some(t) = &cfg.transactions {
+        let timeout = t.timeout.as_millis().to_string();
+        c.set("transactional.id", &t.id)
+            .set("transaction.timeout.ms", &timeout)
+            .set("message.timeout.ms", &timeout);
+    }
     c.create_with_context(ctx).map_err(SinkError::Create)
 }
 
@@ -420,6 +434,8 @@ pub struct SinkConfig {
     pub dlq_max_payload: usize,
     /// Stop after this many records were delivered (tests, benchmarks).
     pub max_records: Option<u64>,
+    /// Exactly-once: the transactional producer (None: at-least-once).
+    pub transactions: Option<TransactionSettings>,
 }
 
 impl SinkConfig {
@@ -446,6 +462,9 @@ enum NotSent {
     Record(RDKafkaErrorCode),
     /// Shutdown's drain time ran out.
     Abandoned,
+    /// Exactly-once: the transaction was aborted (the rest of the item is
+    /// discarded; a rewind brings it again).
+    Aborted,
 }
 
 /// Sink state: producer, topics, in-flight bound.
@@ -454,11 +473,14 @@ pub struct Sink {
     settings: SinkConfig,
     /// When the stop request was first seen.
     stopping_since: std::sync::OnceLock<Instant>,
+    /// Exactly-once: the open transaction.
+    txn: Option<Mutex<transaction::TxnState>>,
 }
 
 impl Sink {
     pub fn new(settings: SinkConfig, producer: OutputProducer) -> Self {
         Self {
+            txn: transaction::state(settings.transactions.as_ref()),
             producer,
             settings,
             stopping_since: std::sync::OnceLock::new(),
@@ -498,7 +520,14 @@ impl Sink {
                 }
             };
             let Some(item) = item else { break };
-            if !self.handle_failed().await? || !self.handle(item).await? {
+            if !self.handle_failed().await? {
+                abandoned = true;
+                break;
+            }
+            if self.transactional(&item)?.is_some() {
+                continue;
+            }
+            if !self.handle(item).await? {
                 abandoned = true;
                 break;
             }
@@ -518,6 +547,9 @@ impl Sink {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        // Exactly-once: the scoring stage ended the last transaction; one
+        // still open was abandoned.
+        self.abort_open();
         if abandoned {
             self.abandon(&mut rx);
         }
@@ -557,6 +589,15 @@ impl Sink {
                 // One clock read per batch, not per record.
                 let enqueued = Instant::now();
                 for r in batch.records {
+                    match self.refused_before(r.partition, r.offset) {
+                        Refused::No => {}
+                        refused => {
+                            if !self.send_refused_again(&r, refused).await? {
+                                return Ok(false);
+                            }
+                            continue;
+                        }
+                    }
                     let origin = Origin {
                         track: true,
                         partition: r.partition,
@@ -579,6 +620,7 @@ impl Sink {
                     match self.send(rec).await? {
                         Ok(()) => {}
                         Err(NotSent::Abandoned) => return Ok(false),
+                        Err(NotSent::Aborted) => return Ok(true),
                         Err(NotSent::Record(code)) => {
                             let d = output_refused(&origin, r.key.as_bytes(), &r.payload, code);
                             if !self.send_dead(&d, self.settings.dlq_max_payload).await? {
@@ -598,8 +640,10 @@ impl Sink {
                             .key(r.key.as_bytes())
                             .payload(&r.payload)
                             .timestamp(r.event_time);
-                        if let Err(NotSent::Abandoned) = self.send(rec).await? {
-                            return Ok(false);
+                        match self.send(rec).await? {
+                            Err(NotSent::Abandoned) => return Ok(false),
+                            Err(NotSent::Aborted) => return Ok(true),
+                            _ => {}
                         }
                     }
                 }
@@ -607,6 +651,8 @@ impl Sink {
             }
             SinkItem::Dead(d) => self.send_dead(&d, self.settings.dlq_max_payload).await,
             SinkItem::State(f) => self.send_state(f).await,
+            // Exactly-once only ([`Sink::transactional`] takes them).
+            SinkItem::Commit { .. } | SinkItem::Rewound(_) => Ok(true),
         }
     }
 
@@ -639,6 +685,7 @@ impl Sink {
             match self.send(rec).await? {
                 Ok(()) => {}
                 Err(NotSent::Abandoned) => return Ok(false),
+                Err(NotSent::Aborted) => return Ok(true),
                 Err(NotSent::Record(code)) => self.state_refused(ack.as_deref(), code),
             }
         }
@@ -647,6 +694,28 @@ impl Sink {
             self.ctx().state_settled(a);
         }
         Ok(true)
+    }
+
+    /// Exactly-once: a scored record whose output the broker refused in an
+    /// aborted transaction: its small dead letter, or nothing if that was
+    /// refused too. False once the drain time ran out.
+    async fn send_refused_again(
+        &self,
+        r: &crate::message::ScoredRecord,
+        refused: Refused,
+    ) -> Result<bool, SinkError> {
+        let origin = Origin::dead_letter(r.partition, r.offset);
+        match refused {
+            Refused::No => Ok(true),
+            Refused::Small(code) => {
+                let d = output_refused(&origin, r.key.as_bytes(), &r.payload, code);
+                self.send_dead(&d, DLQ_SMALL_PAYLOAD).await
+            }
+            Refused::Lost(code) => {
+                self.lost_dead_letter(&origin, code);
+                Ok(true)
+            }
+        }
     }
 
     /// A changelog record refused for good (too large for the topic):
@@ -665,6 +734,15 @@ impl Sink {
     /// False once the drain time ran out.
     async fn send_dead(&self, d: &DeadLetter, max_payload: usize) -> Result<bool, SinkError> {
         let ctx = self.ctx();
+        match self.refused_before(d.partition, d.offset) {
+            Refused::No => {}
+            Refused::Small(_) if max_payload <= DLQ_SMALL_PAYLOAD => {}
+            Refused::Small(_) => return Box::pin(self.send_dead(d, DLQ_SMALL_PAYLOAD)).await,
+            Refused::Lost(code) => {
+                self.lost_dead_letter(&Origin::dead_letter(d.partition, d.offset), code);
+                return Ok(true);
+            }
+        }
         let mut headers = OwnedHeaders::new();
         for (k, v) in &d.headers {
             headers = headers.insert(Header {
@@ -723,6 +801,7 @@ impl Sink {
                 Ok(true)
             }
             Err(NotSent::Abandoned) => Ok(false),
+            Err(NotSent::Aborted) => Ok(true),
             Err(NotSent::Record(code)) if max_payload > DLQ_SMALL_PAYLOAD => {
                 // Even the copy is too large (a small topic limit): once more, small.
                 tracing::debug!(error = %code, "dead letter refused; re-sending a smaller copy");
@@ -792,6 +871,14 @@ impl Sink {
                         Some(Class::Record(_)) => Ok(Err(NotSent::Record(
                             e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Fail),
                         ))),
+                        // The transaction is in an abortable state.
+                        _ if self.txn.is_some()
+                            && self.producer.client().fatal_error().is_none() =>
+                        {
+                            tracing::warn!(error = %e, "the open transaction refuses records; aborting");
+                            self.abort(true)?;
+                            Ok(Err(NotSent::Aborted))
+                        }
                         _ => Err(SinkError::Fatal(e)),
                     };
                 }
@@ -822,6 +909,11 @@ impl Sink {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             tracing::error!(error = %code, reason, "fatal producer error");
             return Err(SinkError::Fatal(KafkaError::MessageProduction(code)));
+        }
+        if self.txn.is_some() {
+            // Exactly-once: the transaction is aborted and rewound instead.
+            self.transaction_failed(failed)?;
+            return Ok(true);
         }
         let mut resend = Vec::new();
         for f in failed {
@@ -931,7 +1023,7 @@ impl Sink {
             rec = rec.timestamp(t);
         }
         match self.send(rec).await? {
-            Ok(()) => Ok(true),
+            Ok(()) | Err(NotSent::Aborted) => Ok(true),
             Err(NotSent::Abandoned) => Ok(false),
             Err(NotSent::Record(code)) => {
                 let key = msg.key().unwrap_or_default();

@@ -299,6 +299,46 @@ impl SourceContext {
         state.start(parts, generation);
     }
 
+    /// Exactly-once, after an abort: `partitions` (assigned) are paused and
+    /// their changelogs read again; each resumes at its committed offset.
+    pub(super) fn restore_again(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        if partitions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(&self.topic, *p);
+        }
+        if let Err(e) = consumer.pause(&tpl) {
+            tracing::warn!(error = %e, "cannot pause the partitions being rewound");
+        }
+        let parts = self.committed_of(consumer, &tpl);
+        let generation = self.partitions.restoring(partitions);
+        state.start(parts, generation);
+    }
+
+    /// Revoked partitions under exactly-once: a transaction covering
+    /// everything handed over so far is committed before they go; if it
+    /// cannot be (or the assignment was lost: another member may own them
+    /// already), the open transaction is aborted and the rest rewound.
+    fn revoke_transactional(&self, consumer: &BaseConsumer<Self>, parts: &[i32]) -> bool {
+        if consumer.assignment_lost() {
+            tracing::warn!(partitions = ?parts, "assignment lost: the open transaction is aborted");
+            self.commits.request_rewind();
+            return false;
+        }
+        let barrier = self.commits.barrier();
+        let committed = self.hand_over(Some(StateOp::Commit(barrier)))
+            && self.commits.wait_barrier(barrier, self.revoke_drain);
+        if !committed {
+            self.commits.request_rewind();
+        }
+        committed
+    }
+
     /// Rewrites a new assignment so each partition with a committed offset
     /// starts from its beginning: the records before the committed offset
     /// rebuild customer state (no output), the rest are scored.
@@ -384,7 +424,7 @@ impl ConsumerContext for SourceContext {
         wake_fetchers(consumer, &self.topic, &kept);
     }
 
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl
                 .elements_for_topic(&self.topic)
@@ -394,8 +434,12 @@ impl ConsumerContext for SourceContext {
             let t0 = Instant::now();
             // What the source holds goes to scoring first, then the state
             // of everything scored is written out (so both can settle).
-            self.hand_over(self.state.as_ref().map(|_| StateOp::Flush));
-            let drained = self.commits.revoke(&parts, self.revoke_drain);
+            let drained = if self.commits.exactly_once() {
+                self.revoke_transactional(consumer, &parts)
+            } else {
+                self.hand_over(self.state.as_ref().map(|_| StateOp::Flush));
+                self.commits.revoke(&parts, self.revoke_drain)
+            };
             self.partitions.revoke(&parts);
             if self.state.is_some() {
                 self.hand_over(Some(StateOp::Revoke(parts.clone())));
@@ -406,7 +450,7 @@ impl ConsumerContext for SourceContext {
             if drained {
                 tracing::info!(partitions = ?parts, drain_ms = t0.elapsed().as_millis() as u64, "partitions revoked after draining in-flight records");
             } else {
-                tracing::warn!(partitions = ?parts, "partitions revoked before in-flight records drained; they will be re-scored by the next owner");
+                tracing::warn!(partitions = ?parts, "partitions revoked before in-flight records were committed; the next owner scores them (again, under at-least-once)");
             }
         }
     }
@@ -533,8 +577,10 @@ pub fn input_consumer(
     // The guarantee, after the user's options (config refuses these keys).
     // Under KIP-848 the broker's assignor decides (`group.remote.assignor`,
     // a pass-through option, picks one); every rebalance is incremental.
-    c.set("enable.auto.commit", "true")
+    // Exactly-once: offsets are committed only in transactions.
+    c.set("enable.auto.commit", (!commits.exactly_once()).to_string())
         .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
         .set("group.protocol", cfg.group_protocol.librdkafka_name());
     if cfg.group_protocol == GroupProtocol::Classic {
         c.set(

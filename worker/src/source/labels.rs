@@ -197,10 +197,12 @@ impl LabelReader {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", crate::kafka::READ_TO_END_FETCH_WAIT_MS);
-        // The user's options win.
+        // The user's options win (`isolation.level` is refused by config:
+        // aborted labels never reach terminal state).
         for (k, v) in &self.cfg.kafka {
             c.set(k, v);
         }
+        c.set("isolation.level", "read_committed");
         c.create_with_context(LabelContext)
             .map_err(SourceError::Create)
     }
@@ -245,7 +247,8 @@ impl LabelReader {
         c.set("group.id", &self.cfg.group)
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", crate::kafka::READ_TO_END_FETCH_WAIT_MS);
+            .set("fetch.wait.max.ms", crate::kafka::READ_TO_END_FETCH_WAIT_MS)
+            .set("isolation.level", "read_committed");
         let consumer: BaseConsumer = c.create().ok()?;
         let topic = &self.cfg.input_topic;
         let n = crate::kafka::partition_count(consumer.client(), topic).ok()?;

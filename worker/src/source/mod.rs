@@ -26,7 +26,6 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use consumer::{
@@ -38,7 +37,7 @@ pub use labels::{LabelConfig, LabelReader};
 use crate::codec::DecodeError;
 use crate::commit::Commits;
 use crate::message::{
-    now_ms, DeadLetter, Incoming, Record, Shared, SinkItem, StateOp, Work, CHUNK,
+    now_ms, DeadLetter, Incoming, Record, Shared, StateOp, Work, CHUNK,
 };
 use crate::metrics::events::{
     Emit as _, EventClockResynced, RestoreOutcome, RetentionGap, StateRestored,
@@ -88,7 +87,6 @@ pub struct Source {
     consumer: Arc<InputConsumer>,
     shared: Shared,
     commits: Arc<Commits>,
-    to_sink: mpsc::Sender<SinkItem>,
     topic: String,
     guard: guard::InputGuard,
     /// Shared with the consumer context (a revoke hands it over); only
@@ -175,12 +173,11 @@ enum Next {
 impl Source {
     /// `log_interval`: of the WARN summaries of dead letters and errors.
     /// Records go to scoring through the consumer's hand-over (see
-    /// [`input_consumer`]), dead letters to `to_sink`.
+    /// [`input_consumer`]), dead letters with them.
     pub fn new(
         consumer: Arc<InputConsumer>,
         shared: Shared,
         commits: Arc<Commits>,
-        to_sink: mpsc::Sender<SinkItem>,
         cfg: &SourceConfig,
         log_interval: Duration,
     ) -> Self {
@@ -190,7 +187,6 @@ impl Source {
             consumer,
             shared,
             commits,
-            to_sink,
             topic: cfg.input_topic.clone(),
             guard: guard::InputGuard::new(cfg.input.clone()),
             chunk,
@@ -238,6 +234,11 @@ impl Source {
                 // the partition starts its own.
                 self.guard.forget(&revoked);
             }
+            if let Some(rewind) = self.commits.rewind_due() {
+                if !self.rewind(rewind) {
+                    break;
+                }
+            }
             if !self.apply_restores() {
                 break;
             }
@@ -279,9 +280,50 @@ impl Source {
             return;
         }
         self.idle_stored_at = Instant::now();
-        if let Ok(positions) = self.consumer.position() {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        if !self.commits.exactly_once() {
             self.commits.store_idle(&positions);
+            return;
         }
+        // Exactly-once: in order after every record handed over, into the
+        // next transaction.
+        let at: Vec<(i32, i64)> = positions
+            .elements_for_topic(&self.topic)
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if o > 0 => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
+        if !at.is_empty() {
+            self.chunk().control(StateOp::Positions(at));
+        }
+    }
+
+    /// Exactly-once: the open transaction was aborted (or must not
+    /// commit). What the source holds is dropped; scoring forgets every
+    /// assigned partition's changes since the last commit and tells the
+    /// sink, which discards everything before that; the partitions are
+    /// restored from the changelog and resume at their committed offsets,
+    /// as at an assignment. False when scoring has gone.
+    fn rewind(&mut self, rewind: u64) -> bool {
+        let ctx = self.consumer.context();
+        let partitions = ctx.assigned.lock().map(|a| a.clone()).unwrap_or_default();
+        tracing::warn!(partitions = ?partitions, rewind, "transaction aborted: rewinding to the last committed offsets and state");
+        let mut chunk = self.chunk();
+        chunk.items.clear();
+        let op = StateOp::Rewind {
+            partitions: partitions.clone(),
+            rewind,
+        };
+        if !chunk.control(op) {
+            return false;
+        }
+        drop(chunk);
+        ctx.restore_again(&self.consumer, &partitions);
+        true
     }
 
     fn chunk(&self) -> MutexGuard<'_, Chunk> {
@@ -504,8 +546,8 @@ impl Source {
         }))
     }
 
-    /// Sends a record that failed decoding or its guard to the sink as a
-    /// dead letter; false when the sink has gone.
+    /// Hands a record that failed decoding or its guard on as a dead
+    /// letter, in order with the records; false when scoring has gone.
     fn dead_letter(&mut self, m: &BorrowedMessage<'_>, e: &DecodeError) -> bool {
         let (partition, offset) = (m.partition(), m.offset());
         let topic = &self.topic;
@@ -522,7 +564,7 @@ impl Source {
             reason: e.code().into(),
             detail: e.to_string(),
         };
-        self.to_sink.blocking_send(SinkItem::Dead(dl)).is_ok()
+        self.chunk().push(Record::Dead(dl))
     }
 }
 

@@ -133,6 +133,12 @@ impl Changelog {
         }
     }
 
+    /// What `partitions` changed since the last flush is not written (an
+    /// aborted transaction's changes: the state is read again instead).
+    pub fn forget(&mut self, partitions: &[i32]) {
+        self.dirty.retain(|p, _| !partitions.contains(p));
+    }
+
     /// Whether the flush interval has passed.
     pub fn due(&self) -> bool {
         !self.dirty.is_empty() && self.last_flush.elapsed() >= self.interval
