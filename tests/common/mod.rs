@@ -940,6 +940,21 @@ pub fn feed_raw_idempotently(
     records: Vec<(Vec<u8>, Vec<u8>)>,
     per_s: usize,
 ) -> tokio::task::JoinHandle<()> {
+    let feed = feed_raw_until(topic, records, per_s, Default::default());
+    tokio::spawn(async move {
+        feed.await.expect("feed");
+    })
+}
+
+/// [`feed_raw_idempotently`] until the records run out or `stop` is set
+/// (checked every 100 ms): the task returns how many of the first records
+/// it produced, each acknowledged.
+pub fn feed_raw_until(
+    topic: String,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    per_s: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
     use rdkafka::producer::Producer;
     tokio::spawn(async move {
         let producer: FutureProducer = client()
@@ -951,6 +966,9 @@ pub fn feed_raw_idempotently(
         let mut next = tokio::time::Instant::now();
         let mut acks = Vec::new();
         for chunk in records.chunks(tick) {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             for (key, payload) in chunk {
                 let mut r = FutureRecord::to(&topic).key(key).payload(payload);
                 // Enqueued, not awaited: a failover holds deliveries, not
@@ -968,6 +986,7 @@ pub fn feed_raw_idempotently(
             next += Duration::from_millis(100);
             tokio::time::sleep_until(next).await;
         }
+        let produced = acks.len();
         for a in acks {
             a.await
                 .expect("delivery")
@@ -977,5 +996,6 @@ pub fn feed_raw_idempotently(
         producer
             .flush(Duration::from_secs(300))
             .expect("input flushed");
+        produced
     })
 }
