@@ -102,12 +102,12 @@ impl Instance {
             labelled(
                 &body,
                 "riskstream_transactions_total",
-                "reason=\"committed\"", /*TEMP*/
+                "outcome=\"committed\"",
             ),
             labelled(
                 &body,
                 "riskstream_transactions_total",
-                "reason=\"aborted\"", /*TEMP*/
+                "outcome=\"aborted\"",
             ),
         )
     }
