@@ -16,6 +16,10 @@
 # BENCH_CSV: the transactions CSV (default: the handbook's);
 # BENCH_RUN_ARGS: extra `riskstream run` flags for every worker run (e.g.
 #   --state-enabled=false, to measure the state changelog's cost).
+# BENCH_EOS (default 1): also the cost of --delivery exactly-once at commit
+#   intervals of 100 (the default), 20 and 1000 ms: records/s, CPU/record and
+#   end to end (produced → visible to read_committed readers, i.e. committed)
+#   at 50 % of at-least-once's maximum rate, beside at-least-once's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RISKSTREAM_CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
@@ -91,6 +95,27 @@ for pct in 25 50 75; do
 done
 lat_rows+="$(EXTRA_NOTE=", --linger-ms 1" latency_run 1000 8000 "low load" --linger-ms 1)"$'\n'
 
+# 4. exactly-once: maximum rate and CPU, then latency at 50 % of
+# at-least-once's maximum, per commit interval.
+eos_rows=""
+if [ "${BENCH_EOS:-1}" = 1 ]; then
+  half=$(( W_RATE / 2 )); [ "$half" -gt "$PT_RATE" ] && half=$(( PT_RATE / 2 ))
+  hn=$(( half * 8 )); [ "$hn" -gt "$N" ] && hn=$N
+  for ci in 100 20 1000; do
+    /usr/bin/time -f "cpu %U %S rss %M" -o "$LOGS/eos$ci.time" "$B" run ${BENCH_RUN_ARGS:-} --group "$T.eos$ci" --input-topic "$T.in" \
+      --output-topic "$T.eos$ci.out" --labels-topic "$T.labels" --dlq-topic "$T.dlq" --metrics-addr off --device cpu \
+      --max-records "$N" --delivery exactly-once --commit-interval-ms "$ci" --group-instance-id "eos$ci" 2> "$LOGS/eos$ci.log"
+    e_rate=$(field "$LOGS/eos$ci.log" steady_records_per_second | cut -d. -f1)
+    read -r _ E_U E_S _ E_RSS < "$LOGS/eos$ci.time"
+    latency_run "$half" "$hn" "eos$ci" --delivery exactly-once --commit-interval-ms "$ci" --group-instance-id "eoslat$ci" > /dev/null
+    e="$LOGS/lateos$ci.log"
+    eos_rows+="| exactly-once, commit every $ci ms | ${e_rate} records/s = $(awk -v a="$e_rate" -v b="$W_RATE" 'BEGIN{printf "%.0f", 100*a/b}') % of at-least-once, $(cpu_us "$E_U" "$E_S" "$N") µs CPU/record, peak RSS $(( E_RSS / 1024 )) MiB · at ${half} ev/s (50 %): read_committed end to end p50 $(field "$e" end_to_end_ms_p50) ms, p99 $(field "$e" end_to_end_ms_p99) ms |"$'\n'
+  done
+  latency_run "$half" "$hn" "alo50" > /dev/null
+  a="$LOGS/latalo50.log"
+  eos_rows+="| at-least-once at the same ${half} ev/s | end to end p50 $(field "$a" end_to_end_ms_p50) ms, p99 $(field "$a" end_to_end_ms_p99) ms |"$'\n'
+fi
+
 {
   echo "| measure | value |"
   echo "|---|---|"
@@ -103,4 +128,5 @@ lat_rows+="$(EXTRA_NOTE=", --linger-ms 1" latency_run 1000 8000 "low load" --lin
   echo "| cold start (process start → first scored record, incl. reading the label history) | ${COLD} s |"
   echo "| peak RSS, full worker | $(( W_RSS / 1024 )) MiB |"
   printf "%s" "$lat_rows"
+  printf "%s" "$eos_rows"
 } | tee "$OUT"

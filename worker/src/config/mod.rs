@@ -626,6 +626,14 @@ impl RunConfig {
         }
     }
 
+    /// Exactly-once: the scoring stage's commit interval and the records
+    /// after which a transaction commits sooner (None: at-least-once).
+    pub fn transactions(&self) -> Option<(Duration, usize)> {
+        self.delivery
+            .exactly_once()
+            .then_some((self.delivery.commit_interval, self.max_in_flight))
+    }
+
     /// The librdkafka keys in use, values hidden (secrets never reach logs).
     pub fn kafka_keys(&self) -> Vec<&str> {
         self.kafka.keys().map(String::as_str).collect()

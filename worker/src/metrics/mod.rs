@@ -134,7 +134,7 @@ const HISTOGRAMS: &[(&str, &str, Unit)] = &[
     ("riskstream_scoring_wait_seconds", "Consumed → its batch scored (queueing, batching, label wait), per batch (oldest record).", Unit::Seconds),
     ("riskstream_delivery_seconds", "Output handed to the producer → acknowledged by the broker, per record.", Unit::Seconds),
     ("riskstream_event_lag_seconds", "Record event time → output acknowledged, per record.", Unit::Seconds),
-    ("riskstream_end_to_end_seconds", "Input record's Kafka timestamp → output acknowledged, per record (up to clock skew between hosts).", Unit::Seconds),
+    ("riskstream_end_to_end_seconds", "Input record's Kafka timestamp → output visible to read_committed readers (acknowledged; exactly-once: its transaction committed), per record (up to clock skew between hosts).", Unit::Seconds),
 ];
 
 /// Counters and gauges without labels: name, help.

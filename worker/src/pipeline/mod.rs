@@ -340,10 +340,7 @@ impl Running {
                 )
             }),
             offsets: offsets.clone(),
-            transactions: cfg
-                .delivery
-                .exactly_once()
-                .then_some((cfg.delivery.commit_interval, cfg.max_in_flight)),
+            transactions: cfg.transactions(),
         };
         let assigned = consumer.context().assigned.clone();
         let scoring = Scoring::new(

@@ -296,7 +296,9 @@ impl SinkContext {
             if let Some(t) = origin.event_time {
                 m.event_lag_seconds.record((wall - t) as f64 / 1000.0);
             }
-            if let Some(t) = origin.produced_at {
+            // Exactly-once: a reader sees it when its transaction commits
+            // (recorded there).
+            if let Some(t) = origin.produced_at.filter(|_| !self.commits.exactly_once()) {
                 m.end_to_end_seconds.record((wall - t) as f64 / 1000.0);
             }
         }
@@ -610,6 +612,9 @@ impl Sink {
                         attempts: 0,
                         state: None,
                     };
+                    if let Some(t) = r.produced_at {
+                        self.produced_in_transaction(t);
+                    }
                     let rec = BaseRecord::with_opaque_to(
                         &self.settings.output_topic,
                         Box::new(origin.clone()),
@@ -712,7 +717,7 @@ impl Sink {
                 self.send_dead(&d, DLQ_SMALL_PAYLOAD).await
             }
             Refused::Lost(code) => {
-                self.lost_dead_letter(&origin, code);
+                self.lost(&origin, code);
                 Ok(true)
             }
         }
@@ -735,13 +740,11 @@ impl Sink {
     async fn send_dead(&self, d: &DeadLetter, max_payload: usize) -> Result<bool, SinkError> {
         let ctx = self.ctx();
         match self.refused_before(d.partition, d.offset) {
-            Refused::No => {}
-            Refused::Small(_) if max_payload <= DLQ_SMALL_PAYLOAD => {}
-            Refused::Small(_) => return Box::pin(self.send_dead(d, DLQ_SMALL_PAYLOAD)).await,
-            Refused::Lost(code) => {
-                self.lost_dead_letter(&Origin::dead_letter(d.partition, d.offset), code);
-                return Ok(true);
+            Refused::Small(_) if max_payload > DLQ_SMALL_PAYLOAD => {
+                return Box::pin(self.send_dead(d, DLQ_SMALL_PAYLOAD)).await
             }
+            Refused::Lost(code) => return Ok(self.lost_dead_letter(d, code)),
+            _ => {}
         }
         let mut headers = OwnedHeaders::new();
         for (k, v) in &d.headers {
@@ -816,7 +819,7 @@ impl Sink {
                 Box::pin(self.send_dead(&small, DLQ_SMALL_PAYLOAD)).await
             }
             Err(NotSent::Record(code)) => {
-                self.lost_dead_letter(&origin, code);
+                self.lost(&origin, code);
                 Ok(true)
             }
         }
@@ -824,7 +827,12 @@ impl Sink {
 
     /// A dead letter the DLQ refuses even small: the record is settled
     /// without output (its partition moves on), counted and logged.
-    fn lost_dead_letter(&self, origin: &Origin, code: RDKafkaErrorCode) {
+    fn lost_dead_letter(&self, d: &DeadLetter, code: RDKafkaErrorCode) -> bool {
+        self.lost(&Origin::dead_letter(d.partition, d.offset), code);
+        true
+    }
+
+    fn lost(&self, origin: &Origin, code: RDKafkaErrorCode) {
         let ctx = self.ctx();
         DeadLetterLost {
             partition: origin.partition,
@@ -982,7 +990,7 @@ impl Sink {
         {
             return self.send_dead(&d, DLQ_SMALL_PAYLOAD).await;
         }
-        self.lost_dead_letter(&f.origin, code);
+        self.lost(&f.origin, code);
         Ok(true)
     }
 

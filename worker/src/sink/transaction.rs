@@ -78,6 +78,9 @@ pub(super) struct TxnState {
     rewound: u64,
     /// Input coordinates whose output the broker refused: failures so far.
     refused: HashMap<(i32, i64), (RDKafkaErrorCode, u32)>,
+    /// The input records' Kafka timestamps (ms) of the open transaction's
+    /// outputs: end to end is measured when a reader can see them.
+    produced: Vec<i64>,
 }
 
 /// What to write for an input whose output was refused before.
@@ -106,6 +109,13 @@ impl Sink {
         };
         if let SinkItem::Rewound(n) = item {
             t.rewound = t.rewound.max(*n);
+            if t.open {
+                // Written before the rewind (a rewind the source asked
+                // for may reach here before anything was discarded).
+                drop(t);
+                self.abort(false)?;
+                return Ok(Some(true));
+            }
         }
         if self.ctx().commits.rewinds_requested() > t.rewound {
             if t.open {
@@ -138,6 +148,14 @@ impl Sink {
         }
     }
 
+    /// An output of input produced at `ms` went into the open transaction.
+    #[inline]
+    pub(super) fn produced_in_transaction(&self, ms: i64) {
+        if let Some(mut t) = self.txn() {
+            t.produced.push(ms);
+        }
+    }
+
     /// Commits the open transaction with `offsets` (partition, next
     /// offset); a refused commit aborts and asks for a rewind.
     fn commit(&self, offsets: &[(i32, i64)], barrier: Option<u64>) -> Result<(), SinkError> {
@@ -164,6 +182,11 @@ impl Sink {
                     t.open = false;
                     t.refused
                         .retain(|(p, o), _| offsets.iter().all(|(q, next)| q != p || o >= next));
+                    let now = crate::message::now_ms();
+                    let e2e = &self.ctx().metrics.end_to_end_seconds;
+                    for ms in t.produced.drain(..) {
+                        e2e.record((now - ms) as f64 / 1000.0);
+                    }
                 }
                 TransactionEnded {
                     outcome: TransactionOutcome::Committed,
@@ -229,6 +252,7 @@ impl Sink {
         }
         if let Some(mut t) = self.txn() {
             t.open = false;
+            t.produced.clear();
         }
         if rewind {
             self.ctx().commits.request_rewind();
