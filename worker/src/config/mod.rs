@@ -1025,4 +1025,35 @@ mod tests {
         .unwrap_err();
         assert!(chain(err).contains("max_in_flight"));
     }
+
+    #[test]
+    fn exactly_once_comes_from_the_delivery_table_or_flag_and_needs_the_changelog() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let c = run(&[]).unwrap();
+        assert!(!c.delivery.exactly_once() && c.sink().transactions.is_none());
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "group = \"g\"\n[delivery]\nguarantee = \"exactly_once\"\ncommit_interval_ms = 250"
+        )
+        .unwrap();
+        let path = f.path().to_str().unwrap().to_string();
+        let c = run(&["--config", path.as_str(), "--group-instance-id", "pod-3"]).unwrap();
+        assert_eq!(
+            c.transactions(),
+            Some((Duration::from_millis(250), c.max_in_flight))
+        );
+        let t = c.sink().transactions.expect("transactional");
+        assert_eq!(t.id, "riskstream-g-pod-3", "stable across restarts");
+        let c = run(&["--config", path.as_str(), "--delivery", "at-least-once"]).unwrap();
+        assert!(!c.delivery.exactly_once(), "the flag wins");
+        let c = run(&["--delivery", "exactly-once"]).unwrap();
+        assert_eq!(c.delivery.commit_interval, Duration::from_millis(100));
+        let err = run(&["--delivery", "exactly-once", "--state-enabled=false"]).unwrap_err();
+        assert!(err.contains("state.enabled"), "{err}");
+        let err = run(&["--delivery", "exactly-once", "--commit-interval-ms", "0"]).unwrap_err();
+        assert!(err.contains("commit_interval_ms"), "{err}");
+        let err = run(&["--kafka", "transactional.id=x"]).unwrap_err();
+        assert!(err.contains("transactional.id"), "{err}");
+    }
 }

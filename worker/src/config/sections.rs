@@ -166,9 +166,10 @@ impl DeliverySection {
     pub(crate) fn resolve(self, errors: &mut Vec<String>) -> DeliveryConfig {
         let d = DeliveryConfig {
             guarantee: self.guarantee.unwrap_or(Guarantee::DEFAULT),
-            commit_interval: self
-                .commit_interval_ms
-                .map_or(DeliveryConfig::DEFAULT_COMMIT_INTERVAL, Duration::from_millis),
+            commit_interval: self.commit_interval_ms.map_or(
+                DeliveryConfig::DEFAULT_COMMIT_INTERVAL,
+                Duration::from_millis,
+            ),
         };
         if !(Duration::from_millis(1)..=Duration::from_secs(60)).contains(&d.commit_interval) {
             errors.push("delivery.commit_interval_ms: not in 1..=60000".into());

@@ -63,7 +63,10 @@ impl OpenTransaction {
     /// `partition`'s position with nothing before it in flight: past
     /// upstream transaction markers behind its last record.
     pub(crate) fn position(&mut self, partition: i32, next: i64) {
-        let known = self.offsets.get(&partition).or(self.committed.get(&partition));
+        let known = self
+            .offsets
+            .get(&partition)
+            .or(self.committed.get(&partition));
         if known.is_some_and(|k| *k >= next) {
             return;
         }

@@ -41,8 +41,8 @@ use crate::metrics::Metrics;
 use crate::outcome::{decide, Domain, Outcome};
 
 mod transaction;
-pub use transaction::TransactionSettings;
 use transaction::Refused;
+pub use transaction::TransactionSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -45,7 +45,7 @@ pub struct TransactionSettings {
 }
 
 impl TransactionSettings {
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// `riskstream-<group>-<instance>`: the instance is the static group
     /// member id when there is one (a restart fences its predecessor at
@@ -239,10 +239,10 @@ impl Sink {
         let result = tokio::task::block_in_place(|| {
             let mut tries = 0;
             loop {
+                // Retriable while the coordinator moves (a broker lost):
+                // a minute at most, then the instance stops.
                 match self.producer.abort_transaction(CALL_TIMEOUT) {
-                    Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => {
-                        tries += 1
-                    }
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 6 => tries += 1,
                     other => return other,
                 }
             }
@@ -277,7 +277,10 @@ impl Sink {
                 abort = true;
                 continue;
             };
-            if matches!(code, RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight) {
+            if matches!(
+                code,
+                RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight
+            ) {
                 // Purged by an abort.
                 continue;
             }

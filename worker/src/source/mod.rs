@@ -36,9 +36,7 @@ pub use labels::{LabelConfig, LabelReader};
 
 use crate::codec::DecodeError;
 use crate::commit::Commits;
-use crate::message::{
-    now_ms, DeadLetter, Incoming, Record, Shared, StateOp, Work, CHUNK,
-};
+use crate::message::{now_ms, DeadLetter, Incoming, Record, Shared, StateOp, Work, CHUNK};
 use crate::metrics::events::{
     Emit as _, EventClockResynced, RestoreOutcome, RetentionGap, StateRestored,
 };
