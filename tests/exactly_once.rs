@@ -410,8 +410,11 @@ fn finish_and_check(
     seen
 }
 
+/// An input record: key, payload.
+type Raw = (Vec<u8>, Vec<u8>);
+
 /// Inputs as (key, payload) records.
-fn encoded(txs: &[Transaction]) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn encoded(txs: &[Transaction]) -> Vec<Raw> {
     let codec = Codec::new().unwrap();
     txs.iter()
         .map(|t| {
@@ -628,10 +631,7 @@ fn oversized(base: &Transaction, bytes: usize, seed: u64) -> Transaction {
 /// `good` with an undecodable record after every second one (keys spread
 /// over the partitions) and `big` in the middle: the records, the
 /// decodable transactions in input order, the number of undecodable ones.
-fn flood(
-    good: &[Transaction],
-    big: &Transaction,
-) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<Transaction>, usize) {
+fn flood(good: &[Transaction], big: &Transaction) -> (Vec<Raw>, Vec<Transaction>, usize) {
     let mut txs = good.to_vec();
     txs.insert(good.len() / 2, big.clone());
     let mut records = Vec::new();
