@@ -1,6 +1,7 @@
-//! Broker failover on a three-node Apache Kafka cluster of this test file's
+//! Broker failover on a three-node Apache Kafka cluster of the test files'
 //! own (`BROKER_NODES=3 scripts/broker.sh` on ports 19092-19094: every
-//! topic replicated three times, `min.insync.replicas=2`), under load:
+//! topic replicated three times, `min.insync.replicas=2`; tests/exactly_once.rs
+//! uses it too, test binaries run one at a time), under load:
 //! - the leaders of the input, output, changelog and `__consumer_offsets`
 //!   partitions killed with SIGKILL in turn and restarted: nothing lost,
 //!   duplicates at most one batch per partition, scoring resumes within
@@ -12,15 +13,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::Producer;
-use riskstream::codec::{Codec, Transaction};
+use riskstream::codec::Transaction;
 
-const PORT: &str = "19092";
 const PARTS: i32 = 4;
 /// The worker's default drain time.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -35,40 +32,6 @@ const SESSION: [&str; 2] = ["--session-timeout-ms", "15000"];
 /// The tests of this file share the cluster: one at a time.
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn cluster(args: &[&str]) {
-    let ok = Command::new(repo().join("scripts/broker.sh"))
-        .args(args)
-        .env("BROKER_PORT", PORT)
-        .env("BROKER_NODES", "3")
-        .status()
-        .expect("run scripts/broker.sh")
-        .success();
-    assert!(ok, "scripts/broker.sh {args:?}");
-}
-
-/// Starts every node that is not running and points this binary at them.
-fn cluster_up() {
-    cluster(&["start"]);
-    use_broker("127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094");
-}
-
-/// The node that leads `topic`'s `partition`.
-fn leader(topic: &str, partition: i32) -> i32 {
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("client");
-    let md = c
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    md.topics()[0]
-        .partitions()
-        .iter()
-        .find(|p| p.id() == partition)
-        .map(|p| p.leader())
-        .expect("partition")
-}
-
 /// The `__consumer_offsets` partition of `group`, as Kafka picks it:
 /// Java's `String.hashCode` of the group id, made positive, modulo the
 /// topic's partition count (4 on the project's brokers).
@@ -77,57 +40,6 @@ fn offsets_partition(group: &str) -> i32 {
         .encode_utf16()
         .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
     (h & 0x7fff_ffff) % 4
-}
-
-/// Produces `txs` at about `per_s` records a second, idempotently (the
-/// test's own producer survives the failovers without duplicating input).
-fn feed_idempotently(
-    topic: String,
-    txs: Vec<Transaction>,
-    per_s: usize,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let codec = Codec::new().unwrap();
-        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
-        let tick = per_s / 10;
-        let mut next = tokio::time::Instant::now();
-        for chunk in txs.chunks(tick) {
-            let sends: Vec<_> = chunk
-                .iter()
-                .map(|t| {
-                    let payload = codec.encode_transaction(t).unwrap();
-                    let key = t.customer_id.clone();
-                    let p = producer.clone();
-                    let topic = topic.clone();
-                    async move {
-                        p.send(
-                            rdkafka::producer::FutureRecord::to(&topic)
-                                .key(&key)
-                                .payload(&payload),
-                            Duration::from_secs(300),
-                        )
-                        .await
-                    }
-                })
-                .collect();
-            // Not awaited here: a failover holds deliveries, not the feed.
-            tokio::spawn(async move {
-                for r in futures::future::join_all(sends).await {
-                    r.map_err(|(e, _)| e).expect("input delivered");
-                }
-            });
-            next += Duration::from_millis(100);
-            tokio::time::sleep_until(next).await;
-        }
-        producer
-            .flush(Duration::from_secs(300))
-            .expect("input flushed");
-    })
 }
 
 /// Waits for the feed and for the group to commit every input, stops `w`,

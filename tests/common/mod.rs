@@ -450,27 +450,90 @@ pub fn read_topic(topic: &str, want: usize, idle: Duration) -> Vec<Rec> {
     let mut last = Instant::now();
     while out.len() < want && last.elapsed() < idle {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let mut headers = BTreeMap::new();
-            if let Some(h) = m.headers() {
-                for x in h.iter() {
-                    headers.insert(
-                        x.key.to_string(),
-                        String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                    );
-                }
-            }
-            out.push(Rec {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
-                payload: m.payload().map(<[u8]>::to_vec),
-                headers,
-                timestamp: m.timestamp().to_millis(),
-            });
+            out.push(rec_of(&m));
             last = Instant::now();
         }
     }
     out
+}
+
+/// A consumed message as a [`Rec`].
+pub fn rec_of(m: &impl Message) -> Rec {
+    let mut headers = BTreeMap::new();
+    if let Some(h) = m.headers() {
+        for x in h.iter() {
+            headers.insert(
+                x.key.to_string(),
+                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+            );
+        }
+    }
+    Rec {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp: m.timestamp().to_millis(),
+    }
+}
+
+/// What a `read_committed` consumer sees of a topic, from the beginning up
+/// to the end of every partition: librdkafka's end-of-partition event comes
+/// at the last stable offset, so a transaction left open holds the rest of
+/// its partition back. Also returns, per partition, the offset after the
+/// last record read and the high watermark (equal but for the control
+/// record ending the last transaction, unless a transaction is open).
+/// Panics when some partition has not reached its end within `limit`.
+pub fn read_committed(topic: &str, limit: Duration) -> (Vec<Rec>, Vec<(i64, i64)>) {
+    use rdkafka::error::KafkaError;
+    let consumer: BaseConsumer = client()
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let n = md.topics().first().map_or(0, |t| t.partitions().len());
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut at_end = vec![false; n];
+    let mut next = vec![0i64; n];
+    let t0 = Instant::now();
+    while at_end.iter().any(|e| !e) {
+        assert!(
+            t0.elapsed() < limit,
+            "{topic}: partitions {:?} not read to their end in {limit:?} (read up to {next:?}; an open transaction?)",
+            (0..n).filter(|p| !at_end[*p]).collect::<Vec<_>>()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                next[m.partition() as usize] = m.offset() + 1;
+                out.push(rec_of(&m));
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+            _ => {}
+        }
+    }
+    let ends = next
+        .into_iter()
+        .enumerate()
+        .map(|(p, o)| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p as i32, Duration::from_secs(10))
+                .expect("watermarks");
+            (o, high)
+        })
+        .collect();
+    (out, ends)
 }
 
 /// GET on the worker's HTTP endpoint (address from its log): (status line, body).
@@ -807,4 +870,132 @@ pub fn offline_drift(
     let report = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
         .expect("report.json");
     (report, String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The three-node cluster's first client port (`BROKER_NODES=3
+/// scripts/broker.sh`: ports 19092-19094, every topic replicated three
+/// times, `min.insync.replicas=2`), shared by the test files that kill
+/// its nodes (one file at a time).
+pub const CLUSTER_PORT: &str = "19092";
+
+/// `scripts/broker.sh ARGS` on the three-node cluster.
+pub fn cluster(args: &[&str]) {
+    let ok = Command::new(repo().join("scripts/broker.sh"))
+        .args(args)
+        .env("BROKER_PORT", CLUSTER_PORT)
+        .env("BROKER_NODES", "3")
+        .status()
+        .expect("run scripts/broker.sh")
+        .success();
+    assert!(ok, "scripts/broker.sh {args:?}");
+}
+
+/// Starts every node of the three-node cluster that is not running and
+/// points this binary at them.
+pub fn cluster_up() {
+    cluster(&["start"]);
+    use_broker("127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094");
+}
+
+/// The node that leads `topic`'s `partition`.
+pub fn leader(topic: &str, partition: i32) -> i32 {
+    let c: BaseConsumer = client().create().expect("client");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .find(|p| p.id() == partition)
+        .map(|p| p.leader())
+        .expect("partition")
+}
+
+/// Produces `txs` (key = customer id) at about `per_s` records a second,
+/// idempotently: the test's own producer survives failovers without
+/// duplicating input.
+pub fn feed_idempotently(
+    topic: String,
+    txs: Vec<Transaction>,
+    per_s: usize,
+) -> tokio::task::JoinHandle<()> {
+    let codec = Codec::new().unwrap();
+    let records = txs
+        .iter()
+        .map(|t| {
+            (
+                t.customer_id.as_bytes().to_vec(),
+                codec.encode_transaction(t).unwrap(),
+            )
+        })
+        .collect();
+    feed_raw_idempotently(topic, records, per_s)
+}
+
+/// Produces raw (key, payload) records at about `per_s` records a second
+/// with an idempotent producer, in order per key; the task ends when every
+/// record is acknowledged.
+pub fn feed_raw_idempotently(
+    topic: String,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    per_s: usize,
+) -> tokio::task::JoinHandle<()> {
+    let feed = feed_raw_until(topic, records, per_s, Default::default());
+    tokio::spawn(async move {
+        feed.await.expect("feed");
+    })
+}
+
+/// [`feed_raw_idempotently`] until the records run out or `stop` is set
+/// (checked every 100 ms): the task returns how many of the first records
+/// it produced, each acknowledged.
+pub fn feed_raw_until(
+    topic: String,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    per_s: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    use rdkafka::producer::Producer;
+    tokio::spawn(async move {
+        let producer: FutureProducer = client()
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let tick = (per_s / 10).max(1);
+        let mut next = tokio::time::Instant::now();
+        let mut acks = Vec::new();
+        for chunk in records.chunks(tick) {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            for (key, payload) in chunk {
+                let mut r = FutureRecord::to(&topic).key(key).payload(payload);
+                // Enqueued, not awaited: a failover holds deliveries, not
+                // the feed (a full queue waits).
+                loop {
+                    match producer.send_result(r) {
+                        Ok(ack) => break acks.push(ack),
+                        Err((_, back)) => {
+                            r = back;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            }
+            next += Duration::from_millis(100);
+            tokio::time::sleep_until(next).await;
+        }
+        let produced = acks.len();
+        for a in acks {
+            a.await
+                .expect("delivery")
+                .map_err(|(e, _)| e)
+                .expect("input delivered");
+        }
+        producer
+            .flush(Duration::from_secs(300))
+            .expect("input flushed");
+        produced
+    })
 }
