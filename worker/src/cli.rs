@@ -164,6 +164,7 @@ async fn run_worker(args: &RunArgs) -> anyhow::Result<()> {
     let w = |p| ms("riskstream_scoring_wait_seconds", p);
     let d = |p| ms("riskstream_delivery_seconds", p);
     let e = |p| ms("riskstream_end_to_end_seconds", p);
+    let c = |p| ms("riskstream_transaction_commit_seconds", p);
     tracing::info!(
         handled = report.handled,
         seconds = report.seconds,
@@ -185,6 +186,9 @@ async fn run_worker(args: &RunArgs) -> anyhow::Result<()> {
         scoring_wait_ms_p99 = w(0.99),
         delivery_ms_p50 = d(0.5),
         delivery_ms_p99 = d(0.99),
+        // Exactly-once: one transaction's commit (0 at least once).
+        commit_ms_p50 = c(0.5),
+        commit_ms_p99 = c(0.99),
         "worker stopped cleanly"
     );
     Ok(())

@@ -401,6 +401,14 @@ impl FeatureEngine {
         before - self.customers.len()
     }
 
+    /// Forgets the evictions of `partitions`' customers not yet taken
+    /// (their state is being read again: an eviction before it is void).
+    pub fn forget_evictions(&mut self, partitions: &[i32]) {
+        if let Some(e) = self.evicted.as_mut() {
+            e.retain(|(p, _)| !partitions.contains(p));
+        }
+    }
+
     /// Keeps (or stops keeping) the customers whose history emptied in a
     /// sweep, for [`FeatureEngine::take_evicted`].
     pub fn track_evictions(&mut self, on: bool) {

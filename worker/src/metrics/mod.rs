@@ -133,6 +133,7 @@ const HISTOGRAMS: &[(&str, &str, Unit)] = &[
     ("riskstream_processing_seconds", "Consumed → output acknowledged, per record.", Unit::Seconds),
     ("riskstream_scoring_wait_seconds", "Consumed → its batch scored (queueing, batching, label wait), per batch (oldest record).", Unit::Seconds),
     ("riskstream_delivery_seconds", "Output handed to the producer → acknowledged by the broker, per record.", Unit::Seconds),
+    ("riskstream_transaction_commit_seconds", "Exactly-once: a transaction's commit (its offsets sent, its last outputs acknowledged, committed), per transaction; the sink writes nothing meanwhile.", Unit::Seconds),
     ("riskstream_event_lag_seconds", "Record event time → output acknowledged, per record.", Unit::Seconds),
     ("riskstream_end_to_end_seconds", "Input record's Kafka timestamp → output visible to read_committed readers (acknowledged; exactly-once: its transaction committed), per record (up to clock skew between hosts).", Unit::Seconds),
 ];
@@ -236,6 +237,7 @@ pub struct Metrics {
     pub processing_seconds: Histogram,
     pub scoring_wait_seconds: Histogram,
     pub delivery_seconds: Histogram,
+    pub(crate) transaction_commit_seconds: Histogram,
     pub event_lag_seconds: Histogram,
     pub end_to_end_seconds: Histogram,
     /// Input partitions whose records wait on the schema registry (outage).
@@ -315,6 +317,7 @@ impl Metrics {
             processing_seconds: h("riskstream_processing_seconds"),
             scoring_wait_seconds: h("riskstream_scoring_wait_seconds"),
             delivery_seconds: h("riskstream_delivery_seconds"),
+            transaction_commit_seconds: h("riskstream_transaction_commit_seconds"),
             event_lag_seconds: h("riskstream_event_lag_seconds"),
             end_to_end_seconds: h("riskstream_end_to_end_seconds"),
             registry_waiting: Level::new(g("riskstream_schema_registry_waiting"), 0),

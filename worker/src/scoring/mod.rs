@@ -253,6 +253,7 @@ impl State {
         self.dead.retain(|d| !partitions.contains(&d.partition));
         self.before_barrier.clear();
         let dropped = self.engine.drop_partitions(partitions);
+        self.engine.forget_evictions(partitions);
         if let Some(t) = self.txn.as_mut() {
             t.forget(partitions);
             t.rewound(rewind);
@@ -466,8 +467,15 @@ impl Scoring {
     }
 
     /// Exactly-once: ends the transaction when it is due (`force`: the
-    /// input closed), after the changelog of every change in it; false
-    /// when the sink has gone.
+    /// input closed); false when the sink has gone.
+    ///
+    /// The changelog is written at its own interval, not at every commit:
+    /// it may trail the committed offsets (never lead them: a flush is in
+    /// the transaction of the records it covers), and a restore replays the
+    /// input between (state only, no output), as after any restore. A
+    /// flush at every commit would write each customer changed in the last
+    /// 100 ms with its whole history, ten times a second. At shutdown and
+    /// at a revoke's barrier it is flushed whole (less to replay).
     fn maybe_commit(&mut self, force: bool) -> bool {
         let Some(t) = self.state.txn.as_mut() else {
             return true;
@@ -475,7 +483,8 @@ impl Scoring {
         if !t.due(force) {
             return true;
         }
-        self.state.maybe_drain(true);
+        let whole = force || t.barrier_pending();
+        self.state.maybe_drain(whole);
         if !self.send_drafts() {
             return false;
         }
@@ -512,6 +521,16 @@ impl Scoring {
     /// flush begun in the offset tracker first (in order); false when the
     /// sink has gone.
     fn send_drafts(&mut self) -> bool {
+        if let Some(t) = self
+            .state
+            .txn
+            .as_mut()
+            .filter(|_| !self.state.drafts.is_empty())
+        {
+            // Changelog records open a transaction too: it must end (a
+            // restore reading `read_committed` waits for it).
+            t.wrote();
+        }
         for d in std::mem::take(&mut self.state.drafts) {
             let seq = d.covers.map(|c| self.offsets.flush_begun(d.partition, c));
             self.metrics

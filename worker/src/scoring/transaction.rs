@@ -4,8 +4,9 @@
 //! scoring stage, which sees every record and state change in order,
 //! decides where a transaction ends and which input offsets it covers:
 //! every record handed to the sink before the [`SinkItem::Commit`], each
-//! partition up to the offset after its last one, with the changelog of the
-//! state those records changed flushed just before. A transaction ends
+//! partition up to the offset after its last one. The changelog flushes
+//! that travel in the same transactions may trail those offsets, never
+//! lead them: a restore replays the input between. A transaction ends
 //! every `commit_interval`, when `max_records` records are in it, and at a
 //! revoke's barrier; an aborted one is rewound ([`StateOp::Rewind`]).
 //!
@@ -58,6 +59,12 @@ impl OpenTransaction {
         self.records += 1;
         let next = self.offsets.entry(partition).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
+    }
+
+    /// Something without an input offset (changelog records) went into
+    /// the transaction: it is due like any other.
+    pub(crate) fn wrote(&mut self) {
+        self.opened.get_or_insert_with(Instant::now);
     }
 
     /// `partition`'s position with nothing before it in flight: past
@@ -166,6 +173,15 @@ mod tests {
         t.position(4, 2);
         assert_eq!(offsets(t.commit()), (vec![], Some(8)));
         assert!(!t.due(true));
+    }
+
+    #[test]
+    fn changelog_records_alone_open_a_transaction_that_ends() {
+        let mut t = OpenTransaction::new(Duration::ZERO, 100);
+        assert!(!t.due(false));
+        t.wrote();
+        assert!(t.due(false), "else a restore waits on it for ever");
+        assert_eq!(offsets(t.commit()), (vec![], None));
     }
 
     #[test]

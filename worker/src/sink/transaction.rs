@@ -175,7 +175,12 @@ impl Sink {
                 t.open = true;
             }
         }
+        let t0 = std::time::Instant::now();
         let result = tokio::task::block_in_place(|| self.commit_blocking(offsets));
+        self.ctx()
+            .metrics
+            .transaction_commit_seconds
+            .record(t0.elapsed().as_secs_f64());
         let committed = match result {
             Ok(()) => {
                 if let Some(mut t) = self.txn() {

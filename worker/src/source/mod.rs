@@ -569,10 +569,10 @@ impl Source {
 /// How a partition's state was restored (metric reason) and whether the
 /// input must be replayed from its beginning up to the committed offset.
 ///
-/// A committed offset implies that every state change below it was in an
-/// acknowledged flush, so any changelog record of the partition means the
-/// changelog is the state (its highest covered offset may trail the commit
-/// by dead-lettered records, which change no state). An empty changelog
+/// Any changelog record of the partition means the changelog is the state
+/// up to its highest covered offset, which may trail the commit (by
+/// dead-lettered records, which change no state, or, exactly once, by the
+/// records since the last flush: they are replayed into state). An empty changelog
 /// under a commit (first start with the changelog, or a deleted one) or a
 /// failed read falls back to replaying the input.
 fn restore_outcome(d: &consumer::RestoreDone) -> (RestoreOutcome, bool) {
