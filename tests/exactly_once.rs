@@ -133,7 +133,8 @@ fn committed_now(t: &Topics) -> Option<i64> {
         tpl.add_partition(&t.input, p);
     }
     let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
-    let offsets = got.elements().iter().map(|e| match e.offset() {
+    let elements = got.elements();
+    let offsets = elements.iter().map(|e| match e.offset() {
         rdkafka::Offset::Offset(o) => o,
         _ => 0,
     });
