@@ -102,8 +102,8 @@ impl Instance {
         let name = "riskstream_transactions_total";
         let lines: Vec<&str> = body.lines().filter(|l| l.starts_with(name)).collect();
         (
-            labelled(&body, name, "outcome=\"committed\""),
-            labelled(&body, name, "outcome=\"aborted\""),
+            labelled(&body, name, "reason=\"committed\""),
+            labelled(&body, name, "reason=\"aborted\""),
             lines.join("; "),
         )
     }
@@ -432,7 +432,7 @@ fn finish_and_check(
     let seen = assert_each_input_once(t, inputs, all, &logs);
     assert!(
         done > 0.0,
-        "no riskstream_transactions_total{{outcome=\"committed\"}} counted on /metrics; it exposes: {exposed:?}\n{logs}"
+        "no riskstream_transactions_total{{reason=\"committed\"}} counted on /metrics; it exposes: {exposed:?}\n{logs}"
     );
     seen
 }
@@ -737,7 +737,7 @@ async fn poison_and_oversized(
     );
     assert!(
         committed > 0.0,
-        "no riskstream_transactions_total{{outcome=\"committed\"}} counted on /metrics; it exposes: {exposed}"
+        "no riskstream_transactions_total{{reason=\"committed\"}} counted on /metrics; it exposes: {exposed}"
     );
     aborted
 }

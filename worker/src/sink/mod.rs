@@ -733,19 +733,9 @@ impl Sink {
         }
     }
 
-    /// Writes a dead letter: the original key and at most `max_payload`
-    /// bytes of its payload, the input headers (bounded by the source), and
-    /// `riskstream.*` headers with the reason and the input's coordinates.
-    /// False once the drain time ran out.
-    async fn send_dead(&self, d: &DeadLetter, max_payload: usize) -> Result<bool, SinkError> {
-        let ctx = self.ctx();
-        match self.refused_before(d.partition, d.offset) {
-            Refused::Small(_) if max_payload > DLQ_SMALL_PAYLOAD => {
-                return Box::pin(self.send_dead(d, DLQ_SMALL_PAYLOAD)).await
-            }
-            Refused::Lost(code) => return Ok(self.lost_dead_letter(d, code)),
-            _ => {}
-        }
+    /// A dead letter's headers: the input's (bounded by the source) and
+    /// `riskstream.*` with the reason and the input's coordinates.
+    fn dead_letter_headers(&self, d: &DeadLetter, max_payload: usize) -> OwnedHeaders {
         let mut headers = OwnedHeaders::new();
         for (k, v) in &d.headers {
             headers = headers.insert(Header {
@@ -781,6 +771,23 @@ impl Sink {
                 value: Some(v),
             });
         }
+        headers
+    }
+
+    /// Writes a dead letter: the original key and at most `max_payload`
+    /// bytes of its payload, the input headers (bounded by the source), and
+    /// `riskstream.*` headers with the reason and the input's coordinates.
+    /// False once the drain time ran out.
+    async fn send_dead(&self, d: &DeadLetter, max_payload: usize) -> Result<bool, SinkError> {
+        let ctx = self.ctx();
+        match self.refused_before(d.partition, d.offset) {
+            Refused::Small(_) if max_payload > DLQ_SMALL_PAYLOAD => {
+                return Box::pin(self.send_dead(d, DLQ_SMALL_PAYLOAD)).await
+            }
+            Refused::Lost(code) => return Ok(self.lost_dead_letter(d, code)),
+            _ => {}
+        }
+        let headers = self.dead_letter_headers(d, max_payload);
         let origin = Origin::dead_letter(d.partition, d.offset);
         let mut rec: BaseRecord<'_, [u8], [u8], Box<Origin>> =
             BaseRecord::with_opaque_to(&self.settings.dlq_topic, Box::new(origin.clone()))
