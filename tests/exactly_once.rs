@@ -381,8 +381,8 @@ fn assert_offline_scores(seen: &Seen, good: &[Transaction]) {
 /// Waits for the group to commit all `inputs` (input partitions 0..PARTS),
 /// reads the live instances' transactions (their /metrics), stops them
 /// with SIGTERM, asserts each input once ([`assert_each_input_once`], the
-/// instances in `gone` in the log digest too), then that they committed
-/// transactions.
+/// instances in `gone` in the log digest too), then that none of them had
+/// exited on its own and that they committed transactions.
 fn finish_and_check(
     t: &Topics,
     all: &[Transaction],
@@ -394,23 +394,31 @@ fn finish_and_check(
     let mut views: Vec<&Instance> = live.iter().map(|i| &**i).collect();
     views.extend(gone);
     let logs = digest(&views);
+    // Exit codes of the instances that should still run (None: running).
     let exits: Vec<(String, Option<i32>)> = live
         .iter_mut()
         .map(|i| {
-            (
-                i.id.clone(),
-                i.now.child.try_wait().ok().flatten().and_then(|s| s.code()),
-            )
+            let code = i
+                .now
+                .child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|s| s.code().unwrap_or(-1));
+            (i.id.clone(), code)
         })
         .collect();
     assert!(
         all_committed,
         "the group committed {:?} of {inputs} inputs within {CATCH_UP:?}; exit codes of the instances that should be running (None: running): {exits:?}\n{logs}",
-        committed(&t.group, &t.input, PARTS)
+        committed_now(t)
     );
     let mut done = 0.0;
     let mut exposed = Vec::new();
-    for i in live.iter_mut() {
+    for (i, (_, code)) in live.iter_mut().zip(&exits) {
+        if code.is_some() {
+            continue;
+        }
         // SIGTERM once the process holds partitions: one that comes while
         // a worker is still starting (after /metrics is served, before
         // the pipeline starts) is not honoured in either mode (the drain
@@ -430,6 +438,10 @@ fn finish_and_check(
         i.now.stop_cleanly(DRAIN);
     }
     let seen = assert_each_input_once(t, inputs, all, &logs);
+    assert!(
+        exits.iter().all(|(_, code)| code.is_none()),
+        "every input once, but instances exited on their own (instance, exit code): {exits:?}\n{logs}"
+    );
     assert!(
         done > 0.0,
         "no riskstream_transactions_total{{reason=\"committed\"}} counted on /metrics; it exposes: {exposed:?}\n{logs}"
