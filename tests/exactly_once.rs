@@ -123,6 +123,24 @@ fn labelled(exposition: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
+/// Input records the group has committed, None when the broker does not
+/// answer now (a busy coordinator: asked again).
+fn committed_now(t: &Topics) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = client().set("group.id", &t.group).create().ok()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTS {
+        tpl.add_partition(&t.input, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    let elements = got.elements();
+    let offsets = elements.iter().map(|e| match e.offset() {
+        rdkafka::Offset::Offset(o) => o,
+        _ => 0,
+    });
+    Some(offsets.sum())
+}
+
 /// The transactional id the worker derives for `--group-instance-id id`.
 fn transactional_id(t: &Topics, id: &str) -> String {
     format!("riskstream-{}-{id}", t.group)
@@ -363,8 +381,8 @@ fn assert_offline_scores(seen: &Seen, good: &[Transaction]) {
 /// Waits for the group to commit all `inputs` (input partitions 0..PARTS),
 /// reads the live instances' transactions (their /metrics), stops them
 /// with SIGTERM, asserts each input once ([`assert_each_input_once`], the
-/// instances in `gone` in the log digest too), then that they committed
-/// transactions.
+/// instances in `gone` in the log digest too), then that none of them had
+/// exited on its own and that they committed transactions.
 fn finish_and_check(
     t: &Topics,
     all: &[Transaction],
@@ -372,18 +390,35 @@ fn finish_and_check(
     gone: &[&Instance],
 ) -> Seen {
     let inputs = all.len();
-    let all_committed = wait_for(CATCH_UP, || t.total_committed(PARTS) == inputs as i64);
+    let all_committed = wait_for(CATCH_UP, || committed_now(t) == Some(inputs as i64));
     let mut views: Vec<&Instance> = live.iter().map(|i| &**i).collect();
     views.extend(gone);
     let logs = digest(&views);
+    // Exit codes of the instances that should still run (None: running).
+    let exits: Vec<(String, Option<i32>)> = live
+        .iter_mut()
+        .map(|i| {
+            let code = i
+                .now
+                .child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|s| s.code().unwrap_or(-1));
+            (i.id.clone(), code)
+        })
+        .collect();
     assert!(
         all_committed,
-        "the group committed {:?} of {inputs} inputs within {CATCH_UP:?}\n{logs}",
-        committed(&t.group, &t.input, PARTS)
+        "the group committed {:?} of {inputs} inputs within {CATCH_UP:?}; exit codes of the instances that should be running (None: running): {exits:?}\n{logs}",
+        committed_now(t)
     );
     let mut done = 0.0;
     let mut exposed = Vec::new();
-    for i in live.iter_mut() {
+    for (i, (_, code)) in live.iter_mut().zip(&exits) {
+        if code.is_some() {
+            continue;
+        }
         // SIGTERM once the process holds partitions: one that comes while
         // a worker is still starting (after /metrics is served, before
         // the pipeline starts) is not honoured in either mode (the drain
@@ -403,6 +438,10 @@ fn finish_and_check(
         i.now.stop_cleanly(DRAIN);
     }
     let seen = assert_each_input_once(t, inputs, all, &logs);
+    assert!(
+        exits.iter().all(|(_, code)| code.is_none()),
+        "every input once, but instances exited on their own (instance, exit code): {exits:?}\n{logs}"
+    );
     assert!(
         done > 0.0,
         "no riskstream_transactions_total{{reason=\"committed\"}} counted on /metrics; it exposes: {exposed:?}\n{logs}"
@@ -584,7 +623,10 @@ async fn output_leader_and_transaction_coordinator_killed_under_load() {
     let tid = transactional_id(&t, &a.id);
     let coord = coordinator(&tid);
     victims.push(("coordinator of A's transactions", coord));
-    eprintln!("{tid} is coordinated by node {coord}");
+    eprintln!(
+        "{tid} is coordinated by node {coord}; the group by node {}",
+        group_coordinator(&t.group)
+    );
     kill_and_restart_node(coord, t0, &feed);
     let all = &all[..feed.stop_after(Duration::from_secs(4)).await];
     eprintln!("killed (what, node): {victims:?}");
@@ -667,7 +709,7 @@ async fn poison_and_oversized(
     feed_raw_idempotently(t.input.clone(), records, 4_000)
         .await
         .expect("feed");
-    let all_committed = wait_for(CATCH_UP, || t.total_committed(PARTS) == n as i64);
+    let all_committed = wait_for(CATCH_UP, || committed_now(t) == Some(n as i64));
     let logs = digest(&[&w]);
     let ends: Vec<i64> = watermarks(&t.input, PARTS)
         .iter()

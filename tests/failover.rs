@@ -32,16 +32,6 @@ const SESSION: [&str; 2] = ["--session-timeout-ms", "15000"];
 /// The tests of this file share the cluster: one at a time.
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The `__consumer_offsets` partition of `group`, as Kafka picks it:
-/// Java's `String.hashCode` of the group id, made positive, modulo the
-/// topic's partition count (4 on the project's brokers).
-fn offsets_partition(group: &str) -> i32 {
-    let h = group
-        .encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
-    (h & 0x7fff_ffff) % 4
-}
-
 /// Waits for the feed and for the group to commit every input, stops `w`,
 /// and checks the output: every input scored, nothing dead-lettered.
 /// Returns the scoring times of the output (wall ms) and its duplicates.

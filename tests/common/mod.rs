@@ -911,6 +911,22 @@ pub fn leader(topic: &str, partition: i32) -> i32 {
         .expect("partition")
 }
 
+/// The `__consumer_offsets` partition of `group`, as Kafka picks it:
+/// Java's `String.hashCode` of the group id, made positive, modulo the
+/// topic's partition count (4 on the project's brokers).
+pub fn offsets_partition(group: &str) -> i32 {
+    let h = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    (h & 0x7fff_ffff) % 4
+}
+
+/// The node coordinating `group` (the leader of its `__consumer_offsets`
+/// partition).
+pub fn group_coordinator(group: &str) -> i32 {
+    leader("__consumer_offsets", offsets_partition(group))
+}
+
 /// Produces `txs` (key = customer id) at about `per_s` records a second,
 /// idempotently: the test's own producer survives failovers without
 /// duplicating input.
