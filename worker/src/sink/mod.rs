@@ -232,8 +232,31 @@ struct Failed {
     code: Option<RDKafkaErrorCode>,
 }
 
+/// The producer's context: the shared [`SinkState`] (a producer renewed
+/// after a fatal transactional error shares it with the one it replaces).
+pub struct SinkContext(Arc<SinkState>);
+
+impl std::ops::Deref for SinkContext {
+    type Target = SinkState;
+
+    fn deref(&self) -> &SinkState {
+        &self.0
+    }
+}
+
+impl SinkContext {
+    pub fn new(
+        cfg: &SinkConfig,
+        commits: Arc<Commits>,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self(Arc::new(SinkState::new(cfg, commits, metrics, cancel)))
+    }
+}
+
 /// Settles deliveries: offsets, metrics, the record limit, failed records.
-pub struct SinkContext {
+pub struct SinkState {
     commits: Arc<Commits>,
     metrics: Arc<Metrics>,
     /// Stop after this many handled records (tests, benchmarks): `cancel`
@@ -247,8 +270,8 @@ pub struct SinkContext {
     failures: Mutex<crate::metrics::LogSummary>,
 }
 
-impl SinkContext {
-    pub fn new(
+impl SinkState {
+    fn new(
         cfg: &SinkConfig,
         commits: Arc<Commits>,
         metrics: Arc<Metrics>,
@@ -471,7 +494,10 @@ enum NotSent {
 
 /// Sink state: producer, topics, in-flight bound.
 pub struct Sink {
-    producer: OutputProducer,
+    /// Replaced when a fatal transactional error (not a fencing) leaves it
+    /// unusable ([`Sink::renew_producer`]).
+    producer: std::sync::RwLock<OutputProducer>,
+    state: Arc<SinkState>,
     settings: SinkConfig,
     /// When the stop request was first seen.
     stopping_since: std::sync::OnceLock<Instant>,
@@ -483,14 +509,19 @@ impl Sink {
     pub fn new(settings: SinkConfig, producer: OutputProducer) -> Self {
         Self {
             txn: transaction::state(settings.transactions.as_ref()),
-            producer,
+            state: producer.context().0.clone(),
+            producer: std::sync::RwLock::new(producer),
             settings,
             stopping_since: std::sync::OnceLock::new(),
         }
     }
 
-    fn ctx(&self) -> &SinkContext {
-        self.producer.context()
+    fn ctx(&self) -> &SinkState {
+        &self.state
+    }
+
+    fn producer(&self) -> std::sync::RwLockReadGuard<'_, OutputProducer> {
+        self.producer.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether shutdown's drain time is used up (3/4 of `drain_timeout`
@@ -572,7 +603,7 @@ impl Sink {
         let failed =
             std::mem::take(&mut *self.ctx().failed.lock().unwrap_or_else(|e| e.into_inner()));
         let in_flight = self.ctx().in_flight();
-        self.producer
+        self.producer()
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
         DrainAbandoned {
             queued,
@@ -870,7 +901,8 @@ impl Sink {
         // Counted before the send: the delivery callback may run at once.
         self.ctx().in_flight.fetch_add(1, Ordering::AcqRel);
         loop {
-            match self.producer.send(rec) {
+            let sent = self.producer().send(rec);
+            match sent {
                 Ok(()) => return Ok(Ok(())),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     if self.drain_expired() {
@@ -888,7 +920,7 @@ impl Sink {
                         ))),
                         // The transaction is in an abortable state.
                         _ if self.txn.is_some()
-                            && self.producer.client().fatal_error().is_none() =>
+                            && self.producer().client().fatal_error().is_none() =>
                         {
                             tracing::warn!(error = %e, "the open transaction refuses records; aborting");
                             self.abort(true)?;
@@ -921,7 +953,7 @@ impl Sink {
         }
         // A fatal producer error (e.g. the idempotent producer fenced) fails
         // every delivery from now on: stop rather than re-send forever.
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
+        if let Some((code, reason)) = self.producer().client().fatal_error() {
             tracing::error!(error = %code, reason, "fatal producer error");
             return Err(SinkError::Fatal(KafkaError::MessageProduction(code)));
         }

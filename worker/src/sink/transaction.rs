@@ -139,7 +139,7 @@ impl Sink {
             }
             _ if t.open => Ok(None),
             _ => {
-                self.producer
+                self.producer()
                     .begin_transaction()
                     .map_err(|e| self.txn_error(e))?;
                 t.open = true;
@@ -168,7 +168,7 @@ impl Sink {
             return Ok(());
         }
         if !open {
-            self.producer
+            self.producer()
                 .begin_transaction()
                 .map_err(|e| self.txn_error(e))?;
             if let Some(mut t) = self.txn() {
@@ -199,11 +199,11 @@ impl Sink {
                 .emit(&self.ctx().metrics);
                 true
             }
-            Err(e) if is_fatal(&e) || self.producer.client().fatal_error().is_some() => {
+            Err(e) if is_fatal(&e) || self.producer().client().fatal_error().is_some() => {
                 if let Some(b) = barrier {
                     commits.barrier_done(b, false);
                 }
-                return Err(self.txn_error(e));
+                return self.recover(e);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "transaction commit failed; aborting");
@@ -224,14 +224,14 @@ impl Sink {
                 .commits
                 .transaction_offsets(offsets)
                 .ok_or(KafkaError::Canceled)?;
-            self.producer
+            self.producer()
                 .send_offsets_to_transaction(&tpl, &meta, CALL_TIMEOUT)?;
         }
         // A retriable error (a timeout while a broker fails over) may be
         // retried as it is; the transaction stays as it was.
         let mut tries = 0;
         loop {
-            match self.producer.commit_transaction(CALL_TIMEOUT) {
+            match self.producer().commit_transaction(CALL_TIMEOUT) {
                 Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => tries += 1,
                 other => return other,
             }
@@ -246,14 +246,14 @@ impl Sink {
             loop {
                 // Retriable while the coordinator moves (a broker lost):
                 // a minute at most, then the instance stops.
-                match self.producer.abort_transaction(CALL_TIMEOUT) {
+                match self.producer().abort_transaction(CALL_TIMEOUT) {
                     Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 6 => tries += 1,
                     other => return other,
                 }
             }
         });
         if let Err(e) = result {
-            return Err(self.txn_error(e));
+            return self.recover(e);
         }
         if let Some(mut t) = self.txn() {
             t.open = false;
@@ -341,8 +341,48 @@ impl Sink {
         }
     }
 
+    /// A fatal transactional error. Fenced (a newer instance with the same
+    /// `transactional.id`), this instance stops. Otherwise (the coordinator
+    /// lost the transaction's state while it moved: `INVALID_TXN_STATE`)
+    /// the producer is replaced by a new one with the same id, whose
+    /// `init_transactions` aborts what was open, and the input is rewound.
+    fn recover(&self, e: KafkaError) -> Result<(), SinkError> {
+        use RDKafkaErrorCode as C;
+        let fatal = self.producer().client().fatal_error();
+        let fenced = matches!(
+            fatal.as_ref().map(|(c, _)| *c),
+            Some(C::Fenced | C::ProducerFenced | C::InvalidProducerEpoch)
+        );
+        let Some(settings) = self.settings.transactions.as_ref().filter(|_| !fenced) else {
+            return Err(self.txn_error(e));
+        };
+        if let Some((code, reason)) = &fatal {
+            tracing::warn!(error = %code, reason, "fatal transactional producer error; replacing the producer and rewinding");
+        }
+        let ctx = super::SinkContext(self.state.clone());
+        let fresh = super::producer(&self.settings, ctx)?;
+        let timeout = settings.timeout.max(Duration::from_secs(30));
+        tokio::task::block_in_place(|| fresh.init_transactions(timeout))
+            .map_err(SinkError::Transaction)?;
+        let old = std::mem::replace(
+            &mut *self.producer.write().unwrap_or_else(|e| e.into_inner()),
+            fresh,
+        );
+        old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        if let Some(mut t) = self.txn() {
+            t.open = false;
+            t.produced.clear();
+        }
+        self.ctx().commits.request_rewind();
+        TransactionEnded {
+            outcome: TransactionOutcome::Aborted,
+        }
+        .emit(&self.ctx().metrics);
+        Ok(())
+    }
+
     fn txn_error(&self, e: KafkaError) -> SinkError {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
+        if let Some((code, reason)) = self.producer().client().fatal_error() {
             tracing::error!(error = %code, reason, "fatal transactional producer error (fenced by a newer instance with the same transactional.id?)");
         }
         SinkError::Transaction(e)
