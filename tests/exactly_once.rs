@@ -551,7 +551,9 @@ async fn a_third_instance_joins_and_one_leaves_under_load() {
     let t0 = Instant::now();
     let t = Topics::new("eos-scale");
     t.create(PARTS).await;
-    let all = txs(25, 60_000);
+    // A minute of feed at 2,000 a second: the join and the leave (each a
+    // rebalance that commits at its barrier) land under load.
+    let all = txs(25, 120_000);
     // The default session timeout: the leaver's partitions move 6 s after
     // it stops (a static member leaves no group on SIGTERM).
     let mut a = Instance::start(&t, "a", &[]);

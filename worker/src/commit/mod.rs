@@ -276,6 +276,11 @@ impl Commits {
         self.tracker.close();
     }
 
+    /// The sink has stopped ([`Commits::close`]).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tracker.is_closed()
+    }
+
     /// Whether offsets travel in transactions.
     pub(crate) fn exactly_once(&self) -> bool {
         self.exactly_once

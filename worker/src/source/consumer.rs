@@ -330,6 +330,11 @@ impl SourceContext {
             self.commits.request_rewind();
             return false;
         }
+        if self.commits.is_closed() {
+            // Shutdown: the sink has stopped after the last transaction,
+            // which carried everything handed over.
+            return true;
+        }
         let barrier = self.commits.barrier();
         let committed = self.hand_over(Some(StateOp::Commit(barrier)))
             && self.commits.wait_barrier(barrier, self.revoke_drain);

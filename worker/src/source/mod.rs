@@ -412,11 +412,22 @@ impl Source {
     }
 
     fn resume_at(&self, partition: i32, start: Offset) {
-        if let Err(e) = self
-            .consumer
-            .seek(&self.topic, partition, start, Duration::from_secs(10))
+        // A partition whose fetch has not started yet (its first offset
+        // lookup after the assignment still running) refuses a seek with
+        // `Erroneous state` for a moment; resuming without the seek would
+        // skip the records the state needs replayed (or score them twice).
+        let mut tries = 0;
+        while let Err(e) =
+            self.consumer
+                .seek(&self.topic, partition, start, Duration::from_secs(10))
         {
-            tracing::warn!(partition, error = %e, "cannot seek the restored partition");
+            tries += 1;
+            if tries >= 100 {
+                tracing::error!(partition, error = %e, "cannot seek the restored partition; it resumes where the group committed");
+                break;
+            }
+            tracing::debug!(partition, error = %e, "seek refused; retrying");
+            std::thread::sleep(Duration::from_millis(50));
         }
         let mut tpl = rdkafka::TopicPartitionList::new();
         tpl.add_partition(&self.topic, partition);
