@@ -412,17 +412,19 @@ impl Source {
     }
 
     fn resume_at(&self, partition: i32, start: Offset) {
-        // A partition whose fetch has not started yet (its first offset
-        // lookup after the assignment still running) refuses a seek with
-        // `Erroneous state` for a moment; resuming without the seek would
-        // skip the records the state needs replayed (or score them twice).
+        // A partition whose fetch has not started yet refuses a seek with
+        // `Erroneous state`: its committed offset is still being fetched
+        // (under read_committed that waits while a transaction holding the
+        // group's offsets is open, e.g. a killed predecessor's until it is
+        // fenced). Resuming without the seek would skip the records the
+        // state needs replayed: it is retried, for up to 30 s.
         let mut tries = 0;
         while let Err(e) =
             self.consumer
                 .seek(&self.topic, partition, start, Duration::from_secs(10))
         {
             tries += 1;
-            if tries >= 100 {
+            if tries >= 600 {
                 tracing::error!(partition, error = %e, "cannot seek the restored partition; it resumes where the group committed");
                 break;
             }
