@@ -431,11 +431,28 @@ pub struct Rec {
 /// Reads a topic from the beginning until `want` records arrived or
 /// `idle` passed without a new one.
 pub fn read_topic(topic: &str, want: usize, idle: Duration) -> Vec<Rec> {
-    let consumer: BaseConsumer = client()
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let (consumer, _) = reader_from_start(topic, &[]);
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while out.len() < want && last.elapsed() < idle {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(rec_of(&m));
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+/// A consumer of its own group assigned every partition of `topic` from
+/// the beginning, with `options`; and the partition count.
+fn reader_from_start(topic: &str, options: &[(&str, &str)]) -> (BaseConsumer, usize) {
+    let mut c = client();
+    c.set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false");
+    for (k, v) in options {
+        c.set(*k, *v);
+    }
+    let consumer: BaseConsumer = c.create().expect("consumer");
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("metadata");
@@ -446,15 +463,7 @@ pub fn read_topic(topic: &str, want: usize, idle: Duration) -> Vec<Rec> {
             .unwrap();
     }
     consumer.assign(&tpl).expect("assign");
-    let mut out = Vec::new();
-    let mut last = Instant::now();
-    while out.len() < want && last.elapsed() < idle {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.push(rec_of(&m));
-            last = Instant::now();
-        }
-    }
-    out
+    (consumer, n)
 }
 
 /// A consumed message as a [`Rec`].
@@ -487,23 +496,13 @@ pub fn rec_of(m: &impl Message) -> Rec {
 /// Panics when some partition has not reached its end within `limit`.
 pub fn read_committed(topic: &str, limit: Duration) -> (Vec<Rec>, Vec<(i64, i64)>) {
     use rdkafka::error::KafkaError;
-    let consumer: BaseConsumer = client()
-        .set("group.id", unique("reader"))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let n = md.topics().first().map_or(0, |t| t.partitions().len());
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n as i32 {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).expect("assign");
+    let (consumer, n) = reader_from_start(
+        topic,
+        &[
+            ("isolation.level", "read_committed"),
+            ("enable.partition.eof", "true"),
+        ],
+    );
     let mut out = Vec::new();
     let mut at_end = vec![false; n];
     let mut next = vec![0i64; n];

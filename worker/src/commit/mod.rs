@@ -79,15 +79,6 @@ impl DeliveryConfig {
     }
 }
 
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            guarantee: Guarantee::DEFAULT,
-            commit_interval: Self::DEFAULT_COMMIT_INTERVAL,
-        }
-    }
-}
-
 /// What [`Commits`] needs of the input consumer.
 pub(crate) trait OffsetStore: Send + Sync {
     /// Stores `offset` of `partition` for the next commit (librdkafka

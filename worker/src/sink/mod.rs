@@ -621,6 +621,7 @@ impl Sink {
             SinkItem::Scored(batch) => {
                 // One clock read per batch, not per record.
                 let enqueued = Instant::now();
+                self.produced_in_transaction(batch.records.iter().filter_map(|r| r.produced_at));
                 for r in batch.records {
                     match self.refused_before(r.partition, r.offset) {
                         Refused::No => {}
@@ -643,9 +644,6 @@ impl Sink {
                         attempts: 0,
                         state: None,
                     };
-                    if let Some(t) = r.produced_at {
-                        self.produced_in_transaction(t);
-                    }
                     let rec = BaseRecord::with_opaque_to(
                         &self.settings.output_topic,
                         Box::new(origin.clone()),

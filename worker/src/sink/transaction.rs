@@ -148,11 +148,11 @@ impl Sink {
         }
     }
 
-    /// An output of input produced at `ms` went into the open transaction.
-    #[inline]
-    pub(super) fn produced_in_transaction(&self, ms: i64) {
+    /// Outputs of inputs produced at these times (ms) go into the open
+    /// transaction (one lock per batch).
+    pub(super) fn produced_in_transaction(&self, ms: impl Iterator<Item = i64>) {
         if let Some(mut t) = self.txn() {
-            t.produced.push(ms);
+            t.produced.extend(ms);
         }
     }
 
