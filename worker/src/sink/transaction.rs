@@ -227,14 +227,33 @@ impl Sink {
             self.producer()
                 .send_offsets_to_transaction(&tpl, &meta, CALL_TIMEOUT)?;
         }
+        self.settle(CALL_TIMEOUT);
         // A retriable error (a timeout while a broker fails over) may be
         // retried as it is; the transaction stays as it was.
         let mut tries = 0;
         loop {
             match self.producer().commit_transaction(CALL_TIMEOUT) {
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => tries += 1,
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, tries, "transaction commit retriable; retrying");
+                }
                 other => return other,
             }
+        }
+    }
+
+    /// Waits (1 ms steps, at most `limit`) until every record handed to
+    /// the producer is settled. rust-rdkafka's `commit_transaction`
+    /// flushes first by polling the producer's event queue up to 100 ms
+    /// at a time, while the `ThreadedProducer`'s own thread serves the
+    /// delivery reports it waits for: a commit with a record still in
+    /// flight stalled 100 ms (seen in `debug=eos` logs: 100 ms between
+    /// `send_offsets_to_transaction` returning and the commit starting).
+    /// With the queue empty its flush returns at once.
+    fn settle(&self, limit: Duration) {
+        let until = std::time::Instant::now() + limit;
+        while self.producer().in_flight_count() > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -247,7 +266,10 @@ impl Sink {
                 // Retriable while the coordinator moves (a broker lost):
                 // a minute at most, then the instance stops.
                 match self.producer().abort_transaction(CALL_TIMEOUT) {
-                    Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 6 => tries += 1,
+                    Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 6 => {
+                        tries += 1;
+                        tracing::warn!(error = %e, tries, "transaction abort retriable; retrying");
+                    }
                     other => return other,
                 }
             }
