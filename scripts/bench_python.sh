@@ -125,73 +125,10 @@ read -r P_U P_S P_RSS P_RATE <<< "$(least "$LOGS/py.runs")"
 cpu_all() { awk -v n="$N" '{ printf "%s%.1f", (NR > 1 ? ", " : ""), ($1 + $2) * 1e6 / n }' "$1"; }
 
 echo "bench_python: parity" >&2
-"$PY" - "$BROKERS" "$T.out.1" "$T.pyout.1" schemas/scored_transaction.avsc "$N" > "$LOGS/parity.json" <<'PYTHON'
-"""Joins both output topics by transaction_id."""
-import io
-import json
-import sys
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from fastavro import parse_schema, schemaless_reader
-
-brokers, rust_topic, py_topic, schema_path, n = sys.argv[1:6]
-
-
-def plain(s):
-    if isinstance(s, dict):
-        return {k: plain(v) for k, v in s.items() if k != "logicalType"}
-    return [plain(x) for x in s] if isinstance(s, list) else s
-
-
-schema = parse_schema(plain(json.load(open(schema_path))))
-
-
-def read_all(topic):
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "bench-python-parity",
-                  "enable.auto.commit": False, "enable.partition.eof": True})
-    parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
-    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-    at_end, out = {p: False for p in parts}, {}
-    while not all(at_end.values()):
-        for m in c.consume(10000, 0.5):
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    at_end[m.partition()] = True
-                continue
-            at_end[m.partition()] = False
-            b = io.BytesIO(m.value())
-            b.seek(10)
-            r = schemaless_reader(b, schema, None)
-            out[r["transaction_id"]] = r
-    c.close()
-    return out
-
-
-rs, py = read_all(rust_topic), read_all(py_topic)
-common = [k for k in rs if k in py]
-diff = {k: abs(rs[k]["score"] - py[k]["score"]) for k in common}
-agree = sum(rs[k]["is_fraud"] == py[k]["is_fraud"] for k in common)
-# A flag may differ only where both scores sit within float rounding of the threshold.
-unexplained = [k for k in common if rs[k]["is_fraud"] != py[k]["is_fraud"]
-               and abs(rs[k]["score"] - rs[k]["threshold"]) > 1e-5]
-fields = ("event_time", "customer_id", "terminal_id", "amount", "currency", "threshold",
-          "model_name", "model_version")
-other = sum(any(rs[k][f] != py[k][f] for f in fields) for k in common)
-res = {
-    "rust": len(rs), "python": len(py), "joined": len(common),
-    "max_abs_diff": max(diff.values(), default=0.0),
-    "mean_abs_diff": sum(diff.values()) / max(len(diff), 1),
-    "identical": sum(d == 0.0 for d in diff.values()),
-    "agree": agree, "flags_agree": agree / max(len(common), 1),
-    "flagged_rust": sum(rs[k]["is_fraud"] for k in common),
-    "flagged_python": sum(py[k]["is_fraud"] for k in common),
-    "unexplained_flags": len(unexplained), "other_fields_differ": other,
-    "worst": sorted(((d, k) for k, d in diff.items()), reverse=True)[:3],
-}
-res["ok"] = (len(common) == int(n) and len(rs) == len(py) and not unexplained and other == 0
-             and res["max_abs_diff"] < 1e-4)
-print(json.dumps(res))
-PYTHON
+# scripts/parity.py joins both output topics by transaction_id; its exit
+# status is not ours (the verdict below allows order-dependent runs).
+"$PY" scripts/parity.py "$BROKERS" "$T.out.1" "$T.pyout.1" "$N" --names rust,python \
+  --tolerance 1e-4 --allow-threshold-flips > "$LOGS/parity.json" || true
 cat "$LOGS/parity.json" >&2
 pj() { "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$LOGS/parity.json" "$1"; }
 
