@@ -141,6 +141,8 @@ series! {
         "Records sent to the dead-letter topic (reason: stable code).";
     Transactions(TransactionOutcome) = "riskstream_transactions_total",
         "Exactly-once transactions ended (reason: committed, or aborted and rewound to the last commit).";
+    PipelineRestarts(RestartCause) = "riskstream_pipeline_restarts_total",
+        "Times the worker started its pipeline again in the same process (reason: fenced_static_member = the broker fenced the input consumer's group.instance.id).";
 }
 
 label_values! {
@@ -199,6 +201,13 @@ label_values! {
     pub enum TransactionOutcome for Transactions {
         Committed = "committed",
         Aborted = "aborted",
+    }
+}
+
+label_values! {
+    /// Why the pipeline was started again.
+    pub enum RestartCause for PipelineRestarts {
+        FencedStaticMember = "fenced_static_member",
     }
 }
 
@@ -547,6 +556,17 @@ impl Emit for TransactionEnded {
     fn emit(&self, m: &Metrics) {
         m.count(self.outcome, 1);
         tracing::debug!(outcome = self.outcome.as_str(), "transaction ended");
+    }
+}
+
+/// The pipeline was started again in the same process (WARN where it is
+/// decided, `pipeline::run`).
+#[derive(Debug)]
+pub struct PipelineRestarted;
+
+impl Emit for PipelineRestarted {
+    fn emit(&self, m: &Metrics) {
+        m.count(RestartCause::FencedStaticMember, 1);
     }
 }
 

@@ -27,6 +27,7 @@ use crate::codec::{Codec, FraudLabel, Written};
 use crate::commit::Commits;
 use crate::config::RunConfig;
 use crate::drift::sidecar::DriftSidecar;
+use crate::metrics::events::{Emit as _, PipelineRestarted};
 use crate::message::{LabelProgress, Shared, SinkItem, Work, CHUNK};
 use crate::metrics::Metrics;
 use crate::scoring::serving::{load_checked, spawn_watcher, WatchConfig};
@@ -106,18 +107,53 @@ pub struct RunReport {
 pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
     let codec = Arc::new(open_codec(&cfg, &handles.metrics)?);
-    let models = load_models(&cfg, &handles.metrics)?;
+    let mut models = Some(load_models(&cfg, &handles.metrics)?);
     serve_http(&cfg, &handles).await?;
     check_access(&cfg)?;
     ensure_topics(&cfg).await?;
-    let shared = Shared {
-        codec,
-        metrics: handles.metrics.clone(),
-        cancel: handles.cancel.clone(),
-    };
-    let running = Running::start(&cfg, &handles, shared, models)?;
-    running.finish(&cfg, &handles, started).await
+    let mut restarts: Vec<Instant> = Vec::new();
+    loop {
+        // Each attempt stops on a token of its own; SIGTERM (the parent)
+        // stops them all.
+        let attempt = Handles {
+            cancel: handles.cancel.child_token(),
+            ..handles.clone()
+        };
+        let shared = Shared {
+            codec: codec.clone(),
+            metrics: handles.metrics.clone(),
+            cancel: attempt.cancel.clone(),
+        };
+        let models = match models.take() {
+            Some(m) => m,
+            None => load_models(&cfg, &handles.metrics)?,
+        };
+        let running = Running::start(&cfg, &attempt, shared, models)?;
+        match running.finish(&cfg, &attempt, started).await {
+            Err(PipelineError::Source(e))
+                if e.is_fenced_static_member() && !handles.cancel.is_cancelled() =>
+            {
+                restarts.retain(|t| t.elapsed() < RESTART_WINDOW);
+                if restarts.len() >= MAX_RESTARTS {
+                    return Err(PipelineError::Source(e));
+                }
+                restarts.push(Instant::now());
+                tracing::warn!(
+                    restarts = restarts.len(),
+                    "the input consumer was fenced as a static member (after a group coordinator failover); starting the pipeline again"
+                );
+                PipelineRestarted.emit(&handles.metrics);
+            }
+            other => return other,
+        }
+    }
 }
+
+/// A static member (`group.instance.id`) the broker fenced is started again
+/// at most this often within [`RESTART_WINDOW`], then the worker stops: a
+/// second process with the same instance id would fence it back for ever.
+const MAX_RESTARTS: usize = 3;
+const RESTART_WINDOW: Duration = Duration::from_secs(600);
 
 /// The codec: extra writer schemas, and the schema registry when configured.
 fn open_codec(cfg: &RunConfig, metrics: &Arc<Metrics>) -> Result<Codec, PipelineError> {

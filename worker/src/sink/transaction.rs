@@ -199,13 +199,25 @@ impl Sink {
                 .emit(&self.ctx().metrics);
                 true
             }
-            Err(e) if is_fatal(&e) || self.producer().client().fatal_error().is_some() => {
+            Err(CommitFailure::Hung) => {
+                tracing::warn!(
+                    timeout_s = CALL_TIMEOUT.as_secs(),
+                    "send_offsets_to_transaction did not return (group coordinator lost); replacing the producer and rewinding"
+                );
+                if let Some(b) = barrier {
+                    commits.barrier_done(b, false);
+                }
+                return self.recover(KafkaError::Canceled);
+            }
+            Err(CommitFailure::Kafka(e))
+                if is_fatal(&e) || self.producer().client().fatal_error().is_some() =>
+            {
                 if let Some(b) = barrier {
                     commits.barrier_done(b, false);
                 }
                 return self.recover(e);
             }
-            Err(e) => {
+            Err(CommitFailure::Kafka(e)) => {
                 tracing::warn!(error = %e, "transaction commit failed; aborting");
                 self.abort(true)?;
                 false
@@ -217,15 +229,14 @@ impl Sink {
         Ok(())
     }
 
-    fn commit_blocking(&self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+    fn commit_blocking(&self, offsets: &[(i32, i64)]) -> Result<(), CommitFailure> {
         if !offsets.is_empty() {
             let (tpl, meta) = self
                 .ctx()
                 .commits
                 .transaction_offsets(offsets)
                 .ok_or(KafkaError::Canceled)?;
-            self.producer()
-                .send_offsets_to_transaction(&tpl, &meta, CALL_TIMEOUT)?;
+            self.send_offsets(tpl, meta)?;
         }
         self.settle(CALL_TIMEOUT);
         // A retriable error (a timeout while a broker fails over) may be
@@ -237,8 +248,35 @@ impl Sink {
                     tries += 1;
                     tracing::warn!(error = %e, tries, "transaction commit retriable; retrying");
                 }
-                other => return other,
+                other => return other.map_err(CommitFailure::Kafka),
             }
+        }
+    }
+
+    /// `send_offsets_to_transaction` on a thread of its own, waited for at
+    /// most [`CALL_TIMEOUT`] and a margin. librdkafka (2.12; open upstream
+    /// as confluentinc/librdkafka#5456 and #5511) can block in it for ever
+    /// when the group coordinator's broker is lost: its timeout is not
+    /// checked on the coordinator request. Seen here: both instances of the
+    /// coordinator-kill test stuck in it for minutes. A call that does not
+    /// return is given up with its producer ([`CommitFailure::Hung`]): the
+    /// thread keeps its handle until librdkafka lets go.
+    fn send_offsets(
+        &self,
+        tpl: rdkafka::TopicPartitionList,
+        meta: rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<(), CommitFailure> {
+        let producer = self.producer().clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("txn-offsets".into())
+            .spawn(move || {
+                let _ = tx.send(producer.send_offsets_to_transaction(&tpl, &meta, CALL_TIMEOUT));
+            })
+            .map_err(|_| CommitFailure::Hung)?;
+        match rx.recv_timeout(CALL_TIMEOUT + Duration::from_secs(5)) {
+            Ok(result) => result.map_err(CommitFailure::Kafka),
+            Err(_) => Err(CommitFailure::Hung),
         }
     }
 
@@ -408,6 +446,19 @@ impl Sink {
             tracing::error!(error = %code, reason, "fatal transactional producer error (fenced by a newer instance with the same transactional.id?)");
         }
         SinkError::Transaction(e)
+    }
+}
+
+/// Why a commit did not happen.
+enum CommitFailure {
+    Kafka(KafkaError),
+    /// A librdkafka call that did not return in time.
+    Hung,
+}
+
+impl From<KafkaError> for CommitFailure {
+    fn from(e: KafkaError) -> Self {
+        CommitFailure::Kafka(e)
     }
 }
 

@@ -71,6 +71,16 @@ impl SourceError {
         }
     }
 
+    /// The broker fenced the consumer as a static member: another member
+    /// joined with its `group.instance.id`, or (seen on Apache Kafka 4.1
+    /// with librdkafka 2.12) the consumer's own rejoin after its group
+    /// coordinator's broker was lost. A fenced consumer is dead for good;
+    /// the pipeline starts again with a new one ([`crate::pipeline::run`]).
+    pub fn is_fenced_static_member(&self) -> bool {
+        matches!(self, SourceError::Fatal(e)
+            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId))
+    }
+
     /// What follows ([`crate::outcome::decide`]): the worker stops.
     pub fn outcome(&self) -> crate::outcome::Outcome {
         crate::outcome::decide(self.domain())
@@ -242,6 +252,13 @@ impl Source {
             }
             let next = match polled {
                 None if self.chunk().drained() => {
+                    // A fatal error (a fenced static member) comes through
+                    // the error callback only; the consumer then has no
+                    // assignment and its polls return nothing, for ever.
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        tracing::error!(error = %code, reason, "fatal consumer error");
+                        return Err(SourceError::Fatal(KafkaError::Global(code)));
+                    }
                     self.store_idle_positions();
                     Next::Continue
                 }
