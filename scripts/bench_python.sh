@@ -20,9 +20,9 @@
 # assigned partition), so check parity there with BENCH_PARTITIONS=1.
 # Prints one Markdown table and writes it to bench-python.md (or $BENCH_OUT).
 # The binary: $RISKSTREAM_BIN, else $CARGO_TARGET_DIR/release/riskstream
-# (built here when missing). The Python venv lives in
-# ${RISKSTREAM_CACHE:-~/.cache/riskstream}/venv-python-worker; pip runs only
-# when requirements.txt changed.
+# (built here when missing). The Python venv: scripts/python_worker_venv.sh
+# (${RISKSTREAM_CACHE:-~/.cache/riskstream}/venv-python-worker; pip runs only
+# when requirements.txt changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RISKSTREAM_CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
@@ -33,7 +33,6 @@ PARTITIONS="${BENCH_PARTITIONS:-4}"
 RUNS="${BENCH_RUNS:-1}"
 BROKERS="${RISKSTREAM_BROKERS:-127.0.0.1:9092}"
 CSV=../shared/data/handbook/transactions.csv.gz
-REQ=benches/peers/python/requirements.txt
 command -v /usr/bin/time >/dev/null || { apt-get install -y time >/dev/null 2>&1 || true; }
 command -v /usr/bin/time >/dev/null || { echo "bench_python: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 
@@ -47,23 +46,8 @@ else
 fi
 [ -x "$B" ] || { echo "bench_python: no riskstream binary at $B" >&2; exit 1; }
 
-# The Python venv (one installer at a time).
-VENV="$RISKSTREAM_CACHE/venv-python-worker"
-PY="$VENV/bin/python"
-mkdir -p "$RISKSTREAM_CACHE"
-if command -v flock >/dev/null 2>&1; then
-  exec 9>"$RISKSTREAM_CACHE/venv-python-worker.lock"
-  flock 9
-fi
-stamp="$VENV/.riskstream-requirements"
-if [ ! -x "$PY" ] || ! cmp -s "$REQ" "$stamp" \
-  || ! "$PY" -c 'import confluent_kafka, fastavro, numpy' 2>/dev/null; then
-  echo "bench_python: setting up $VENV" >&2
-  python3 -m venv "$VENV"
-  "$PY" -m pip install --quiet --disable-pip-version-check --only-binary=:all: -r "$REQ" >&2
-  cp "$REQ" "$stamp"
-fi
-if command -v flock >/dev/null 2>&1; then exec 9>&-; fi
+# The Python venv (scripts/python_worker_venv.sh sets it up once).
+PY="$(scripts/python_worker_venv.sh)"
 
 BROKER_HOST="${BROKERS%%,*}"
 if [ "$BROKER_HOST" = "127.0.0.1:9092" ]; then scripts/broker.sh start >&2; fi

@@ -28,7 +28,10 @@ What it does, as the Rust worker does:
 Model: the JSON of `riskstream models export NAME@ALIAS --out FILE`.
 
 Prints `records_per_second=...` at the end (handled records over the time
-from the first consumed input record to the final commit).
+from the first consumed input record to the final commit) and
+`first_output_seconds=...` (process start to the first output the broker
+acknowledged, as riskstream and the Kafka Streams peer measure it; -1 when
+there was none).
 """
 
 from __future__ import annotations
@@ -44,6 +47,23 @@ import time
 from bisect import bisect_right
 from collections import deque
 from pathlib import Path
+
+
+def _process_start() -> float:
+    """time.monotonic() at this process's start (Linux: /proc; else now)."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+        return now - max(age, 0.0)
+    except (OSError, ValueError, IndexError):
+        return now
+
+
+PROCESS_START = _process_start()
 
 # One BLAS thread: a 512 x 18 @ 18 x 128 product gains nothing from more, and
 # OpenBLAS's extra threads spin (CPU time) while they wait for work, the more
@@ -492,6 +512,7 @@ class Batch:
     """Outputs of one consumed batch: its input offsets are stored once all are delivered."""
 
     __slots__ = ("pending", "offsets", "n", "producer")
+    first_ack = None  # time.monotonic() of the first acknowledged output
 
     def __init__(self, producer, offsets: dict, n: int):
         self.producer = producer
@@ -502,6 +523,8 @@ class Batch:
     def ack(self, err, msg) -> None:
         if err is None:
             self.pending -= 1
+            if Batch.first_ack is None:
+                Batch.first_ack = time.monotonic()
             return
         if err.fatal() or (not err.retriable() and err.code() != KafkaError._MSG_TIMED_OUT):
             raise KafkaException(err)
@@ -763,9 +786,10 @@ class Worker:
         self.consumer.close()
         self.labels.close()
         rate = self.delivered / elapsed if elapsed > 0 else 0.0
+        first_output = Batch.first_ack - PROCESS_START if Batch.first_ack is not None else -1.0
         print(
             f"handled={self.delivered} dead_letters={self.dead} active_seconds={elapsed:.3f} "
-            f"records_per_second={rate:.1f}",
+            f"records_per_second={rate:.1f} first_output_seconds={first_output:.3f}",
             flush=True,
         )
         return 0 if not left and not self.pending else 1
