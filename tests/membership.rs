@@ -170,3 +170,58 @@ async fn a_static_member_restarted_within_its_session_gets_its_partitions_back_w
         "B's partitions paused {gap} ms while A restarted"
     );
 }
+
+/// Two processes with one `--group-instance-id` (a misconfiguration, or a
+/// successor started before its predecessor died): the broker fences one;
+/// it notices while idle, starts its pipeline again with a new consumer
+/// (which fences the other in turn), and after 3 restarts within 10
+/// minutes exits with the reason instead of fencing back for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_with_one_instance_id_fence_each_other_then_one_stops_with_the_reason() {
+    let _one = ONE.lock().await;
+    let t = Topics::new("twins");
+    t.create(PARTS).await;
+    let member = [
+        "--group-instance-id",
+        "twin",
+        "--session-timeout-ms",
+        "10000",
+    ];
+    let mut a = Worker::start(&t, &member);
+    assert!(
+        wait_for(Duration::from_secs(60), || !holds(&a.log_text()).is_empty()),
+        "A joins; log:\n{}",
+        a.log_text()
+    );
+    let mut b = Worker::start(&t, &member);
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    let (code, log, other) = loop {
+        if let Some(code) = a.wait(Duration::from_millis(500)) {
+            break (code, a.log_text(), &mut b);
+        }
+        if let Some(code) = b.wait(Duration::from_millis(500)) {
+            break (code, b.log_text(), &mut a);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither twin stopped within 240 s; logs:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+    };
+    let restarts = log.matches("starting the pipeline again").count();
+    assert_eq!(restarts, 3, "three restarts before giving up; log:\n{log}");
+    assert_ne!(code, 0, "exit status; log:\n{log}");
+    assert!(
+        log.contains("fenced this consumer's group.instance.id"),
+        "the reason is said; log:\n{log}"
+    );
+    // The twin left standing restarted too (it was fenced at least once)
+    // and still serves.
+    let (_, body) = http_get(&other.log_text(), "/metrics");
+    assert!(
+        metric(&body, "riskstream_pipeline_restarts_total") >= 1.0,
+        "the other twin counts its restarts:\n{body}"
+    );
+    other.stop_cleanly(Duration::from_secs(30));
+}

@@ -140,6 +140,10 @@ mod tests {
                 SourceError::Fatal(KafkaError::MessageConsumptionFatal(C::Fatal)),
                 cluster,
             ),
+            (
+                SourceError::Fenced(KafkaError::Global(C::FencedInstanceId)),
+                cluster,
+            ),
         ];
         for (e, domain) in source {
             assert_eq!((e.domain(), e.outcome()), (domain, Outcome::Stop), "{e}");

@@ -31,6 +31,9 @@ type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// How long one transactional call may block.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// `init_transactions` calls of a replacement producer (each up to the
+/// transaction timeout) before the worker stops.
+const INIT_TRIES: u32 = 4;
 /// Refused input coordinates remembered at most (the oldest go first).
 const MAX_REFUSED: usize = 10_000;
 
@@ -422,8 +425,19 @@ impl Sink {
         let ctx = super::SinkContext(self.state.clone());
         let fresh = super::producer(&self.settings, ctx)?;
         let timeout = settings.timeout.max(Duration::from_secs(30));
-        tokio::task::block_in_place(|| fresh.init_transactions(timeout))
-            .map_err(SinkError::Transaction)?;
+        // Retriable (CONCURRENT_TRANSACTIONS while the coordinator still
+        // aborts what the old producer left open, its markers waiting for a
+        // lost partition leader; a timeout): the same call again, a few
+        // times unless the worker is stopping.
+        let mut tries = 0;
+        while let Err(e) = tokio::task::block_in_place(|| fresh.init_transactions(timeout)) {
+            let retriable = matches!(&e, KafkaError::Transaction(r) if r.is_retriable());
+            tries += 1;
+            if !retriable || tries >= INIT_TRIES || self.ctx().cancel.is_cancelled() {
+                return Err(SinkError::Transaction(e));
+            }
+            tracing::warn!(error = %e, tries, "the new transactional producer cannot start yet; retrying");
+        }
         let old = std::mem::replace(
             &mut *self.producer.write().unwrap_or_else(|e| e.into_inner()),
             fresh,

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,8 @@ pub enum SourceError {
     },
     #[error("fatal consumer error (check brokers, credentials and topic ACLs)")]
     Fatal(#[source] KafkaError),
+    #[error("the broker fenced this consumer's group.instance.id (another process with the same --group-instance-id?)")]
+    Fenced(#[source] KafkaError),
 }
 
 impl SourceError {
@@ -65,7 +67,7 @@ impl SourceError {
         use crate::outcome::{Domain, Input};
         match self {
             SourceError::Create(_) => Domain::Input(Input::Settings),
-            SourceError::Subscribe { .. } | SourceError::Fatal(_) => {
+            SourceError::Subscribe { .. } | SourceError::Fatal(_) | SourceError::Fenced(_) => {
                 Domain::External { transient: false }
             }
         }
@@ -77,8 +79,7 @@ impl SourceError {
     /// coordinator's broker was lost. A fenced consumer is dead for good;
     /// the pipeline starts again with a new one ([`crate::pipeline::run`]).
     pub fn is_fenced_static_member(&self) -> bool {
-        matches!(self, SourceError::Fatal(e)
-            if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId))
+        matches!(self, SourceError::Fenced(_))
     }
 
     /// What follows ([`crate::outcome::decide`]): the worker stops.
@@ -257,7 +258,12 @@ impl Source {
                     // assignment and its polls return nothing, for ever.
                     if let Some((code, reason)) = consumer.client().fatal_error() {
                         tracing::error!(error = %code, reason, "fatal consumer error");
-                        return Err(SourceError::Fatal(KafkaError::Global(code)));
+                        let e = KafkaError::Global(code);
+                        return Err(if code == RDKafkaErrorCode::FencedInstanceId {
+                            SourceError::Fenced(e)
+                        } else {
+                            SourceError::Fatal(e)
+                        });
                     }
                     self.store_idle_positions();
                     Next::Continue

@@ -158,6 +158,12 @@ fn replay_blocking(args: &ReplayArgs) -> Result<ReplayReport, ReplayError> {
         if args.limit.is_some_and(|l| replay.report.transactions >= l) {
             return Ok(false);
         }
+        if replay.report.transactions == 0 {
+            // The clock (pace, rate) starts at the first row sent, not
+            // before the rows ahead of `--from` were read and skipped: a
+            // paced replay from a late day opened with a burst.
+            replay.started = Instant::now();
+        }
         replay.send_row(row)?;
         if replay.report.transactions.is_multiple_of(1024) {
             bar.set_position(replay.report.transactions);
