@@ -597,7 +597,6 @@ async fn a_third_instance_joins_and_one_leaves_under_load() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "known failure (issue 25 note): after the transaction coordinator's broker is killed, an instance that aborted and rewound can stop making progress; run with --ignored"]
 async fn output_leader_and_transaction_coordinator_killed_under_load() {
     let _one = CLUSTER.lock().await;
     cluster_up();

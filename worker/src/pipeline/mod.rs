@@ -144,7 +144,11 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
                 );
                 PipelineRestarted.emit(&handles.metrics);
             }
-            other => return other,
+            other => {
+                // Whatever serves beside the attempts (HTTP) stops too.
+                handles.cancel.cancel();
+                return other;
+            }
         }
     }
 }
