@@ -77,6 +77,24 @@ const BROKER_DEFAULT_REPLICATION: i32 = -1;
 /// of 0.2 s. Users' `--kafka` options still win for the label reader.
 pub(crate) const READ_TO_END_FETCH_WAIT_MS: &str = "10";
 
+/// Context of a consumer that reads partitions to their end
+/// (`enable.partition.eof`): the end of a partition is how it knows it
+/// caught up, not an error worth logging (rust-rdkafka's default context
+/// logs it at ERROR); other errors are WARN, named by the reader.
+pub struct ReadToEnd(pub &'static str);
+
+impl ClientContext for ReadToEnd {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !eof {
+            tracing::warn!(error = %error, reason, "{} consumer error", self.0);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReadToEnd {}
+
 /// `fetch.wait.max.ms` of the input consumer. Kafka answers a fetch as soon
 /// as records arrive, so this bounds only how long an idle fetch is held;
 /// but a `seek` (each restored partition resumes with one) waits in

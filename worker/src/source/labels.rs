@@ -9,10 +9,10 @@ use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::guard;
 use super::{decode_waiting, SourceError};
@@ -38,21 +38,8 @@ pub struct LabelConfig {
     pub input_topic: String,
 }
 
-/// Context of the label reader: end-of-partition is how it knows it caught
-/// up, not an error worth logging.
-pub struct LabelContext;
-
-impl ClientContext for LabelContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::warn!(error = %error, reason, "labels consumer error");
-        }
-    }
-}
-
-impl ConsumerContext for LabelContext {}
+/// Context of the label reader.
+pub type LabelContext = crate::kafka::ReadToEnd;
 
 /// Bounds on a label before it may touch terminal state: ids no longer
 /// than the input guard's default, event time after 2000-01-01 and not
@@ -203,7 +190,7 @@ impl LabelReader {
             c.set(k, v);
         }
         c.set("isolation.level", "read_committed");
-        c.create_with_context(LabelContext)
+        c.create_with_context(crate::kafka::ReadToEnd("labels"))
             .map_err(SourceError::Create)
     }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -34,7 +34,7 @@ pub struct Restored {
 /// Reads changelog partitions (one at a time) with its own consumer,
 /// outside any group.
 pub struct Restorer {
-    consumer: BaseConsumer<DefaultConsumerContext>,
+    consumer: BaseConsumer<crate::kafka::ReadToEnd>,
     topic: String,
     fingerprint: u64,
     timeout: Duration,
@@ -61,7 +61,9 @@ impl Restorer {
             .set("fetch.wait.max.ms", crate::kafka::READ_TO_END_FETCH_WAIT_MS)
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
-        let consumer = c.create().map_err(StateError::Client)?;
+        let consumer = c
+            .create_with_context(crate::kafka::ReadToEnd("state changelog"))
+            .map_err(StateError::Client)?;
         Ok(Self {
             consumer,
             topic: topic.to_string(),
