@@ -80,15 +80,37 @@ pub(crate) const READ_TO_END_FETCH_WAIT_MS: &str = "10";
 /// Context of a consumer that reads partitions to their end
 /// (`enable.partition.eof`): the end of a partition is how it knows it
 /// caught up, not an error worth logging (rust-rdkafka's default context
-/// logs it at ERROR); other errors are WARN, named by the reader.
-pub struct ReadToEnd(pub &'static str);
+/// logs it at ERROR). Other errors: WARN for a reader that runs all the
+/// time (`ReadToEnd::LABELS`), DEBUG for one whose reads decide what a
+/// failure means themselves (the changelog restore: a read that fails
+/// falls back, and says so once).
+pub struct ReadToEnd {
+    what: &'static str,
+    warn: bool,
+}
+
+impl ReadToEnd {
+    pub const LABELS: Self = Self {
+        what: "labels",
+        warn: true,
+    };
+    pub const CHANGELOG: Self = Self {
+        what: "state changelog",
+        warn: false,
+    };
+}
 
 impl ClientContext for ReadToEnd {
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(error, KafkaError::PartitionEOF(_))
             || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !eof {
-            tracing::warn!(error = %error, reason, "{} consumer error", self.0);
+        if eof {
+            return;
+        }
+        if self.warn {
+            tracing::warn!(error = %error, reason, "{} consumer error", self.what);
+        } else {
+            tracing::debug!(error = %error, reason, "{} consumer error", self.what);
         }
     }
 }

@@ -190,7 +190,7 @@ impl LabelReader {
             c.set(k, v);
         }
         c.set("isolation.level", "read_committed");
-        c.create_with_context(crate::kafka::ReadToEnd("labels"))
+        c.create_with_context(crate::kafka::ReadToEnd::LABELS)
             .map_err(SourceError::Create)
     }
 

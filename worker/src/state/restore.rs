@@ -62,7 +62,7 @@ impl Restorer {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
         let consumer = c
-            .create_with_context(crate::kafka::ReadToEnd("state changelog"))
+            .create_with_context(crate::kafka::ReadToEnd::CHANGELOG)
             .map_err(StateError::Client)?;
         Ok(Self {
             consumer,
