@@ -6,7 +6,7 @@
 # - a Java 17 JDK and Maven: Apache Kafka and Apicurio Registry run on the
 #   JVM and are fetched from Maven Central (scripts/broker.sh,
 #   scripts/registry.sh), and the Java interoperability peer is built with
-#   Maven (scripts/javapeer.sh).
+#   Maven (scripts/maven_jar.sh: the Java peers).
 set -euo pipefail
 missing=()
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev pkg-config)

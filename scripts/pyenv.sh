@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The Python environment of the interoperability tests (fastavro and a
-# current librdkafka client, pinned in tests/interop/requirements.txt):
-# a venv in the cache outside the clone, set up once; prints its python.
+# A Python environment of the project: a venv in the cache outside the clone,
+# set up once; pip runs again only when its requirements file changed;
+# prints its python.
+#   scripts/pyenv.sh                  the interoperability tests' (fastavro and
+#                                     a current librdkafka client, pinned in
+#                                     tests/interop/requirements.txt)
+#   scripts/pyenv.sh REQUIREMENTS NAME   another one, in $RISKSTREAM_CACHE/NAME
+#                                     (scripts/python_worker_venv.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${RISKSTREAM_CACHE:-$HOME/.cache/riskstream}"
-REQ=tests/interop/requirements.txt
-VENV="$CACHE/venv-interop"
+REQ="${1:-tests/interop/requirements.txt}"
+NAME="${2:-venv-interop}"
+VENV="$CACHE/$NAME"
 PY="$VENV/bin/python"
 mkdir -p "$CACHE"
+# One installer at a time.
 if command -v flock >/dev/null 2>&1; then
-  exec 9>"$CACHE/venv-interop.lock"
+  exec 9>"$CACHE/$NAME.lock"
   flock 9
 fi
 stamp="$VENV/.riskstream-requirements"
