@@ -135,12 +135,13 @@ pub async fn run(cfg: RunConfig, handles: Handles) -> Result<RunReport, Pipeline
             {
                 restarts.retain(|t| t.elapsed() < RESTART_WINDOW);
                 if restarts.len() >= MAX_RESTARTS {
+                    handles.cancel.cancel();
                     return Err(PipelineError::Source(e));
                 }
                 restarts.push(Instant::now());
                 tracing::warn!(
                     restarts = restarts.len(),
-                    "the input consumer was fenced as a static member (after a group coordinator failover); starting the pipeline again"
+                    "the input consumer was fenced as a static member (its group coordinator moved, or another process joined with the same --group-instance-id); starting the pipeline again"
                 );
                 PipelineRestarted.emit(&handles.metrics);
             }
