@@ -244,16 +244,13 @@ impl Sink {
         self.settle(CALL_TIMEOUT);
         // A retriable error (a timeout while a broker fails over) may be
         // retried as it is; the transaction stays as it was.
-        let mut tries = 0;
-        loop {
-            match self.producer().commit_transaction(CALL_TIMEOUT) {
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 3 => {
-                    tries += 1;
-                    tracing::warn!(error = %e, tries, "transaction commit retriable; retrying");
-                }
-                other => return other.map_err(CommitFailure::Kafka),
-            }
-        }
+        retrying(
+            "transaction commit",
+            3,
+            || false,
+            || self.producer().commit_transaction(CALL_TIMEOUT),
+        )
+        .map_err(CommitFailure::Kafka)
     }
 
     /// `send_offsets_to_transaction` on a thread of its own, waited for at
@@ -301,19 +298,15 @@ impl Sink {
     /// Aborts the open transaction; `rewind`: asks the source to rewind
     /// (false when a rewind is pending already). A fatal error stops.
     pub(super) fn abort(&self, rewind: bool) -> Result<(), SinkError> {
+        // Retriable while the coordinator moves (a broker lost): a minute
+        // at most, then the producer is replaced.
         let result = tokio::task::block_in_place(|| {
-            let mut tries = 0;
-            loop {
-                // Retriable while the coordinator moves (a broker lost):
-                // a minute at most, then the instance stops.
-                match self.producer().abort_transaction(CALL_TIMEOUT) {
-                    Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < 6 => {
-                        tries += 1;
-                        tracing::warn!(error = %e, tries, "transaction abort retriable; retrying");
-                    }
-                    other => return other,
-                }
-            }
+            retrying(
+                "transaction abort",
+                6,
+                || false,
+                || self.producer().abort_transaction(CALL_TIMEOUT),
+            )
         });
         if let Err(e) = result {
             return self.recover(e);
@@ -429,15 +422,15 @@ impl Sink {
         // aborts what the old producer left open, its markers waiting for a
         // lost partition leader; a timeout): the same call again, a few
         // times unless the worker is stopping.
-        let mut tries = 0;
-        while let Err(e) = tokio::task::block_in_place(|| fresh.init_transactions(timeout)) {
-            let retriable = matches!(&e, KafkaError::Transaction(r) if r.is_retriable());
-            tries += 1;
-            if !retriable || tries >= INIT_TRIES || self.ctx().cancel.is_cancelled() {
-                return Err(SinkError::Transaction(e));
-            }
-            tracing::warn!(error = %e, tries, "the new transactional producer cannot start yet; retrying");
-        }
+        tokio::task::block_in_place(|| {
+            retrying(
+                "the new transactional producer's start",
+                INIT_TRIES - 1,
+                || self.ctx().cancel.is_cancelled(),
+                || fresh.init_transactions(timeout),
+            )
+        })
+        .map_err(SinkError::Transaction)?;
         let old = std::mem::replace(
             &mut *self.producer.write().unwrap_or_else(|e| e.into_inner()),
             fresh,
@@ -473,6 +466,26 @@ enum CommitFailure {
 impl From<KafkaError> for CommitFailure {
     fn from(e: KafkaError) -> Self {
         CommitFailure::Kafka(e)
+    }
+}
+
+/// `call`, and again while it fails retriably, at most `retries` more
+/// times and not once `stop()`; each retry logged.
+fn retrying(
+    what: &str,
+    retries: u32,
+    stop: impl Fn() -> bool,
+    mut call: impl FnMut() -> Result<(), KafkaError>,
+) -> Result<(), KafkaError> {
+    let mut tries = 0;
+    loop {
+        match call() {
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < retries && !stop() => {
+                tries += 1;
+                tracing::warn!(error = %e, tries, "{what} failed retriably; retrying");
+            }
+            other => return other,
+        }
     }
 }
 

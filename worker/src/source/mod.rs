@@ -256,30 +256,15 @@ impl Source {
                     // A fatal error (a fenced static member) comes through
                     // the error callback only; the consumer then has no
                     // assignment and its polls return nothing, for ever.
-                    if let Some((code, reason)) = consumer.client().fatal_error() {
-                        tracing::error!(error = %code, reason, "fatal consumer error");
-                        let e = KafkaError::Global(code);
-                        return Err(if code == RDKafkaErrorCode::FencedInstanceId {
-                            SourceError::Fenced(e)
-                        } else {
-                            SourceError::Fatal(e)
-                        });
+                    if consumer.client().fatal_error().is_some() {
+                        return Err(fatal(&consumer, None));
                     }
                     self.store_idle_positions();
                     Next::Continue
                 }
                 None => Next::Stop,
                 Some(Ok(m)) => self.take(&m, wall_ms),
-                Some(Err(e)) if consumer::is_fatal(&e) => {
-                    // librdkafka's own cause, e.g. a static member
-                    // (`group.instance.id`) still held by a predecessor the
-                    // broker has not expired yet (KIP-848:
-                    // UNRELEASED_INSTANCE_ID).
-                    if let Some((code, reason)) = consumer.client().fatal_error() {
-                        tracing::error!(error = %code, reason, "fatal consumer error");
-                    }
-                    return Err(SourceError::Fatal(e));
-                }
+                Some(Err(e)) if consumer::is_fatal(&e) => return Err(fatal(&consumer, Some(e))),
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "consumer error (retrying)");
                     self.errors.note("consumer_error", || e.to_string());
@@ -625,6 +610,24 @@ fn restore_outcome(d: &consumer::RestoreDone) -> (RestoreOutcome, bool) {
 /// committed offset (the gap is replayed into state), else at the commit.
 fn resume_from(covers: Option<i64>, committed: i64) -> i64 {
     covers.map_or(committed, |c| (c + 1).clamp(0, committed))
+}
+
+/// A fatal consumer error (`polled`: the one a poll returned), with
+/// librdkafka's own cause logged (e.g. a static member still held by a
+/// predecessor the broker has not expired yet, KIP-848's
+/// UNRELEASED_INSTANCE_ID): a consumer fenced as a static member is
+/// [`SourceError::Fenced`] (the pipeline starts again), any other
+/// [`SourceError::Fatal`].
+fn fatal(consumer: &InputConsumer, polled: Option<KafkaError>) -> SourceError {
+    let cause = consumer.client().fatal_error();
+    if let Some((code, reason)) = &cause {
+        tracing::error!(error = %code, reason, "fatal consumer error");
+    }
+    let code = cause.map_or(RDKafkaErrorCode::Fatal, |(c, _)| c);
+    if code == RDKafkaErrorCode::FencedInstanceId {
+        return SourceError::Fenced(KafkaError::Global(code));
+    }
+    SourceError::Fatal(polled.unwrap_or(KafkaError::Global(code)))
 }
 
 /// Longest pause between two attempts while the schema registry is down.
