@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use common::*;
@@ -551,11 +551,16 @@ async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everyth
     let mut local_raised: HashMap<String, i64> = HashMap::new();
     let mut global: Vec<(String, i64)> = Vec::new();
     let mut global_end = i64::MIN;
+    // Records of each quarter hour: merged, and summed over the instances.
+    let mut merged_records: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut summed_records: BTreeMap<i64, u64> = BTreeMap::new();
     let merged_caught_up = wait_for(Duration::from_secs(90), || {
         local_end.clear();
         local_raised.clear();
         global.clear();
         global_end = i64::MIN;
+        merged_records.clear();
+        summed_records.clear();
         for r in read_topic(&t.drift, usize::MAX, Duration::from_secs(3)) {
             let j = codec.to_json(r.payload.as_deref().unwrap()).unwrap();
             if j.get("score_bins").is_some() {
@@ -564,6 +569,12 @@ async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everyth
             let end = j["window_end"].as_i64().unwrap();
             let who = j["instance"].as_str().unwrap().to_string();
             let raised = j["raised"].as_array().unwrap();
+            let records = j["records"].as_u64().unwrap();
+            if who == "global" {
+                merged_records.insert(end, records);
+            } else {
+                *summed_records.entry(end).or_default() += records;
+            }
             if who == "global" {
                 global_end = global_end.max(end);
                 for v in raised {
@@ -581,7 +592,36 @@ async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everyth
     });
     assert!(
         merged_caught_up,
-        "merged verdict up to {global_end}, instances {local_end:?}"
+        "merged verdict up to {global_end}, instances {local_end:?}; warnings: {:?}",
+        workers
+            .iter()
+            .map(|w| w
+                .log_text()
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                .map(str::to_string)
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+
+    // Every merged quarter hour holds every instance's records of it.
+    let short: Vec<(i64, u64, u64)> = merged_records
+        .iter()
+        .map(|(end, m)| (*end, *m, summed_records.get(end).copied().unwrap_or(0)))
+        .filter(|(_, m, s)| m != s)
+        .collect();
+    assert!(
+        short.is_empty(),
+        "merged slices (end, merged, sum of instances): {short:?}; assignments: {:?}",
+        workers
+            .iter()
+            .map(|w| w
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))
+                .map(str::to_string)
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()
     );
 
     // One instance that sees everything: the same records offline.

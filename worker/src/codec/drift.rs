@@ -3,13 +3,16 @@
 //! (`drift_slice.avsc`, `performance_report.avsc`) on `<drift topic>.slices`
 //! (performance reports also on the drift topic). One struct per record,
 //! its fields named and ordered as in the schema (`codec/tests.rs` checks
-//! them against it): written through serde by the schema-aware serializer,
-//! read through schema resolution and serde, never field by field.
+//! them against it). Reports and slices are written by hand (one per
+//! quarter hour of event time and instance: a catch-up writes thousands a
+//! second), checked byte for byte against the generic encoder; performance
+//! reports (one a day) through serde by the schema-aware serializer. All
+//! are read through schema resolution and serde, never field by field.
 
 use apache_avro::types::Value;
 use serde::{Deserialize, Serialize};
 
-use super::{Codec, DecodeError, KnownSchema, SchemaError};
+use super::{put_long, put_str, Codec, DecodeError, KnownSchema, SchemaError};
 
 /// One drift evaluation of one instance (or "global", the merged verdict).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,12 +151,25 @@ impl Codec {
         Ok(out)
     }
 
+    /// A drift report. Written by hand in Avro's binary encoding, like the
+    /// scored record: one goes out per instance and quarter hour of event
+    /// time, a catch-up over history closes thousands a second, and the
+    /// schema-aware serializer cost as much as the rest of the sidecar
+    /// (benches/results/2026-12-07-issue26/breakdown.md). The tests check
+    /// it byte for byte against the generic encoder.
     pub fn encode_drift(&self, r: &DriftReport) -> Result<Vec<u8>, SchemaError> {
-        self.encode_serde(&self.drift, r, "DriftReport")
+        let mut out = Vec::with_capacity(256 + 160 * r.variables.len());
+        self.header_of(&self.drift, &mut out);
+        r.write(&mut out);
+        Ok(out)
     }
 
+    /// A drift slice, written by hand like [`Self::encode_drift`].
     pub fn encode_drift_slice(&self, s: &DriftSlice) -> Result<Vec<u8>, SchemaError> {
-        self.encode_serde(&self.drift_slice, s, "DriftSlice")
+        let mut out = Vec::with_capacity(128 + 96 * s.variables.len());
+        self.header_of(&self.drift_slice, &mut out);
+        s.write(&mut out);
+        Ok(out)
     }
 
     pub fn encode_performance(&self, r: &PerformanceReport) -> Result<Vec<u8>, SchemaError> {
@@ -173,6 +189,114 @@ impl Codec {
             &self.drift_slice,
             datum,
         )?)?))
+    }
+}
+
+/// Avro's binary encoding of the drift records, field by field in the
+/// schemas' order.
+fn put_double(out: &mut Vec<u8>, x: f64) {
+    out.extend_from_slice(&x.to_le_bytes());
+}
+
+fn put_bool(out: &mut Vec<u8>, b: bool) {
+    out.push(u8::from(b));
+}
+
+/// `["null", "double"]`: the branch, then the value.
+fn put_opt_double(out: &mut Vec<u8>, x: Option<f64>) {
+    match x {
+        None => out.push(0),
+        Some(x) => {
+            out.push(2); // zig-zag of branch 1
+            put_double(out, x);
+        }
+    }
+}
+
+/// An array as one block (count, items) and the end marker.
+fn put_array<T>(out: &mut Vec<u8>, items: &[T], mut put: impl FnMut(&mut Vec<u8>, &T)) {
+    if !items.is_empty() {
+        put_long(out, items.len() as i64);
+        for i in items {
+            put(out, i);
+        }
+    }
+    out.push(0);
+}
+
+fn put_strings(out: &mut Vec<u8>, items: &[String]) {
+    put_array(out, items, |o, s| put_str(o, s));
+}
+
+impl DriftReport {
+    fn write(&self, out: &mut Vec<u8>) {
+        put_str(out, &self.model_name);
+        put_str(out, &self.model_version);
+        put_str(out, &self.instance);
+        for x in [
+            self.window_index,
+            self.window_start,
+            self.window_end,
+            self.decided_at,
+            self.records,
+        ] {
+            put_long(out, x);
+        }
+        put_bool(out, self.judged);
+        put_long(out, self.samples_dropped);
+        put_long(out, self.late_records);
+        put_double(out, self.flagged_rate);
+        put_double(out, self.reference_flagged_rate);
+        put_array(out, &self.variables, |o, v| {
+            put_str(o, &v.name);
+            put_str(o, &v.kind);
+            put_array(o, &v.scales, |o, s| s.write(o));
+            put_strings(o, &v.over);
+            put_bool(o, v.alerting);
+        });
+        put_strings(out, &self.raised);
+        put_strings(out, &self.cleared);
+        put_strings(out, &self.active);
+        put_long(out, self.emitted_at);
+    }
+}
+
+impl ScaleDrift {
+    fn write(&self, out: &mut Vec<u8>) {
+        put_long(out, self.scale_seconds);
+        put_long(out, self.records);
+        put_bool(out, self.judged);
+        for x in [
+            self.mean,
+            self.expected_mean,
+            self.effect,
+            self.z,
+            self.z_low,
+            self.z_high,
+        ] {
+            put_double(out, x);
+        }
+        put_opt_double(out, self.chi2);
+        put_opt_double(out, self.chi2_limit);
+        put_opt_double(out, self.psi);
+        put_strings(out, &self.over);
+    }
+}
+
+impl DriftSlice {
+    fn write(&self, out: &mut Vec<u8>) {
+        put_str(out, &self.model_name);
+        put_str(out, &self.model_version);
+        put_str(out, &self.instance);
+        put_long(out, self.slice_start);
+        put_long(out, self.records);
+        put_array(out, &self.variables, |o, v| {
+            put_str(o, &v.name);
+            put_long(o, v.n);
+            put_double(o, v.sum);
+            put_double(o, v.sum_of_squares);
+            put_array(o, &v.bins, |o, b| put_long(o, *b));
+        });
     }
 }
 
@@ -251,15 +375,37 @@ mod tests {
             late_records: 0,
             flagged_rate: 0.01,
             reference_flagged_rate: 0.012,
-            variables: vec![VariableDrift {
-                name: "TX_AMOUNT".into(),
-                kind: "continuous".into(),
-                scales: vec![scale(3600, Some(12.5)), scale(21_600, None)],
-                over: vec!["mean@1h".into()],
-                alerting: true,
-            }],
+            variables: vec![
+                VariableDrift {
+                    name: "TX_AMOUNT".into(),
+                    kind: "continuous".into(),
+                    scales: vec![scale(3600, Some(12.5)), scale(21_600, None)],
+                    over: vec!["mean@1h".into()],
+                    alerting: true,
+                },
+                VariableDrift {
+                    name: "FLAGGED".into(),
+                    kind: "binary".into(),
+                    scales: vec![ScaleDrift {
+                        z: -70.25,
+                        psi: Some(0.031),
+                        over: Vec::new(),
+                        records: 0,
+                        ..scale(86_400, None)
+                    }],
+                    over: Vec::new(),
+                    alerting: false,
+                },
+                VariableDrift {
+                    name: "ÜBER_ÉTÉ".into(),
+                    kind: String::new(),
+                    scales: Vec::new(),
+                    over: Vec::new(),
+                    alerting: false,
+                },
+            ],
             raised: vec!["TX_AMOUNT".into()],
-            cleared: Vec::new(),
+            cleared: vec!["FLAGGED".into(), "SCORE".into()],
             active: vec!["TX_AMOUNT".into()],
             emitted_at: 1_700_000_000_000,
         }
@@ -272,13 +418,22 @@ mod tests {
             instance: "w-1".into(),
             slice_start: 1_534_723_200_000,
             records: 300,
-            variables: vec![VariableSummary {
-                name: "TX_AMOUNT".into(),
-                n: 300,
-                sum: 15_000.5,
-                sum_of_squares: 900_000.25,
-                bins: vec![30, 31, 29, 0],
-            }],
+            variables: vec![
+                VariableSummary {
+                    name: "TX_AMOUNT".into(),
+                    n: 300,
+                    sum: 15_000.5,
+                    sum_of_squares: 900_000.25,
+                    bins: vec![30, 31, 29, 0, 1 << 40],
+                },
+                VariableSummary {
+                    name: "FLAGGED".into(),
+                    n: 0,
+                    sum: -0.0,
+                    sum_of_squares: 0.0,
+                    bins: Vec::new(),
+                },
+            ],
         }
     }
 

@@ -29,8 +29,8 @@ use serde::Serialize;
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
 
 use super::profile::{
-    chi2_of, psi_of, Profile, ScaleCalibration, VarProfile, CALIBRATED_SCALES_H, MIN_CHI2_WINDOWS,
-    MIN_EXPECTED_PER_BIN,
+    chi2_of, psi_of, Mixture, Profile, ScaleCalibration, VarProfile, CALIBRATED_SCALES_H,
+    MIN_CHI2_WINDOWS, MIN_EXPECTED_PER_BIN,
 };
 use super::reference::{Reference, FLAGGED, SCORE};
 use super::stats::bin_of;
@@ -241,6 +241,8 @@ pub struct DriftMonitor {
     open: BTreeMap<i64, Slice>,
     /// The last slices closed, contiguous, newest last (as many as the longest scale).
     closed: VecDeque<Slice>,
+    /// Per scale, the running totals of its window over `closed`.
+    windows: Vec<WindowTotals>,
     last_closed: Option<i64>,
     /// Event-time progress of every partition pushed from.
     clocks: PartitionClocks,
@@ -307,7 +309,12 @@ impl DriftMonitor {
                 .map(|c| chi2_limit(&v.profile, c, alpha))
                 .collect();
         }
-        let bins = vars.iter().map(|v| v.profile.bin_shares.len()).collect();
+        let bins: Vec<usize> = vars.iter().map(|v| v.profile.bin_shares.len()).collect();
+        let windows = settings
+            .scales
+            .iter()
+            .map(|&s| WindowTotals::new((s as i64 * 1000 / SLICE_MS) as usize, &bins))
+            .collect();
         let mut volume_only = profile;
         volume_only.vars.clear();
         Ok(Self {
@@ -319,6 +326,7 @@ impl DriftMonitor {
             reference_flagged: reference.flagged_rate,
             open: BTreeMap::new(),
             closed: VecDeque::new(),
+            windows,
             last_closed: None,
             clocks: PartitionClocks::default(),
             external: None,
@@ -463,6 +471,9 @@ impl DriftMonitor {
             if slice.index - last > max_h as i64 {
                 // A gap longer than the longest window: start the windows over.
                 self.closed.clear();
+                for w in &mut self.windows {
+                    w.clear();
+                }
             } else {
                 for g in last + 1..slice.index {
                     let empty = Slice::empty(g, &self.bins);
@@ -481,6 +492,9 @@ impl DriftMonitor {
             e.push(slice.clone());
         }
         self.closed.push_back(slice);
+        for w in &mut self.windows {
+            w.advance(&self.closed, &self.vars, &self.profile_volume);
+        }
         while self.closed.len() > max_h {
             self.closed.pop_front();
         }
@@ -559,19 +573,75 @@ impl DriftMonitor {
 
     /// Variable `k` at scale `i` over the last closed slices.
     fn judge(&self, k: usize, i: usize) -> ScaleStats {
-        let scale = self.settings.scales[i];
-        let len = (scale as i64 * 1000 / SLICE_MS) as usize;
+        let w = &self.windows[i];
+        let full = self.closed.len() >= w.len;
         let v = &self.vars[k];
-        let full = self.closed.len() >= len;
-        let win = self.closed.range(self.closed.len().saturating_sub(len)..);
-        let mut sum = VarSummary::with_bins(self.bins[k]);
-        let mut slices = Vec::with_capacity(len);
-        for s in win {
-            sum.merge(&s.vars[k]);
-            slices.push(s.index);
+        let e = w.expected[k].expected(&v.profile);
+        judge_window(v, i, self.settings.scales[i], &w.vars[k], e, full, self)
+    }
+}
+
+/// One scale's window as running totals: the sum of its slices per
+/// variable and the reference moments of their hours, updated as a slice
+/// enters and the oldest leaves, so judging a window does not walk its
+/// slices. Rebuilt from the slices once per window length, so rounding in
+/// the subtractions cannot accumulate.
+#[derive(Debug, Clone)]
+struct WindowTotals {
+    /// Slices in a full window.
+    len: usize,
+    vars: Vec<VarSummary>,
+    expected: Vec<Mixture>,
+    /// Slices added since the last rebuild.
+    since_rebuild: usize,
+}
+
+impl WindowTotals {
+    fn new(len: usize, bins: &[usize]) -> Self {
+        Self {
+            len,
+            vars: bins.iter().map(|&b| VarSummary::with_bins(b)).collect(),
+            expected: vec![Mixture::default(); bins.len()],
+            since_rebuild: 0,
         }
-        let e = self.profile_volume.expected(&v.profile, slices.into_iter());
-        judge_window(v, i, scale, &sum, e, full, self)
+    }
+
+    fn clear(&mut self) {
+        for v in &mut self.vars {
+            *v = VarSummary::with_bins(v.bins.len());
+        }
+        self.expected.fill(Mixture::default());
+        self.since_rebuild = 0;
+    }
+
+    /// `closed` has just gained its newest slice.
+    fn advance(&mut self, closed: &VecDeque<Slice>, vars: &[Var], profile: &Profile) {
+        let n = closed.len();
+        self.since_rebuild += 1;
+        if self.since_rebuild >= self.len {
+            self.clear();
+            for s in closed.range(n.saturating_sub(self.len)..) {
+                self.add(s, vars, profile);
+            }
+            return;
+        }
+        if let Some(s) = closed.back() {
+            self.add(s, vars, profile);
+        }
+        if n > self.len {
+            let gone = &closed[n - 1 - self.len];
+            for (k, (t, v)) in self.vars.iter_mut().zip(vars).enumerate() {
+                t.subtract(&gone.vars[k]);
+                self.expected[k].subtract(profile.mixture_of(&v.profile, gone.index));
+            }
+        }
+    }
+
+    fn add(&mut self, s: &Slice, vars: &[Var], profile: &Profile) {
+        for (k, (t, v)) in self.vars.iter_mut().zip(vars).enumerate() {
+            t.merge(&s.vars[k]);
+            self.expected[k].add(profile.mixture_of(&v.profile, s.index));
+        }
     }
 }
 
@@ -705,5 +775,81 @@ impl Var {
             under_run: 0,
             alerting: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::summary::test_uniform as u;
+    use crate::features::N_FEATURES;
+
+    /// A reference from two weeks of uniform traffic, and a monitor of two
+    /// of its features.
+    fn monitor() -> DriftMonitor {
+        let t0 = 1_533_081_600_000i64; // 2018-08-01
+        let rows: Vec<[f64; N_FEATURES]> = (0..60_000u64)
+            .map(|i| std::array::from_fn(|j| 10.0 + 80.0 * u(i, j as u64 + 1)))
+            .collect();
+        let times: Vec<i64> = (0..60_000i64)
+            .map(|i| t0 - 14 * 86_400_000 + i * 20_160)
+            .collect();
+        let scores: Vec<f32> = (0..60_000u64).map(|i| u(i, 99) as f32).collect();
+        let reference = Reference::build(&rows, &scores, 0.99, &times);
+        let inputs = ["TX_AMOUNT".to_string(), "TX_DURING_NIGHT".to_string()];
+        DriftMonitor::new(&reference, &inputs, DriftSettings::default()).unwrap()
+    }
+
+    /// The window of scale `i` summed by walking its slices.
+    fn walked(
+        m: &DriftMonitor,
+        k: usize,
+        i: usize,
+    ) -> (VarSummary, super::super::profile::Expected) {
+        let len = m.windows[i].len;
+        let win = m.closed.range(m.closed.len().saturating_sub(len)..);
+        let mut sum = VarSummary::with_bins(m.bins[k]);
+        let mut idx = Vec::new();
+        for s in win {
+            sum.merge(&s.vars[k]);
+            idx.push(s.index);
+        }
+        let e = m
+            .profile_volume
+            .expected(&m.vars[k].profile, idx.into_iter());
+        (sum, e)
+    }
+
+    #[test]
+    fn running_window_totals_equal_the_sum_of_their_slices() {
+        let mut m = monitor();
+        let t0 = 1_533_081_600_000i64;
+        let mut out = Vec::new();
+        let mut checked = 0;
+        // Four days with a quiet night and a gap longer than a day.
+        for r in 0..20_000i64 {
+            let t = t0 + r * 17_000 + if r > 12_000 { 2 * 86_400_000 } else { 0 };
+            if (t / 3_600_000) % 24 == 3 {
+                continue;
+            }
+            let f: [f64; N_FEATURES] = std::array::from_fn(|j| 5.0 + 90.0 * u(r as u64, j as u64));
+            m.push(&f, u(r as u64, 7) as f32, false, t, 0, &mut out);
+            if r % 97 == 0 {
+                for k in 0..m.vars.len() {
+                    for i in 0..m.windows.len() {
+                        let (sum, e) = walked(&m, k, i);
+                        let run = &m.windows[i].vars[k];
+                        assert_eq!((run.n, &run.bins), (sum.n, &sum.bins), "var {k} scale {i}");
+                        assert!((run.sum - sum.sum).abs() <= 1e-9 * sum.sum.abs().max(1.0));
+                        assert!((run.sumsq - sum.sumsq).abs() <= 1e-9 * sum.sumsq.abs().max(1.0));
+                        let got = m.windows[i].expected[k].expected(&m.vars[k].profile);
+                        assert!((got.mean - e.mean).abs() <= 1e-9 * e.mean.abs().max(1.0));
+                        assert!((got.var - e.var).abs() <= 1e-9 * e.var.abs().max(1.0));
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000 && out.len() > 300, "{checked} {}", out.len());
     }
 }

@@ -208,25 +208,32 @@ impl Profile {
     /// Expected mean and variance of `v` over the slices `slices`, weighting
     /// each by the reference's volume at its hour of the week.
     pub fn expected(&self, v: &VarProfile, slices: impl Iterator<Item = i64>) -> Expected {
-        if v.cycle == Cycle::None || v.buckets.is_empty() {
-            return Expected {
-                mean: v.mean,
-                var: v.var,
-            };
+        let mut m = Mixture::default();
+        for i in slices {
+            m.add(self.mixture_of(v, i));
         }
-        let parts = slices.map(|i| {
-            let h = hour_of_slice(i);
-            let b = v
-                .buckets
-                .get(v.cycle.bucket(h))
-                .copied()
-                .unwrap_or_default();
-            (self.volume_at(h), b.mean, b.var)
-        });
-        mixture(parts).unwrap_or(Expected {
-            mean: v.mean,
-            var: v.var,
-        })
+        m.expected(v)
+    }
+
+    /// One slice's share of [`Self::expected`]: its weight (the reference's
+    /// volume at its hour of the week) and its bucket's weighted moments.
+    /// Nothing for a variable without a cycle (its expectation is constant).
+    pub fn mixture_of(&self, v: &VarProfile, slice: i64) -> Mixture {
+        if v.cycle == Cycle::None || v.buckets.is_empty() {
+            return Mixture::default();
+        }
+        let h = hour_of_slice(slice);
+        let b = v
+            .buckets
+            .get(v.cycle.bucket(h))
+            .copied()
+            .unwrap_or_default();
+        let w = self.volume_at(h);
+        Mixture {
+            w,
+            m1: w * b.mean,
+            m2: w * (b.var + b.mean * b.mean),
+        }
     }
 
     /// The reference's records per occurrence of `hour`'s hour of the week.
@@ -235,22 +242,43 @@ impl Profile {
     }
 }
 
-/// Mean and variance of a mixture of (weight, mean, variance) parts; None
-/// when the weights sum to nothing.
-fn mixture(parts: impl Iterator<Item = (f64, f64, f64)>) -> Option<Expected> {
-    let (mut w, mut m1, mut m2) = (0.0, 0.0, 0.0);
-    for (weight, mean, var) in parts {
-        w += weight;
-        m1 += weight * mean;
-        m2 += weight * (var + mean * mean);
+/// Weighted first and second moments of a mixture of slices' buckets:
+/// added as slices enter a window and subtracted as they leave.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Mixture {
+    w: f64,
+    m1: f64,
+    m2: f64,
+}
+
+impl Mixture {
+    pub fn add(&mut self, o: Mixture) {
+        self.w += o.w;
+        self.m1 += o.m1;
+        self.m2 += o.m2;
     }
-    (w > 0.0).then(|| {
-        let mean = m1 / w;
+
+    pub fn subtract(&mut self, o: Mixture) {
+        self.w -= o.w;
+        self.m1 -= o.m1;
+        self.m2 -= o.m2;
+    }
+
+    /// The mixture's mean and variance; the variable's overall ones when
+    /// the weights sum to nothing (no cycle, or hours the reference never saw).
+    pub fn expected(&self, v: &VarProfile) -> Expected {
+        if self.w <= 1e-12 {
+            return Expected {
+                mean: v.mean,
+                var: v.var,
+            };
+        }
+        let mean = self.m1 / self.w;
         Expected {
             mean,
-            var: (m2 / w - mean * mean).max(0.0),
+            var: (self.m2 / self.w - mean * mean).max(0.0),
         }
-    })
+    }
 }
 
 /// Records per hour of the week, per occurrence of that hour in `first..=last`.
@@ -457,7 +485,8 @@ fn loo_expected(p: &Profile, v: &VarProfile, k: usize, win: &[Slice]) -> Expecte
     if v.cycle == Cycle::None || v.buckets.is_empty() {
         return p.expected(v, std::iter::empty());
     }
-    let parts = win.iter().map(|s| {
+    let mut m = Mixture::default();
+    for s in win {
         let hour = hour_of_slice(s.index);
         let b = v
             .buckets
@@ -470,9 +499,14 @@ fn loo_expected(p: &Profile, v: &VarProfile, k: usize, win: &[Slice]) -> Expecte
         } else {
             (b.mean * b.n as f64 - s.vars[k].sum) / rest as f64
         };
-        (p.volume_at(hour), mean, b.var)
-    });
-    mixture(parts).unwrap_or_else(|| p.expected(v, std::iter::empty()))
+        let w = p.volume_at(hour);
+        m.add(Mixture {
+            w,
+            m1: w * mean,
+            m2: w * (b.var + mean * mean),
+        });
+    }
+    m.expected(v)
 }
 
 /// τ² and φ of variable `k` at `h` hours from the reference windows.

@@ -83,6 +83,16 @@ impl VarSummary {
         }
     }
 
+    /// Takes away a summary merged earlier (a slice leaving a window).
+    pub fn subtract(&mut self, o: &VarSummary) {
+        self.n = self.n.saturating_sub(o.n);
+        self.sum -= o.sum;
+        self.sumsq -= o.sumsq;
+        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
+            *a = a.saturating_sub(*b);
+        }
+    }
+
     pub fn mean(&self) -> f64 {
         if self.n == 0 {
             f64::NAN

@@ -49,6 +49,8 @@ pub struct Global {
     /// Slices this instance read that were not usable (another model
     /// version, other variables, undecodable).
     pub skipped: u64,
+    /// Late slices already counted in the metrics.
+    late_counted: u64,
 }
 
 impl Global {
@@ -102,6 +104,7 @@ impl Global {
             merger: Merger::new(INSTANCE_IDLE, WARM_UP, Instant::now()),
             monitor,
             skipped: 0,
+            late_counted: 0,
         })
     }
 
@@ -121,13 +124,28 @@ impl Global {
         }
     }
 
+    /// Slices that came late since the last call (see [`Merger::late`]).
+    pub(crate) fn take_late(&mut self) -> u64 {
+        let new = self.merger.late() - self.late_counted;
+        self.late_counted = self.merger.late();
+        new
+    }
+
     /// Reads what arrived, merges, and judges every complete slice.
+    ///
+    /// An instance counts as silent by the topic's clock while this reader
+    /// is behind (its newest record is that far behind the newest read),
+    /// and by the wall clock only once the reader has caught up: a reader
+    /// that fell behind must not take the records it has not read yet for
+    /// silence and judge slices without them.
     pub(crate) fn poll(&mut self, out: &DriftOutput, reports: &mut Vec<GlobalReport>) {
         let now = Instant::now();
         let now_ms = crate::message::now_ms();
         let names: Vec<String> = self.monitor.names().iter().map(|s| s.to_string()).collect();
+        let (mut caught_up, mut newest_read) = (false, None);
         for _ in 0..10_000 {
             let Some(m) = self.consumer.poll(Duration::ZERO) else {
+                caught_up = true;
                 break;
             };
             let Ok(m) = m else {
@@ -138,6 +156,7 @@ impl Global {
                 .to_millis()
                 .map_or(0, |t| (now_ms - t).max(0) as u64);
             let seen = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
+            newest_read = newest_read.max(Some(seen));
             let record = m
                 .payload()
                 .and_then(|p| out.codec.decode_slices_record(p).ok());
@@ -154,7 +173,12 @@ impl Global {
                 None => self.skipped += 1,
             }
         }
-        for Merged { slice, instances } in self.merger.ready_slices(now) {
+        let clock = if caught_up {
+            now
+        } else {
+            newest_read.unwrap_or(now)
+        };
+        for Merged { slice, instances } in self.merger.ready_slices(clock) {
             let at = (slice.index + 1) * SLICE_MS;
             let mut out = Vec::new();
             self.monitor.push_slice(slice, at, &mut out);

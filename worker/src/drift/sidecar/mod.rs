@@ -51,6 +51,9 @@ impl DriftSidecar {
         let producer = client
             .clone()
             .set("linger.ms", "100")
+            // In order, once: the merge takes an instance's slice as
+            // complete when a later one of the same instance has arrived.
+            .set("enable.idempotence", "true")
             .create()
             .map_err(|e| tracing::warn!(error = %e, "drift reports will not be published (gauges and logs only)"))
             .ok();

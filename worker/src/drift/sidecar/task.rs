@@ -343,6 +343,7 @@ impl Sidecar {
         g.publish(&slices, &self.monitor.names(), &self.out);
         let mut merged = Vec::new();
         g.poll(&self.out, &mut merged);
+        self.metrics.drift_late_slices.add(g.take_late());
         let judge = g.is_judge(&self.out.instance);
         self.metrics.drift_instances.set(g.live_instances() as i64);
         if let Some(r) = merged.last() {
