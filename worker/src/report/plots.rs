@@ -159,14 +159,51 @@ const SCALE_COLOURS: [RGBColor; 5] = [
     RGBColor(140, 86, 75),
 ];
 
+/// Light band behind the hours an alert was active, and the marks of its
+/// raises and clears (drawn under the series, which stay visible).
+const ALERT_BAND: RGBColor = RGBColor(255, 228, 228);
+const RAISE: RGBColor = RGBColor(200, 0, 0);
+const CLEAR: RGBColor = RGBColor(0, 140, 70);
+
 /// Writes the timeline PNG: a line per scale, the threshold (dashed at 1),
-/// raises (red) and clears (green) as vertical lines.
+/// the hours an alert was active as a light band under the lines, raises
+/// (red) and clears (green) as thin lines under the series with a mark at
+/// the top, and a ring on each scale's value that raised.
 pub fn timeline_png(
     path: &Path,
     t: &Timeline<'_>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     register_font();
-    let root = BitMapBackend::new(path, (960, 480)).into_drawing_area();
+    let root = BitMapBackend::new(path, TIMELINE_SIZE).into_drawing_area();
+    draw_timeline(&root, t)?;
+    root.present()?;
+    Ok(())
+}
+
+const TIMELINE_SIZE: (u32, u32) = (960, 480);
+
+/// The alert's active spans: from each raise to the next clear (or the end).
+fn active_spans(raised: &[f64], cleared: &[f64], end: f64) -> Vec<(f64, f64)> {
+    raised
+        .iter()
+        .map(|&r| {
+            let until = cleared
+                .iter()
+                .copied()
+                .filter(|c| *c > r)
+                .fold(end, f64::min);
+            (r, until)
+        })
+        .collect()
+}
+
+fn draw_timeline<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    t: &Timeline<'_>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    DB::ErrorType: 'static,
+{
     root.fill(&WHITE)?;
     let x_max = t.points.last().map_or(1.0, |p| p.0).max(1.0);
     let y_top = t
@@ -177,7 +214,7 @@ pub fn timeline_png(
         .fold(1.5f64, f64::max)
         .min(50.0)
         * 1.1;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(format!("{}: {}", t.name, t.caption), ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
@@ -188,6 +225,27 @@ pub fn timeline_png(
         .x_desc("hours since the start of the period")
         .y_desc("statistic / threshold")
         .draw()?;
+    // Under everything else: the active spans, then the marks.
+    chart
+        .draw_series(
+            active_spans(t.raised, t.cleared, x_max)
+                .into_iter()
+                .map(|(a, b)| Rectangle::new([(a, 0.0), (b, y_top)], ALERT_BAND.filled())),
+        )?
+        .label("alert active")
+        .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 20, y + 4)], ALERT_BAND.filled()));
+    for (xs, colour, label) in [(t.raised, RAISE, "raised"), (t.cleared, CLEAR, "cleared")] {
+        chart
+            .draw_series(xs.iter().map(|&x| {
+                PathElement::new(vec![(x, 0.0), (x, y_top)], colour.mix(0.45).stroke_width(1))
+            }))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        chart.draw_series(
+            xs.iter()
+                .map(|&x| TriangleMarker::new((x, y_top * 0.985), 6, colour.filled())),
+        )?;
+    }
     for (k, label) in t.scales.iter().enumerate() {
         let colour = SCALE_COLOURS[k % SCALE_COLOURS.len()];
         let pts = t
@@ -198,6 +256,13 @@ pub fn timeline_png(
             .draw_series(LineSeries::new(pts, colour.stroke_width(1)))?
             .label(format!("{label} windows"))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        // The value that raised, ringed.
+        let over = t.points.iter().filter(|(x, v)| {
+            t.raised.iter().any(|r| (r - x).abs() < 1e-9) && v.get(k).is_some_and(|e| *e > 1.0)
+        });
+        chart.draw_series(
+            over.map(|(x, v)| Circle::new((*x, v[k].min(y_top)), 5, colour.stroke_width(2))),
+        )?;
     }
     chart
         .draw_series(DashedLineSeries::new(
@@ -208,20 +273,73 @@ pub fn timeline_png(
         ))?
         .label("threshold")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
-    for (xs, colour) in [(t.raised, RED), (t.cleared, GREEN)] {
-        for &x in xs {
-            chart.draw_series(LineSeries::new(
-                [(x, 0.0), (x, y_top)],
-                colour.stroke_width(2),
-            ))?;
-        }
-    }
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RGB pixels of `t` drawn at the PNG's size.
+    fn render(t: &Timeline<'_>) -> Vec<u8> {
+        register_font();
+        let (w, h) = TIMELINE_SIZE;
+        let mut buf = vec![0u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, TIMELINE_SIZE).into_drawing_area();
+            draw_timeline(&root, t).unwrap();
+            root.present().unwrap();
+        }
+        buf
+    }
+
+    #[test]
+    fn the_series_stays_visible_under_the_raise_and_clear_marks() {
+        // Two days hourly; the 1 h windows spike over the threshold at hour
+        // 30, which raised; cleared at hour 36.
+        let points: Vec<(f64, Vec<f64>)> = (0..=48)
+            .map(|h| {
+                let spike = if h == 30 { 2.4 } else { 0.4 };
+                (f64::from(h), vec![spike, 0.6, 0.3])
+            })
+            .collect();
+        let scales = ["1h".to_string(), "6h".to_string(), "24h".to_string()];
+        let timeline = |raised: &'static [f64], cleared: &'static [f64]| Timeline {
+            name: "TX_AMOUNT",
+            caption: "test",
+            scales: &scales,
+            points: &points,
+            raised,
+            cleared,
+        };
+        let plain = render(&timeline(&[], &[]));
+        let marked = render(&timeline(&[30.0], &[36.0]));
+        // Every pixel of a series line in the plot's right half (the
+        // legend, upper left, differs by its extra entries) is still there.
+        let (w, h) = (TIMELINE_SIZE.0 as usize, TIMELINE_SIZE.1 as usize);
+        let mut series_pixels = 0;
+        for y in 0..h {
+            for x in w / 2..w {
+                let i = (y * w + x) * 3;
+                let px = &plain[i..i + 3];
+                if SCALE_COLOURS[..3].iter().any(|c| px == [c.0, c.1, c.2]) {
+                    series_pixels += 1;
+                    assert_eq!(&marked[i..i + 3], px, "series pixel ({x}, {y}) covered");
+                }
+            }
+        }
+        assert!(series_pixels > 500, "{series_pixels}");
+        // The marks are drawn: the active span's band is there.
+        let band = marked
+            .chunks(3)
+            .filter(|p| *p == [ALERT_BAND.0, ALERT_BAND.1, ALERT_BAND.2])
+            .count();
+        assert!(band > 1000, "{band}");
+    }
 }
