@@ -192,6 +192,11 @@ fn drift(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("three_hours_of_10000_records_per_record", |b| {
         let mut m = DriftMonitor::new(&reference, &card.inputs, DriftSettings::default()).unwrap();
+        // Every window's history there (a worker past its warm-up).
+        m.set_history(riskstream::features::History {
+            customers: Some(i64::MIN),
+            labels: Some(i64::MIN),
+        });
         let mut t = 1_530_403_200_000i64;
         let mut out = Vec::new();
         b.iter(|| {

@@ -246,6 +246,9 @@ pub struct DriftBatch {
     /// (the slowest assigned partition's latest event time, `i64::MIN`
     /// while an assigned partition has not been seen); None: unknown.
     pub watermark: Option<i64>,
+    /// How far back the feature state reached when the batch was scored:
+    /// drift does not judge a window its features had not filled yet.
+    pub history: crate::features::History,
     /// Every decision of the batch (champion, challenger and shadow) for
     /// performance monitoring, with the versions they index.
     pub decisions: Vec<Decision>,

@@ -172,6 +172,8 @@ pub fn for_each_row<E: From<DatasetError>>(
 pub struct Featurised {
     pub rows: Vec<HandbookRow>,
     pub features: Vec<FeatureVector>,
+    /// How far back the engine's state reached at the end.
+    pub history: crate::features::History,
 }
 
 /// Computes features for every row of the CSV up to `last_day`, keeping
@@ -185,6 +187,7 @@ pub fn featurise(
     let mut out = Featurised {
         rows: Vec::new(),
         features: Vec::new(),
+        history: Default::default(),
     };
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_message("computing features");
@@ -205,6 +208,7 @@ pub fn featurise(
         Ok(true)
     })?;
     bar.finish_and_clear();
+    out.history = engine.history();
     Ok(out)
 }
 
@@ -252,6 +256,15 @@ pub fn date_of_day(day: i64) -> String {
         .ok()
         .and_then(|d| DAY_ZERO.checked_add(time::Duration::days(d.into())))
         .map_or_else(|| format!("day {day}"), format_date)
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) of an epoch-ms timestamp.
+pub fn minute_of_ms(ms: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// `YYYY-MM-DD` (UTC) of an epoch-ms timestamp.

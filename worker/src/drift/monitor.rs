@@ -36,7 +36,7 @@ use super::reference::{Reference, FLAGGED, SCORE};
 use super::stats::bin_of;
 use super::summary::{slice_index, Slice, VarSummary, SLICE_MS};
 use super::DriftError;
-use crate::features::{FeatureVector, BINARY_FEATURES, FEATURE_NAMES};
+use crate::features::{lookback, FeatureVector, History, Lookback, BINARY_FEATURES, FEATURE_NAMES};
 use crate::watermark::PartitionClocks;
 /// Evaluations in a year (one per quarter hour): the budget's denominator.
 pub const EVALUATIONS_PER_YEAR: f64 = 8760.0 * 4.0;
@@ -225,6 +225,9 @@ struct Var {
     calibration: Vec<ScaleCalibration>,
     /// χ² threshold of the bins test per scale (None: no bins test there).
     chi2_limit: Vec<Option<f64>>,
+    /// The history its values read: until the worker's state reaches that
+    /// far back, they are not sampled and windows holding them not judged.
+    needs: Lookback,
     under_run: u32,
     alerting: bool,
 }
@@ -256,6 +259,8 @@ pub struct DriftMonitor {
     /// Closed slices not yet taken by [`DriftMonitor::drain_slices`] (for
     /// the merged verdict across instances); None: not kept.
     export: Option<Vec<Slice>>,
+    /// How far back the feature state reaches ([`Self::set_history`]).
+    history: History,
 }
 
 impl DriftMonitor {
@@ -276,25 +281,7 @@ impl DriftMonitor {
                 "the reference has no time profile (written before drift calibration): rebuild it with `riskstream models reference`".into(),
             )
         })?;
-        let mut sources = Vec::new();
-        for f in features {
-            let j = FEATURE_NAMES
-                .iter()
-                .position(|n| n == f)
-                .ok_or_else(|| DriftError::Invalid(format!("unknown feature {f}")))?;
-            let kind = if BINARY_FEATURES[j] {
-                "binary"
-            } else {
-                "continuous"
-            };
-            sources.push((f.clone(), Source::Feature(j), kind));
-        }
-        sources.push((SCORE.into(), Source::Score, "continuous"));
-        sources.push((FLAGGED.into(), Source::Flagged, "binary"));
-        let mut vars = Vec::new();
-        for (name, source, kind) in sources {
-            vars.push(Var::new(&name, source, kind, &profile, &settings)?);
-        }
+        let mut vars = vars_of(features, &profile, &settings)?;
         let tests: usize = vars
             .iter()
             .map(|v| settings.scales.len() * (1 + usize::from(v.profile.has_bins())))
@@ -335,6 +322,7 @@ impl DriftMonitor {
             late: 0,
             index: 0,
             export: None,
+            history: History::default(),
         })
     }
 
@@ -381,6 +369,35 @@ impl DriftMonitor {
         self.late
     }
 
+    /// How far back the feature state reaches now (the scoring thread's
+    /// engine, or the offline one's): a variable's value is sampled only
+    /// when the history it reads was all there.
+    pub fn set_history(&mut self, history: History) {
+        self.history = history;
+    }
+
+    /// The event time from which each variable still warming up at event
+    /// time `t` is sampled (None: its history has not begun), for the log.
+    pub fn warming_up(&self, t: i64) -> Vec<(&str, Option<i64>)> {
+        let from = |h: Option<i64>, ms: i64| h.map(|h| h.saturating_add(ms));
+        self.vars
+            .iter()
+            .filter(|v| v.needs != Lookback::default())
+            .filter(|v| !self.history.covers(v.needs, t))
+            .map(|v| {
+                let c = (v.needs.customers_ms > 0)
+                    .then(|| from(self.history.customers, v.needs.customers_ms));
+                let l =
+                    (v.needs.labels_ms > 0).then(|| from(self.history.labels, v.needs.labels_ms));
+                let at = match (c, l) {
+                    (Some(None), _) | (_, Some(None)) => None,
+                    (c, l) => c.flatten().max(l.flatten()),
+                };
+                (v.name.as_str(), at)
+            })
+            .collect()
+    }
+
     /// The wall clock of the batch being pushed (partition idleness).
     pub fn set_now(&mut self, now: Instant) {
         self.now = now;
@@ -415,6 +432,9 @@ impl DriftMonitor {
         let slice = self.open.entry(h).or_insert_with(|| Slice::empty(h, bins));
         slice.records += 1;
         for (v, s) in self.vars.iter().zip(slice.vars.iter_mut()) {
+            if !self.history.covers(v.needs, event_time) {
+                continue;
+            }
             let x = match v.source {
                 Source::Feature(j) => fv[j],
                 Source::Score => f64::from(score),
@@ -577,6 +597,9 @@ impl DriftMonitor {
         let full = self.closed.len() >= w.len;
         let v = &self.vars[k];
         let e = w.expected[k].expected(&v.profile);
+        // A slice with records this variable did not sample was still
+        // warming up: the window is not judged until it has left.
+        let full = full && w.partial[k] == 0;
         judge_window(v, i, self.settings.scales[i], &w.vars[k], e, full, self)
     }
 }
@@ -592,6 +615,8 @@ struct WindowTotals {
     len: usize,
     vars: Vec<VarSummary>,
     expected: Vec<Mixture>,
+    /// Per variable, the window's slices with records it did not sample.
+    partial: Vec<u32>,
     /// Slices added since the last rebuild.
     since_rebuild: usize,
 }
@@ -602,6 +627,7 @@ impl WindowTotals {
             len,
             vars: bins.iter().map(|&b| VarSummary::with_bins(b)).collect(),
             expected: vec![Mixture::default(); bins.len()],
+            partial: vec![0; bins.len()],
             since_rebuild: 0,
         }
     }
@@ -611,6 +637,7 @@ impl WindowTotals {
             *v = VarSummary::with_bins(v.bins.len());
         }
         self.expected.fill(Mixture::default());
+        self.partial.fill(0);
         self.since_rebuild = 0;
     }
 
@@ -633,6 +660,8 @@ impl WindowTotals {
             for (k, (t, v)) in self.vars.iter_mut().zip(vars).enumerate() {
                 t.subtract(&gone.vars[k]);
                 self.expected[k].subtract(profile.mixture_of(&v.profile, gone.index));
+                self.partial[k] =
+                    self.partial[k].saturating_sub(u32::from(gone.vars[k].n < gone.records));
             }
         }
     }
@@ -641,8 +670,45 @@ impl WindowTotals {
         for (k, (t, v)) in self.vars.iter_mut().zip(vars).enumerate() {
             t.merge(&s.vars[k]);
             self.expected[k].add(profile.mixture_of(&v.profile, s.index));
+            self.partial[k] += u32::from(s.vars[k].n < s.records);
         }
     }
+}
+
+/// The watched features, then the score and the flag, each with its
+/// profile, calibration and the history it reads.
+fn vars_of(
+    features: &[String],
+    profile: &Profile,
+    settings: &DriftSettings,
+) -> Result<Vec<Var>, DriftError> {
+    let mut sources = Vec::new();
+    for f in features {
+        let j = FEATURE_NAMES
+            .iter()
+            .position(|n| n == f)
+            .ok_or_else(|| DriftError::Invalid(format!("unknown feature {f}")))?;
+        let kind = if BINARY_FEATURES[j] {
+            "binary"
+        } else {
+            "continuous"
+        };
+        sources.push((f.clone(), Source::Feature(j), kind));
+    }
+    sources.push((SCORE.into(), Source::Score, "continuous"));
+    sources.push((FLAGGED.into(), Source::Flagged, "binary"));
+    // The score reads every watched feature (with --all-features, a
+    // superset of the model's inputs: judged a little later).
+    let model_needs = Lookback::of_all(features.iter().map(String::as_str));
+    let mut vars = Vec::new();
+    for (name, source, kind) in sources {
+        let needs = match source {
+            Source::Feature(_) => lookback(&name),
+            Source::Score | Source::Flagged => model_needs,
+        };
+        vars.push(Var::new(&name, source, kind, needs, profile, settings)?);
+    }
+    Ok(vars)
 }
 
 /// The bins test's threshold at one scale: the 1 − α quantile of the χ²
@@ -748,6 +814,7 @@ impl Var {
         name: &str,
         source: Source,
         kind: &'static str,
+        needs: Lookback,
         profile: &Profile,
         settings: &DriftSettings,
     ) -> Result<Self, DriftError> {
@@ -772,6 +839,7 @@ impl Var {
             profile: p,
             calibration,
             chi2_limit: Vec::new(),
+            needs,
             under_run: 0,
             alerting: false,
         })

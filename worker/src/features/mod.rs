@@ -92,6 +92,77 @@ pub fn calendar_period_seconds(name: &str) -> Option<i64> {
     }
 }
 
+/// How much history a feature's value reads, before its own record:
+/// transactions of its customer, labels of its terminal (the delay
+/// included); 0 where it reads none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lookback {
+    pub customers_ms: i64,
+    pub labels_ms: i64,
+}
+
+impl Lookback {
+    /// What a model reading all of `features` needs.
+    pub fn of_all<'a>(features: impl Iterator<Item = &'a str>) -> Self {
+        features.map(lookback).fold(Self::default(), |a, b| Self {
+            customers_ms: a.customers_ms.max(b.customers_ms),
+            labels_ms: a.labels_ms.max(b.labels_ms),
+        })
+    }
+}
+
+/// The history feature `name` reads (unknown names: none).
+pub fn lookback(name: &str) -> Lookback {
+    let days = |d: i64| d * DAY_MS;
+    let customers = |d: i64| Lookback {
+        customers_ms: days(d),
+        labels_ms: 0,
+    };
+    let labels = |d: i64| Lookback {
+        customers_ms: 0,
+        labels_ms: days(DELAY_DAYS + d),
+    };
+    match name {
+        "CUSTOMER_ID_NB_TX_1DAY_WINDOW" | "CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW" => customers(1),
+        "CUSTOMER_ID_NB_TX_7DAY_WINDOW" | "CUSTOMER_ID_AVG_AMOUNT_7DAY_WINDOW" => customers(7),
+        "CUSTOMER_ID_NB_TX_30DAY_WINDOW"
+        | "CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW"
+        | "CUSTOMER_ID_AMOUNT_RATIO_30DAY"
+        | "CUSTOMER_ID_AMOUNT_ZSCORE_30DAY"
+        | "CUSTOMER_ID_AMOUNT_RATIO_MAX_30DAY" => customers(30),
+        // 14 days of flags, each against the 30 days before it.
+        "CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY" => customers(44),
+        "TERMINAL_ID_NB_TX_1DAY_WINDOW" | "TERMINAL_ID_RISK_1DAY_WINDOW" => labels(1),
+        "TERMINAL_ID_NB_TX_7DAY_WINDOW" | "TERMINAL_ID_RISK_7DAY_WINDOW" => labels(7),
+        "TERMINAL_ID_NB_TX_30DAY_WINDOW" | "TERMINAL_ID_RISK_30DAY_WINDOW" => labels(30),
+        _ => Lookback::default(),
+    }
+}
+
+/// The earliest event times the engine's state reaches back to since it
+/// started: of transactions (streamed, replayed or restored from the
+/// changelog) and of labels. A window reaching back before them is still
+/// filling (warm-up after a cold start), not a change in the data; a
+/// customer first seen after them is genuinely new.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct History {
+    pub customers: Option<i64>,
+    pub labels: Option<i64>,
+}
+
+impl History {
+    /// Whether a value at event time `t` that reads `need` had all of it.
+    pub fn covers(&self, need: Lookback, t: i64) -> bool {
+        let since =
+            |h: Option<i64>, ms: i64| ms == 0 || h.is_some_and(|h| t.saturating_sub(ms) >= h);
+        since(self.customers, need.customers_ms) && since(self.labels, need.labels_ms)
+    }
+
+    fn saw(slot: &mut Option<i64>, t: i64) {
+        *slot = Some(slot.map_or(t, |h| h.min(t)));
+    }
+}
+
 /// One feature vector.
 pub type FeatureVector = [f64; N_FEATURES];
 
@@ -159,6 +230,7 @@ pub struct FeatureEngine {
     /// kept only while [`FeatureEngine::track_evictions`] is on (the state
     /// changelog writes a tombstone for each).
     evicted: Option<Vec<(i32, String)>>,
+    history: History,
 }
 
 /// A transaction id's 64-bit fingerprint (duplicate detection within one
@@ -346,6 +418,7 @@ impl FeatureEngine {
     /// partition (online: the customer's state belongs to it).
     pub fn observe_transaction_on(&mut self, partition: i32, tx: TxRef<'_>) -> FeatureVector {
         self.tick(tx.event_time);
+        History::saw(&mut self.history.customers, tx.event_time);
         let id = id_hash(tx.transaction_id);
         let customer = entry(&mut self.customers, tx.customer_id);
         customer.partition = partition;
@@ -383,6 +456,9 @@ impl FeatureEngine {
     pub fn restore_customer(&mut self, partition: i32, customer: &str, txs: &[CustomerTx]) {
         if let Some(&last) = txs.last() {
             self.newest = self.newest.max(last.time);
+        }
+        if let Some(first) = txs.iter().map(|t| t.time).min() {
+            History::saw(&mut self.history.customers, first);
         }
         let c = entry(&mut self.customers, customer);
         c.partition = partition;
@@ -449,6 +525,7 @@ impl FeatureEngine {
 
     /// Adds a label to its terminal's history (idempotent per transaction id).
     pub fn observe_label(&mut self, label: LabelRef<'_>) {
+        History::saw(&mut self.history.labels, label.event_time);
         if label.event_time <= self.eviction_clock().saturating_sub(TERMINAL_HORIZON_MS) {
             return;
         }
@@ -470,6 +547,11 @@ impl FeatureEngine {
                 id,
             },
         );
+    }
+
+    /// How far back the state reaches (see [`History`]).
+    pub fn history(&self) -> History {
+        self.history
     }
 
     /// Caps the eviction clock: nothing newer than `limit` minus a horizon

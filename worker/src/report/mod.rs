@@ -5,6 +5,7 @@
 //! variable's hourly series) and, per variable that alerted, a timeline PNG
 //! and a distribution PNG.
 
+pub use crate::dataset::minute_of_ms;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -235,6 +236,7 @@ impl ScoredPeriod {
         }];
         let mut performance = Vec::new();
         let mut windows = Vec::new();
+        monitor.set_history(data.history);
         let mut columns: Vec<Vec<f64>> =
             vec![Vec::with_capacity(data.rows.len()); watched.len() + 2];
         let idx: Vec<usize> = watched
@@ -454,15 +456,6 @@ fn write_report_json(
         }
     })?;
     Ok(())
-}
-
-/// `YYYY-MM-DD HH:MM` (UTC) of an epoch-ms timestamp.
-pub fn minute_of_ms(ms: i64) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
-    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 fn fmt_opt(v: Option<f64>, prec: usize) -> String {

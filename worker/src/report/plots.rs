@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{register_font as register_plotters_font, FontStyle};
 
@@ -197,6 +198,40 @@ fn active_spans(raised: &[f64], cleared: &[f64], end: f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// The alert's active spans and its raise and clear marks, drawn before
+/// the series so that they never hide them.
+fn draw_alert_marks<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    t: &Timeline<'_>,
+    x_max: f64,
+    y_top: f64,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .draw_series(
+            active_spans(t.raised, t.cleared, x_max)
+                .into_iter()
+                .map(|(a, b)| Rectangle::new([(a, 0.0), (b, y_top)], ALERT_BAND.filled())),
+        )?
+        .label("alert active")
+        .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 20, y + 4)], ALERT_BAND.filled()));
+    for (xs, colour, label) in [(t.raised, RAISE, "raised"), (t.cleared, CLEAR, "cleared")] {
+        chart
+            .draw_series(xs.iter().map(|&x| {
+                PathElement::new(vec![(x, 0.0), (x, y_top)], colour.mix(0.45).stroke_width(1))
+            }))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        chart.draw_series(
+            xs.iter()
+                .map(|&x| TriangleMarker::new((x, y_top * 0.985), 6, colour.filled())),
+        )?;
+    }
+    Ok(())
+}
+
 fn draw_timeline<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     t: &Timeline<'_>,
@@ -225,27 +260,7 @@ where
         .x_desc("hours since the start of the period")
         .y_desc("statistic / threshold")
         .draw()?;
-    // Under everything else: the active spans, then the marks.
-    chart
-        .draw_series(
-            active_spans(t.raised, t.cleared, x_max)
-                .into_iter()
-                .map(|(a, b)| Rectangle::new([(a, 0.0), (b, y_top)], ALERT_BAND.filled())),
-        )?
-        .label("alert active")
-        .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 20, y + 4)], ALERT_BAND.filled()));
-    for (xs, colour, label) in [(t.raised, RAISE, "raised"), (t.cleared, CLEAR, "cleared")] {
-        chart
-            .draw_series(xs.iter().map(|&x| {
-                PathElement::new(vec![(x, 0.0), (x, y_top)], colour.mix(0.45).stroke_width(1))
-            }))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
-        chart.draw_series(
-            xs.iter()
-                .map(|&x| TriangleMarker::new((x, y_top * 0.985), 6, colour.filled())),
-        )?;
-    }
+    draw_alert_marks(&mut chart, t, x_max, y_top)?;
     for (k, label) in t.scales.iter().enumerate() {
         let colour = SCALE_COLOURS[k % SCALE_COLOURS.len()];
         let pts = t

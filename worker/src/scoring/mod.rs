@@ -734,6 +734,9 @@ pub fn score_batch(
     metrics.batch_size.record(n as f64);
     metrics.batches.increment(1);
     let mut out = Assembly::new(models, codec, n, drift.is_some());
+    if let Some(d) = &mut out.sample {
+        d.history = engine.history();
+    }
     let mut scores = scores.into_iters(models.shadow);
     for ((i, f), routed) in batch.drain(..).zip(&feats).zip(&to_challenger) {
         let (shadow_score, score) = scores.next(*routed && models.challenger.is_some());
@@ -868,6 +871,7 @@ impl<'a> Assembly<'a> {
                 event_times: Vec::with_capacity(n),
                 partitions: Vec::with_capacity(n),
                 watermark: None,
+                history: Default::default(),
                 decisions: Vec::with_capacity(n),
                 versions: versions_of(models),
             }),

@@ -146,6 +146,8 @@ struct Sidecar {
     global_gauges: Option<Vec<DriftGauge>>,
     /// Realised performance from the delayed labels.
     perf: PerformanceMonitor,
+    /// The warm-up line was logged.
+    warm_up_logged: bool,
 }
 
 impl Sidecar {
@@ -172,6 +174,7 @@ impl Sidecar {
             gauges: None,
             global_gauges: None,
             perf,
+            warm_up_logged: false,
         }
     }
 
@@ -216,6 +219,7 @@ impl Sidecar {
     }
 
     fn batch(&mut self, b: &DriftBatch) {
+        self.set_history(b);
         let mut closed = Vec::new();
         self.perf
             .decisions(&b.decisions, &b.versions, b.watermark, &mut closed);
@@ -240,6 +244,34 @@ impl Sidecar {
         self.metrics
             .drift_late
             .add(self.monitor.late_records() - late);
+    }
+
+    /// The feature state's reach for this batch; while variables warm up,
+    /// says once which and until when.
+    fn set_history(&mut self, b: &DriftBatch) {
+        self.monitor.set_history(b.history);
+        let Some(&first) = b.event_times.first() else {
+            return;
+        };
+        if self.warm_up_logged {
+            return;
+        }
+        self.warm_up_logged = true;
+        let warming: Vec<String> = self
+            .monitor
+            .warming_up(first)
+            .into_iter()
+            .map(|(name, from)| match from {
+                Some(t) => format!("{name} from {}", crate::dataset::minute_of_ms(t)),
+                None => format!("{name} once its history arrives"),
+            })
+            .collect();
+        if !warming.is_empty() {
+            tracing::info!(
+                variables = ?warming,
+                "drift warm-up: the state does not reach back far enough for these windows yet (a cold start); they are judged once it does"
+            );
+        }
     }
 
     /// Labels joined with this instance's decisions; closed days out.
