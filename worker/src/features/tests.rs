@@ -145,3 +145,75 @@ fn an_unbounded_clock_limit_evicts_nothing() {
     e.sweep();
     assert_eq!(e.state_size().0, 2, "both customers kept");
 }
+
+#[test]
+fn the_history_a_feature_reads_is_covered_only_once_the_state_reaches_back_that_far() {
+    let day = DAY_MS;
+    assert_eq!(lookback("TX_AMOUNT"), Lookback::default());
+    assert_eq!(
+        lookback("CUSTOMER_ID_NB_TX_7DAY_WINDOW").customers_ms,
+        7 * day
+    );
+    assert_eq!(
+        lookback("CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY").customers_ms,
+        44 * day
+    );
+    assert_eq!(
+        lookback("TERMINAL_ID_RISK_30DAY_WINDOW").labels_ms,
+        37 * day
+    );
+    // Every feature but the calendar ones reads some history.
+    for name in FEATURE_NAMES {
+        let none = matches!(name, "TX_AMOUNT" | "TX_DURING_WEEKEND" | "TX_DURING_NIGHT");
+        assert_eq!(lookback(name) == Lookback::default(), none, "{name}");
+    }
+    let all = Lookback::of_all(FEATURE_NAMES.iter().copied());
+    assert_eq!((all.customers_ms, all.labels_ms), (44 * day, 37 * day));
+
+    // A cold start at t0: transactions from t0, labels from t0 + 1 day.
+    let t0 = 1_530_403_200_000i64;
+    let mut engine = FeatureEngine::new();
+    assert_eq!(engine.history(), History::default());
+    let (c, l) = (
+        lookback("CUSTOMER_ID_NB_TX_30DAY_WINDOW"),
+        lookback("TERMINAL_ID_NB_TX_1DAY_WINDOW"),
+    );
+    assert!(
+        !engine.history().covers(c, t0 + 40 * day),
+        "nothing seen yet"
+    );
+    assert!(engine.history().covers(Lookback::default(), t0));
+    let tx = |t: i64, id: &'static str| TxRef {
+        transaction_id: id,
+        event_time: t,
+        customer_id: "c1",
+        terminal_id: "t1",
+        amount: 10.0,
+    };
+    engine.observe_transaction(tx(t0, "a"));
+    engine.observe_transaction(tx(t0 + 5 * day, "b"));
+    engine.observe_label(LabelRef {
+        transaction_id: "a",
+        terminal_id: "t1",
+        event_time: t0 + day,
+        is_fraud: false,
+    });
+    let h = engine.history();
+    assert_eq!((h.customers, h.labels), (Some(t0), Some(t0 + day)));
+    assert!(!h.covers(c, t0 + 30 * day - 1));
+    assert!(h.covers(c, t0 + 30 * day));
+    assert!(!h.covers(l, t0 + 9 * day - 1));
+    assert!(h.covers(l, t0 + 9 * day));
+    // A restore that brings back older history moves the horizon back.
+    engine.restore_customer(
+        0,
+        "c2",
+        &[CustomerTx {
+            time: t0 - 20 * day,
+            amount: 5.0,
+            id: 7,
+            high: false,
+        }],
+    );
+    assert!(engine.history().covers(c, t0 + 10 * day));
+}
