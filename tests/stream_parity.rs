@@ -219,6 +219,20 @@ fn drift_offline_equals_online(t: &Topics) {
     performance_offline_equals_online(&offline, &online_days);
 }
 
+/// Each worker's log lines that `keep` selects (for failure messages).
+fn log_lines(workers: &[Worker], keep: impl Fn(&str) -> bool) -> Vec<Vec<String>> {
+    workers
+        .iter()
+        .map(|w| {
+            w.log_text()
+                .lines()
+                .filter(|l| keep(l))
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
 /// The alerts an offline report raised up to `until` (event time, ms):
 /// (variable, raised at), sorted.
 fn raised_until(offline: &serde_json::Value, until: i64) -> Vec<(String, i64)> {
@@ -621,15 +635,7 @@ async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everyth
     assert!(
         merged_caught_up,
         "merged verdict up to {global_end}, instances {local_end:?}; warnings: {:?}",
-        workers
-            .iter()
-            .map(|w| w
-                .log_text()
-                .lines()
-                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-                .map(str::to_string)
-                .collect::<Vec<_>>())
-            .collect::<Vec<_>>()
+        log_lines(&workers, |l| l.contains(" WARN ") || l.contains(" ERROR "))
     );
 
     // Every merged quarter hour holds every instance's records of it.
@@ -641,15 +647,8 @@ async fn four_instances_together_detect_a_shift_as_fast_as_one_that_sees_everyth
     assert!(
         short.is_empty(),
         "merged slices (end, merged, sum of instances): {short:?}; assignments: {:?}",
-        workers
-            .iter()
-            .map(|w| w
-                .log_text()
-                .lines()
-                .filter(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))
-                .map(str::to_string)
-                .collect::<Vec<_>>())
-            .collect::<Vec<_>>()
+        log_lines(&workers, |l| l.contains("partitions assigned")
+            || l.contains("partitions revoked"))
     );
 
     // One instance that sees everything: the same records offline.

@@ -162,6 +162,35 @@ impl DaySummary {
         Some(ap)
     }
 
+    /// The sampling standard error of metric `name` at `value` on this
+    /// day's counts, `counted` of each weight actually observed (the
+    /// sample rate): how far the metric moves by chance with this few
+    /// frauds. Binomial for the proportions (precision over the flagged,
+    /// recall and average precision over the frauds, F1 over the mean of
+    /// flagged and frauds), Hanley and McNeil (1982) for the ROC AUC.
+    pub fn standard_error(&self, name: &str, value: f64, counted: f64) -> Option<f64> {
+        let p = self.positives * counted;
+        let n = (self.labelled - self.positives) * counted;
+        let flagged = (self.true_positives + self.false_positives) * counted;
+        let binomial = |k: f64| (k >= 1.0).then(|| (value * (1.0 - value) / k).max(0.0).sqrt());
+        match name {
+            "auc_roc" => {
+                if p < 1.0 || n < 1.0 {
+                    return None;
+                }
+                let a = value;
+                let (q1, q2) = (a / (2.0 - a), 2.0 * a * a / (1.0 + a));
+                let v =
+                    (a * (1.0 - a) + (p - 1.0) * (q1 - a * a) + (n - 1.0) * (q2 - a * a)) / (p * n);
+                Some(v.max(0.0).sqrt())
+            }
+            "average_precision" | "recall" => binomial(p),
+            "precision" => binomial(flagged),
+            "f1" => binomial((p + flagged) / 2.0),
+            _ => None,
+        }
+    }
+
     /// The judged metrics, by name.
     pub fn metrics(&self) -> [(&'static str, Option<f64>); 5] {
         [
@@ -590,6 +619,15 @@ impl PerformanceMonitor {
 }
 
 /// The verdict on one closed day, given whether the version's alert was on.
+/// The one-sided normal quantile a day's drop must exceed, in standard
+/// errors: three metrics judged a day, at most one false alarm a year
+/// across them (≈ 3.1).
+pub fn performance_z() -> f64 {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    static Z: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *Z.get_or_init(|| Normal::standard().inverse_cdf(1.0 - 1.0 / (3.0 * 365.0)))
+}
+
 pub fn judge_day(
     info: &VersionInfo,
     day_start: i64,
@@ -605,7 +643,14 @@ pub fn judge_day(
             .iter()
             .filter_map(|(name, value)| {
                 let val = info.validation.of(name)?;
-                (value.unwrap_or(0.0) < val - s.margin).then_some(*name)
+                let value = value.unwrap_or(0.0);
+                let drop = val - value;
+                // Material (more than the margin) and beyond what the
+                // day's counts explain by chance.
+                let chance = summary
+                    .standard_error(name, value, sample_rate)
+                    .map_or(0.0, |se| performance_z() * se);
+                (drop > s.margin && drop > chance).then_some(*name)
             })
             .collect()
     } else {
@@ -876,5 +921,83 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(mon.counts.matched, 100);
         assert_eq!(mon.counts.unmatched, 0);
+    }
+}
+
+#[cfg(test)]
+mod chance_tests {
+    use super::*;
+
+    /// A day of `frauds` frauds among 100 × as many records: `tp` of them
+    /// flagged, `fp` genuine ones flagged; scores put flagged above the rest.
+    fn day(frauds: f64, tp: f64, fp: f64) -> DaySummary {
+        let mut d = DaySummary::default();
+        let genuine = 99.0 * frauds;
+        d.add(0.9, true, true, tp);
+        d.add(0.1, false, true, frauds - tp);
+        d.add(0.9, true, false, fp);
+        d.add(0.1, false, false, genuine - fp);
+        d
+    }
+
+    fn f1_below(d: DaySummary, sample_rate: f64) -> bool {
+        let info = VersionInfo {
+            model: "m/1".into(),
+            validation: Validation {
+                auc_roc: None,
+                average_precision: None,
+                f1: Some(0.808),
+            },
+        };
+        let r = judge_day(
+            &info,
+            0,
+            d,
+            sample_rate,
+            &PerformanceSettings::default(),
+            false,
+        );
+        assert!(r.judged);
+        r.below.contains(&"f1")
+    }
+
+    #[test]
+    fn a_drop_inside_the_days_chance_does_not_alert_the_same_drop_on_more_frauds_does() {
+        assert!(
+            (performance_z() - 3.117).abs() < 0.001,
+            "{}",
+            performance_z()
+        );
+        // F1 0.655 against 0.808: 0.153 under, past the 0.15 margin, on
+        // 60 frauds, where a day's F1 moves by ±0.06 by chance.
+        let few = day(60.0, 39.0, 20.0);
+        let f1 = few.f1().unwrap();
+        assert!((f1 - 0.655).abs() < 0.001, "{f1}");
+        let se = few.standard_error("f1", f1, 1.0).unwrap();
+        assert!((se - 0.0616).abs() < 0.001, "{se}");
+        assert!(!f1_below(few, 1.0), "60 frauds: chance");
+        // The same rates on ten times the frauds: beyond chance.
+        assert!(f1_below(day(600.0, 390.0, 200.0), 1.0));
+        // ...unless they were sampled at a tenth (as few observed).
+        assert!(!f1_below(day(600.0, 390.0, 200.0), 0.1));
+        // A drop inside the margin never alerts, however many frauds.
+        assert!(!f1_below(day(9300.0, 6600.0, 2500.0), 1.0));
+    }
+
+    #[test]
+    fn the_auc_standard_error_is_hanley_and_mcneils() {
+        // Hanley & McNeil (1982), eq. 2, for A = 0.9 with 50 frauds and 50
+        // genuine (0.0321, evaluated independently), and it halves with
+        // four times the cases.
+        let d = |n: f64| DaySummary {
+            labelled: 2.0 * n,
+            positives: n,
+            ..DaySummary::default()
+        };
+        let se = d(50.0).standard_error("auc_roc", 0.9, 1.0).unwrap();
+        assert!((se - 0.0321).abs() < 0.0002, "{se}");
+        let quarter = d(200.0).standard_error("auc_roc", 0.9, 1.0).unwrap();
+        assert!((quarter / se - 0.5).abs() < 0.02, "{quarter}");
+        assert_eq!(d(50.0).standard_error("auc_roc", 0.9, 0.0), None);
     }
 }
