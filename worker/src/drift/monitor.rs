@@ -379,21 +379,20 @@ impl DriftMonitor {
     /// The event time from which each variable still warming up at event
     /// time `t` is sampled (None: its history has not begun), for the log.
     pub fn warming_up(&self, t: i64) -> Vec<(&str, Option<i64>)> {
-        let from = |h: Option<i64>, ms: i64| h.map(|h| h.saturating_add(ms));
+        // Sampled from the latest of its needs' starts; None until each
+        // needed history has begun.
+        let from = |h: Option<i64>, ms: i64| match ms {
+            0 => Some(i64::MIN),
+            _ => h.map(|h| h.saturating_add(ms)),
+        };
         self.vars
             .iter()
             .filter(|v| v.needs != Lookback::default())
             .filter(|v| !self.history.covers(v.needs, t))
             .map(|v| {
-                let c = (v.needs.customers_ms > 0)
-                    .then(|| from(self.history.customers, v.needs.customers_ms));
-                let l =
-                    (v.needs.labels_ms > 0).then(|| from(self.history.labels, v.needs.labels_ms));
-                let at = match (c, l) {
-                    (Some(None), _) | (_, Some(None)) => None,
-                    (c, l) => c.flatten().max(l.flatten()),
-                };
-                (v.name.as_str(), at)
+                let c = from(self.history.customers, v.needs.customers_ms);
+                let l = from(self.history.labels, v.needs.labels_ms);
+                (v.name.as_str(), c.zip(l).map(|(c, l)| c.max(l)))
             })
             .collect()
     }

@@ -228,12 +228,7 @@ impl Profile {
             .get(v.cycle.bucket(h))
             .copied()
             .unwrap_or_default();
-        let w = self.volume_at(h);
-        Mixture {
-            w,
-            m1: w * b.mean,
-            m2: w * (b.var + b.mean * b.mean),
-        }
+        Mixture::part(self.volume_at(h), b.mean, b.var)
     }
 
     /// The reference's records per occurrence of `hour`'s hour of the week.
@@ -252,6 +247,15 @@ pub struct Mixture {
 }
 
 impl Mixture {
+    /// One part of weight `w` with this mean and variance.
+    pub fn part(w: f64, mean: f64, var: f64) -> Self {
+        Self {
+            w,
+            m1: w * mean,
+            m2: w * (var + mean * mean),
+        }
+    }
+
     pub fn add(&mut self, o: Mixture) {
         self.w += o.w;
         self.m1 += o.m1;
@@ -499,12 +503,7 @@ fn loo_expected(p: &Profile, v: &VarProfile, k: usize, win: &[Slice]) -> Expecte
         } else {
             (b.mean * b.n as f64 - s.vars[k].sum) / rest as f64
         };
-        let w = p.volume_at(hour);
-        m.add(Mixture {
-            w,
-            m1: w * mean,
-            m2: w * (b.var + mean * mean),
-        });
+        m.add(Mixture::part(p.volume_at(hour), mean, b.var));
     }
     m.expected(v)
 }
